@@ -1,0 +1,86 @@
+"""Service names, etcd key prefixes and instance ids (pure, no I/O).
+
+The Go original maps the dotted service name ``hwholiday.srv.app`` to the key path
+``/hwholiday/srv/app`` and writes one key ``<path>/<id>`` per instance. We watch the prefix
+*with* its trailing slash, so ``/app/`` never matches ``/application/...``.
+
+A name that already contains ``/`` is taken as a raw etcd target (etcd's own Go ``naming``
+package uses such targets, e.g. ``foo/bar/my-service``) and is not rewritten.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+__all__ = [
+    "instance_key",
+    "new_instance_id",
+    "service_name",
+    "service_path",
+    "service_prefix",
+    "validate_service",
+]
+
+_DOTTED_PART = re.compile(r"^[A-Za-z0-9_\-]+$")
+
+
+def validate_service(service: str) -> str:
+    """Return ``service`` if it is a usable service name, else raise ``ValueError`` naming it."""
+    if not isinstance(service, str) or not service.strip():
+        raise ValueError(f"service name must be a non-empty string, got {service!r}")
+    if any(ch.isspace() for ch in service):
+        raise ValueError(f"service name {service!r} must not contain white space")
+    if "/" in service:
+        if "//" in service.strip("/"):
+            raise ValueError(f"service target {service!r} has an empty path segment")
+        return service
+    for part in service.split("."):
+        if not _DOTTED_PART.match(part):
+            raise ValueError(
+                f"service name {service!r} must be dot-separated parts of letters, digits, "
+                f"'_' or '-' (bad part {part!r})"
+            )
+    return service
+
+
+def _normalize_root(root: str) -> str:
+    root = root.strip()
+    if not root or root == "/":
+        return ""
+    return "/" + root.strip("/")
+
+
+def service_path(service: str, root: str = "") -> str:
+    """The key path of a service, no trailing slash: ``a.srv.app`` -> ``/a/srv/app``.
+
+    ``root`` is an optional prefix put in front (``/prod`` -> ``/prod/hwholiday/srv/app``).
+    """
+    validate_service(service)
+    path = service.rstrip("/") if "/" in service else "/" + service.replace(".", "/")
+    return _normalize_root(root) + path
+
+
+def service_prefix(service: str, root: str = "") -> str:
+    """The prefix to read and watch, with its trailing slash: ``/hwholiday/srv/app/``."""
+    return service_path(service, root) + "/"
+
+
+def service_name(service: str) -> str:
+    """The last part of a dotted name (the original's ``node.name``): ``a.srv.app`` -> ``app``."""
+    validate_service(service)
+    if "/" in service:
+        return service.rstrip("/").rsplit("/", 1)[-1]
+    return service.rsplit(".", 1)[-1]
+
+
+def new_instance_id(service: str) -> str:
+    """A fresh instance id in the original's form ``<name>-<uuid>``, e.g. ``app-f76d0cba-...``."""
+    return f"{service_name(service)}-{uuid.uuid4()}"
+
+
+def instance_key(service: str, instance_id: str, root: str = "") -> str:
+    """The etcd key of one instance: ``<prefix><id>``."""
+    if not instance_id or "/" in instance_id:
+        raise ValueError(f"instance id {instance_id!r} must be non-empty and contain no '/'")
+    return service_prefix(service, root) + instance_id

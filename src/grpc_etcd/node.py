@@ -1,0 +1,283 @@
+"""Nodes (one registered server instance) and their etcd record codecs (pure, no I/O).
+
+Two record formats are read:
+
+* the Go original's (``hwholiday/learning_tools``), which we also write, byte for byte::
+
+    {"node":{"name":"app","path":"/hwholiday/srv/app","id":"app-...","version":"v1",
+     "address":"127.0.0.1:18089"},"metadata":null,"endpoints":{"ApiTest":{...}}}
+
+* etcd's own Go naming package's (``client/v3/naming/endpoints``)::
+
+    {"Op":0,"Addr":"127.0.0.1:8080","Metadata":...}
+
+Decoding follows Go's ``encoding/json``: field names match case-insensitively and unknown
+fields are ignored. A record that is not JSON, or has no ``node`` / ``Addr``, raises
+:class:`~grpc_etcd.errors.RecordError` naming its key.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal
+
+from .errors import RecordError
+from .naming import service_name, service_path
+
+__all__ = [
+    "DEFAULT_LIMITING",
+    "MethodInfo",
+    "Node",
+    "RecordFormat",
+    "decode_record",
+    "encode_record",
+    "parse_address",
+]
+
+#: What the Go original writes for ``limiting`` when it is told nothing else (calls per second).
+DEFAULT_LIMITING = 10
+#: ``metadata`` key carrying a node's weight, so the Go original (no weight field) still reads us.
+WEIGHT_KEY = "weight"
+
+RecordFormat = Literal["seed", "naming"]
+_EMPTY: Mapping[str, str] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class MethodInfo:
+    """One RPC method a node serves: the original's ``endpoints`` entry."""
+
+    online: bool = True
+    limiting_switch: bool = False
+    limiting: int = DEFAULT_LIMITING
+    fuse: bool = False
+    defaults: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """One registered server instance, as read from or written to etcd."""
+
+    service: str
+    id: str
+    address: str
+    version: str = "latest"
+    metadata: Mapping[str, str] = field(default_factory=lambda: _EMPTY, hash=False)
+    methods: Mapping[str, MethodInfo] = field(
+        default_factory=lambda: MappingProxyType({}), hash=False
+    )
+    key: str = ""
+    format: RecordFormat = "seed"
+
+    def __post_init__(self) -> None:
+        # Freeze the mappings so a Node can be shared between threads without copies.
+        if not isinstance(self.metadata, MappingProxyType):
+            object.__setattr__(self, "metadata", MappingProxyType(dict(self.metadata)))
+        if not isinstance(self.methods, MappingProxyType):
+            object.__setattr__(self, "methods", MappingProxyType(dict(self.methods)))
+
+    @property
+    def weight(self) -> int | None:
+        """The node's weight from ``metadata["weight"]``, or None when absent or not an integer."""
+        raw = self.metadata.get(WEIGHT_KEY)
+        if raw is None:
+            return None
+        try:
+            value = int(raw)
+        except ValueError:
+            return None
+        return value if value >= 0 else None
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """Split ``host:port`` (``[v6]:port`` for IPv6); raise ``ValueError`` on anything else."""
+    if not isinstance(address, str) or not address:
+        raise ValueError(f"address must be 'host:port', got {address!r}")
+    if address.startswith("["):
+        host, sep, port = address[1:].partition("]:")
+        if not sep:
+            raise ValueError(f"address {address!r} must be '[ipv6]:port'")
+    else:
+        host, sep, port = address.rpartition(":")
+        if not sep or ":" in host:
+            raise ValueError(f"address {address!r} must be 'host:port' (IPv6 as '[addr]:port')")
+    if not host:
+        raise ValueError(f"address {address!r} has no host")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"address {address!r} has no valid port (1-65535)")
+    return host, int(port)
+
+
+# ---------------------------------------------------------------- encoding
+
+
+def _go_json(value: Any) -> bytes:
+    """Compact JSON as Go's ``encoding/json`` writes it (HTML-safe escapes, map keys sorted)."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    # '<', '>' and '&' can only occur inside strings, so a plain replace is exact.
+    text = (
+        text.replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("&", "\\u0026")
+        .replace("\u2028", "\\u2028")
+        .replace("\u2029", "\\u2029")
+    )
+    return text.encode("utf-8")
+
+
+def encode_record(node: Node, root: str = "") -> bytes:
+    """The node's record exactly as the Go original writes it (field order included)."""
+    endpoints = {
+        name: {
+            "online": info.online,
+            "limiting_switch": info.limiting_switch,
+            "limiting": info.limiting,
+            "fuse": info.fuse,
+            "defaults": None
+            if info.defaults is None
+            else base64.b64encode(info.defaults).decode("ascii"),
+        }
+        for name, info in sorted(node.methods.items())
+    }
+    record = {
+        "node": {
+            "name": service_name(node.service),
+            "path": service_path(node.service, root),
+            "id": node.id,
+            "version": node.version,
+            "address": node.address,
+        },
+        "metadata": dict(sorted(node.metadata.items())) if node.metadata else None,
+        "endpoints": endpoints,
+    }
+    return _go_json(record)
+
+
+# ---------------------------------------------------------------- decoding
+
+
+def _get(obj: Mapping[str, Any], name: str) -> Any:
+    """Go's rule: an exact key wins, else the first key equal ignoring case."""
+    if name in obj:
+        return obj[name]
+    lowered = name.lower()
+    for key, value in obj.items():
+        if key.lower() == lowered:
+            return value
+    return None
+
+
+def _string(value: Any, what: str, key: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise RecordError(key, f"{what} must be a string, got {type(value).__name__}")
+    return value
+
+
+def _string_map(value: Any, what: str, key: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise RecordError(key, f"{what} must be an object or null")
+    return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in value.items()}
+
+
+def _methods(value: Any, key: str) -> dict[str, MethodInfo]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise RecordError(key, "endpoints must be an object or null")
+    methods: dict[str, MethodInfo] = {}
+    for name, raw in value.items():
+        if raw is None:
+            methods[name] = MethodInfo()
+            continue
+        if not isinstance(raw, dict):
+            raise RecordError(key, f"endpoints[{name!r}] must be an object")
+        defaults = _get(raw, "defaults")
+        try:
+            decoded = None if defaults is None else base64.b64decode(defaults, validate=True)
+        except (binascii.Error, TypeError, ValueError) as exc:
+            raise RecordError(key, f"endpoints[{name!r}].defaults is not base64") from exc
+        limiting = _get(raw, "limiting")
+        online = _get(raw, "online")
+        methods[name] = MethodInfo(
+            online=bool(online) if online is not None else False,
+            limiting_switch=bool(_get(raw, "limiting_switch")),
+            limiting=int(limiting) if isinstance(limiting, int | float) else 0,
+            fuse=bool(_get(raw, "fuse")),
+            defaults=decoded,
+        )
+    return methods
+
+
+def _id_from_key(key: str) -> str:
+    return key.rstrip("/").rsplit("/", 1)[-1] if key else ""
+
+
+def decode_record(data: bytes | str, *, key: str = "", service: str = "") -> Node:
+    """Decode a record of either format into a :class:`Node`.
+
+    ``key`` is the etcd key it was read from (used in errors and as the id fallback);
+    ``service`` the service being watched. Raises :class:`RecordError` naming the key.
+    """
+    try:
+        obj = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RecordError(key, f"not valid JSON ({exc})") from exc
+    if not isinstance(obj, dict):
+        raise RecordError(key, "record is not a JSON object")
+
+    node_obj = _get(obj, "node")
+    if node_obj is not None:
+        if not isinstance(node_obj, dict):
+            raise RecordError(key, "'node' must be an object")
+        address = _string(_get(node_obj, "address"), "node.address", key)
+        if not address:
+            raise RecordError(key, "record has no node.address")
+        return Node(
+            service=service,
+            id=_string(_get(node_obj, "id"), "node.id", key) or _id_from_key(key),
+            address=address,
+            version=_string(_get(node_obj, "version"), "node.version", key),
+            metadata=_string_map(_get(obj, "metadata"), "metadata", key),
+            methods=_methods(_get(obj, "endpoints"), key),
+            key=key,
+            format="seed",
+        )
+
+    addr = _get(obj, "addr")
+    if addr is not None:
+        address = _string(addr, "Addr", key)
+        if not address:
+            raise RecordError(key, "record has an empty Addr")
+        raw_meta = _get(obj, "metadata")
+        metadata = _string_map(raw_meta, "Metadata", key) if isinstance(raw_meta, dict) else {}
+        return Node(
+            service=service,
+            id=_id_from_key(key),
+            address=address,
+            version=metadata.get("version", ""),
+            metadata=metadata,
+            key=key,
+            format="naming",
+        )
+    raise RecordError(
+        key, "record has neither 'node' (grpc-etcd / Go original) nor 'Addr' (etcd naming)"
+    )
+
+
+def naming_op(data: bytes | str) -> int:
+    """The ``Op`` of an etcd-naming record (0 add, 1 delete); 0 for any other record."""
+    try:
+        obj = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return 0
+    op = _get(obj, "op") if isinstance(obj, dict) and _get(obj, "node") is None else None
+    return op if isinstance(op, int) else 0
