@@ -1,0 +1,44 @@
+"""grpc_etcd's own small etcd v3 client, on grpcio: ``AsyncEtcdClient`` and its sync twin
+``EtcdClient``. Nothing outside ``grpc_etcd.registry`` should need to import it.
+
+It speaks etcd's gRPC API directly (a private, minimal copy of etcd's protos in ``_proto``), so
+it brings no other etcd library and cannot clash with one loaded in the same process.
+"""
+
+from __future__ import annotations
+
+from ._aio import AsyncEtcdClient, prefix_range_end
+from ._keepalive import KeepAlive
+from ._sync import EtcdClient, SyncKeepAlive
+from ._types import (
+    AuthError,
+    CompactedError,
+    EtcdError,
+    EtcdUnavailableError,
+    KeyValue,
+    Lease,
+    LeaseNotFoundError,
+    Status,
+    TLSConfig,
+    WatchEvent,
+    WatchResponse,
+)
+
+__all__ = [
+    "AsyncEtcdClient",
+    "AuthError",
+    "CompactedError",
+    "EtcdClient",
+    "EtcdError",
+    "EtcdUnavailableError",
+    "KeepAlive",
+    "KeyValue",
+    "Lease",
+    "LeaseNotFoundError",
+    "Status",
+    "SyncKeepAlive",
+    "TLSConfig",
+    "WatchEvent",
+    "WatchResponse",
+    "prefix_range_end",
+]

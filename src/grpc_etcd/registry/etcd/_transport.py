@@ -1,0 +1,295 @@
+"""Endpoints, channels, error mapping: the gRPC plumbing under AsyncEtcdClient.
+
+One ``grpc.aio`` channel per endpoint (not one channel over a static address list), because the
+client must know *which* endpoint a call went to and steer the next attempt itself:
+
+- errors name the endpoint; failover order is explicit (start at the endpoint that last worked,
+  then the others in the given order) and does not depend on a gRPC LB policy;
+- it can tell "never connected" (safe to retry anything elsewhere) from "failed after sending"
+  (retry only idempotent requests) by checking the channel state before each attempt;
+- long-lived streams (watch, lease keep-alive) can be re-opened on a *different* member when the
+  one they were on goes away, instead of waiting for gRPC to reconnect to the same one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from ._types import (
+    AuthError,
+    CompactedError,
+    EtcdError,
+    EtcdUnavailableError,
+    LeaseNotFoundError,
+    TLSConfig,
+)
+
+__all__ = ["EOF", "Endpoint", "ErrorKind", "classify", "map_error", "never_sent", "parse_endpoints"]
+
+DEFAULT_PORT = 2379
+
+#: what ``StreamStreamCall.read()`` returns at the end of the stream (missing from grpc-stubs)
+EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]
+
+UnaryCallable = grpc.aio.UnaryUnaryMultiCallable[Any, Any]
+StreamCallable = grpc.aio.StreamStreamMultiCallable[Any, Any]
+StreamCall = grpc.aio.StreamStreamCall[Any, Any]
+
+# etcd's real gRPC method paths (the proto package of our messages is private, the paths are not)
+KV_RANGE = "/etcdserverpb.KV/Range"
+KV_PUT = "/etcdserverpb.KV/Put"
+KV_DELETE_RANGE = "/etcdserverpb.KV/DeleteRange"
+KV_TXN = "/etcdserverpb.KV/Txn"
+KV_COMPACT = "/etcdserverpb.KV/Compact"
+LEASE_GRANT = "/etcdserverpb.Lease/LeaseGrant"
+LEASE_REVOKE = "/etcdserverpb.Lease/LeaseRevoke"
+LEASE_KEEPALIVE = "/etcdserverpb.Lease/LeaseKeepAlive"
+LEASE_TIME_TO_LIVE = "/etcdserverpb.Lease/LeaseTimeToLive"
+WATCH = "/etcdserverpb.Watch/Watch"
+AUTHENTICATE = "/etcdserverpb.Auth/Authenticate"
+STATUS = "/etcdserverpb.Maintenance/Status"
+
+# Sent with every request: a member that has no leader refuses the request at once with
+# "etcdserver: no leader" (UNAVAILABLE) *before* handling it, instead of hanging until its
+# request timeout; so the client fails over quickly and may retry even writes. On streams it
+# also makes etcd close watch/keep-alive streams of a member that lost its leader.
+REQUIRE_LEADER = ("hasleader", "true")
+
+CHANNEL_OPTIONS: list[tuple[str, Any]] = [
+    # etcd answers big ranges in one message; its server-side limit is 2 GiB as well
+    ("grpc.max_receive_message_length", -1),
+    # find dead connections under long-lived streams; etcd's default enforcement policy allows
+    # pings every 5 s, and only while a stream is open
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 0),
+    # after an etcd restart, reconnect within about a second (gRPC's default backoff reaches 2 min)
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1_000),
+    ("grpc.primary_user_agent", "grpc-etcd"),
+]
+
+
+def parse_endpoints(endpoints: str | Sequence[str]) -> tuple[tuple[str, ...], bool]:
+    """Normalize endpoints to ``host:port``; return them and whether any asked for https.
+
+    Accepts a sequence or one comma-separated string; ``http://`` / ``https://`` prefixes and a
+    trailing ``/`` are tolerated; a missing port means 2379.
+    """
+    items = endpoints.split(",") if isinstance(endpoints, str) else list(endpoints)
+    result: list[str] = []
+    secure = False
+    for raw in items:
+        item = raw.strip()
+        if not item:
+            continue
+        lowered = item.lower()
+        if lowered.startswith("https://"):
+            secure = True
+            item = item[len("https://") :]
+        elif lowered.startswith("http://"):
+            item = item[len("http://") :]
+        elif "://" in item:
+            raise ValueError(f"unsupported etcd endpoint scheme: {raw!r}")
+        item = item.rstrip("/")
+        if not item:
+            raise ValueError(f"bad etcd endpoint: {raw!r}")
+        if item.startswith("["):  # [v6]:port or [v6]
+            if "]:" not in item:
+                item = f"{item}:{DEFAULT_PORT}"
+        elif item.count(":") == 0:
+            item = f"{item}:{DEFAULT_PORT}"
+        elif item.count(":") > 1:  # bare IPv6 address
+            item = f"[{item}]:{DEFAULT_PORT}"
+        if item not in result:
+            result.append(item)
+    if not result:
+        raise ValueError("no etcd endpoint given")
+    return tuple(result), secure
+
+
+def _read(path: str | None) -> bytes | None:
+    if path is None:
+        return None
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def channel_credentials(tls: TLSConfig) -> grpc.ChannelCredentials:
+    if (tls.cert_file is None) != (tls.key_file is None):
+        raise ValueError("TLSConfig: cert_file and key_file go together (mutual TLS)")
+    return grpc.ssl_channel_credentials(
+        root_certificates=_read(tls.ca_file),
+        private_key=_read(tls.key_file),
+        certificate_chain=_read(tls.cert_file),
+    )
+
+
+class Endpoint:
+    """One etcd member address and its (lazily created, loop-bound) channel."""
+
+    def __init__(
+        self, address: str, credentials: grpc.ChannelCredentials | None, server_name: str | None
+    ) -> None:
+        self.address = address
+        self._credentials = credentials
+        self._server_name = server_name
+        self._channel: grpc.aio.Channel | None = None
+        self._unary: dict[str, UnaryCallable] = {}
+        self._stream: dict[str, StreamCallable] = {}
+        self._closed = False
+        #: set when ``ready()`` (re)connected the channel; the client reads and clears it
+        self.reconnected = False
+
+    @property
+    def channel(self) -> grpc.aio.Channel:
+        if self._closed:
+            raise EtcdError("client is closed", endpoints=(self.address,))
+        if self._channel is None:
+            options = list(CHANNEL_OPTIONS)
+            if self._credentials is not None:
+                if self._server_name:
+                    options.append(("grpc.ssl_target_name_override", self._server_name))
+                self._channel = grpc.aio.secure_channel(
+                    self.address, self._credentials, options=options
+                )
+            else:
+                self._channel = grpc.aio.insecure_channel(self.address, options=options)
+        return self._channel
+
+    def unary(
+        self, path: str, serializer: Callable[[Any], bytes], deserializer: Callable[[bytes], Any]
+    ) -> UnaryCallable:
+        mc = self._unary.get(path)
+        if mc is None:
+            mc = self.channel.unary_unary(
+                path, request_serializer=serializer, response_deserializer=deserializer
+            )
+            self._unary[path] = mc
+        return mc
+
+    def stream(
+        self, path: str, serializer: Callable[[Any], bytes], deserializer: Callable[[bytes], Any]
+    ) -> StreamCallable:
+        mc = self._stream.get(path)
+        if mc is None:
+            mc = self.channel.stream_stream(
+                path, request_serializer=serializer, response_deserializer=deserializer
+            )
+            self._stream[path] = mc
+        return mc
+
+    async def ready(self, until: float) -> bool:
+        """Connect if needed; True once the channel is READY, False if it fails (refused,
+        TRANSIENT_FAILURE) or is not READY by loop time ``until``. Nothing is sent."""
+        if self._closed:
+            return False
+        loop = asyncio.get_running_loop()
+        channel = self.channel
+        state = channel.get_state(try_to_connect=True)
+        if state != grpc.ChannelConnectivity.READY:
+            self.reconnected = True
+        while state != grpc.ChannelConnectivity.READY:
+            if state in (
+                grpc.ChannelConnectivity.TRANSIENT_FAILURE,
+                grpc.ChannelConnectivity.SHUTDOWN,
+            ):
+                return False
+            remaining = until - loop.time()
+            if remaining <= 0:
+                return False
+            try:
+                async with asyncio.timeout(remaining):
+                    await channel.wait_for_state_change(state)
+            except TimeoutError:
+                return False
+            state = channel.get_state(try_to_connect=True)
+        return True
+
+    async def close(self) -> None:
+        self._closed = True
+        channel, self._channel = self._channel, None
+        self._unary.clear()
+        self._stream.clear()
+        if channel is not None:
+            await channel.close(None)
+
+    def __repr__(self) -> str:
+        return f"Endpoint({self.address!r})"
+
+
+class ErrorKind(enum.Enum):
+    TRANSIENT = "transient"  # endpoint down/unreachable/no leader/overloaded: try another
+    TIMEOUT = "timeout"  # our deadline passed
+    STALE_TOKEN = "stale_token"  # auth token missing/invalid/outdated: authenticate again
+    FATAL = "fatal"  # anything else: map and raise
+
+
+_STALE_TOKEN_MARKERS = (
+    "invalid auth token",
+    "user name is empty",
+    "revision of auth store is old",
+)
+
+# UNAVAILABLE details that prove the request never reached etcd's KV/lease/... handlers, so
+# even a write may be retried on another endpoint.
+_NOT_SENT_MARKERS = (
+    "failed to connect to all addresses",
+    "connection refused",
+    "connections to all backends failing",
+    "etcdserver: no leader",  # refused by the require-leader interceptor, before handling
+    "etcdserver: not capable",
+    "etcdserver: too many requests",
+)
+
+
+def classify(err: grpc.aio.AioRpcError) -> ErrorKind:
+    code = err.code()
+    details = (err.details() or "").lower()
+    if code == grpc.StatusCode.UNAUTHENTICATED or (
+        code == grpc.StatusCode.INVALID_ARGUMENT and any(m in details for m in _STALE_TOKEN_MARKERS)
+    ):
+        return ErrorKind.STALE_TOKEN
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return ErrorKind.TRANSIENT
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "too many requests" in details:
+        return ErrorKind.TRANSIENT
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return ErrorKind.TIMEOUT
+    return ErrorKind.FATAL
+
+
+def never_sent(err: grpc.aio.AioRpcError) -> bool:
+    """True if the failed request certainly was not applied by etcd."""
+    details = (err.details() or "").lower()
+    return any(m in details for m in _NOT_SENT_MARKERS)
+
+
+def map_error(err: grpc.aio.AioRpcError, endpoint: str, *, lease_id: int = 0) -> EtcdError:
+    """Our exception for a gRPC error that is not retried."""
+    code = err.code()
+    name = code.name if code is not None else "UNKNOWN"
+    details = err.details() or ""
+    lowered = details.lower()
+    message = f"{name}: {details}"
+    eps = (endpoint,)
+    if code == grpc.StatusCode.NOT_FOUND and "lease not found" in lowered:
+        return LeaseNotFoundError(message, lease_id=lease_id, endpoints=eps, code=name)
+    if code == grpc.StatusCode.OUT_OF_RANGE and "compacted" in lowered:
+        return CompactedError(message, compact_revision=0, endpoints=eps, code=name)
+    if code == grpc.StatusCode.PERMISSION_DENIED or (
+        "authentication failed" in lowered or "invalid user id or password" in lowered
+    ):
+        return AuthError(message, endpoints=eps, code=name)
+    if code == grpc.StatusCode.UNAUTHENTICATED or any(m in lowered for m in _STALE_TOKEN_MARKERS):
+        return AuthError(message, endpoints=eps, code=name)
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return EtcdUnavailableError(message, endpoints=eps, code=name)
+    return EtcdError(message, endpoints=eps, code=name)

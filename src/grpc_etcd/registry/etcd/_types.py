@@ -1,0 +1,182 @@
+"""Value types and exceptions of grpc_etcd's etcd client (shared by the async and sync twins)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from grpc_etcd.errors import GrpcEtcdError
+
+__all__ = [
+    "AuthError",
+    "CompactedError",
+    "EtcdError",
+    "EtcdUnavailableError",
+    "KeyValue",
+    "Lease",
+    "LeaseNotFoundError",
+    "Status",
+    "TLSConfig",
+    "WatchEvent",
+    "WatchResponse",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# exceptions
+
+
+class EtcdError(GrpcEtcdError):
+    """Base class of the etcd client's errors; the message names the endpoint(s) involved.
+
+    ``endpoints`` holds the endpoint(s) the failed request went to (empty if none was tried).
+    No raw ``grpc.RpcError`` ever escapes the client: gRPC failures are mapped to this class or
+    one of its subclasses; ``code`` keeps the gRPC status code name (``"UNAVAILABLE"``, ...) when
+    the error came from a gRPC status, else ``None``.
+    """
+
+    def __init__(
+        self, message: str, *, endpoints: Sequence[str] = (), code: str | None = None
+    ) -> None:
+        self.endpoints: tuple[str, ...] = tuple(endpoints)
+        self.code = code
+        where = ", ".join(self.endpoints)
+        super().__init__(f"{message} [etcd {where}]" if where else message)
+
+
+class EtcdUnavailableError(EtcdError):
+    """No endpoint answered within the timeout (down, unreachable, no leader, timed out).
+
+    For a write (put/delete/txn) it may also mean that the request reached etcd but the answer
+    was lost: the message then says that the write may or may not have been applied.
+    """
+
+
+class CompactedError(EtcdError):
+    """The revision a watch (or read) needs has been compacted away.
+
+    ``compact_revision`` is the oldest revision etcd still has (watch again from it, or better,
+    read again and watch from the read's revision + 1); ``0`` when etcd did not say.
+
+    Also raised by a watch that finds etcd's revision went *backwards* (etcd restarted with its
+    data wiped): the history the watch needs is gone just the same, and the caller must re-read.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        compact_revision: int,
+        endpoints: Sequence[str] = (),
+        code: str | None = None,
+    ) -> None:
+        self.compact_revision = compact_revision
+        super().__init__(message, endpoints=endpoints, code=code)
+
+
+class LeaseNotFoundError(EtcdError):
+    """The lease does not exist (never granted, revoked or expired)."""
+
+    def __init__(
+        self, message: str, *, lease_id: int, endpoints: Sequence[str] = (), code: str | None = None
+    ) -> None:
+        self.lease_id = lease_id
+        super().__init__(message, endpoints=endpoints, code=code)
+
+
+class AuthError(EtcdError):
+    """Bad user name or password, or the user lacks the permission for the request."""
+
+
+# ---------------------------------------------------------------------------------------------
+# values
+
+
+@dataclass(frozen=True, slots=True)
+class KeyValue:
+    """One key as etcd stores it (``mvccpb.KeyValue``)."""
+
+    key: bytes
+    value: bytes
+    create_revision: int
+    mod_revision: int
+    version: int
+    lease: int
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    """A change to one key. For a delete, ``kv`` has the key, an empty value and
+    ``mod_revision`` = the revision of the delete; ``prev_kv`` is set only if the watch asked
+    for ``prev_kv=True`` (and etcd still had it)."""
+
+    type: Literal["put", "delete"]
+    kv: KeyValue
+    prev_kv: KeyValue | None
+
+
+@dataclass(frozen=True, slots=True)
+class WatchResponse:
+    """One batch of events (all events of a revision are in the same batch).
+
+    ``revision`` is etcd's store revision when the batch was sent; a progress notification
+    (``progress_notify=True``, ``events=()``) promises that no event at or below ``revision``
+    is still to come.
+    """
+
+    revision: int
+    events: tuple[WatchEvent, ...]
+    progress_notify: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TLSConfig:
+    """TLS settings: ``ca_file`` (PEM roots; ``None`` = the system's), ``cert_file`` +
+    ``key_file`` for mutual TLS, ``server_name`` to override the name checked in the server's
+    certificate (e.g. when dialing an IP address)."""
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    server_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """``Maintenance.Status`` of one member: ``leader`` is the member id it believes leads
+    (0 = none), ``member_id`` its own id, ``revision`` its store revision."""
+
+    leader: int
+    member_id: int
+    revision: int
+    raft_term: int
+    version: str
+    endpoint: str
+
+    @property
+    def is_leader(self) -> bool:
+        return self.leader != 0 and self.leader == self.member_id
+
+
+class Lease(int):
+    """A granted lease: an ``int`` (the lease id, usable anywhere a lease id is expected) that
+    also carries ``ttl``, the time-to-live etcd actually granted (etcd raises a too-small TTL to
+    its minimum, about 1.5 x the election timeout; 2 s with etcd's default timings)."""
+
+    ttl: int
+
+    def __new__(cls, lease_id: int, ttl: int) -> Lease:
+        self = super().__new__(cls, lease_id)
+        self.ttl = ttl
+        return self
+
+    @property
+    def id(self) -> int:
+        return int(self)
+
+    def __repr__(self) -> str:
+        return f"Lease(id={int(self)}, ttl={self.ttl})"
+
+    def __reduce__(self) -> tuple[type[Lease], tuple[int, int]]:
+        return (Lease, (int(self), self.ttl))
