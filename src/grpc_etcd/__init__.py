@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from . import aio
 from .errors import GrpcEtcdError, RecordError
 from .node import MethodInfo, Node
+from .registry import Registration, RegistrationState, Registry
 from .routing import CallInfo, current_route, route
 from .snapshot import Snapshot
 
@@ -15,7 +17,11 @@ __all__ = [
     "MethodInfo",
     "Node",
     "RecordError",
+    "Registration",
+    "RegistrationState",
+    "Registry",
     "Snapshot",
+    "aio",
     "current_route",
     "route",
 ]

@@ -1,0 +1,229 @@
+"""``grpc_etcd.Registry`` and ``grpc_etcd.Registration``: the sync twins.
+
+They run the asyncio implementation on a private event-loop thread (``_loop.LoopThread``), so
+keep-alives and watches go on in the background while your code blocks, and every fix to the
+logic lands in both twins at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from .._loop import LoopThread
+from ..node import Node
+from ..snapshot import Snapshot
+from . import registration as _aio_registration
+from ._options import Methods
+
+if TYPE_CHECKING:
+    from ..aio.registry import Registry as AsyncRegistry
+    from ..channel import BalancedChannel
+    from ..policies import Policy
+    from .etcd import TLSConfig
+
+__all__ = ["Registration", "Registry"]
+
+log = logging.getLogger("grpc_etcd.registry")
+
+RegistrationState = _aio_registration.RegistrationState
+
+
+class Registration:
+    """A registered server instance (sync). Made by :meth:`Registry.register`."""
+
+    def __init__(self, loop: LoopThread, inner: _aio_registration.Registration) -> None:
+        self._loop = loop
+        self._inner = inner
+
+    @property
+    def node(self) -> Node:
+        """The node as it is registered now."""
+        return self._inner.node
+
+    @property
+    def key(self) -> str:
+        """The etcd key of this instance."""
+        return self._inner.key
+
+    @property
+    def lease_id(self) -> int:
+        """The etcd lease the key is bound to (changes when the registration recovers)."""
+        return self._inner.lease_id
+
+    @property
+    def ttl(self) -> int:
+        """The lease TTL in seconds."""
+        return self._inner.ttl
+
+    @property
+    def state(self) -> RegistrationState:
+        """``REGISTERED``, ``LOST`` (registering again) or ``CLOSED``."""
+        return self._inner.state
+
+    def update(
+        self,
+        *,
+        version: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        weight: int | None = None,
+    ) -> None:
+        """Rewrite the record in place (same key) with a new version, metadata or weight."""
+        self._loop.run(self._inner.update(version=version, metadata=metadata, weight=weight))
+
+    def close(self) -> None:
+        """Delete the key and revoke the lease. Idempotent."""
+        if self._inner.state is not RegistrationState.CLOSED and not self._loop.closed:
+            self._loop.run(self._inner.close())
+
+    def __enter__(self) -> Registration:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return repr(self._inner)
+
+
+class Registry:
+    """A handle on an etcd cluster for registering and finding gRPC servers (sync).
+
+    Same arguments as :class:`grpc_etcd.aio.Registry`. Closing it closes the registrations
+    and channels it made; it is also a context manager.
+    """
+
+    def __init__(
+        self,
+        endpoints: str | Sequence[str] = "127.0.0.1:2379",
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        tls: TLSConfig | None = None,
+        timeout: float = 5.0,
+        root: str = "",
+    ) -> None:
+        from ..aio.registry import Registry as AsyncRegistry
+
+        self._loop = LoopThread(name="grpc-etcd-registry")
+        self._timeout = timeout
+
+        async def make() -> AsyncRegistry:
+            return AsyncRegistry(
+                endpoints,
+                username=username,
+                password=password,
+                tls=tls,
+                timeout=timeout,
+                root=root,
+            )
+
+        try:
+            self._inner: AsyncRegistry = self._loop.run(make())
+        except BaseException:
+            self._loop.close()
+            raise
+
+    @property
+    def root(self) -> str:
+        """The key prefix every service lives under ("" by default)."""
+        return self._inner.root
+
+    def register(
+        self,
+        service: str,
+        *,
+        address: str,
+        version: str = "latest",
+        ttl: int = 10,
+        metadata: Mapping[str, str] | None = None,
+        weight: int | None = None,
+        methods: Methods = None,
+        advertise: str | None = None,
+        instance_id: str | None = None,
+    ) -> Registration:
+        """Register one server instance and keep it registered until ``close()``.
+
+        See :meth:`grpc_etcd.aio.Registry.register` for the arguments.
+        """
+        inner = self._loop.run(
+            self._inner.register(
+                service,
+                address=address,
+                version=version,
+                ttl=ttl,
+                metadata=metadata,
+                weight=weight,
+                methods=methods,
+                advertise=advertise,
+                instance_id=instance_id,
+            )
+        )
+        return Registration(self._loop, inner)
+
+    def nodes(self, service: str) -> list[Node]:
+        """The nodes of ``service`` registered now."""
+        return self._loop.run(self._inner.nodes(service))
+
+    def watch(self, service: str) -> Iterator[Snapshot]:
+        """Snapshots of ``service``: the current nodes first, then one per change.
+
+        Close the iterator (or break out of a ``with contextlib.closing(...)``) to stop watching.
+        """
+        return self._loop.iterate(self._inner.watch(service))
+
+    def channel(
+        self,
+        service: str,
+        *,
+        policy: str | Policy = "version",
+        version: str | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+        options: Sequence[tuple[str, Any]] | None = None,
+    ) -> BalancedChannel:
+        """A ``grpc.Channel`` that balances each call over the nodes of ``service``."""
+        from ..channel import BalancedChannel
+        from ..naming import validate_service
+        from ..registry.watcher import watch_snapshots
+
+        validate_service(service)
+        channel = BalancedChannel(
+            service, policy=policy, version=version, credentials=credentials, options=options
+        )
+
+        async def feed() -> None:
+            async for snapshot in watch_snapshots(self._inner.client, service, self.root):
+                channel.update(snapshot)
+
+        future = self._loop.submit(feed())
+        channel.add_close_callback(future.cancel)
+        return channel
+
+    def close(self) -> None:
+        """Close the registrations and channels made here, the etcd client and the loop."""
+        if self._loop.closed:
+            return
+        try:
+            self._loop.run(self._inner.close(), timeout=self._timeout * 2)
+        finally:
+            self._loop.close()
+
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
