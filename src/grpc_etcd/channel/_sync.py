@@ -1,0 +1,834 @@
+"""The sync BalancedChannel: one grpc channel per node, and a policy that picks one per call.
+
+Knowing which sub-channels are READY, measured with 1,000 idle endpoints
+(benchmarks/channel_idle_cpu.py): grpc's ``Channel.subscribe()`` starts a thread per channel
+that wakes every 0.2 s (about half a core); a thread per channel blocked in cygrpc's
+``watch_connectivity_state`` still wakes every 0.2 s to check for signals (about 13%, and
+``close()`` waits for the pending watch). So one monitor thread per BalancedChannel reads every
+sub-channel's state instead - a C call of about 1 us - every 0.2 s when nothing moves (about
+1% of a core), and every few milliseconds right after a change, a new snapshot or a call that
+has to wait for a node.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, NoReturn, cast
+
+import grpc
+
+from ..policies import get_policy
+from ..policies.base import (
+    DoneCallback,
+    NoMatchError,
+    NotReadyError,
+    Picker,
+    PickError,
+    Policy,
+    QueuePicker,
+)
+from ..routing import CallInfo
+from ..snapshot import Snapshot
+from ._common import (
+    CONNECTIVITY_BY_STATE,
+    DEFAULT_DRAIN_TIMEOUT,
+    STATE_BY_CODE,
+    CallRouter,
+    ChannelClosedError,
+    ClosedPicker,
+    MethodKey,
+    Subchannel,
+    aggregate_state,
+    build_endpoints,
+    deadline_details,
+    plan_update,
+)
+
+__all__ = ["BalancedChannel"]
+
+log = logging.getLogger("grpc_etcd.channel")
+
+# Right after a change, re-check every 1 ms, doubling while nothing moves: a loopback connect
+# takes about a millisecond, and the first call on a new channel waits for it.
+_POLL_FAST = 0.001
+# When nothing moves: the period of grpc's own Channel.subscribe() polling, so losing a
+# connection is noticed as fast as with stock grpc.
+_POLL_SLOW = 0.2
+
+_Sub = Subchannel[grpc.Channel]
+_Acquired = tuple[_Sub, DoneCallback | None, float | None]
+Metadata = Sequence[tuple[str, str | bytes]]
+
+if TYPE_CHECKING:
+    _FutureBase = grpc.Future[Any]
+    _UnaryUnaryBase = grpc.UnaryUnaryMultiCallable[Any, Any]
+    _UnaryStreamBase = grpc.UnaryStreamMultiCallable[Any, Any]
+    _StreamUnaryBase = grpc.StreamUnaryMultiCallable[Any, Any]
+    _StreamStreamBase = grpc.StreamStreamMultiCallable[Any, Any]
+else:
+    _FutureBase = grpc.Future
+    _UnaryUnaryBase = grpc.UnaryUnaryMultiCallable
+    _UnaryStreamBase = grpc.UnaryStreamMultiCallable
+    _StreamUnaryBase = grpc.StreamUnaryMultiCallable
+    _StreamStreamBase = grpc.StreamStreamMultiCallable
+
+
+class _FailedRpc(grpc.RpcError, grpc.Call, _FutureBase):
+    """A call that could not start (no node, deadline, failing nodes).
+
+    Like grpc's own failed calls it is at once the exception, the Call, the Future and the
+    response iterator, so interceptors (which call ``.result()``) and stream readers work.
+    """
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__()
+        self._code = code
+        self._details = details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+    def debug_error_string(self) -> str:
+        return self._details
+
+    def initial_metadata(self) -> tuple[()]:
+        return ()
+
+    def trailing_metadata(self) -> tuple[()]:
+        return ()
+
+    def is_active(self) -> bool:
+        return False
+
+    def time_remaining(self) -> float | None:  # type: ignore[override]  # grpc's own: None
+        return None
+
+    def cancel(self) -> bool:
+        return False
+
+    def add_callback(self, callback: Callable[[], None]) -> bool:
+        return False
+
+    def cancelled(self) -> bool:
+        return False
+
+    def running(self) -> bool:
+        return False
+
+    def done(self) -> bool:
+        return True
+
+    def result(self, timeout: float | None = None) -> NoReturn:
+        raise self
+
+    def exception(self, timeout: float | None = None) -> _FailedRpc:
+        return self
+
+    def traceback(self, timeout: float | None = None) -> TracebackType | None:
+        try:
+            raise self
+        except _FailedRpc:
+            return sys.exc_info()[2]
+
+    def add_done_callback(self, fn: Callable[[Any], None]) -> None:
+        fn(self)
+
+    def __iter__(self) -> Iterator[Any]:
+        return self
+
+    def __next__(self) -> NoReturn:
+        raise self
+
+    def __str__(self) -> str:
+        return (
+            f"<{type(self).__name__} of RPC that terminated with:\n"
+            f'\tstatus = {self._code}\n\tdetails = "{self._details}"\n>'
+        )
+
+    __repr__ = __str__
+
+
+def _code_name(call: Any) -> str:
+    code = getattr(call, "code", None)
+    if code is None:
+        return "UNKNOWN"
+    value = code()
+    return value.name if isinstance(value, grpc.StatusCode) else "UNKNOWN"
+
+
+def _timed(done: DoneCallback, fn: Callable[..., Any], *args: Any) -> Any:
+    """Run a blocking call and report its status and latency to the pick's done callback."""
+    start = time.perf_counter()
+    try:
+        result = fn(*args)
+    except BaseException as exc:
+        done(
+            _code_name(exc) if isinstance(exc, grpc.RpcError) else "UNKNOWN",
+            time.perf_counter() - start,
+        )
+        raise
+    done("OK", time.perf_counter() - start)
+    return result
+
+
+def _track(call: Any, sub: _Sub, done: DoneCallback | None) -> None:
+    """Count a non-blocking call (future, stream) as in flight on ``sub`` until it ends."""
+    inflight = sub.inflight
+    if done is None:
+        call.add_done_callback(lambda _call: inflight.pop())
+        return
+    start = time.perf_counter()
+
+    def finished(ended: Any) -> None:
+        inflight.pop()
+        done(_code_name(ended), time.perf_counter() - start)
+
+    call.add_done_callback(finished)
+
+
+class BalancedChannel(grpc.Channel):
+    """A ``grpc.Channel`` over every node of one service; each call goes to the node its policy
+    picks (``"version"``: a random READY node of the version the call asks for).
+
+    The owner feeds it the service's node sets with :meth:`update` (the registry's watcher does
+    this). Calls made before the first snapshot wait for it; within their deadline, calls wait
+    for a matching node to become READY. A node's version is asked for with ``x-version`` call
+    metadata, else ``grpc_etcd.route(version=...)``, else ``version=``; a version that does not
+    come from the metadata is added to it, so the server sees it.
+
+    ``credentials`` (TLS) and ``options`` apply to every sub-channel. A removed node's calls in
+    flight finish (for at most ``drain_timeout`` seconds) before its connection is closed.
+    """
+
+    def __init__(
+        self,
+        service: str,
+        *,
+        policy: str | Policy = "version",
+        version: str | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+        options: Sequence[tuple[str, Any]] | None = None,
+        drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
+    ) -> None:
+        self._service = service
+        self._policy = get_policy(policy)
+        self._version = version or None
+        self._credentials = credentials
+        self._options = tuple(options) if options else ()
+        self._drain_timeout = drain_timeout
+        self._lock = threading.Lock()
+        self._snapshot: Snapshot | None = None
+        self._subs: dict[str, _Sub] = {}
+        self._retired: list[_Sub] = []
+        # The per-call path reads only this attribute: no lock, no scan.
+        self._picker: Picker[_Sub] = cast("Picker[_Sub]", QueuePicker())
+        # Set (and replaced) whenever a new picker is published: waiting calls sleep on it.
+        self._changed = threading.Event()
+        self._connectivity = grpc.ChannelConnectivity.CONNECTING
+        self._subscribers: list[list[Any]] = []
+        self._close_callbacks: list[Callable[[], object]] = []
+        self._method_keys: dict[MethodKey, object] = {}
+        self._closed = False
+        self._kick = threading.Event()
+        self._monitor = threading.Thread(
+            target=self._run, name=f"grpc-etcd-channel {service}", daemon=True
+        )
+        self._monitor.start()
+
+    # ------------------------------------------------------------ public, beyond grpc.Channel
+
+    @property
+    def service(self) -> str:
+        """The service whose nodes this channel balances over."""
+        return self._service
+
+    @property
+    def snapshot(self) -> Snapshot | None:
+        """The node set the channel follows now (None until the first one arrives)."""
+        return self._snapshot
+
+    def update(self, snapshot: Snapshot) -> None:
+        """Follow a new node set: connect to new nodes, stop picking removed ones (thread-safe).
+
+        Returns once no new call can go to a removed node; its calls in flight keep running.
+        """
+        if snapshot.service and snapshot.service != self._service:
+            raise ValueError(
+                f"snapshot of {snapshot.service!r} given to the channel of {self._service!r}"
+            )
+        with self._lock:
+            if self._closed:
+                return
+            added, gone = plan_update(snapshot, self._subs)
+            for address in added:
+                self._subs[address] = self._open(address)
+            retired = [self._subs.pop(address) for address in gone]
+            self._snapshot = snapshot
+            self._publish()
+            # Only now, with a picker that cannot return them published, mark them retired:
+            # a call that picked one from an older picker sees the flag and picks again.
+            deadline = time.monotonic() + self._drain_timeout
+            for sub in retired:
+                sub.retired = True
+                sub.drain_deadline = deadline
+            self._retired.extend(retired)
+        self._kick.set()
+
+    def subchannel_states(self) -> dict[str, grpc.ChannelConnectivity]:
+        """The connectivity of the connection to each address of the current nodes."""
+        with self._lock:
+            subs = list(self._subs.values())
+        return {sub.address: CONNECTIVITY_BY_STATE[sub.state] for sub in subs}
+
+    def add_close_callback(self, callback: Callable[[], object]) -> None:
+        """Call ``callback()`` once when the channel closes (at once if it is closed already).
+
+        The registry uses it to stop the watcher that feeds :meth:`update`.
+        """
+        with self._lock:
+            if not self._closed:
+                self._close_callbacks.append(callback)
+                return
+        callback()
+
+    # ------------------------------------------------------------ grpc.Channel
+
+    def subscribe(
+        self, callback: Callable[[grpc.ChannelConnectivity], None], try_to_connect: bool = False
+    ) -> None:
+        """Call ``callback`` with the channel's connectivity now and whenever it changes.
+
+        READY when any node is READY. Sub-channels always try to connect, so
+        ``try_to_connect`` changes nothing. Callbacks run on the channel's monitor thread.
+        """
+        with self._lock:
+            self._subscribers.append([callback, None])
+        self._kick.set()
+
+    def unsubscribe(self, callback: Callable[[grpc.ChannelConnectivity], None]) -> None:
+        """Stop calling ``callback``."""
+        with self._lock:
+            for index, (subscribed, _) in enumerate(self._subscribers):
+                if subscribed == callback:
+                    del self._subscribers[index]
+                    break
+
+    def unary_unary(
+        self,
+        method: str,
+        request_serializer: Callable[[Any], bytes] | None = None,
+        response_deserializer: Callable[[bytes], Any] | None = None,
+        _registered_method: bool | None = False,
+    ) -> _UnaryUnary:
+        return _UnaryUnary(
+            self,
+            "unary_unary",
+            method,
+            request_serializer,
+            response_deserializer,
+            _registered_method,
+        )
+
+    def unary_stream(
+        self,
+        method: str,
+        request_serializer: Callable[[Any], bytes] | None = None,
+        response_deserializer: Callable[[bytes], Any] | None = None,
+        _registered_method: bool | None = False,
+    ) -> _UnaryStream:
+        return _UnaryStream(
+            self,
+            "unary_stream",
+            method,
+            request_serializer,
+            response_deserializer,
+            _registered_method,
+        )
+
+    def stream_unary(
+        self,
+        method: str,
+        request_serializer: Callable[[Any], bytes] | None = None,
+        response_deserializer: Callable[[bytes], Any] | None = None,
+        _registered_method: bool | None = False,
+    ) -> _StreamUnary:
+        return _StreamUnary(
+            self,
+            "stream_unary",
+            method,
+            request_serializer,
+            response_deserializer,
+            _registered_method,
+        )
+
+    def stream_stream(
+        self,
+        method: str,
+        request_serializer: Callable[[Any], bytes] | None = None,
+        response_deserializer: Callable[[bytes], Any] | None = None,
+        _registered_method: bool | None = False,
+    ) -> _StreamStream:
+        return _StreamStream(
+            self,
+            "stream_stream",
+            method,
+            request_serializer,
+            response_deserializer,
+            _registered_method,
+        )
+
+    def close(self) -> None:
+        """Close every sub-channel (cancelling calls in flight, like grpc) and stop monitoring."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._publish()
+            subs = [*self._subs.values(), *self._retired]
+            self._subs.clear()
+            self._retired.clear()
+            callbacks, self._close_callbacks = self._close_callbacks, []
+        self._kick.set()
+        if threading.current_thread() is not self._monitor:
+            self._monitor.join()
+        for sub in subs:
+            sub.channel.close()
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                log.exception("close callback of the channel of %s failed", self._service)
+
+    def __enter__(self) -> BalancedChannel:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"<BalancedChannel {self._service} nodes={len(self._snapshot or ())} "
+            f"{self._connectivity.name}>"
+        )
+
+    # ------------------------------------------------------------ picking
+
+    def _acquire(self, info: CallInfo, timeout: float | None) -> _Acquired:
+        """The sub-channel for one call, counted in flight; the caller must pop it when done."""
+        try:
+            sub, done = self._picker.pick(info)
+        except PickError:
+            return self._wait(info, timeout)
+        sub.inflight.append(None)
+        if sub.retired:
+            sub.inflight.pop()
+            return self._wait(info, timeout)
+        return sub, done, timeout
+
+    def _wait(self, info: CallInfo, timeout: float | None) -> _Acquired:
+        """The slow path: wait for a picker that has a node for this call, or fail it."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        waited = False
+        while True:
+            changed = self._changed
+            try:
+                sub, done = self._picker.pick(info)
+            except NoMatchError as exc:
+                raise _FailedRpc(grpc.StatusCode.UNAVAILABLE, exc.details) from None
+            except NotReadyError as exc:
+                if exc.failure is not None and not info.wait_for_ready:
+                    raise _FailedRpc(grpc.StatusCode.UNAVAILABLE, exc.failure) from None
+            except ChannelClosedError as exc:
+                if waited:  # closed under a waiting call: cancelled, like calls in flight
+                    raise _FailedRpc(grpc.StatusCode.CANCELLED, "Channel closed!") from None
+                raise ValueError(str(exc)) from None
+            except PickError as exc:
+                raise _FailedRpc(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
+            else:
+                sub.inflight.append(None)
+                if not sub.retired:
+                    if deadline is not None:
+                        timeout = max(0.0, deadline - time.monotonic())
+                    return sub, done, timeout
+                sub.inflight.pop()
+                continue
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise _FailedRpc(
+                    grpc.StatusCode.DEADLINE_EXCEEDED, deadline_details(self._service, info)
+                )
+            self._kick.set()  # a call is waiting: have the monitor look closely
+            changed.wait(remaining)
+            waited = True
+
+    def _method_key(self, key: MethodKey) -> object:
+        token = self._method_keys.get(key)
+        if token is None:
+            token = self._method_keys.setdefault(key, object())
+        return token
+
+    # ------------------------------------------------------------ sub-channels and monitoring
+
+    def _open(self, address: str) -> _Sub:
+        if self._credentials is None:
+            channel = grpc.insecure_channel(address, options=self._options)
+        else:
+            channel = grpc.secure_channel(address, self._credentials, options=self._options)
+        sub = Subchannel(address, channel)
+        # grpc.Channel has no public non-blocking state query; its cygrpc channel has one.
+        sub.core = channel._channel  # type: ignore[attr-defined]
+        sub.code = sub.core.check_connectivity_state(True)
+        sub.state = STATE_BY_CODE[sub.code]
+        return sub
+
+    def _publish(self) -> None:
+        """Build and publish a new picker; wake the calls waiting for one (hold the lock)."""
+        if self._closed:
+            self._picker = cast("Picker[_Sub]", ClosedPicker())
+        else:
+            self._picker = self._policy.build(build_endpoints(self._snapshot, self._subs))
+        self._connectivity = aggregate_state(
+            (sub.state for sub in self._subs.values()),
+            has_snapshot=self._snapshot is not None,
+            closed=self._closed,
+        )
+        changed, self._changed = self._changed, threading.Event()
+        changed.set()
+
+    def _sweep(self) -> bool:
+        """Read every sub-channel's state (and nudge IDLE ones to connect); True if any moved."""
+        with self._lock:
+            subs = tuple(self._subs.values())
+        moved = False
+        for sub in subs:
+            try:
+                # try_to_connect: a channel whose server went away sits IDLE until asked.
+                code = sub.core.check_connectivity_state(True)
+            except ValueError:  # closed under us by close()
+                return False
+            if code != sub.code:
+                sub.code = code
+                sub.state = STATE_BY_CODE[code]
+                moved = True
+        return moved
+
+    def _drain(self) -> None:
+        """Close retired sub-channels whose calls have ended or whose grace has run out."""
+        if not self._retired:
+            return
+        now = time.monotonic()
+        with self._lock:
+            finished = [s for s in self._retired if not s.inflight or now >= s.drain_deadline]
+            if not finished:
+                return
+            self._retired = [s for s in self._retired if s not in finished]
+        for sub in finished:
+            sub.channel.close()
+
+    def _deliver(self) -> None:
+        state = self._connectivity
+        with self._lock:
+            due = [entry for entry in self._subscribers if entry[1] is not state]
+            for entry in due:
+                entry[1] = state
+        for callback, _ in due:
+            try:
+                callback(state)
+            except Exception:
+                log.exception("connectivity callback of the channel of %s failed", self._service)
+
+    def _run(self) -> None:
+        interval = _POLL_FAST
+        while True:
+            idle = not (self._subs or self._retired)
+            kicked = self._kick.wait(None if idle else interval)
+            self._kick.clear()
+            if self._closed:
+                return
+            try:
+                moved = self._sweep()
+                if moved:
+                    with self._lock:
+                        if self._closed:
+                            return
+                        self._publish()
+                self._drain()
+                self._deliver()
+            except Exception:  # never let one bad round stop the monitoring
+                log.exception("monitor of the channel of %s failed", self._service)
+                moved = False
+            interval = _POLL_FAST if moved or kicked else min(interval * 2, _POLL_SLOW)
+
+
+class _MultiCallable:
+    """What the four kinds share: route the call, pick, reuse the sub-channel's multicallable."""
+
+    def __init__(
+        self,
+        channel: BalancedChannel,
+        kind: str,
+        method: str,
+        request_serializer: Callable[[Any], bytes] | None,
+        response_deserializer: Callable[[bytes], Any] | None,
+        registered: bool | None,
+    ) -> None:
+        self._channel = channel
+        self._kind = kind
+        self._method = method
+        self._serializer = request_serializer
+        self._deserializer = response_deserializer
+        self._registered = bool(registered)
+        self._resolve = CallRouter(method, channel._version).resolve
+        self._key = channel._method_key(
+            (kind, method, request_serializer, response_deserializer, self._registered)
+        )
+
+    def _bind(self, sub: _Sub) -> Any:
+        """Create this method's multicallable on ``sub`` once; later calls reuse it."""
+        factory = getattr(sub.channel, self._kind)
+        if self._registered:
+            callable_ = factory(self._method, self._serializer, self._deserializer, True)
+        else:
+            # grpcio <= 1.62 rejects _registered_method: pass it only when it is set.
+            callable_ = factory(self._method, self._serializer, self._deserializer)
+        sub.callables[self._key] = callable_
+        return callable_
+
+    def _start(
+        self,
+        name: str | None,
+        request: Any,
+        timeout: float | None,
+        metadata: Any,
+        credentials: grpc.CallCredentials | None,
+        wait_for_ready: bool | None,
+        compression: grpc.Compression | None,
+    ) -> Any:
+        """Start a non-blocking call (future or stream), tracked until it ends."""
+        info, metadata = self._resolve(metadata, wait_for_ready)
+        try:
+            sub, done, timeout = self._channel._acquire(info, timeout)
+        except _FailedRpc as failed:
+            return failed
+        try:
+            callable_ = sub.callables.get(self._key) or self._bind(sub)
+            if name is not None:
+                callable_ = getattr(callable_, name)
+            call = callable_(request, timeout, metadata, credentials, wait_for_ready, compression)
+        except BaseException:
+            sub.inflight.pop()
+            raise
+        _track(call, sub, done)
+        return call
+
+
+class _UnaryUnary(_MultiCallable, _UnaryUnaryBase):
+    def __call__(
+        self,
+        request: Any,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+        credentials: grpc.CallCredentials | None = None,
+        wait_for_ready: bool | None = None,
+        compression: grpc.Compression | None = None,
+    ) -> Any:
+        info, metadata = self._resolve(metadata, wait_for_ready)
+        # _acquire inlined: this is the hottest path.
+        try:
+            sub, done = self._channel._picker.pick(info)
+        except PickError:
+            sub, done, timeout = self._channel._wait(info, timeout)
+        else:
+            sub.inflight.append(None)
+            if sub.retired:
+                sub.inflight.pop()
+                sub, done, timeout = self._channel._wait(info, timeout)
+        try:
+            callable_ = sub.callables.get(self._key) or self._bind(sub)
+            if done is None:
+                return callable_(
+                    request, timeout, metadata, credentials, wait_for_ready, compression
+                )
+            return _timed(
+                done,
+                callable_,
+                request,
+                timeout,
+                metadata,
+                credentials,
+                wait_for_ready,
+                compression,
+            )
+        finally:
+            sub.inflight.pop()
+
+    def with_call(
+        self,
+        request: Any,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+        credentials: grpc.CallCredentials | None = None,
+        wait_for_ready: bool | None = None,
+        compression: grpc.Compression | None = None,
+    ) -> tuple[Any, grpc.Call]:
+        info, metadata = self._resolve(metadata, wait_for_ready)
+        try:
+            sub, done = self._channel._picker.pick(info)
+        except PickError:
+            sub, done, timeout = self._channel._wait(info, timeout)
+        else:
+            sub.inflight.append(None)
+            if sub.retired:
+                sub.inflight.pop()
+                sub, done, timeout = self._channel._wait(info, timeout)
+        try:
+            callable_ = (sub.callables.get(self._key) or self._bind(sub)).with_call
+            args = (request, timeout, metadata, credentials, wait_for_ready, compression)
+            outcome: tuple[Any, grpc.Call]
+            outcome = callable_(*args) if done is None else _timed(done, callable_, *args)
+            return outcome
+        finally:
+            sub.inflight.pop()
+
+    def future(
+        self,
+        request: Any,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+        credentials: grpc.CallCredentials | None = None,
+        wait_for_ready: bool | None = None,
+        compression: grpc.Compression | None = None,
+    ) -> Any:
+        return self._start(
+            "future", request, timeout, metadata, credentials, wait_for_ready, compression
+        )
+
+
+class _UnaryStream(_MultiCallable, _UnaryStreamBase):
+    def __call__(
+        self,
+        request: Any,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+        credentials: grpc.CallCredentials | None = None,
+        wait_for_ready: bool | None = None,
+        compression: grpc.Compression | None = None,
+    ) -> Any:
+        return self._start(
+            None, request, timeout, metadata, credentials, wait_for_ready, compression
+        )
+
+
+class _StreamUnary(_MultiCallable, _StreamUnaryBase):
+    def __call__(
+        self,
+        request_iterator: Iterator[Any],
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+        credentials: grpc.CallCredentials | None = None,
+        wait_for_ready: bool | None = None,
+        compression: grpc.Compression | None = None,
+    ) -> Any:
+        return self._blocking(
+            None, request_iterator, timeout, metadata, credentials, wait_for_ready, compression
+        )
+
+    def with_call(
+        self,
+        request_iterator: Iterator[Any],
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+        credentials: grpc.CallCredentials | None = None,
+        wait_for_ready: bool | None = None,
+        compression: grpc.Compression | None = None,
+    ) -> tuple[Any, grpc.Call]:
+        outcome: tuple[Any, grpc.Call] = self._blocking(
+            "with_call",
+            request_iterator,
+            timeout,
+            metadata,
+            credentials,
+            wait_for_ready,
+            compression,
+        )
+        return outcome
+
+    def future(
+        self,
+        request_iterator: Iterator[Any],
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+        credentials: grpc.CallCredentials | None = None,
+        wait_for_ready: bool | None = None,
+        compression: grpc.Compression | None = None,
+    ) -> Any:
+        return self._start(
+            "future",
+            request_iterator,
+            timeout,
+            metadata,
+            credentials,
+            wait_for_ready,
+            compression,
+        )
+
+    def _blocking(
+        self,
+        name: str | None,
+        request_iterator: Iterator[Any],
+        timeout: float | None,
+        metadata: Metadata | None,
+        credentials: grpc.CallCredentials | None,
+        wait_for_ready: bool | None,
+        compression: grpc.Compression | None,
+    ) -> Any:
+        info, metadata = self._resolve(metadata, wait_for_ready)
+        sub, done, timeout = self._channel._acquire(info, timeout)
+        try:
+            callable_ = sub.callables.get(self._key) or self._bind(sub)
+            if name is not None:
+                callable_ = getattr(callable_, name)
+            if done is None:
+                return callable_(
+                    request_iterator, timeout, metadata, credentials, wait_for_ready, compression
+                )
+            return _timed(
+                done,
+                callable_,
+                request_iterator,
+                timeout,
+                metadata,
+                credentials,
+                wait_for_ready,
+                compression,
+            )
+        finally:
+            sub.inflight.pop()
+
+
+class _StreamStream(_MultiCallable, _StreamStreamBase):
+    def __call__(
+        self,
+        request_iterator: Iterator[Any],
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+        credentials: grpc.CallCredentials | None = None,
+        wait_for_ready: bool | None = None,
+        compression: grpc.Compression | None = None,
+    ) -> Any:
+        return self._start(
+            None, request_iterator, timeout, metadata, credentials, wait_for_ready, compression
+        )

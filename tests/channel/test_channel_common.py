@@ -1,0 +1,115 @@
+"""The pure pieces both BalancedChannels share: what a call asks for, the node set bookkeeping."""
+
+from __future__ import annotations
+
+import grpc
+
+from grpc_etcd import Node, Snapshot, route
+from grpc_etcd.channel._common import (
+    CallRouter,
+    Subchannel,
+    aggregate_state,
+    build_endpoints,
+    plan_update,
+)
+from grpc_etcd.policies.base import ConnState
+
+
+def test_version_from_metadata_is_kept_and_not_repeated() -> None:
+    router = CallRouter("/m", "v9")
+    metadata = [("a", "1"), ("x-version", "v1")]
+    with route(version="v2"):
+        info, out = router.resolve(metadata, None)
+    assert info.version == "v1" and out is metadata
+
+
+def test_implied_version_is_added_to_the_metadata() -> None:
+    router = CallRouter("/m", "v9")
+    info, out = router.resolve(None, None)
+    assert info.version == "v9" and list(out) == [("x-version", "v9")]
+    with route(version="v2"):
+        info, out = router.resolve([("a", "1")], True)
+    assert info.version == "v2" and info.wait_for_ready
+    assert list(out) == [("a", "1"), ("x-version", "v2")]
+    assert info.route == {"version": "v2"}
+
+
+def test_no_version_anywhere_sends_none() -> None:
+    info, out = CallRouter("/m", None).resolve(None, None)
+    assert info.version is None and out is None
+    info, out = CallRouter("/m", None).resolve([("x-version", b"v3")], None)
+    assert info.version == "v3"
+
+
+def test_cached_infos_never_mix_routes() -> None:
+    router = CallRouter("/m", None)
+    plain, _ = router.resolve(None, None)
+    with route(version="v1"):
+        routed, _ = router.resolve(None, None)
+        with route(zone="a"):
+            zoned, _ = router.resolve(None, None)
+        from_metadata, _ = router.resolve([("x-version", "v2")], None)
+    assert (plain.version, dict(plain.route)) == (None, {})
+    assert (routed.version, dict(routed.route)) == ("v1", {"version": "v1"})
+    assert dict(zoned.route) == {"version": "v1", "zone": "a"}
+    assert (from_metadata.version, dict(from_metadata.route)) == ("v2", {"version": "v1"})
+    assert router.resolve(None, None)[0] is plain  # the common shapes are reused
+    assert router.resolve(None, True)[0] is not plain
+
+
+def test_caches_stay_bounded() -> None:
+    router = CallRouter("/m", None)
+    for i in range(2000):
+        with route(version=f"v{i}"):
+            info, out = router.resolve(None, None)
+        assert info.version == f"v{i}" and list(out) == [("x-version", f"v{i}")]
+    assert len(router._tags) <= 256
+    assert all(len(by_version) <= 256 for by_version in router._infos[False].values())
+    assert len(router._infos[False]) <= 256
+
+
+def _nodes(*pairs: tuple[str, str, str]) -> Snapshot:
+    return Snapshot("s", {f"/s/{k}": Node("s", k, address, v) for k, address, v in pairs}, 1)
+
+
+def test_plan_update_keys_connections_by_address() -> None:
+    snap = _nodes(("a", "h:1", "v1"), ("b", "h:1", "v2"), ("c", "h:2", "v1"))
+    assert plan_update(snap, {}) == (["h:1", "h:2"], [])
+    assert plan_update(snap, {"h:1": 1, "h:3": 3}) == (["h:2"], ["h:3"])
+
+
+def test_every_node_is_an_endpoint_even_when_sharing_an_address() -> None:
+    snap = _nodes(("a", "h:1", "v1"), ("b", "h:1", "v2"), ("c", "h:9", "v1"))
+    sub = Subchannel("h:1", object())
+    sub.state = ConnState.TRANSIENT_FAILURE
+    endpoints = build_endpoints(snap, {"h:1": sub})
+    assert [(e.node.id, e.subchannel) for e in endpoints] == [("a", sub), ("b", sub)]
+    assert endpoints[0].error == "failed to connect to h:1 (TRANSIENT_FAILURE)"
+    assert build_endpoints(None, {"h:1": sub}) == []
+
+
+def test_aggregate_state() -> None:
+    ready, failing = ConnState.READY, ConnState.TRANSIENT_FAILURE
+    assert (
+        aggregate_state([], has_snapshot=False, closed=False) == grpc.ChannelConnectivity.CONNECTING
+    )
+    assert (
+        aggregate_state([failing, ready], has_snapshot=True, closed=False)
+        == grpc.ChannelConnectivity.READY
+    )
+    assert (
+        aggregate_state([failing, ConnState.IDLE], has_snapshot=True, closed=False)
+        == grpc.ChannelConnectivity.IDLE
+    )
+    assert (
+        aggregate_state([failing], has_snapshot=True, closed=False)
+        == grpc.ChannelConnectivity.TRANSIENT_FAILURE
+    )
+    assert (
+        aggregate_state([], has_snapshot=True, closed=False)
+        == grpc.ChannelConnectivity.TRANSIENT_FAILURE
+    )
+    assert (
+        aggregate_state([ready], has_snapshot=True, closed=True)
+        == grpc.ChannelConnectivity.SHUTDOWN
+    )
