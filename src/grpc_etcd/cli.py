@@ -26,7 +26,7 @@ from .naming import service_prefix
 from .node import Node, decode_record
 from .snapshot import Snapshot
 
-__all__ = ["main"]
+__all__ = ["format_change", "format_table", "main"]
 
 ENV_ENDPOINTS = "GRPC_ETCD_ENDPOINTS"
 
@@ -122,7 +122,8 @@ def _read_nodes(opts: _Options, service: str | None) -> list[tuple[Node, int]]:
     return rows
 
 
-def _table(rows: Sequence[Sequence[str]]) -> str:
+def format_table(rows: Sequence[Sequence[str]]) -> str:
+    """Rows of cells as aligned columns (the first row is the header)."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
@@ -163,7 +164,7 @@ def list_nodes(opts: _Options, service: str | None, as_json: bool) -> None:
     ]
     if service:  # one service: its name would repeat on every line
         header, body = header[1:], [row[1:] for row in body]
-    click.echo(_table([header, *body]))
+    click.echo(format_table([header, *body]))
 
 
 def _node_json(node: Node, ttl: int | None = None) -> dict[str, Any]:

@@ -84,3 +84,13 @@ def test_get_policy() -> None:
     assert get_policy("version").name == "version"
     with pytest.raises(ValueError, match="unknown balancing policy 'nope'"):
         get_policy("nope")
+
+
+def test_two_nodes_at_one_address_share_one_subchannel_without_double_share() -> None:
+    shared = Endpoint(Node("s", "old", "127.0.0.1:1", "v1"), "sub-a", ConnState.READY)
+    again = Endpoint(Node("s", "new", "127.0.0.1:1", "v2"), "sub-a", ConnState.READY)
+    other = endpoint("b", "v1")
+    picker = VersionPolicy().build([shared, again, other])
+    counts = Counter(picker.pick(CallInfo("/m")).subchannel for _ in range(4000))
+    assert set(counts) == {"sub-a", "b"}
+    assert 1600 < counts["sub-a"] < 2400, counts

@@ -1,8 +1,17 @@
-"""The asyncio twins: ``grpc_etcd.aio.Registry`` and friends, used with ``await``."""
+"""The asyncio twins, used with ``await``: ``grpc_etcd.aio.Registry`` and friends."""
 
 from __future__ import annotations
 
+from ..channel.aio import BalancedChannel
 from ..registry.registration import Registration, RegistrationState
-from .registry import Registry
+from ..server import propagate_route_aio as propagate_route
+from .registry import Registry, channel
 
-__all__ = ["Registration", "RegistrationState", "Registry"]
+__all__ = [
+    "BalancedChannel",
+    "Registration",
+    "RegistrationState",
+    "Registry",
+    "channel",
+    "propagate_route",
+]

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from ..channel.aio import BalancedChannel
     from ..policies import Policy
 
-__all__ = ["Registry"]
+__all__ = ["Registry", "channel"]
 
 log = logging.getLogger("grpc_etcd.registry")
 
@@ -174,3 +174,28 @@ async def _feed(snapshots: AsyncIterator[Snapshot], channel: BalancedChannel) ->
     finally:
         with contextlib.suppress(Exception):
             await snapshots.aclose()  # type: ignore[attr-defined]
+
+
+def channel(
+    target: str,
+    *,
+    credentials: grpc.ChannelCredentials | None = None,
+    options: Sequence[tuple[str, Any]] | None = None,
+) -> BalancedChannel:
+    """A ``grpc.aio`` BalancedChannel for an ``etcd://HOST:PORT/SERVICE?...`` target.
+
+    The channel owns its registry: closing the channel closes both. Call it with a loop running.
+    """
+    from ..targets import parse_target
+
+    parsed = parse_target(target)
+    registry = Registry(parsed.endpoints, timeout=parsed.timeout, root=parsed.root)
+    balanced = registry.channel(
+        parsed.service,
+        policy=parsed.policy,
+        version=parsed.version,
+        credentials=credentials,
+        options=options,
+    )
+    balanced.add_close_callback(registry.close)
+    return balanced

@@ -28,7 +28,9 @@ class VersionPicker(Generic[T]):
     __slots__ = ("_failures", "_ready", "_registered")
 
     def __init__(self, endpoints: Sequence[Endpoint[T]]) -> None:
-        ready: dict[object, list[Pick[T]]] = {}
+        # Per group, sub-channel id -> Pick: two nodes at one address share one sub-channel,
+        # which must not get twice the share of the calls.
+        ready: dict[object, dict[int, Pick[T]]] = {}
         registered: set[object] = set()
         failing: dict[object, list[str | None]] = {}
         healthy: set[object] = set()
@@ -36,12 +38,14 @@ class VersionPicker(Generic[T]):
             for group in (endpoint.node.version, _ANY):
                 registered.add(group)
                 if endpoint.state is ConnState.READY:
-                    ready.setdefault(group, []).append(Pick(endpoint.subchannel))
+                    ready.setdefault(group, {})[id(endpoint.subchannel)] = Pick(endpoint.subchannel)
                 if endpoint.state is ConnState.TRANSIENT_FAILURE:
                     failing.setdefault(group, []).append(endpoint.error)
                 else:
                     healthy.add(group)
-        self._ready: dict[object, tuple[Pick[T], ...]] = {k: tuple(v) for k, v in ready.items()}
+        self._ready: dict[object, tuple[Pick[T], ...]] = {
+            k: tuple(v.values()) for k, v in ready.items()
+        }
         self._registered = frozenset(registered)
         # Groups whose every node is in TRANSIENT_FAILURE, with the last connection error.
         self._failures: dict[object, str] = {

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from .._loop import LoopThread
+from ..naming import validate_service
 from ..node import Node
 from ..snapshot import Snapshot
 from . import registration as _aio_registration
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from ..policies import Policy
     from .etcd import TLSConfig
 
-__all__ = ["Registration", "Registry"]
+__all__ = ["Registration", "Registry", "channel"]
 
 log = logging.getLogger("grpc_etcd.registry")
 
@@ -116,6 +117,7 @@ class Registry:
 
         self._loop = LoopThread(name="grpc-etcd-registry")
         self._timeout = timeout
+        self._channels: set[BalancedChannel] = set()
 
         async def make() -> AsyncRegistry:
             return AsyncRegistry(
@@ -192,7 +194,6 @@ class Registry:
     ) -> BalancedChannel:
         """A ``grpc.Channel`` that balances each call over the nodes of ``service``."""
         from ..channel import BalancedChannel
-        from ..naming import validate_service
         from ..registry.watcher import watch_snapshots
 
         validate_service(service)
@@ -205,13 +206,21 @@ class Registry:
                 channel.update(snapshot)
 
         future = self._loop.submit(feed())
-        channel.add_close_callback(future.cancel)
+        self._channels.add(channel)
+
+        def on_close() -> None:
+            future.cancel()
+            self._channels.discard(channel)
+
+        channel.add_close_callback(on_close)
         return channel
 
     def close(self) -> None:
         """Close the registrations and channels made here, the etcd client and the loop."""
         if self._loop.closed:
             return
+        for channel in list(self._channels):
+            channel.close()
         try:
             self._loop.run(self._inner.close(), timeout=self._timeout * 2)
         finally:
@@ -227,3 +236,32 @@ class Registry:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def channel(
+    target: str,
+    *,
+    credentials: grpc.ChannelCredentials | None = None,
+    options: Sequence[tuple[str, Any]] | None = None,
+) -> BalancedChannel:
+    """A BalancedChannel for an ``etcd://HOST:PORT/SERVICE?policy=...&version=...`` target.
+
+    The channel owns its registry: closing the channel closes both.
+    """
+    from ..targets import parse_target
+
+    parsed = parse_target(target)
+    registry = Registry(parsed.endpoints, timeout=parsed.timeout, root=parsed.root)
+    try:
+        balanced = registry.channel(
+            parsed.service,
+            policy=parsed.policy,
+            version=parsed.version,
+            credentials=credentials,
+            options=options,
+        )
+    except BaseException:
+        registry.close()
+        raise
+    balanced.add_close_callback(registry.close)
+    return balanced
