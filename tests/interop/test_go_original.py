@@ -28,12 +28,24 @@ SEED_LITERAL = (
 )
 
 NODES = [
-    Node("hwholiday.srv.app", "app-f76d0cba-e89a-11f1-9219-4ae0537f718b", "127.0.0.1:18089",
-         "v1", methods={"ApiTest": MethodInfo()}),
-    Node("hwholiday.srv.app", "app-1", "127.0.0.1:18090", "v2",
-         metadata={"zone": "a<b>&c", "weight": "30", "ünï": "cødé"},
-         methods={"ApiTest": MethodInfo(defaults=b"\x00\x01fallback"), "Other": MethodInfo(
-             online=False, limiting_switch=True, limiting=250, fuse=True)}),
+    Node(
+        "hwholiday.srv.app",
+        "app-f76d0cba-e89a-11f1-9219-4ae0537f718b",
+        "127.0.0.1:18089",
+        "v1",
+        methods={"ApiTest": MethodInfo()},
+    ),
+    Node(
+        "hwholiday.srv.app",
+        "app-1",
+        "127.0.0.1:18090",
+        "v2",
+        metadata={"zone": "a<b>&c", "weight": "30", "ünï": "cødé"},
+        methods={
+            "ApiTest": MethodInfo(defaults=b"\x00\x01fallback"),
+            "Other": MethodInfo(online=False, limiting_switch=True, limiting=250, fuse=True),
+        },
+    ),
     Node("hwholiday.srv.msg", "msg-2", "[::1]:18091", "latest"),
 ]
 
@@ -52,16 +64,24 @@ def test_our_record_has_the_originals_names_types_and_nesting() -> None:
     assert encode_record(NODES[0]).decode() == SEED_LITERAL
 
 
-@pytest.mark.skipif(shutil.which("go") is None, reason="no Go toolchain (apt-get install golang-go)")
+@pytest.mark.skipif(shutil.which("go") is None, reason="no Go toolchain (golang-go)")
 @pytest.mark.parametrize("node", NODES, ids=lambda n: n.id)
 def test_go_original_types_decode_our_record_and_write_the_same_bytes(
     node: Node, tmp_path: Path
 ) -> None:
     binary = tmp_path / "seed_record"
-    env = {"GOCACHE": str(tmp_path / "gocache"), "GO111MODULE": "off", "HOME": str(tmp_path),
-           "PATH": "/usr/bin:/bin:/usr/local/go/bin"}
-    subprocess.run(["go", "build", "-o", str(binary), str(HERE / "seed_record.go")],
-                   check=True, env=env, capture_output=True)
+    env = {
+        "GOCACHE": str(tmp_path / "gocache"),
+        "GO111MODULE": "off",
+        "HOME": str(tmp_path),
+        "PATH": "/usr/bin:/bin:/usr/local/go/bin",
+    }
+    subprocess.run(
+        ["go", "build", "-o", str(binary), str(HERE / "seed_record.go")],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
     ours = encode_record(node)
     result = subprocess.run([str(binary)], input=ours, capture_output=True, check=False)
     assert result.returncode == 0, result.stderr.decode()

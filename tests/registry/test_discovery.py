@@ -64,7 +64,8 @@ def test_watcher_behind_compaction_resynchronises_without_losing_a_node(etcd: Et
         etcd.etcdctl("put", PREFIX + f"keep-{i}", record("v1", 100 + i))
     with (
         TcpProxy(etcd.endpoint) as proxy,
-        grpc_etcd.Registry(proxy.endpoint, timeout=2) as registry,watching(registry) as snapshots
+        grpc_etcd.Registry(proxy.endpoint, timeout=2) as registry,
+        watching(registry) as snapshots,
     ):
         first = next(snapshots)
         assert len(first) == 3
@@ -90,7 +91,8 @@ def test_outage_keeps_the_last_nodes(etcd: EtcdServer) -> None:
     etcd.etcdctl("put", PREFIX + "a", record("v1", 1))
     with (
         TcpProxy(etcd.endpoint) as proxy,
-        grpc_etcd.Registry(proxy.endpoint, timeout=1) as registry,watching(registry) as snapshots
+        grpc_etcd.Registry(proxy.endpoint, timeout=1) as registry,
+        watching(registry) as snapshots,
     ):
         assert len(next(snapshots)) == 1
         proxy.cut()

@@ -32,9 +32,7 @@ class Api(api_pb2_grpc.ApiServicer):
         self.version = version
         self.address = address
 
-    def ApiTest(
-        self, request: api_pb2.Request, context: grpc.ServicerContext
-    ) -> api_pb2.Response:
+    def ApiTest(self, request: api_pb2.Request, context: grpc.ServicerContext) -> api_pb2.Response:
         return api_pb2.Response(output=f"{request.input} <- {self.version}@{self.address}")
 
 

@@ -1,0 +1,32 @@
+"""The README's demo command shows the seed's behaviour (run as a user would)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+
+def test_demo_shows_the_seeds_behaviour() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "grpc_etcd.demo"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    lines = [re.sub(r"^\[\s*[\d.]+s\] ", "", line) for line in out.splitlines()]
+
+    def answer(label: str, nth: int = 0) -> str:
+        found = [line.split("-> ", 1)[1] for line in lines if line.strip().startswith(label)]
+        return found[nth]
+
+    assert re.search(r"<- v1@127\.0\.0\.1:\d+$", answer("route(version='v1')"))
+    assert re.search(r"<- v2@127\.0\.0\.1:\d+$", answer("metadata x-version: v2"))
+    assert answer("route(version='v3')") == "UNAVAILABLE: no match found conn"
+    no_version = {answer(f"no version #{i}").split("<- ")[1].split("@")[0] for i in range(1, 5)}
+    assert no_version <= {"v1", "v2"}
+    # After the v2 server stops cleanly: v2 has no match, v1 still answers.
+    assert answer("metadata x-version: v2", 1) == "UNAVAILABLE: no match found conn"
+    assert re.search(r"<- v1@", answer("route(version='v1')", 1))
+    # After SIGKILL of v1, the watch removes it once its lease expires; then nothing matches.
+    assert "v1 node removed after" in out
+    assert answer("no version", 4) == "UNAVAILABLE: no match found conn"
