@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import NamedTuple
 
 __all__ = [
     "VERSION_METADATA_KEY",
@@ -83,11 +83,10 @@ def call_version(metadata: Metadata | None, default: str | None = None) -> str |
     return _route.get().get("version") or default
 
 
-@dataclass(frozen=True, slots=True)
-class CallInfo:
-    """What a picker may look at for one call."""
+class CallInfo(NamedTuple):
+    """What a picker may look at for one call (a NamedTuple: built on every call, cheaply)."""
 
     method: str
     version: str | None = None
-    route: Mapping[str, str] = field(default_factory=lambda: _NO_ROUTE)
+    route: Mapping[str, str] = _NO_ROUTE
     wait_for_ready: bool = False

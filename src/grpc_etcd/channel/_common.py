@@ -168,25 +168,22 @@ def deadline_details(service: str, call: CallInfo) -> str:
 
 Metadata = Sequence[tuple[str, str | bytes]]
 
-# Bound on the per-method caches below; versions come from callers' metadata.
+# Bound on the per-method cache of x-version metadata; versions come from callers' metadata.
 _MAX_CACHED = 256
 
 
 class CallRouter:
     """Turns one call's metadata and ``route()`` into a CallInfo and its outgoing metadata.
 
-    This is most of the per-call cost, so it is flat code with caches: building a frozen
-    CallInfo costs more than everything else on the path, so the common shapes (no route
-    values other than ``version``) reuse one per (wait_for_ready, routed version, version).
+    This is most of the per-call cost, so it is flat code: one ContextVar read, one scan of
+    the call's metadata, and a cached one-item metadata tuple for implied versions.
     """
 
-    __slots__ = ("_default", "_infos", "_method", "_tags")
+    __slots__ = ("_default", "_method", "_tags")
 
     def __init__(self, method: str, default_version: str | None) -> None:
         self._method = method
         self._default = default_version
-        # [wait_for_ready][route()'s version][call's version] -> CallInfo
-        self._infos: tuple[dict[str | None, dict[str | None, CallInfo]], ...] = ({}, {})
         self._tags: dict[str, tuple[tuple[str, str], ...]] = {}
 
     def resolve(
@@ -194,7 +191,6 @@ class CallRouter:
     ) -> tuple[CallInfo, Any]:
         """The call's CallInfo, and its metadata with ``x-version`` added when it was implied."""
         route = _route_get()
-        routed = route.get("version") if route else None
         version = None
         if metadata:
             for key, value in metadata:
@@ -202,7 +198,7 @@ class CallRouter:
                     version = value.decode() if isinstance(value, bytes) else value
                     break
         if not version:
-            version = routed or self._default
+            version = (route.get("version") if route else None) or self._default
             if version is not None:
                 # The version came from route() or the channel default: send it along so the
                 # server (and whatever it calls next) can see it.
@@ -210,29 +206,10 @@ class CallRouter:
                     metadata = (*metadata, (VERSION_METADATA_KEY, version))
                 else:
                     metadata = self._tags.get(version) or self._tag(version)
-        wfr = bool(wait_for_ready)
-        if route and len(route) > (routed is not None):
-            return CallInfo(self._method, version, route, wfr), metadata
-        by_version = self._infos[wfr].get(routed)
-        info = by_version.get(version) if by_version is not None else None
-        if info is None:
-            info = self._info(version, routed, route, wfr)
-        return info, metadata
+        return CallInfo(self._method, version, route, bool(wait_for_ready)), metadata
 
     def _tag(self, version: str) -> tuple[tuple[str, str], ...]:
         if len(self._tags) >= _MAX_CACHED:
             self._tags.clear()
         tag = self._tags[version] = ((VERSION_METADATA_KEY, version),)
         return tag
-
-    def _info(
-        self, version: str | None, routed: str | None, route: Mapping[str, str], wfr: bool
-    ) -> CallInfo:
-        infos = self._infos[wfr]
-        if len(infos) >= _MAX_CACHED:
-            infos.clear()
-        by_version = infos.setdefault(routed, {})
-        if len(by_version) >= _MAX_CACHED:
-            by_version.clear()
-        info = by_version[version] = CallInfo(self._method, version, route, wfr)
-        return info
