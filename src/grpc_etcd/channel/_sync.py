@@ -328,6 +328,7 @@ class BalancedChannel(grpc.Channel):
         response_deserializer: Callable[[bytes], Any] | None = None,
         _registered_method: bool | None = False,
     ) -> _UnaryUnary:
+        """A unary-unary multicallable whose every call is balanced over the nodes."""
         return _UnaryUnary(
             self,
             "unary_unary",
@@ -344,6 +345,7 @@ class BalancedChannel(grpc.Channel):
         response_deserializer: Callable[[bytes], Any] | None = None,
         _registered_method: bool | None = False,
     ) -> _UnaryStream:
+        """A unary-stream multicallable whose every call is balanced over the nodes."""
         return _UnaryStream(
             self,
             "unary_stream",
@@ -360,6 +362,7 @@ class BalancedChannel(grpc.Channel):
         response_deserializer: Callable[[bytes], Any] | None = None,
         _registered_method: bool | None = False,
     ) -> _StreamUnary:
+        """A stream-unary multicallable whose every call is balanced over the nodes."""
         return _StreamUnary(
             self,
             "stream_unary",
@@ -376,6 +379,7 @@ class BalancedChannel(grpc.Channel):
         response_deserializer: Callable[[bytes], Any] | None = None,
         _registered_method: bool | None = False,
     ) -> _StreamStream:
+        """A stream-stream multicallable whose every call is balanced over the nodes."""
         return _StreamStream(
             self,
             "stream_stream",

@@ -273,6 +273,7 @@ class BalancedChannel(grpc.aio.Channel):
         response_deserializer: Callable[[bytes], Any] | None = None,
         _registered_method: bool | None = False,
     ) -> _UnaryUnary:
+        """A unary-unary multicallable whose every call is balanced over the nodes."""
         return _UnaryUnary(
             self,
             "unary_unary",
@@ -289,6 +290,7 @@ class BalancedChannel(grpc.aio.Channel):
         response_deserializer: Callable[[bytes], Any] | None = None,
         _registered_method: bool | None = False,
     ) -> _UnaryStream:
+        """A unary-stream multicallable whose every call is balanced over the nodes."""
         return _UnaryStream(
             self,
             "unary_stream",
@@ -305,6 +307,7 @@ class BalancedChannel(grpc.aio.Channel):
         response_deserializer: Callable[[bytes], Any] | None = None,
         _registered_method: bool | None = False,
     ) -> _StreamUnary:
+        """A stream-unary multicallable whose every call is balanced over the nodes."""
         return _StreamUnary(
             self,
             "stream_unary",
@@ -321,6 +324,7 @@ class BalancedChannel(grpc.aio.Channel):
         response_deserializer: Callable[[bytes], Any] | None = None,
         _registered_method: bool | None = False,
     ) -> _StreamStream:
+        """A stream-stream multicallable whose every call is balanced over the nodes."""
         return _StreamStream(
             self,
             "stream_stream",

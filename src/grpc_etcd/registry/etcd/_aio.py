@@ -200,6 +200,7 @@ class AsyncEtcdClient:
 
     @property
     def closed(self) -> bool:
+        """True once :meth:`close` was called."""
         return self._closed
 
     @property

@@ -38,6 +38,7 @@ class SyncKeepAlive:
 
     @property
     def active(self) -> bool:
+        """True while the lease is being kept alive."""
         return self._handle.active
 
     def wait_lost(self, timeout: float | None = None) -> bool:
@@ -92,26 +93,32 @@ class EtcdClient:
 
     @property
     def aio(self) -> AsyncEtcdClient:
+        """The AsyncEtcdClient this one drives."""
         return self._aio
 
     @property
     def loop(self) -> LoopThread:
+        """The LoopThread the async client runs on."""
         return self._runner
 
     @property
     def endpoints(self) -> tuple[str, ...]:
+        """Blocking twin of :meth:`AsyncEtcdClient.endpoints`."""
         return self._aio.endpoints
 
     @property
     def timeout(self) -> float:
+        """Blocking twin of :meth:`AsyncEtcdClient.timeout`."""
         return self._aio.timeout
 
     @property
     def closed(self) -> bool:
+        """Blocking twin of :meth:`AsyncEtcdClient.closed`."""
         return self._closed
 
     @property
     def current_endpoint(self) -> str:
+        """Blocking twin of :meth:`AsyncEtcdClient.current_endpoint`."""
         return self._aio.current_endpoint
 
     def __repr__(self) -> str:
@@ -122,49 +129,59 @@ class EtcdClient:
 
     # KV
     def get(self, key: Key, *, timeout: float | None = None) -> KeyValue | None:
+        """Blocking twin of :meth:`AsyncEtcdClient.get`."""
         result: KeyValue | None = self._run(self._aio.get(key, timeout=timeout))
         return result
 
     def get_prefix(
         self, prefix: Key, *, timeout: float | None = None
     ) -> tuple[list[KeyValue], int]:
+        """Blocking twin of :meth:`AsyncEtcdClient.get_prefix`."""
         result: tuple[list[KeyValue], int] = self._run(
             self._aio.get_prefix(prefix, timeout=timeout)
         )
         return result
 
     def put(self, key: Key, value: Key, *, lease: int = 0, timeout: float | None = None) -> int:
+        """Blocking twin of :meth:`AsyncEtcdClient.put`."""
         result: int = self._run(self._aio.put(key, value, lease=lease, timeout=timeout))
         return result
 
     def put_if_absent(
         self, key: Key, value: Key, *, lease: int = 0, timeout: float | None = None
     ) -> bool:
+        """Blocking twin of :meth:`AsyncEtcdClient.put_if_absent`."""
         result: bool = self._run(self._aio.put_if_absent(key, value, lease=lease, timeout=timeout))
         return result
 
     def delete(self, key: Key, *, timeout: float | None = None) -> int:
+        """Blocking twin of :meth:`AsyncEtcdClient.delete`."""
         result: int = self._run(self._aio.delete(key, timeout=timeout))
         return result
 
     def delete_prefix(self, prefix: Key, *, timeout: float | None = None) -> int:
+        """Blocking twin of :meth:`AsyncEtcdClient.delete_prefix`."""
         result: int = self._run(self._aio.delete_prefix(prefix, timeout=timeout))
         return result
 
     def compact(
         self, revision: int, *, physical: bool = True, timeout: float | None = None
     ) -> None:
+        """Blocking twin of :meth:`AsyncEtcdClient.compact`."""
         self._run(self._aio.compact(revision, physical=physical, timeout=timeout))
 
     # leases
     def lease_grant(self, ttl: int, *, timeout: float | None = None) -> Lease:
+        """Blocking twin of :meth:`AsyncEtcdClient.lease_grant`."""
         result: Lease = self._run(self._aio.lease_grant(ttl, timeout=timeout))
         return result
 
     def lease_revoke(self, lease_id: int, *, timeout: float | None = None) -> None:
+        """Blocking twin of :meth:`AsyncEtcdClient.lease_revoke`."""
         self._run(self._aio.lease_revoke(lease_id, timeout=timeout))
 
     def lease_time_to_live(self, lease_id: int, *, timeout: float | None = None) -> int:
+        """Blocking twin of :meth:`AsyncEtcdClient.lease_time_to_live`."""
         result: int = self._run(self._aio.lease_time_to_live(lease_id, timeout=timeout))
         return result
 
@@ -202,6 +219,7 @@ class EtcdClient:
 
     # maintenance
     def status(self, *, endpoint: str | None = None, timeout: float | None = None) -> Status:
+        """Blocking twin of :meth:`AsyncEtcdClient.status`."""
         result: Status = self._run(self._aio.status(endpoint=endpoint, timeout=timeout))
         return result
 

@@ -156,6 +156,7 @@ class Status:
 
     @property
     def is_leader(self) -> bool:
+        """True when the member that answered is the leader."""
         return self.leader != 0 and self.leader == self.member_id
 
 
@@ -173,6 +174,7 @@ class Lease(int):
 
     @property
     def id(self) -> int:
+        """The lease id (the int itself)."""
         return int(self)
 
     def __repr__(self) -> str:
