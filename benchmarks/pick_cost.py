@@ -1,6 +1,6 @@
 """Pick cost in ns at 3, 100 and 10,000 nodes: our version picker vs the seed's scan under a lock.
 
-    .venv/bin/python benchmarks/pick_cost.py [--rounds 7]
+    .venv/bin/python benchmarks/pick_cost.py [--rounds 7] [--quick]
 
 The seed's picker (Go original, re-created in Python for a fair same-language comparison)
 locks, scans every node, keeps those of the wanted version and picks one at random. Ours is
@@ -59,7 +59,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--sizes", type=int, nargs="+", default=[3, 100, 10_000])
+    parser.add_argument("--quick", action="store_true", help="3 rounds")
     args = parser.parse_args()
+    rounds = min(3, args.rounds) if args.quick else args.rounds
     call = CallInfo("/proto.Api/ApiTest", version="v1")
     print("| nodes | ours (ns/pick) | seed-style scan+lock (ns/pick) | speed-up |")
     print("|---:|---:|---:|---:|")
@@ -68,7 +70,7 @@ def main() -> None:
         ours = VersionPolicy().build(eps)
         seed = SeedStylePicker(eps)
         ours_ns, seed_ns = [], []
-        for _ in range(args.rounds):  # alternate so both see the same machine noise
+        for _ in range(rounds):  # alternate so both see the same machine noise
             ours_ns.append(ns_per_call(lambda p=ours: p.pick(call)))  # type: ignore[misc]
             budget = 0.05 if n > 1000 else 0.2
             seed_ns.append(ns_per_call(lambda p=seed: p.pick(call), budget))  # type: ignore[misc]
