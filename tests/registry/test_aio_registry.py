@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -67,3 +68,12 @@ async def test_bad_argument(etcd: EtcdServer) -> None:
 def test_top_level_names() -> None:
     assert grpc_etcd.aio.Registry is Registry
     assert grpc_etcd.Registry is not Registry
+
+
+async def test_watch_ends_when_the_registry_closes(etcd: EtcdServer) -> None:
+    registry = Registry(etcd.endpoint)
+    snapshots = registry.watch(SERVICE)
+    assert len(await anext(snapshots)) == 0
+    await registry.close()
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.wait_for(anext(snapshots), 5)

@@ -65,15 +65,20 @@ async def read_nodes(client: AsyncEtcdClient, service: str, root: str = "") -> l
 async def watch_snapshots(
     client: AsyncEtcdClient, service: str, root: str = ""
 ) -> AsyncIterator[Snapshot]:
-    """Snapshots of ``service``: the full set first, then one per change. Runs until closed."""
+    """Snapshots of ``service``: the full set first, then one per change.
+
+    Runs until the consumer closes it or the etcd client is closed.
+    """
     prefix = service_prefix(service, root)
     warner = _Warner()
     backoff = Backoff(_RETRY_BASE, _RETRY_CAP)
     snapshot: Snapshot | None = None
-    while True:
+    while not client.closed:
         try:
             kvs, revision = await client.get_prefix(prefix)
         except EtcdError as exc:
+            if client.closed:
+                return
             delay = backoff.next_delay()
             log.warning(
                 "cannot read %s (%s); keeping the last nodes, retry in %.1fs", prefix, exc, delay
