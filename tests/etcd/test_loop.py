@@ -168,7 +168,7 @@ def test_iterate_prefetch_is_bounded(lt: LoopThread) -> None:
 
     it = lt.iterate(gen(), prefetch=2)
     assert next(it) == 0
-    time.sleep(0.1)
+    time.sleep(0.1)  # an absence check: give an unbounded producer time to run ahead
     # one handed out + at most 2 waiting in the queue (+1 being fetched)
     assert len(produced) <= 4
     it.close()
@@ -195,16 +195,18 @@ def test_iterate_blocked_consumer_sees_end_when_loop_closes() -> None:
 
 def test_close_cancels_pending_tasks_and_joins() -> None:
     lt = LoopThread()
+    started = threading.Event()
     cancelled = threading.Event()
 
     async def forever() -> None:
+        started.set()
         try:
             await asyncio.Event().wait()
         finally:
             cancelled.set()
 
     lt.submit(forever())
-    time.sleep(0.02)
+    assert started.wait(5)
     lt.close()
     assert cancelled.is_set()
     assert not lt.thread.is_alive()
@@ -220,16 +222,21 @@ def test_close_cancels_pending_tasks_and_joins() -> None:
 def test_run_interrupted_by_close_raises_loop_closed() -> None:
     lt = LoopThread()
     errors: list[BaseException] = []
+    running = threading.Event()
+
+    async def long_call() -> None:
+        running.set()
+        await asyncio.sleep(30)
 
     def waiter() -> None:
         try:
-            lt.run(asyncio.sleep(30))
+            lt.run(long_call())
         except BaseException as exc:
             errors.append(exc)
 
     t = threading.Thread(target=waiter)
     t.start()
-    time.sleep(0.05)
+    assert running.wait(5)
     lt.close()
     t.join(2)
     assert len(errors) == 1 and isinstance(errors[0], LoopClosedError)
