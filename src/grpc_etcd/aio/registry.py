@@ -7,12 +7,12 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 
 from ..naming import validate_service
-from ..node import MethodInfo, Node  # noqa: F401  (MethodInfo: named in docstrings)
+from ..node import Node
 from ..registry._options import Methods, build_node
 from ..registry.etcd import AsyncEtcdClient, TLSConfig
 from ..registry.registration import Registration
@@ -78,7 +78,8 @@ class Registry:
 
         ``address`` is where the server listens; a wildcard (``0.0.0.0:50051``) needs
         ``advertise`` (what clients dial). ``methods`` lists the RPC method names served (or
-        maps them to :class:`MethodInfo`). Raises if etcd cannot be reached for the first write.
+        maps them to :class:`grpc_etcd.MethodInfo`). Raises if etcd cannot be reached for the
+        first write.
         """
         self._check_open()
         node = build_node(
@@ -129,7 +130,7 @@ class Registry:
             service, policy=policy, version=version, credentials=credentials, options=options
         )
         task = asyncio.get_running_loop().create_task(
-            _feed(snapshots, channel), name=f"grpc-etcd watch {service}"
+            feed_channel(snapshots, channel), name=f"grpc-etcd watch {service}"
         )
         self._channels.add(channel)
 
@@ -167,7 +168,12 @@ class Registry:
             raise RuntimeError("this Registry is closed")
 
 
-async def _feed(snapshots: AsyncIterator[Snapshot], channel: BalancedChannel) -> None:
+class _Updatable(Protocol):
+    def update(self, snapshot: Snapshot) -> None: ...
+
+
+async def feed_channel(snapshots: AsyncIterator[Snapshot], channel: _Updatable) -> None:
+    """Hand each snapshot to ``channel.update`` until cancelled (sync and aio channels alike)."""
     try:
         async for snapshot in snapshots:
             channel.update(snapshot)

@@ -194,18 +194,15 @@ class Registry:
     ) -> BalancedChannel:
         """A ``grpc.Channel`` that balances each call over the nodes of ``service``."""
         from ..channel import BalancedChannel
-        from ..registry.watcher import watch_snapshots
 
         validate_service(service)
         channel = BalancedChannel(
             service, policy=policy, version=version, credentials=credentials, options=options
         )
 
-        async def feed() -> None:
-            async for snapshot in watch_snapshots(self._inner.client, service, self.root):
-                channel.update(snapshot)
+        from ..aio.registry import feed_channel
 
-        future = self._loop.submit(feed())
+        future = self._loop.submit(feed_channel(self._inner.watch(service), channel))
         self._channels.add(channel)
 
         def on_close() -> None:
