@@ -12,10 +12,20 @@ from pathlib import Path
 from click.testing import CliRunner
 
 import grpc_etcd
-from grpc_etcd.cli import main
+from grpc_etcd.cli import COMMANDS, main
 from grpc_etcd.testing import EtcdServer
 
 CLI = [sys.executable, "-m", "grpc_etcd.cli"]
+
+
+def test_help_lists_every_command_group() -> None:
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0, result.output
+    listed = result.output.split("Commands:")[1].split()
+    assert set(COMMANDS) <= set(listed)
+    for name in COMMANDS:
+        sub = CliRunner().invoke(main, [name, "--help"])
+        assert sub.exit_code == 0 and "Usage: " in sub.output, (name, sub.output)
 
 
 def test_ls_table_json_and_bad_record(etcd: EtcdServer) -> None:

@@ -1,94 +1,20 @@
-"""The ``grpc-etcd`` command: run a local etcd, list and watch registered nodes.
-
-    grpc-etcd etcd                      # a throwaway etcd in the foreground (for trying things)
-    grpc-etcd ls [SERVICE] [--json]     # id, version, address, metadata, lease TTL left
-    grpc-etcd watch SERVICE             # one line per change
-
-``--etcd HOST:PORT[,HOST:PORT...]`` or ``GRPC_ETCD_ENDPOINTS`` chooses the cluster.
-Errors are one line on stderr and exit status 1, never a traceback.
-"""
+"""``grpc-etcd ls`` and ``grpc-etcd watch``: the registered nodes, now and as they change."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
-import signal
-import sys
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import click
 
-from .errors import RecordError
-from .naming import service_prefix
-from .node import Node, decode_record
-from .snapshot import Snapshot
+from ..errors import RecordError
+from ..naming import service_prefix
+from ..node import Node, decode_record
+from ..snapshot import Snapshot
+from ._common import Options, friendly_errors
 
-__all__ = ["format_change", "format_table", "main"]
-
-ENV_ENDPOINTS = "GRPC_ETCD_ENDPOINTS"
-
-
-class _Options:
-    def __init__(self, endpoints: str, root: str, timeout: float) -> None:
-        self.endpoints = endpoints
-        self.root = root
-        self.timeout = timeout
-
-
-@contextlib.contextmanager
-def _friendly_errors() -> Iterator[None]:
-    """Turn our errors into one line on stderr and exit status 1."""
-    from .registry.etcd import EtcdError
-
-    try:
-        yield
-    except (EtcdError, ValueError, RecordError, OSError, TimeoutError) as exc:
-        raise click.ClickException(str(exc) or type(exc).__name__) from None
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--etcd",
-    "endpoints",
-    envvar=ENV_ENDPOINTS,
-    default="127.0.0.1:2379",
-    show_default=True,
-    help=f"etcd endpoints, comma-separated (or ${ENV_ENDPOINTS}).",
-)
-@click.option("--root", default="", help="Key prefix every service lives under.")
-@click.option("--timeout", default=5.0, show_default=True, help="Seconds per etcd request.")
-@click.option("-v", "--verbose", is_flag=True, help="Log what happens (to stderr).")
-@click.version_option(package_name="grpc-etcd")
-@click.pass_context
-def main(ctx: click.Context, endpoints: str, root: str, timeout: float, verbose: bool) -> None:
-    """Register gRPC servers in etcd, discover them, balance calls across them."""
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    ctx.obj = _Options(endpoints, root, timeout)
-
-
-@main.command()
-@click.option("--port", default=0, help="Client port (0: a free one).")
-def etcd(port: int) -> None:
-    """Run a throwaway etcd on 127.0.0.1 until Ctrl-C (its data is deleted on exit)."""
-    from .testing import EtcdServer
-
-    with _friendly_errors(), EtcdServer(client_port=port or None) as server:
-        click.echo(
-            f"etcd {server.version} listening on {server.endpoint} (data in {server.data_dir})"
-        )
-        click.echo(f"try: {ENV_ENDPOINTS}={server.endpoint} grpc-etcd ls")
-        click.echo("Ctrl-C to stop")
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-        with contextlib.suppress(KeyboardInterrupt):
-            while server.running:
-                time.sleep(0.5)
+__all__ = ["format_change", "format_table", "list_nodes", "watch"]
 
 
 def _service_of_key(key: str, root: str) -> str:
@@ -100,12 +26,10 @@ def _service_of_key(key: str, root: str) -> str:
     return parent
 
 
-def _read_nodes(opts: _Options, service: str | None) -> list[tuple[Node, int]]:
+def _read_nodes(opts: Options, service: str | None) -> list[tuple[Node, int]]:
     """The nodes under ``service`` (or under the root), each with its lease's TTL left."""
-    from .registry.etcd import EtcdClient
-
     prefix = service_prefix(service, opts.root) if service else (opts.root.rstrip("/") + "/")
-    with EtcdClient(opts.endpoints, timeout=opts.timeout) as client:
+    with opts.client() as client:
         kvs, _ = client.get_prefix(prefix)
         rows: list[tuple[Node, int]] = []
         for kv in kvs:
@@ -135,13 +59,13 @@ def _metadata_text(node: Node) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(node.metadata.items())) or "-"
 
 
-@main.command(name="ls")
+@click.command(name="ls")
 @click.argument("service", required=False)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per node.")
 @click.pass_obj
-def list_nodes(opts: _Options, service: str | None, as_json: bool) -> None:
+def list_nodes(opts: Options, service: str | None, as_json: bool) -> None:
     """List registered nodes: of SERVICE, or of every service."""
-    with _friendly_errors():
+    with friendly_errors():
         rows = _read_nodes(opts, service)
     if as_json:
         for node, ttl in rows:
@@ -193,15 +117,13 @@ def format_change(snapshot: Snapshot) -> list[str]:
     return lines
 
 
-@main.command()
+@click.command()
 @click.argument("service")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per change.")
 @click.pass_obj
-def watch(opts: _Options, service: str, as_json: bool) -> None:
+def watch(opts: Options, service: str, as_json: bool) -> None:
     """Print one line per change of SERVICE's nodes until Ctrl-C."""
-    from .registry import Registry
-
-    with _friendly_errors(), Registry(opts.endpoints, timeout=opts.timeout, root=opts.root) as reg:
+    with friendly_errors(), opts.registry() as reg:
         snapshots = reg.watch(service)
         try:
             for snapshot in snapshots:
@@ -226,7 +148,3 @@ def watch(opts: _Options, service: str, as_json: bool) -> None:
             close = getattr(snapshots, "close", None)
             if close is not None:
                 close()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

@@ -1,0 +1,91 @@
+"""The ``grpc-etcd`` command: run a local etcd, list and watch registered nodes.
+
+    grpc-etcd etcd                      # a throwaway etcd in the foreground (for trying things)
+    grpc-etcd ls [SERVICE] [--json]     # id, version, address, metadata, lease TTL left
+    grpc-etcd watch SERVICE             # one line per change
+
+``--etcd HOST:PORT[,HOST:PORT...]`` or ``GRPC_ETCD_ENDPOINTS`` chooses the cluster.
+Errors are one line on stderr and exit status 1, never a traceback.
+
+Each command group lives in its own module, named in ``COMMANDS`` and imported only when that
+command runs (or ``--help`` lists it), so a module must keep heavy or optional imports (an extra's
+packages) inside its functions. A new group is one line in ``COMMANDS``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import click
+
+from ._common import DEFAULT_ENDPOINT, ENV_ENDPOINTS, ENV_PASSWORD, Options
+from ._nodes import format_change, format_table
+
+__all__ = ["COMMANDS", "format_change", "format_table", "main"]
+
+#: command name -> "module:attribute" (relative to this package) of its click command.
+COMMANDS: dict[str, str] = {
+    "etcd": "._etcd:etcd",
+    "ls": "._nodes:list_nodes",
+    "watch": "._nodes:watch",
+}
+
+
+class _LazyGroup(click.Group):
+    """A group whose commands are imported on first use (keeps ``--help`` and start-up fast)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return super().get_command(ctx, cmd_name)
+        module_name, attr = COMMANDS[cmd_name].split(":")
+        command = getattr(importlib.import_module(module_name, __name__), attr)
+        if not isinstance(command, click.Command):  # pragma: no cover - a wiring mistake
+            raise TypeError(f"{COMMANDS[cmd_name]} is not a click command")
+        return command
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--etcd",
+    "endpoints",
+    envvar=ENV_ENDPOINTS,
+    default=DEFAULT_ENDPOINT,
+    show_default=True,
+    help=f"etcd endpoints, comma-separated (or ${ENV_ENDPOINTS}).",
+)
+@click.option("--root", default="", help="Key prefix every service lives under.")
+@click.option("--timeout", default=5.0, show_default=True, help="Seconds per etcd request.")
+@click.option("--user", default=None, help="etcd user name (with --password).")
+@click.option(
+    "--password", envvar=ENV_PASSWORD, default=None, help=f"etcd password (or ${ENV_PASSWORD})."
+)
+@click.option("--cacert", default=None, help="CA bundle (PEM) that signed etcd's certificate.")
+@click.option("--cert", default=None, help="Client certificate (PEM) for mutual TLS.")
+@click.option("--key", default=None, help="Private key (PEM) of --cert.")
+@click.option("-v", "--verbose", is_flag=True, help="Log what happens (to stderr).")
+@click.version_option(package_name="grpc-etcd")
+@click.pass_context
+def main(
+    ctx: click.Context,
+    endpoints: str,
+    root: str,
+    timeout: float,
+    user: str | None,
+    password: str | None,
+    cacert: str | None,
+    cert: str | None,
+    key: str | None,
+    verbose: bool,
+) -> None:
+    """Register gRPC servers in etcd, discover them, balance calls across them."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    ctx.obj = Options(endpoints, root, timeout, user, password, cacert, cert, key, verbose)
