@@ -1,0 +1,501 @@
+"""The service config of ROUTING.md: one JSON document per service, validated (pure, no I/O).
+
+Keys and meanings are gRPC's service config (camelCase, durations as ``"0.5s"`` strings); the
+models here keep them as snake_case attributes holding plain Python values (durations in float
+seconds). Every key is optional and ``{}`` is the seed's behaviour. A document that does not
+validate raises :class:`~grpc_etcd.errors.ConfigError` naming its key and where the fault is.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
+
+from .errors import ConfigError
+from .naming import _normalize_root, validate_service
+
+__all__ = [
+    "DEFAULT_POLICY",
+    "POLICY_SETTINGS",
+    "STATUS_CODE_NAMES",
+    "FailurePercentageEjection",
+    "HealthCheckConfig",
+    "LeastRequestSettings",
+    "MethodConfig",
+    "MethodName",
+    "NoSettings",
+    "OutlierDetection",
+    "RetryPolicy",
+    "RetryThrottling",
+    "RingHashSettings",
+    "Route",
+    "RouteMatch",
+    "ServiceConfig",
+    "SuccessRateEjection",
+    "WeightedSubset",
+    "config_json_schema",
+    "config_key",
+    "format_duration",
+    "parse_config",
+    "parse_duration",
+]
+
+#: The policy of ``{}``: the seed's random pick (``version`` is its alias).
+DEFAULT_POLICY = "random"
+
+#: gRPC's status code names, in code order (``STATUS_CODE_NAMES[14] == "UNAVAILABLE"``).
+STATUS_CODE_NAMES = (
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+)
+
+# google.protobuf.Duration's JSON form, non-negative: "1s", "0.5s", "0.000000001s".
+_DURATION = re.compile(r"^\d{1,12}(\.\d{1,9})?s$")
+_DURATION_SCHEMA = {"type": "string", "pattern": _DURATION.pattern, "examples": ["0.5s", "30s"]}
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a duration string as gRPC's service config writes it: ``"0.5s"`` -> 0.5."""
+    if not isinstance(value, str) or not _DURATION.match(value):
+        raise PydanticCustomError(
+            "duration",
+            'a duration must be a string of seconds ending in "s", like "0.5s", got {value}',
+            {"value": json.dumps(value) if isinstance(value, str | int | float) else repr(value)},
+        )
+    return float(value[:-1])
+
+
+def format_duration(seconds: float) -> str:
+    """The duration string of ``seconds``: 0.5 -> ``"0.5s"`` (the inverse of parse_duration)."""
+    return f"{seconds:.9f}".rstrip("0").rstrip(".") + "s"
+
+
+_Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str, when_used="json"),
+    WithJsonSchema(_DURATION_SCHEMA),
+]
+_PositiveDuration = Annotated[_Duration, Field(gt=0)]
+
+
+def _status_name(value: object) -> str:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 17:
+        return STATUS_CODE_NAMES[value]
+    if isinstance(value, str) and value in STATUS_CODE_NAMES:
+        return value
+    raise PydanticCustomError(
+        "status_code",
+        "{value} is not a gRPC status code name (one of {known})",
+        {"value": repr(value), "known": ", ".join(STATUS_CODE_NAMES)},
+    )
+
+
+_StatusCode = Annotated[
+    str,
+    BeforeValidator(_status_name),
+    WithJsonSchema({"type": "string", "enum": list(STATUS_CODE_NAMES)}),
+]
+
+#: A subset selector or a label map: ``{"version": "v1", "zone": "a"}``; ``{}`` keeps every node.
+Labels = dict[str, StrictStr]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", alias_generator=to_camel)
+
+
+# ---------------------------------------------------------------- policy settings
+
+
+class NoSettings(_Model):
+    """Settings of a policy that takes none: only ``{}`` is valid."""
+
+
+class LeastRequestSettings(_Model):
+    """``least_request``'s settings (gRPC A48)."""
+
+    #: How many random nodes are compared per pick; A48 allows 2..10 and defaults to 2.
+    choice_count: Annotated[StrictInt, Field(ge=2, le=10)] = 2
+
+
+class RingHashSettings(_Model):
+    """``ring_hash``'s settings (gRPC A42: ring sizes 1..8M, defaults 1024 and 4096)."""
+
+    min_ring_size: Annotated[StrictInt, Field(ge=1, le=8_388_608)] = 1024
+    max_ring_size: Annotated[StrictInt, Field(ge=1, le=8_388_608)] = 4096
+    #: The metadata key whose value is the hash key (when the call sets no ``route(hash_key=)``).
+    request_hash_header: StrictStr = ""
+
+    @model_validator(mode="after")
+    def _sizes_in_order(self) -> RingHashSettings:
+        if self.min_ring_size > self.max_ring_size:
+            raise PydanticCustomError(
+                "ring_sizes",
+                "minRingSize ({min}) must not exceed maxRingSize ({max})",
+                {"min": self.min_ring_size, "max": self.max_ring_size},
+            )
+        return self
+
+
+#: Every policy name we know, with the model that validates its settings.
+POLICY_SETTINGS: Mapping[str, type[_Model]] = {
+    "random": NoSettings,
+    "version": NoSettings,
+    "pick_first": NoSettings,
+    "round_robin": NoSettings,
+    "weighted_round_robin": NoSettings,
+    "least_request": LeastRequestSettings,
+    "p2c_ewma": NoSettings,
+    "ring_hash": RingHashSettings,
+}
+
+
+def _lb_entry(entry: dict[str, Any]) -> dict[str, Any]:
+    if len(entry) != 1:
+        raise PydanticCustomError(
+            "lb_entry",
+            "each entry must name exactly one policy, like {example}, got {n} keys",
+            {"n": len(entry), "example": '{"round_robin": {}}'},
+        )
+    ((name, settings),) = entry.items()
+    model = POLICY_SETTINGS.get(name)
+    if model is None:
+        return entry  # gRPC's rule: entries we don't know are skipped, the first known one wins
+    if not isinstance(settings, Mapping):
+        raise PydanticCustomError(
+            "lb_settings", "{name}: settings must be an object", {"name": name}
+        )
+    try:
+        validated = model.model_validate(settings)
+    except ValidationError as exc:
+        raise PydanticCustomError(
+            "lb_settings", "{name}: {fault}", {"name": name, "fault": _faults(exc)}
+        ) from None
+    return {name: validated.model_dump(by_alias=True, exclude_unset=True)}
+
+
+_LB_ENTRY_SCHEMA = {
+    "type": "object",
+    "minProperties": 1,
+    "maxProperties": 1,
+    "properties": {
+        name: model.model_json_schema(by_alias=True) for name, model in POLICY_SETTINGS.items()
+    },
+}
+_LbEntry = Annotated[dict[str, Any], AfterValidator(_lb_entry), WithJsonSchema(_LB_ENTRY_SCHEMA)]
+
+
+def _lowercase_keys(value: dict[str, str]) -> dict[str, str]:
+    return {key.lower(): item for key, item in value.items()}
+
+
+# ---------------------------------------------------------------- routes
+
+
+class RouteMatch(_Model):
+    """What a route tests; every part it names must hold (an empty match always holds)."""
+
+    #: Labels of the calling channel (``registry.channel(..., source={...})``).
+    source: Labels = Field(default_factory=dict)
+    #: Exact values of the call's metadata (keys are lower-cased, as gRPC sends them).
+    headers: Annotated[Labels, AfterValidator(_lowercase_keys)] = Field(default_factory=dict)
+    #: Values set with ``route(...)`` around the call.
+    route: Labels = Field(default_factory=dict)
+    #: A full method name ``/pkg.Service/Method`` or a service prefix ``/pkg.Service/``.
+    method: Annotated[StrictStr, Field(pattern=r"^/[^/]+/[^/]*$")] | None = None
+
+
+class WeightedSubset(_Model):
+    """One destination of a route: a subset selector and its integer share of the calls."""
+
+    subset: Labels = Field(default_factory=dict)
+    weight: Annotated[StrictInt, Field(ge=0)] = 1
+
+
+class Route(_Model):
+    """The first route whose ``match`` holds sends the call to one of its ``to`` subsets."""
+
+    match: RouteMatch = Field(default_factory=RouteMatch)
+    to: Annotated[tuple[WeightedSubset, ...], Field(min_length=1)]
+
+    @field_validator("to")
+    @classmethod
+    def _some_weight(cls, to: tuple[WeightedSubset, ...]) -> tuple[WeightedSubset, ...]:
+        if not any(part.weight for part in to):
+            raise PydanticCustomError("weights", "the weights sum to 0: no call could go anywhere")
+        return to
+
+
+# ---------------------------------------------------------------- resilience
+
+
+class HealthCheckConfig(_Model):
+    """Watch ``grpc.health.v1.Health/Watch`` for this service name on each sub-channel."""
+
+    service_name: StrictStr = ""
+
+
+class SuccessRateEjection(_Model):
+    """gRPC A50's success-rate ejection (defaults are A50's)."""
+
+    stdev_factor: Annotated[StrictInt, Field(ge=0)] = 1900
+    enforcement_percentage: Annotated[StrictInt, Field(ge=0, le=100)] = 100
+    minimum_hosts: Annotated[StrictInt, Field(ge=0)] = 5
+    request_volume: Annotated[StrictInt, Field(ge=0)] = 100
+
+
+class FailurePercentageEjection(_Model):
+    """gRPC A50's failure-percentage ejection (defaults are A50's)."""
+
+    threshold: Annotated[StrictInt, Field(ge=0, le=100)] = 85
+    enforcement_percentage: Annotated[StrictInt, Field(ge=0, le=100)] = 100
+    minimum_hosts: Annotated[StrictInt, Field(ge=0)] = 5
+    request_volume: Annotated[StrictInt, Field(ge=0)] = 50
+
+
+class OutlierDetection(_Model):
+    """Passive ejection from call outcomes (gRPC A50's keys and defaults, plus Envoy's
+    ``consecutiveErrors``). An algorithm whose key is absent is off, as in A50."""
+
+    interval: _PositiveDuration = 10.0
+    base_ejection_time: _PositiveDuration = 30.0
+    max_ejection_time: _PositiveDuration = 300.0
+    max_ejection_percent: Annotated[StrictInt, Field(ge=0, le=100)] = 10
+    #: Envoy's ``consecutive_5xx`` idea: eject after this many failed calls in a row.
+    consecutive_errors: Annotated[StrictInt, Field(ge=1)] | None = None
+    success_rate_ejection: SuccessRateEjection | None = None
+    failure_percentage_ejection: FailurePercentageEjection | None = None
+
+
+class MethodName(_Model):
+    """Which methods a methodConfig entry covers: a service, one method, or (``{}``) all."""
+
+    service: StrictStr = ""
+    method: StrictStr = ""
+
+    @model_validator(mode="after")
+    def _method_needs_service(self) -> MethodName:
+        if self.method and not self.service:
+            raise PydanticCustomError("method_name", "a method needs its service")
+        return self
+
+
+class RetryPolicy(_Model):
+    """gRPC's retry policy; ``maxAttempts`` above 5 is treated as 5, as gRPC does."""
+
+    max_attempts: Annotated[StrictInt, Field(ge=2)]
+    initial_backoff: _PositiveDuration
+    max_backoff: _PositiveDuration
+    backoff_multiplier: Annotated[float, Field(gt=0)]
+    retryable_status_codes: Annotated[tuple[_StatusCode, ...], Field(min_length=1)]
+
+    @property
+    def attempts(self) -> int:
+        """The number of attempts in force: ``maxAttempts`` capped at gRPC's 5."""
+        return min(self.max_attempts, 5)
+
+
+class MethodConfig(_Model):
+    """Per-method defaults: a timeout and a retry policy."""
+
+    name: Annotated[tuple[MethodName, ...], Field(min_length=1)]
+    timeout: _PositiveDuration | None = None
+    retry_policy: RetryPolicy | None = None
+
+
+class RetryThrottling(_Model):
+    """gRPC's retry throttling: a token bucket shared by the channel's calls."""
+
+    max_tokens: Annotated[StrictInt, Field(gt=0, le=1000)]
+    token_ratio: Annotated[float, Field(gt=0)]
+
+
+# ---------------------------------------------------------------- the document
+
+
+class ServiceConfig(_Model):
+    """One service's routing document (ROUTING.md). ``ServiceConfig()`` is the seed's behaviour."""
+
+    load_balancing_config: tuple[_LbEntry, ...] = ()
+    routes: tuple[Route, ...] = ()
+    fallback: tuple[Labels, ...] = ()
+    health_check_config: HealthCheckConfig | None = None
+    outlier_detection: OutlierDetection | None = None
+    method_config: tuple[MethodConfig, ...] = ()
+    retry_throttling: RetryThrottling | None = None
+
+    @field_validator("load_balancing_config")
+    @classmethod
+    def _one_known(cls, entries: tuple[dict[str, Any], ...]) -> tuple[dict[str, Any], ...]:
+        if entries and not any(name in POLICY_SETTINGS for entry in entries for name in entry):
+            raise PydanticCustomError(
+                "lb_unknown",
+                "names no policy we know ({names}); known: {known}",
+                {
+                    "names": ", ".join(repr(n) for entry in entries for n in entry),
+                    "known": ", ".join(POLICY_SETTINGS),
+                },
+            )
+        return entries
+
+    @field_validator("method_config")
+    @classmethod
+    def _names_once(cls, entries: tuple[MethodConfig, ...]) -> tuple[MethodConfig, ...]:
+        seen: dict[tuple[str, str], str] = {}
+        for i, entry in enumerate(entries):
+            for j, name in enumerate(entry.name):
+                where = f"entry [{i}].name[{j}]"
+                first = seen.setdefault((name.service, name.method), where)
+                if first != where:
+                    raise PydanticCustomError(
+                        "duplicate_name",
+                        "{where} names the same methods as {first}",
+                        {"where": where, "first": first},
+                    )
+        return entries
+
+    @property
+    def policy_name(self) -> str:
+        """The first policy of ``loadBalancingConfig`` that we know; ``random`` when none is set."""
+        for entry in self.load_balancing_config:
+            for name in entry:
+                if name in POLICY_SETTINGS:
+                    return name
+        return DEFAULT_POLICY
+
+    @property
+    def policy_settings(self) -> Mapping[str, Any]:
+        """That policy's settings as written (camelCase keys, validated); ``{}`` when none."""
+        for entry in self.load_balancing_config:
+            for name, settings in entry.items():
+                if name in POLICY_SETTINGS:
+                    return dict(settings)
+        return {}
+
+    def method_config_for(self, method: str) -> MethodConfig | None:
+        """The methodConfig entry of a full method name ``/pkg.Service/Method``, as gRPC
+        chooses it: the one naming the method, else its service, else the ``{}`` default."""
+        service, _, name = method.lstrip("/").partition("/")
+        best: tuple[int, MethodConfig] | None = None
+        for entry in self.method_config:
+            for item in entry.name:
+                if item.service == service and item.method == name:
+                    return entry
+                rank = 1 if item.service == service and not item.method else 0
+                if (rank or not item.service) and (best is None or rank > best[0]):
+                    best = (rank, entry)
+        return best[1] if best else None
+
+    def merged(self, other: ServiceConfig | None) -> ServiceConfig:
+        """This config with every top-level key that ``other`` sets taken from ``other``."""
+        if other is None or not other.model_fields_set:
+            return self
+        return self.model_copy(
+            update={name: getattr(other, name) for name in other.model_fields_set}
+        )
+
+    def document(self) -> dict[str, Any]:
+        """The JSON document of the keys that were set (camelCase, durations as strings)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
+
+def _where(loc: Sequence[int | str]) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else part)
+    return path
+
+
+def _faults(exc: ValidationError, limit: int = 3) -> str:
+    """One line for a pydantic error: ``routes[0].to[1].weight: <fault>``, the first few."""
+    faults: list[str] = []
+    for error in exc.errors(include_url=False):
+        loc = [part for part in error["loc"] if not _is_tag(part)]
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            loc, unknown = loc[:-1], loc[-1] if loc else "?"
+            message = f"unknown key {unknown!r}"
+            if not loc:
+                message += f" (known: {', '.join(_TOP_LEVEL_KEYS)})"
+        faults.append(f"{_where(loc)}: {message}" if loc else message)
+    extra = len(faults) - limit
+    return "; ".join(faults[:limit]) + (f" (and {extra} more)" if extra > 0 else "")
+
+
+def _is_tag(part: int | str) -> bool:
+    # pydantic adds the validator's name for Annotated/union members ("function-after[...]").
+    return isinstance(part, str) and ("[" in part and part.endswith("]"))
+
+
+_TOP_LEVEL_KEYS = tuple(field.alias or name for name, field in ServiceConfig.model_fields.items())
+
+
+def parse_config(
+    data: bytes | str | Mapping[str, Any] | ServiceConfig, *, key: str = ""
+) -> ServiceConfig:
+    """Validate a document (JSON text or an already-decoded mapping) into a ServiceConfig.
+
+    ``key`` is where it was read (an etcd key, a file name) and is named in the
+    :class:`~grpc_etcd.errors.ConfigError` raised for a document that does not validate.
+    """
+    if isinstance(data, ServiceConfig):
+        return data
+    if isinstance(data, bytes | str):
+        try:
+            data = json.loads(data)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ConfigError(key, f"not valid JSON ({exc})") from None
+    if not isinstance(data, Mapping):
+        raise ConfigError(key, f"the document must be a JSON object, got {type(data).__name__}")
+    try:
+        return ServiceConfig.model_validate(dict(data))
+    except ValidationError as exc:
+        raise ConfigError(key, _faults(exc)) from None
+
+
+def config_key(service: str, root: str = "") -> str:
+    """The etcd key of a service's config: ``<root>/grpc-etcd/config/<service>``."""
+    validate_service(service)
+    return f"{_normalize_root(root)}/grpc-etcd/config/{service}"
+
+
+def config_json_schema() -> dict[str, Any]:
+    """The JSON Schema of the document, for editors (``grpc-etcd config schema``)."""
+    schema = ServiceConfig.model_json_schema(by_alias=True)
+    schema["title"] = "grpc-etcd service config"
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}

@@ -1,0 +1,308 @@
+"""The service config document: what validates, what is refused and how the refusal reads."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from grpc_etcd.config import (
+    POLICY_SETTINGS,
+    ServiceConfig,
+    config_json_schema,
+    config_key,
+    format_duration,
+    parse_config,
+    parse_duration,
+)
+from grpc_etcd.errors import ConfigError, GrpcEtcdError
+
+ROUTING_MD = Path("/work/shared/ROUTING.md")
+KEY = "/grpc-etcd/config/user"
+
+EXAMPLE: dict[str, Any] = {
+    "loadBalancingConfig": [{"p2c_ewma": {}}],
+    "routes": [
+        {"match": {"source": {"version": "v2"}}, "to": [{"subset": {"version": "v3"}}]},
+        {"match": {"headers": {"x-user-tier": "beta"}}, "to": [{"subset": {"version": "v2"}}]},
+        {
+            "to": [
+                {"subset": {"version": "v1"}, "weight": 90},
+                {"subset": {"version": "v2"}, "weight": 10},
+            ]
+        },
+    ],
+    "fallback": [{"version": "stable"}, {}],
+    "healthCheckConfig": {"serviceName": ""},
+    "outlierDetection": {
+        "interval": "1s",
+        "consecutiveErrors": 5,
+        "baseEjectionTime": "30s",
+        "maxEjectionTime": "300s",
+        "maxEjectionPercent": 50,
+    },
+    "methodConfig": [
+        {
+            "name": [{"service": "proto.Api"}],
+            "timeout": "2s",
+            "retryPolicy": {
+                "maxAttempts": 3,
+                "initialBackoff": "0.01s",
+                "maxBackoff": "0.1s",
+                "backoffMultiplier": 2,
+                "retryableStatusCodes": ["UNAVAILABLE"],
+            },
+        }
+    ],
+    "retryThrottling": {"maxTokens": 10, "tokenRatio": 0.1},
+}
+
+
+def refusal(document: object) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_config(document, key=KEY)  # type: ignore[arg-type]
+    assert isinstance(info.value, GrpcEtcdError) and isinstance(info.value, ValueError)
+    assert info.value.key == KEY
+    return str(info.value)
+
+
+def test_the_example_of_routing_md_validates_and_round_trips() -> None:
+    config = parse_config(json.dumps(EXAMPLE).encode(), key=KEY)
+    assert config.document() == EXAMPLE
+    assert config.policy_name == "p2c_ewma"
+    assert config.routes[2].to[0].weight == 90
+    assert config.outlier_detection is not None
+    assert config.outlier_detection.interval == 1.0
+    assert config.method_config[0].retry_policy is not None
+    assert config.method_config[0].retry_policy.initial_backoff == 0.01
+
+
+@pytest.mark.skipif(not ROUTING_MD.exists(), reason="the shared spec is not on this machine")
+def test_the_spec_document_itself_validates() -> None:
+    text = ROUTING_MD.read_text()
+    document = re.search(r"```json\n(.*?)```", text, re.S)
+    assert document is not None
+    assert parse_config(document.group(1)).document() == json.loads(document.group(1))
+
+
+def test_empty_document_is_the_seed() -> None:
+    config = parse_config("{}")
+    assert config == ServiceConfig()
+    assert config.policy_name == "random" and config.policy_settings == {}
+    assert config.routes == () and config.fallback == ()
+    assert config.health_check_config is None and config.outlier_detection is None
+    assert config.document() == {}
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        (
+            {"bogus": 1},
+            "bad service config at /grpc-etcd/config/user: unknown key 'bogus' (known: "
+            "loadBalancingConfig, routes, fallback, healthCheckConfig, outlierDetection, "
+            "methodConfig, retryThrottling)",
+        ),
+        ({"load_balancing_config": []}, "unknown key 'load_balancing_config'"),
+        ({"outlierDetection": {"consecutiveErors": 5}}, "outlierDetection: unknown key"),
+        (
+            {"routes": [{"to": [{"weight": 0}]}]},
+            "routes[0].to: the weights sum to 0",
+        ),
+        ({"routes": [{"to": [{"weight": -1}]}]}, "routes[0].to[0].weight: Input should be"),
+        ({"routes": [{"to": [{"weight": "9"}]}]}, "routes[0].to[0].weight: Input should be"),
+        ({"routes": [{"to": []}]}, "routes[0].to: "),
+        ({"routes": [{}]}, "routes[0].to: Field required"),
+        ({"routes": [{"match": {"method": "Api"}, "to": [{}]}]}, "routes[0].match.method"),
+        ({"fallback": [{"version": 1}]}, "fallback[0].version: Input should be a valid string"),
+        (
+            {"loadBalancingConfig": [{"least_request": {"choiceCount": 11}}]},
+            "loadBalancingConfig[0]: least_request: choiceCount: Input should be less than "
+            "or equal to 10",
+        ),
+        (
+            {"loadBalancingConfig": [{"least_request": {"choiceCount": 1}}]},
+            "choiceCount: Input should be greater than or equal to 2",
+        ),
+        ({"loadBalancingConfig": [{"round_robin": {"x": 1}}]}, "round_robin: unknown key 'x'"),
+        (
+            {"loadBalancingConfig": [{"ring_hash": {"minRingSize": 5000}}]},
+            "loadBalancingConfig[0]: ring_hash: minRingSize (5000) must not exceed "
+            "maxRingSize (4096)",
+        ),
+        (
+            {"loadBalancingConfig": [{"ring_hash": {"maxRingSize": 0}}]},
+            "ring_hash: maxRingSize: Input should be greater than or equal to 1",
+        ),
+        (
+            {"loadBalancingConfig": [{"grpclb": {}}]},
+            "loadBalancingConfig: names no policy we know ('grpclb'); known: random, version",
+        ),
+        (
+            {"loadBalancingConfig": [{"a": {}, "b": {}}]},
+            "loadBalancingConfig[0]: each entry must name exactly one policy, like "
+            '{"round_robin": {}}, got 2 keys',
+        ),
+        (
+            {"methodConfig": [{"name": [{}], "timeout": "2"}]},
+            'methodConfig[0].timeout: a duration must be a string of seconds ending in "s", '
+            'like "0.5s", got "2"',
+        ),
+        ({"methodConfig": [{"name": [{}], "timeout": 2}]}, "timeout: a duration must be"),
+        ({"methodConfig": [{"name": [{}], "timeout": "0s"}]}, "timeout: Input should be greater"),
+        ({"methodConfig": [{"name": [{"method": "M"}]}]}, "a method needs its service"),
+        (
+            {"methodConfig": [{"name": [{"service": "a"}]}, {"name": [{"service": "a"}]}]},
+            "methodConfig: entry [1].name[0] names the same methods as entry [0].name[0]",
+        ),
+        (
+            {
+                "methodConfig": [
+                    {
+                        "name": [{}],
+                        "retryPolicy": {
+                            "maxAttempts": 3,
+                            "initialBackoff": "0.1s",
+                            "maxBackoff": "1s",
+                            "backoffMultiplier": 2,
+                            "retryableStatusCodes": ["UNAVAILABLE", "UNAVAILABLE_ISH"],
+                        },
+                    }
+                ]
+            },
+            "methodConfig[0].retryPolicy.retryableStatusCodes[1]: 'UNAVAILABLE_ISH' is not a "
+            "gRPC status code name",
+        ),
+        (
+            {"methodConfig": [{"name": [{}], "retryPolicy": {"maxAttempts": 1}}]},
+            "retryPolicy.maxAttempts: Input should be greater than or equal to 2",
+        ),
+        ({"retryThrottling": {"maxTokens": 1001, "tokenRatio": 1}}, "retryThrottling.maxTokens"),
+        ({"outlierDetection": {"maxEjectionPercent": 101}}, "outlierDetection.maxEjection"),
+        ("{", "not valid JSON"),
+        ("[]", "the document must be a JSON object, got list"),
+    ],
+)
+def test_refusals_name_the_key_the_place_and_the_fault(document: object, message: str) -> None:
+    text = refusal(document)
+    assert text.startswith(f"bad service config at {KEY}: ")
+    assert message in text, text
+    assert "\n" not in text, "one line, for the CLI"
+
+
+def test_a_refusal_without_key_still_reads() -> None:
+    with pytest.raises(ConfigError, match=r"^bad service config: unknown key 'x'"):
+        parse_config({"x": 1})
+
+
+def test_status_codes_by_number_are_named() -> None:
+    config = parse_config(
+        {
+            "methodConfig": [
+                {
+                    "name": [{}],
+                    "retryPolicy": {
+                        "maxAttempts": 9,
+                        "initialBackoff": "0.1s",
+                        "maxBackoff": "1s",
+                        "backoffMultiplier": 1.5,
+                        "retryableStatusCodes": [14, "RESOURCE_EXHAUSTED"],
+                    },
+                }
+            ]
+        }
+    )
+    policy = config.method_config[0].retry_policy
+    assert policy is not None
+    assert policy.retryable_status_codes == ("UNAVAILABLE", "RESOURCE_EXHAUSTED")
+    assert policy.attempts == 5, "gRPC treats maxAttempts above 5 as 5"
+
+
+def test_first_known_policy_wins_and_its_settings_come_along() -> None:
+    config = parse_config(
+        {"loadBalancingConfig": [{"grpclb": {"x": 1}}, {"least_request": {"choiceCount": 3}}]}
+    )
+    assert config.policy_name == "least_request"
+    assert config.policy_settings == {"choiceCount": 3}
+
+
+def test_merged_takes_each_key_the_later_source_sets() -> None:
+    code = parse_config({"loadBalancingConfig": [{"round_robin": {}}], "fallback": [{}]})
+    etcd = parse_config({"routes": [{"to": [{"subset": {"version": "v2"}}]}], "fallback": []})
+    merged = code.merged(etcd)
+    assert merged.policy_name == "round_robin", "etcd did not set it: the code's stays"
+    assert merged.fallback == (), "etcd set it (to nothing): etcd's wins"
+    assert merged.routes == etcd.routes
+    assert code.merged(None) is code
+    assert code.merged(ServiceConfig()) is code
+    assert merged.document() == {
+        "loadBalancingConfig": [{"round_robin": {}}],
+        "routes": [{"to": [{"subset": {"version": "v2"}}]}],
+        "fallback": [],
+    }
+
+
+def test_config_is_frozen() -> None:
+    config = parse_config({})
+    with pytest.raises(ValueError, match="frozen"):
+        config.routes = ()  # type: ignore[misc]
+
+
+def test_header_match_keys_are_lower_case_like_grpc_metadata() -> None:
+    config = parse_config({"routes": [{"match": {"headers": {"X-Tier": "beta"}}, "to": [{}]}]})
+    assert config.routes[0].match.headers == {"x-tier": "beta"}
+
+
+def test_method_config_lookup_is_grpcs() -> None:
+    config = parse_config(
+        {
+            "methodConfig": [
+                {"name": [{}], "timeout": "1s"},
+                {"name": [{"service": "p.Api"}], "timeout": "2s"},
+                {"name": [{"service": "p.Api", "method": "Get"}], "timeout": "3s"},
+            ]
+        }
+    )
+
+    def timeout(method: str) -> float | None:
+        entry = config.method_config_for(method)
+        return entry.timeout if entry else None
+
+    assert timeout("/p.Api/Get") == 3.0
+    assert timeout("/p.Api/Put") == 2.0
+    assert timeout("/q.Other/Get") == 1.0
+    assert parse_config({}).method_config_for("/p.Api/Get") is None
+
+
+def test_durations() -> None:
+    assert parse_duration("0.5s") == 0.5
+    assert parse_duration("30s") == 30.0
+    assert format_duration(0.5) == "0.5s"
+    assert format_duration(30.0) == "30s"
+    assert format_duration(1e-9) == "0.000000001s"
+    for bad in ("1", "1m", "-1s", "1.0000000001s", " 1s", 1.0):
+        with pytest.raises(ValueError, match="duration"):
+            parse_duration(bad)
+
+
+def test_config_key() -> None:
+    assert config_key("a.srv.app") == "/grpc-etcd/config/a.srv.app"
+    assert config_key("a.srv.app", "/prod/") == "/prod/grpc-etcd/config/a.srv.app"
+    with pytest.raises(ValueError, match="service name"):
+        config_key("")
+
+
+def test_json_schema_lists_every_key_and_policy() -> None:
+    schema = config_json_schema()
+    json.dumps(schema)  # serialisable as it is printed
+    assert schema["title"] == "grpc-etcd service config"
+    assert set(schema["properties"]) == set(EXAMPLE)
+    assert schema["additionalProperties"] is False
+    entry = schema["properties"]["loadBalancingConfig"]["items"]
+    assert set(entry["properties"]) == set(POLICY_SETTINGS)
+    assert entry["maxProperties"] == 1
+    timeout = schema["$defs"]["MethodConfig"]["properties"]["timeout"]
+    assert "pattern" in json.dumps(timeout), "durations are strings in the schema"
