@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 
 import grpc
 
@@ -36,10 +35,6 @@ async def main() -> None:
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     async with grpc_etcd.aio.Registry(args.etcd) as registry:
         registration = await registry.register(
             "hwholiday.srv.app",
@@ -48,8 +43,8 @@ async def main() -> None:
             methods=["ApiTest"],
         )
         print(f"registered {registration.key} -> 127.0.0.1:{port}", flush=True)
-        await stop.wait()
-    await server.stop(grace=5)  # deregistered above; now drain the calls in flight
+        # Until SIGTERM/Ctrl-C; then deregister first and drain the calls in flight.
+        await grpc_etcd.aio.serve(server, registration, grace=5, health=True)
 
 
 if __name__ == "__main__":

@@ -6,8 +6,6 @@ python examples/sync_server.py --etcd 127.0.0.1:2379 --version v1
 from __future__ import annotations
 
 import argparse
-import signal
-import threading
 from concurrent import futures
 
 import grpc
@@ -37,9 +35,6 @@ def main() -> None:
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
 
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
     with grpc_etcd.Registry(args.etcd) as registry:
         registration = registry.register(
             "hwholiday.srv.app",
@@ -48,10 +43,9 @@ def main() -> None:
             methods=["ApiTest"],
         )
         print(f"registered {registration.key} -> 127.0.0.1:{port}", flush=True)
-        stop.wait()
-    # The registry is closed: the key is deleted and the lease revoked, so clients stop
-    # picking this server; now let the calls in flight finish.
-    server.stop(grace=5).wait()
+        # Until SIGTERM/Ctrl-C; then NOT_SERVING, deregister, give clients a second to see
+        # it, and let the calls in flight finish: a deploy loses no call.
+        grpc_etcd.serve(server, registration, grace=5, health=True)
 
 
 if __name__ == "__main__":

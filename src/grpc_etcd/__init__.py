@@ -7,6 +7,7 @@ asyncio twins, with the same names, in :mod:`grpc_etcd.aio`.
 from __future__ import annotations
 
 from . import aio
+from ._serve import drain, serve
 
 # The subpackage grpc_etcd.channel is imported before the function ``channel`` below is
 # defined, so the function keeps the name (a later import of the subpackage, already in
@@ -36,7 +37,9 @@ __all__ = [
     "aio",
     "channel",
     "current_route",
+    "drain",
     "propagate_route",
     "propagate_route_aio",
     "route",
+    "serve",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .._serve import drain_aio as drain
+from .._serve import serve_aio as serve
 from ..channel.aio import BalancedChannel
 from ..registry.registration import Registration, RegistrationState
 from ..server import propagate_route_aio as propagate_route
@@ -13,5 +15,7 @@ __all__ = [
     "RegistrationState",
     "Registry",
     "channel",
+    "drain",
     "propagate_route",
+    "serve",
 ]

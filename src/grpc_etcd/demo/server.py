@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
 from concurrent import futures
 
 import grpc
 
+from .. import _serve
 from ..registry import Registry
 from ..server import propagate_route
 from . import api_pb2, api_pb2_grpc
@@ -45,17 +44,13 @@ def serve(etcd: str, version: str, port: int, ttl: int, service: str = SERVICE) 
     address = f"127.0.0.1:{bound}"
     api_pb2_grpc.add_ApiServicer_to_server(Api(version, address), server)  # type: ignore[no-untyped-call]
     server.start()
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
     with Registry(etcd) as registry:
         registration = registry.register(
             service, address=address, version=version, ttl=ttl, methods=["ApiTest"]
         )
         print(f"serving {service} {version} on {address} as {registration.key}", flush=True)
-        stop.wait()
-        registration.close()  # clients stop picking us before we stop answering
-    server.stop(DRAIN_SECONDS).wait()
+        # Clients stop picking us (key deleted) before we stop answering.
+        _serve.serve(server, registration, grace=DRAIN_SECONDS, health=True)
 
 
 def main(argv: list[str] | None = None) -> None:
