@@ -1,0 +1,190 @@
+"""Retry decisions (pure): whether a failed attempt is tried again, when, and where not.
+
+gRPC's semantics (gRFC A6): a ``retryPolicy`` applies only to the methods its methodConfig
+entry names; at most ``maxAttempts`` attempts (capped at 5); the n-th retry waits a random
+time in ``[0, min(initialBackoff x multiplier^(n-1), maxBackoff)]``; only codes in
+``retryableStatusCodes`` are retried; a server's ``grpc-retry-pushback-ms`` trailer overrides
+the delay (a negative or malformed one forbids retrying). ``retryThrottling`` is a token bucket
+shared by a channel's calls: a retryable failure takes a token, a success gives back
+``tokenRatio``, and retries go on only while more than half the tokens are left, so that
+retries cannot multiply the load in an outage.
+
+Beyond a policy, a call that never reached a server (the connection was refused or reset
+before any response) is retried once at once on another node: gRPC's transparent retry.
+
+:class:`CallRetry` is one call's state; the channel asks it after each failed attempt and
+re-picks, avoiding the addresses the call already tried (:func:`pick_avoiding`).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Container
+from typing import TypeVar
+
+from .config import RetryPolicy, RetryThrottling, ServiceConfig
+
+__all__ = [
+    "MAX_ATTEMPTS",
+    "PUSHBACK_KEY",
+    "CallRetry",
+    "RetryThrottle",
+    "never_reached_server",
+    "pick_avoiding",
+    "retry_policy_for",
+]
+
+T = TypeVar("T")
+
+MAX_ATTEMPTS = 5  # gRFC A6: larger maxAttempts values are treated as 5
+PUSHBACK_KEY = "grpc-retry-pushback-ms"  # gRFC A6's server pushback trailer
+#: Re-picks to find an address the call has not tried, before settling for a tried one.
+AVOID_TRIES = 8
+
+# What grpc core says when a call failed before any server saw it (connect failures, a
+# connection reset before the response headers). Matched case-insensitively in the details.
+_NOT_REACHED = (
+    "failed to connect",
+    "connection refused",
+    "connect failed",
+    "connections to all backends failing",
+    "socket closed",
+    "connection reset",
+    "broken pipe",
+    "goaway",
+)
+
+
+def never_reached_server(code: str, details: str, *, got_response: bool) -> bool:
+    """Whether a failed attempt never reached a server: UNAVAILABLE with a transport
+    message and no response (no headers) received."""
+    if code != "UNAVAILABLE" or got_response:
+        return False
+    lowered = details.lower()
+    return any(phrase in lowered for phrase in _NOT_REACHED)
+
+
+def retry_policy_for(config: ServiceConfig | None, method: str) -> RetryPolicy | None:
+    """The retry policy of a full method name ``/pkg.Service/Method`` (None: no retries)."""
+    if config is None:
+        return None
+    entry = config.method_config_for(method)
+    return None if entry is None else entry.retry_policy
+
+
+class RetryThrottle:
+    """gRPC's retry token bucket; one per channel, shared by its calls. Not thread-safe."""
+
+    def __init__(self, throttling: RetryThrottling) -> None:
+        # Milli-tokens: gRPC keeps tokenRatio to three decimals and counts in integers.
+        self._max = throttling.max_tokens * 1000
+        self._ratio = round(throttling.token_ratio * 1000)
+        self._tokens = self._max
+
+    @property
+    def tokens(self) -> float:
+        """Tokens left (``maxTokens`` when nothing failed)."""
+        return self._tokens / 1000
+
+    def on_success(self) -> None:
+        """An attempt succeeded: give back ``tokenRatio``."""
+        self._tokens = min(self._max, self._tokens + self._ratio)
+
+    def on_failure(self) -> None:
+        """An attempt failed with a retryable code: take one token."""
+        self._tokens = max(0, self._tokens - 1000)
+
+    @property
+    def allows_retry(self) -> bool:
+        """Retries are allowed while more than half of ``maxTokens`` is left."""
+        return self._tokens > self._max // 2
+
+
+class CallRetry:
+    """One call's retry state: attempts made, addresses tried, the next delay if any."""
+
+    def __init__(
+        self,
+        policy: RetryPolicy | None,
+        throttle: RetryThrottle | None = None,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._policy = policy
+        self._throttle = throttle
+        self._rng = rng or random.Random()
+        self.attempts = 0
+        """Attempts started that count against ``maxAttempts`` (transparent ones do not)."""
+        self.transparent = 0
+        """Transparent retries made (at most one)."""
+        self.tried: set[str] = set()
+        """Addresses this call already tried."""
+
+    def started(self, address: str) -> None:
+        """An attempt was sent to ``address``."""
+        self.attempts += 1
+        self.tried.add(address)
+
+    def succeeded(self) -> None:
+        """The attempt succeeded: feed the throttle."""
+        if self._throttle is not None:
+            self._throttle.on_success()
+
+    def next_delay(
+        self,
+        code: str,
+        *,
+        reached_server: bool = True,
+        pushback: str | None = None,
+        time_left: float | None = None,
+    ) -> float | None:
+        """After a failed attempt: seconds to wait before the next one, or None to give up.
+
+        ``reached_server`` False (see :func:`never_reached_server`) allows one transparent
+        retry at once; ``pushback`` is the ``grpc-retry-pushback-ms`` trailer if any;
+        ``time_left`` the call's remaining deadline (a retry that cannot fit is not made).
+        """
+        if not reached_server and self.transparent == 0:
+            self.transparent += 1
+            self.attempts -= 1  # gRPC: a transparent retry is not a counted attempt
+            return 0.0
+        policy = self._policy
+        if policy is None or code not in policy.retryable_status_codes:
+            return None
+        if self._throttle is not None:
+            self._throttle.on_failure()
+        if self.attempts >= policy.attempts:
+            return None
+        if self._throttle is not None and not self._throttle.allows_retry:
+            return None
+        if pushback is not None:
+            delay = _pushback_delay(pushback)
+            if delay is None:
+                return None
+        else:
+            ceiling = policy.initial_backoff * policy.backoff_multiplier ** (self.attempts - 1)
+            delay = self._rng.uniform(0, min(ceiling, policy.max_backoff))
+        if time_left is not None and delay >= time_left:
+            return None
+        return delay
+
+
+def _pushback_delay(value: str) -> float | None:
+    try:
+        millis = int(value)
+    except ValueError:
+        return None
+    return None if millis < 0 else millis / 1000
+
+
+def pick_avoiding(
+    pick: Callable[[], T], address_of: Callable[[T], str], tried: Container[str]
+) -> T:
+    """``pick()`` again (a few times) until it gives an address not in ``tried``; the last
+    pick if every try repeats one (better a tried node than no call)."""
+    picked = pick()
+    for _ in range(AVOID_TRIES):
+        if address_of(picked) not in tried:
+            break
+        picked = pick()
+    return picked
