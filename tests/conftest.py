@@ -5,5 +5,5 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# Test helpers (netfault, waiting) are imported as top-level modules.
+# Test helpers (waiting) are imported as top-level modules.
 sys.path.insert(0, str(Path(__file__).parent))

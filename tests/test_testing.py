@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+import grpc_etcd
 import grpc_etcd.pytest_plugin
 from grpc_etcd import testing
 from grpc_etcd.testing import (
@@ -120,7 +121,7 @@ def test_given_data_dir_is_kept_and_reused(tmp_path: Path) -> None:
 def test_start_retries_when_a_port_is_taken(
     monkeypatch: pytest.MonkeyPatch, etcd_factory: Factory
 ) -> None:
-    real_free_ports = testing._free_ports
+    real_free_ports = testing._server._free_ports
     busy = socket.socket()
     busy.bind(("127.0.0.1", 0))  # bound, not listening: etcd's bind fails, health is refused
     busy_port = busy.getsockname()[1]
@@ -133,7 +134,7 @@ def test_start_retries_when_a_port_is_taken(
             ports[0] = busy_port
         return ports
 
-    monkeypatch.setattr(testing, "_free_ports", free_ports)
+    monkeypatch.setattr(testing._server, "_free_ports", free_ports)
     with busy:
         server = etcd_factory()
     assert len(calls) == 2
@@ -191,7 +192,7 @@ def test_auth_with_another_user(etcd_factory: Factory) -> None:
     server = etcd_factory(auth=("alice", "pw"))
     server.etcdctl("put", "/k", "v")
     with pytest.raises(EtcdctlError, match="authentication failed"):
-        testing._run_etcdctl(
+        testing._binary._run_etcdctl(
             server.etcdctl_binary, [server.url], ["--user=alice:bad"], ("get", "/k"), 30
         )
 
@@ -241,7 +242,7 @@ def test_missing_binary_named_by_env_var(monkeypatch: pytest.MonkeyPatch, tmp_pa
 
 def test_missing_binary_everywhere(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv(ETCD_BIN_ENV, raising=False)
-    monkeypatch.setattr(testing, "_distro_dir", lambda: None)
+    monkeypatch.setattr(testing._binary, "_distro_dir", lambda: None)
     monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(EtcdNotFoundError) as info:
@@ -259,7 +260,35 @@ def test_env_var_picks_the_binary(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_fixed_client_port_and_version(etcd_factory: Factory) -> None:
-    port = testing._free_ports(1)[0]
+    port = testing._server._free_ports(1)[0]
     server = etcd_factory(client_port=port)
     assert server.endpoint == f"127.0.0.1:{port}"
     assert server.version == testing.etcd_version()
+
+
+def _health_through(endpoint: str) -> bytes:
+    host, port = endpoint.rsplit(":", 1)
+    chunks = []
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        try:
+            sock.sendall(b"GET /health HTTP/1.0\r\nHost: x\r\n\r\n")
+            while chunk := sock.recv(4096):
+                chunks.append(chunk)
+        except (ConnectionResetError, BrokenPipeError):  # closed, our request unread
+            pass
+    return b"".join(chunks)
+
+
+def test_tcp_proxy_cuts_and_restores_the_network(etcd: EtcdServer) -> None:
+    with testing.TcpProxy(etcd.endpoint) as proxy:
+        assert b'"health":"true"' in _health_through(proxy.endpoint)
+        proxy.cut()
+        assert _health_through(proxy.endpoint) == b""  # accepted, then closed
+        proxy.restore()
+        assert b'"health":"true"' in _health_through(proxy.endpoint)
+
+
+def test_old_error_name_is_the_new_class() -> None:
+    assert testing.EtcdError is testing.EtcdServerError
+    assert issubclass(EtcdStartError, testing.EtcdServerError)
+    assert issubclass(testing.EtcdServerError, grpc_etcd.GrpcEtcdError)

@@ -17,7 +17,13 @@ from typing import Any
 
 import pytest
 
-from grpc_etcd.testing import EtcdCluster, EtcdError, EtcdServer, etcd_version, find_etcd
+from grpc_etcd.testing import (
+    EtcdCluster,
+    EtcdServer,
+    EtcdServerError,
+    etcd_version,
+    find_etcd,
+)
 
 __all__ = ["etcd", "etcd_cluster", "etcd_factory", "etcd_session"]
 
@@ -27,7 +33,7 @@ def pytest_report_header(config: pytest.Config) -> str:
     try:
         binary = find_etcd()
         return f"grpc-etcd: etcd {etcd_version(binary)} ({binary})"
-    except (EtcdError, OSError):
+    except (EtcdServerError, OSError):
         return "grpc-etcd: no etcd binary found (the etcd fixtures will say how to install one)"
 
 

@@ -9,12 +9,11 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from netfault import TcpProxy
 
 import grpc_etcd
 from grpc_etcd import Snapshot
 from grpc_etcd.registry.etcd import EtcdClient
-from grpc_etcd.testing import EtcdCluster, EtcdServer
+from grpc_etcd.testing import EtcdCluster, EtcdServer, TcpProxy
 
 SERVICE = "hwholiday.srv.app"
 PREFIX = "/hwholiday/srv/app/"

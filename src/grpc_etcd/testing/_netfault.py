@@ -1,8 +1,8 @@
-"""A TCP proxy on 127.0.0.1 that a test can cut and restore: a real network fault, no fake.
+"""A TCP proxy on 127.0.0.1 that a test can cut and restore: a real network fault, no fake::
 
 with TcpProxy(etcd.endpoint) as proxy:      # clients dial proxy.endpoint
-    proxy.cut()                              # drops every connection, refuses new ones
-    ...                                      # etcd itself goes on (writes, compaction)
+    proxy.cut()                          # drops every connection, refuses new ones
+    ...                                  # etcd itself goes on (writes, compaction)
     proxy.restore()
 """
 
@@ -13,6 +13,8 @@ import selectors
 import socket
 import threading
 from types import TracebackType
+
+__all__ = ["TcpProxy"]
 
 
 class TcpProxy:
@@ -83,14 +85,14 @@ class TcpProxy:
                     for sock in list(self._peers):
                         self._drop(sock)
                 for key, _ in self._selector.select(timeout=1.0):
-                    sock = key.fileobj
-                    assert isinstance(sock, socket.socket)
+                    ready = key.fileobj
+                    assert isinstance(ready, socket.socket)
                     if key.data == "wake":
-                        sock.recv(4096)
-                    elif sock is self._listener:
+                        ready.recv(4096)
+                    elif ready is self._listener:
                         self._accept()
-                    elif sock in self._peers:
-                        self._forward(sock)
+                    elif ready in self._peers:
+                        self._forward(ready)
         finally:
             for sock in list(self._peers):
                 self._drop(sock)
