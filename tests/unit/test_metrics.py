@@ -1,0 +1,87 @@
+"""Metrics land in OpenTelemetry under gRPC's names; without opentelemetry they are no-ops."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import Any
+
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+from grpc_etcd.metrics import Metrics
+
+TARGET = "etcd:///test.srv.echo"
+
+
+def collect(reader: InMemoryMetricReader) -> dict[str, list[tuple[dict[str, Any], Any]]]:
+    """metric name -> [(attributes, value or histogram (count, sum))]."""
+    found: dict[str, list[tuple[dict[str, Any], Any]]] = {}
+    data = reader.get_metrics_data()
+    assert data is not None
+    for resource in data.resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                for point in metric.data.data_points:
+                    value = getattr(point, "value", None)
+                    if value is None:
+                        value = (point.count, point.sum)  # type: ignore[attr-defined]
+                    found.setdefault(metric.name, []).append((dict(point.attributes or {}), value))
+    return found
+
+
+def test_every_instrument_records_with_its_attributes() -> None:
+    reader = InMemoryMetricReader()
+    metrics = Metrics(MeterProvider(metric_readers=[reader]))
+    assert metrics.enabled
+    metrics.attempt_started(TARGET, "/proto.Api/ApiTest")
+    metrics.attempt_ended(TARGET, "/proto.Api/ApiTest", "OK", 0.004, "127.0.0.1:5001", "v1")
+    metrics.attempt_ended(TARGET, "/proto.Api/ApiTest", "OK", 0.006, "127.0.0.1:5001", "v1")
+    metrics.call_ended(TARGET, "/proto.Api/ApiTest", retries=2, transparent=0)
+    metrics.call_ended(TARGET, "/proto.Api/ApiTest", retries=0, transparent=0)  # not recorded
+    metrics.picked(TARGET, "ok")
+    metrics.ejected(TARGET, "127.0.0.1:5002", "consecutive_errors")
+    metrics.nodes(TARGET, {"ready": 2, "ejected": 1})
+    metrics.registration_state("test.srv.echo", "/test/srv/echo/a", "lost")
+    metrics.recovered("test.srv.echo")
+    metrics.resynced("test.srv.echo")
+    seen = collect(reader)
+    method = {"grpc.method": "/proto.Api/ApiTest", "grpc.target": TARGET}
+    assert seen["grpc.client.attempt.started"] == [(method, 1)]
+    [(attributes, (count, total))] = seen["grpc.client.attempt.duration"]
+    assert attributes == {
+        **method,
+        "grpc.status": "OK",
+        "grpc_etcd.node": "127.0.0.1:5001",
+        "grpc_etcd.version": "v1",
+    }
+    assert count == 2 and abs(total - 0.01) < 1e-9
+    assert seen["grpc.client.call.retries"] == [(method, (1, 2))]
+    assert "grpc.client.call.transparent_retries" not in seen
+    assert seen["grpc_etcd.lb.picks"] == [({"grpc.target": TARGET, "grpc_etcd.result": "ok"}, 1)]
+    [(ejection, ejections)] = seen["grpc_etcd.lb.ejections"]
+    assert ejection["grpc_etcd.reason"] == "consecutive_errors" and ejections == 1
+    nodes = {a["grpc_etcd.state"]: v for a, v in seen["grpc_etcd.lb.nodes"]}
+    assert nodes == {"ready": 2, "ejected": 1}
+    states = {a["grpc_etcd.state"]: v for a, v in seen["grpc_etcd.registration.state"]}
+    assert states == {"registered": 0, "lost": 1, "closed": 0}
+    assert seen["grpc_etcd.registration.recoveries"][0][1] == 1
+    assert seen["grpc_etcd.watch.resyncs"][0][1] == 1
+
+
+def test_without_opentelemetry_everything_is_a_no_op() -> None:
+    code = (
+        "import sys; sys.modules['opentelemetry'] = None\n"  # makes the import fail
+        "from grpc_etcd.metrics import Metrics\n"
+        "m = Metrics()\n"
+        "assert not m.enabled\n"
+        "m.attempt_started('t', 'm'); m.attempt_ended('t', 'm', 'OK', 0.1, 'n', 'v')\n"
+        "m.call_ended('t', 'm', 1, 1); m.picked('t', 'ok'); m.ejected('t', 'n', 'r')\n"
+        "m.nodes('t', {'ready': 1}); m.registration_state('s', 'k', 'lost')\n"
+        "m.recovered('s'); m.resynced('s'); print('ok')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
