@@ -1,31 +1,45 @@
-"""What a call asks for: ``route()`` values and the ``x-version`` metadata (pure, no I/O).
+"""What a call asks for: ``route()`` values, call metadata and the version's precedence (pure).
 
 ``route(version="v1")`` is the Python twin of the Go original's ``context.WithValue``: a
 ContextVar, so it follows the code path of one request through sync code and asyncio tasks
 (but not into threads you start yourself; copy the context with ``contextvars.copy_context``).
+
+Values that ``propagate_route()`` carried in from an incoming call live in a second ContextVar
+underneath, so a call can tell the caller's own word from an inherited one (ROUTING.md step 3:
+the ``x-version`` of this call, else ``route()``, else the channel's ``version=``, else the
+propagated version).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from types import MappingProxyType
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 __all__ = [
+    "METADATA_ROUTE_KEYS",
     "VERSION_METADATA_KEY",
     "CallInfo",
-    "call_version",
+    "CallRouter",
     "current_route",
     "route",
+    "route_from_metadata",
 ]
 
 #: Metadata key that carries the wanted version across processes.
 VERSION_METADATA_KEY = "x-version"
 
+#: Call metadata keys that carry route values, and the route value each one sets.
+METADATA_ROUTE_KEYS: Mapping[str, str] = MappingProxyType({VERSION_METADATA_KEY: "version"})
+
 _NO_ROUTE: Mapping[str, str] = MappingProxyType({})
+# What the caller wrote with route(), and below it what propagate_route() carried in.
 _route: ContextVar[Mapping[str, str]] = ContextVar("grpc_etcd_route", default=_NO_ROUTE)
+_propagated: ContextVar[Mapping[str, str]] = ContextVar(
+    "grpc_etcd_propagated_route", default=_NO_ROUTE
+)
 
 Metadata = Sequence[tuple[str, str | bytes]]
 
@@ -53,40 +67,96 @@ def route(version: str | None = None, **values: str) -> Iterator[Mapping[str, st
 
 
 def current_route() -> Mapping[str, str]:
-    """The route values in force here (empty when no ``route()`` block is active)."""
-    return _route.get()
+    """The route values in force here: ``route()``'s over those propagated from the incoming
+    call (empty when neither is active)."""
+    propagated = _propagated.get()
+    return {**propagated, **_route.get()} if propagated else _route.get()
 
 
-def _set_route(values: Mapping[str, str]) -> object:
-    """Set the route for the current context; returns the token for ``_reset_route``."""
-    return _route.set(MappingProxyType(dict(values)))
+def route_from_metadata(metadata: Metadata | None) -> dict[str, str]:
+    """The route values that call metadata carries (``x-version`` -> ``version``)."""
+    values: dict[str, str] = {}
+    for key, value in metadata or ():
+        name = METADATA_ROUTE_KEYS.get(key)
+        if name is not None and value:
+            values[name] = value.decode() if isinstance(value, bytes) else value
+    return values
 
 
-def _reset_route(token: object) -> None:
-    _route.reset(token)  # type: ignore[arg-type]
+def _set_propagated(values: Mapping[str, str]) -> Token[Mapping[str, str]]:
+    """Install values carried in from an incoming call; returns the token to reset them."""
+    return _propagated.set(MappingProxyType(dict(values)))
 
 
-def metadata_version(metadata: Metadata | None) -> str | None:
-    """The ``x-version`` value in call metadata, if any."""
-    if metadata:
-        for key, value in metadata:
-            if key == VERSION_METADATA_KEY:
-                return value.decode() if isinstance(value, bytes) else value
-    return None
-
-
-def call_version(metadata: Metadata | None, default: str | None = None) -> str | None:
-    """The version a call asks for: ``x-version`` metadata, else ``route()``, else ``default``."""
-    version = metadata_version(metadata)
-    if version:
-        return version
-    return _route.get().get("version") or default
+def _reset_propagated(token: Token[Mapping[str, str]]) -> None:
+    _propagated.reset(token)
 
 
 class CallInfo(NamedTuple):
     """What a picker may look at for one call (a NamedTuple: built on every call, cheaply)."""
 
     method: str
+    #: The pinned version (step 3's winner), or None: the route table decides.
     version: str | None = None
+    #: The ``route()`` values in force, over the propagated ones.
     route: Mapping[str, str] = _NO_ROUTE
     wait_for_ready: bool = False
+    #: The call's outgoing metadata (header matches, ring_hash's ``requestHashHeader``).
+    metadata: tuple[tuple[str, str | bytes], ...] = ()
+
+
+# The metadata keys whose value pins the version (one today: x-version).
+_VERSION_KEYS = frozenset(key for key, name in METADATA_ROUTE_KEYS.items() if name == "version")
+
+# Bound on the per-router cache of implied-version metadata; versions come from callers.
+_MAX_CACHED = 256
+
+# The ContextVars' getters, bound once: resolve() runs on every call.
+_route_get = _route.get
+_propagated_get = _propagated.get
+
+
+class CallRouter:
+    """Turns one call's metadata and route values into a CallInfo and its outgoing metadata.
+
+    This is most of the per-call cost, so it is flat code: two ContextVar reads, one scan of
+    the call's metadata, and a cached one-item metadata tuple for implied versions.
+    """
+
+    __slots__ = ("_default", "_method", "_tags")
+
+    def __init__(self, method: str, default_version: str | None) -> None:
+        self._method = method
+        self._default = default_version
+        self._tags: dict[str, tuple[tuple[str, str], ...]] = {}
+
+    def resolve(
+        self, metadata: Metadata | None, wait_for_ready: bool | None
+    ) -> tuple[CallInfo, Any]:
+        """The call's CallInfo, and its metadata with ``x-version`` added when it was implied."""
+        own = _route_get()
+        inherited = _propagated_get()
+        version = None
+        if metadata:
+            for key, value in metadata:
+                if key in _VERSION_KEYS:
+                    version = value.decode() if isinstance(value, bytes) else value
+                    break
+        if not version:
+            # ROUTING.md step 3: route() beats the channel's version=, which beats a propagated one.
+            version = own.get("version") or self._default or inherited.get("version")
+            if version is not None:
+                # Send the implied version along, so the server (and what it calls) sees it.
+                if metadata:
+                    metadata = (*metadata, (VERSION_METADATA_KEY, version))
+                else:
+                    metadata = self._tags.get(version) or self._tag(version)
+        values = {**inherited, **own} if inherited else own
+        sent = () if not metadata else metadata if type(metadata) is tuple else tuple(metadata)
+        return CallInfo(self._method, version, values, bool(wait_for_ready), sent), metadata
+
+    def _tag(self, version: str) -> tuple[tuple[str, str], ...]:
+        if len(self._tags) >= _MAX_CACHED:
+            self._tags.clear()
+        tag = self._tags[version] = ((VERSION_METADATA_KEY, version),)
+        return tag

@@ -2,8 +2,9 @@
 
 A service in the middle of a call chain gets ``x-version`` in its incoming metadata; with
 :func:`propagate_route` (or :func:`propagate_route_aio` for ``grpc.aio`` servers) installed,
-its handlers run inside ``route(version=...)``, so the calls they make through a
-BalancedChannel pick that version too - and send it along in their own metadata::
+its handlers run with that version propagated, so the calls they make through a
+BalancedChannel pick that version too - and send it along in their own metadata - unless the
+handler's own ``route()`` or the channel's ``version=`` says otherwise (ROUTING.md step 3)::
 
     server = grpc.server(pool, interceptors=[grpc_etcd.server.propagate_route()])
     server = grpc.aio.server(interceptors=[grpc_etcd.server.propagate_route_aio()])
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import grpc.aio
 
-from .routing import _reset_route, _set_route, current_route, metadata_version
+from .routing import _reset_propagated, _set_propagated, route_from_metadata
 
 __all__ = ["propagate_route", "propagate_route_aio"]
 
@@ -40,7 +41,8 @@ _Behavior = Callable[[Any, Any], Any]
 
 
 def propagate_route() -> grpc.ServerInterceptor[Any, Any]:
-    """A ``grpc.ServerInterceptor`` that runs each handler inside ``route(version=x-version)``."""
+    """A ``grpc.ServerInterceptor`` that runs each handler with the caller's ``x-version``
+    propagated to the calls it makes (below its own ``route()`` and the channel's ``version=``)."""
     return _PropagateRoute()
 
 
@@ -50,8 +52,7 @@ def propagate_route_aio() -> grpc.aio.ServerInterceptor[Any, Any]:
 
 
 def _route_values(details: grpc.HandlerCallDetails) -> dict[str, str] | None:
-    version = metadata_version(details.invocation_metadata)
-    return {"version": version} if version else None
+    return route_from_metadata(details.invocation_metadata) or None
 
 
 class _PropagateRoute(_ServerInterceptor):
@@ -101,7 +102,7 @@ def _rewrap(handler: _Handler, wrap: Callable[[_Behavior, bool], _Behavior]) -> 
 
 def _routed_context(values: Mapping[str, str]) -> contextvars.Context:
     context = contextvars.copy_context()
-    context.run(_set_route, {**context.run(current_route), **values})
+    context.run(_set_propagated, values)
     return context
 
 
@@ -135,23 +136,23 @@ def _aio_behavior(behavior: _Behavior, values: Mapping[str, str], streams: bool)
     if inspect.isasyncgenfunction(behavior):
 
         async def routed_stream(request: Any, context: Any) -> AsyncIterator[Any]:
-            token = _set_route({**current_route(), **values})
+            token = _set_propagated(values)
             try:
                 async for response in behavior(request, context):
                     yield response
             finally:
                 with contextlib.suppress(ValueError):  # finalized from another context
-                    _reset_route(token)
+                    _reset_propagated(token)
 
         return routed_stream
     if inspect.iscoroutinefunction(behavior):
 
         async def routed(request: Any, context: Any) -> Any:
-            token = _set_route({**current_route(), **values})
+            token = _set_propagated(values)
             try:
                 return await behavior(request, context)
             finally:
-                _reset_route(token)
+                _reset_propagated(token)
 
         return routed
     return _sync_behavior(behavior, values, streams)  # a sync handler on an aio server

@@ -458,7 +458,7 @@ class _Timed:
             def pick(self, call: Any) -> Pick[Any]:
                 return Pick(
                     inner.pick(call).subchannel,
-                    lambda code, latency: record.append((code, latency)),
+                    lambda info: record.append((info.code, info.latency)),
                 )
 
         return _Picker()

@@ -7,13 +7,13 @@ policy sees, what a call asks for, the aggregate connectivity - is written once 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any, Generic, TypeVar
 
 import grpc
 
 from ..policies.base import ConnState, Endpoint, Pick, PickError
-from ..routing import VERSION_METADATA_KEY, CallInfo, _route
+from ..routing import CallInfo, CallRouter  # CallRouter: re-exported until the twins import it
 from ..snapshot import Snapshot
 
 __all__ = [
@@ -33,9 +33,6 @@ __all__ = [
 ]
 
 C = TypeVar("C")
-
-# The route() ContextVar's getter, bound once: this runs on every call.
-_route_get = _route.get
 
 #: How long a removed node's sub-channel may keep serving the calls already on it (seconds).
 #: A clean server stop drains well within this (grpc servers are usually stopped with a grace
@@ -164,52 +161,3 @@ def deadline_details(service: str, call: CallInfo) -> str:
     """Status details for a call whose deadline passed while it waited for a ready node."""
     wanted = f"version {call.version!r}" if call.version else "any version"
     return f"Deadline Exceeded: no ready node of {service} ({wanted}) in time"
-
-
-Metadata = Sequence[tuple[str, str | bytes]]
-
-# Bound on the per-method cache of x-version metadata; versions come from callers' metadata.
-_MAX_CACHED = 256
-
-
-class CallRouter:
-    """Turns one call's metadata and ``route()`` into a CallInfo and its outgoing metadata.
-
-    This is most of the per-call cost, so it is flat code: one ContextVar read, one scan of
-    the call's metadata, and a cached one-item metadata tuple for implied versions.
-    """
-
-    __slots__ = ("_default", "_method", "_tags")
-
-    def __init__(self, method: str, default_version: str | None) -> None:
-        self._method = method
-        self._default = default_version
-        self._tags: dict[str, tuple[tuple[str, str], ...]] = {}
-
-    def resolve(
-        self, metadata: Metadata | None, wait_for_ready: bool | None
-    ) -> tuple[CallInfo, Any]:
-        """The call's CallInfo, and its metadata with ``x-version`` added when it was implied."""
-        route = _route_get()
-        version = None
-        if metadata:
-            for key, value in metadata:
-                if key == VERSION_METADATA_KEY:
-                    version = value.decode() if isinstance(value, bytes) else value
-                    break
-        if not version:
-            version = (route.get("version") if route else None) or self._default
-            if version is not None:
-                # The version came from route() or the channel default: send it along so the
-                # server (and whatever it calls next) can see it.
-                if metadata:
-                    metadata = (*metadata, (VERSION_METADATA_KEY, version))
-                else:
-                    metadata = self._tags.get(version) or self._tag(version)
-        return CallInfo(self._method, version, route, bool(wait_for_ready)), metadata
-
-    def _tag(self, version: str) -> tuple[tuple[str, str], ...]:
-        if len(self._tags) >= _MAX_CACHED:
-            self._tags.clear()
-        tag = self._tags[version] = ((VERSION_METADATA_KEY, version),)
-        return tag

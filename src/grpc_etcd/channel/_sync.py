@@ -25,6 +25,7 @@ import grpc
 from ..policies import get_policy
 from ..policies.base import (
     DoneCallback,
+    DoneInfo,
     NoMatchError,
     NotReadyError,
     Picker,
@@ -170,12 +171,10 @@ def _timed(done: DoneCallback, fn: Callable[..., Any], *args: Any) -> Any:
     try:
         result = fn(*args)
     except BaseException as exc:
-        done(
-            _code_name(exc) if isinstance(exc, grpc.RpcError) else "UNKNOWN",
-            time.perf_counter() - start,
-        )
+        code = _code_name(exc) if isinstance(exc, grpc.RpcError) else "UNKNOWN"
+        done(DoneInfo(code, time.perf_counter() - start))
         raise
-    done("OK", time.perf_counter() - start)
+    done(DoneInfo("OK", time.perf_counter() - start))
     return result
 
 
@@ -189,7 +188,7 @@ def _track(call: Any, sub: _Sub, done: DoneCallback | None) -> None:
 
     def finished(ended: Any) -> None:
         inflight.pop()
-        done(_code_name(ended), time.perf_counter() - start)
+        done(DoneInfo(_code_name(ended), time.perf_counter() - start))
 
     call.add_done_callback(finished)
 

@@ -23,6 +23,7 @@ import grpc.aio
 from ..policies import get_policy
 from ..policies.base import (
     DoneCallback,
+    DoneInfo,
     NoMatchError,
     NotReadyError,
     Pick,
@@ -89,7 +90,7 @@ async def _report(call: Any, done: DoneCallback, start: float, end: float) -> No
         code = await call.code()
     except Exception:  # cancelled or broken: report what we can
         code = grpc.StatusCode.UNKNOWN
-    done(code.name, end - start)
+    done(DoneInfo(code.name, end - start))
 
 
 # Tasks nobody awaits, kept referenced until they finish (asyncio holds only weak references).

@@ -1,7 +1,8 @@
-"""The policy interface: a builder turns endpoints into an immutable picker (pure, no I/O).
+"""The policy interface: a builder turns ready endpoints into an immutable picker (pure, no I/O).
 
-Modelled on grpc-go's ``balancer/base``: a new picker is built whenever the node set or a
-connection's state changes, and the per-call path (``Picker.pick``) reads only what the
+Modelled on grpc-go's ``balancer/base``: the shared balancer (``_balancer.Balancer``) groups the
+nodes, keeps the READY, serving, not ejected ones and decides no-match / not-ready / fallback;
+a policy only ever sees usable endpoints and builds a picker whose per-call path reads what the
 builder precomputed - no lock, no scan.
 """
 
@@ -19,6 +20,7 @@ __all__ = [
     "NO_MATCH_DETAILS",
     "ConnState",
     "DoneCallback",
+    "DoneInfo",
     "Endpoint",
     "NoMatchError",
     "NotReadyError",
@@ -46,18 +48,35 @@ class ConnState(enum.Enum):
     SHUTDOWN = "SHUTDOWN"
 
 
-#: Called once when a picked call ends: (grpc status code name, e.g. "OK", latency in seconds).
-DoneCallback = Callable[[str, float], None]
+@dataclass(frozen=True, slots=True)
+class DoneInfo:
+    """How a picked call ended: its grpc status code name (``"OK"``) and its latency."""
+
+    code: str
+    #: Seconds from the pick to the end of the call.
+    latency: float
+
+
+#: Called exactly once per successful pick when the call ends (also when it never started).
+DoneCallback = Callable[[DoneInfo], None]
 
 
 @dataclass(frozen=True, slots=True)
 class Endpoint(Generic[T]):
-    """A node, the sub-channel that reaches it, and that sub-channel's state."""
+    """A node, the sub-channel that reaches it, that sub-channel's state, and whether the node
+    answers health checks as SERVING and is not ejected by outlier detection."""
 
     node: Node
     subchannel: T
     state: ConnState = ConnState.IDLE
     error: str | None = None
+    serving: bool = True
+    ejected: bool = False
+
+    @property
+    def usable(self) -> bool:
+        """True when a policy may send calls here: READY, serving and not ejected."""
+        return self.state is ConnState.READY and self.serving and not self.ejected
 
 
 class Pick(NamedTuple, Generic[T_co]):
@@ -100,12 +119,16 @@ class Picker(Protocol[T_co]):
 
 
 class Policy(Protocol):
-    """Builds a picker from every endpoint the channel knows (READY or not)."""
+    """Builds a picker from the usable endpoints of one group of nodes.
+
+    One instance belongs to one channel and may keep per-address stats (calls in flight,
+    EWMA latency) across builds: a rebuild after a connectivity change must not reset them.
+    """
 
     name: str
 
-    def build(self, endpoints: Sequence[Endpoint[T]]) -> Picker[T]:
-        """A picker for these endpoints; called on every change of nodes or states."""
+    def build(self, ready: Sequence[Endpoint[T]]) -> Picker[T]:
+        """A picker over ``ready``: non-empty, one endpoint per address, every one usable."""
         ...
 
 
