@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,7 +13,8 @@ from ..errors import RecordError
 from ..naming import service_prefix
 from ..node import Node, decode_record
 from ..snapshot import Snapshot
-from ._common import Options, friendly_errors
+from ._common import Options, friendly_errors, validate_cli_service
+from ._liveness import Liveness
 
 __all__ = ["format_change", "format_table", "list_nodes", "watch"]
 
@@ -66,6 +68,8 @@ def _metadata_text(node: Node) -> str:
 def list_nodes(opts: Options, service: str | None, as_json: bool) -> None:
     """List registered nodes: of SERVICE, or of every service."""
     with friendly_errors():
+        if service is not None:
+            validate_cli_service(service)
         rows = _read_nodes(opts, service)
     if as_json:
         for node, ttl in rows:
@@ -105,6 +109,10 @@ def _node_json(node: Node, ttl: int | None = None) -> dict[str, Any]:
     return out
 
 
+def _count(nodes: int) -> str:
+    return f"{nodes} node" if nodes == 1 else f"{nodes} nodes"
+
+
 def format_change(snapshot: Snapshot) -> list[str]:
     """Lines describing what ``snapshot`` changed: ``+`` added, ``-`` removed, ``~`` updated."""
     lines = []
@@ -112,7 +120,7 @@ def format_change(snapshot: Snapshot) -> list[str]:
         for node in nodes:
             lines.append(
                 f"{mark} {node.id}  {node.version or '-'}  {node.address}  {_metadata_text(node)}"
-                f"  (rev {snapshot.revision}, {len(snapshot)} nodes)"
+                f"  (rev {snapshot.revision}, {_count(len(snapshot))})"
             )
     return lines
 
@@ -122,29 +130,51 @@ def format_change(snapshot: Snapshot) -> list[str]:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per change.")
 @click.pass_obj
 def watch(opts: Options, service: str, as_json: bool) -> None:
-    """Print one line per change of SERVICE's nodes until Ctrl-C."""
-    with friendly_errors(), opts.registry() as reg:
-        snapshots = reg.watch(service)
-        try:
-            for snapshot in snapshots:
-                if as_json:
-                    click.echo(
-                        json.dumps(
-                            {
-                                "revision": snapshot.revision,
-                                "added": [_node_json(n) for n in snapshot.added],
-                                "updated": [_node_json(n) for n in snapshot.updated],
-                                "removed": [_node_json(n) for n in snapshot.removed],
-                            }
-                        ),
-                        nl=True,
-                    )
-                    continue
-                for line in format_change(snapshot) or [f"  no nodes (rev {snapshot.revision})"]:
-                    click.echo(line)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            close = getattr(snapshots, "close", None)
-            if close is not None:
-                close()
+    """Print one line per change of SERVICE's nodes until Ctrl-C.
+
+    When etcd stops answering, one line says the view may be stale; one more when it is back.
+    """
+    lock = threading.Lock()
+
+    def say(line: str) -> None:
+        with lock:
+            click.echo(line)
+
+    def on_liveness(error: str | None) -> None:
+        if as_json:
+            say(json.dumps({"stale": error is not None, "error": error}))
+        elif error is not None:
+            say(f"! etcd is not answering ({error}): the nodes shown may be stale")
+        else:
+            say("! etcd answers again: changes follow")
+
+    with friendly_errors():
+        validate_cli_service(service)
+        with (
+            opts.registry() as reg,
+            opts.client() as probe_client,
+            Liveness(probe_client, on_liveness),
+        ):
+            snapshots = reg.watch(service)
+            try:
+                for snapshot in snapshots:
+                    for line in _change_lines(snapshot, as_json):
+                        say(line)
+            except KeyboardInterrupt:
+                pass
+            finally:
+                close = getattr(snapshots, "close", None)
+                if close is not None:
+                    close()
+
+
+def _change_lines(snapshot: Snapshot, as_json: bool) -> list[str]:
+    if not as_json:
+        return format_change(snapshot) or [f"  no nodes (rev {snapshot.revision})"]
+    change = {
+        "revision": snapshot.revision,
+        "added": [_node_json(n) for n in snapshot.added],
+        "updated": [_node_json(n) for n in snapshot.updated],
+        "removed": [_node_json(n) for n in snapshot.removed],
+    }
+    return [json.dumps(change)]

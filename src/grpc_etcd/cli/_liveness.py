@@ -1,0 +1,76 @@
+"""Whether etcd answers, asked once a second beside a long-running command (``watch``).
+
+The watch itself retries quietly through an outage, so without this a view can be stale for
+minutes with nothing said. ``Liveness`` reports each change once: one call when etcd stops
+answering, one when it answers again. While etcd is known to be down, the library's own
+retry warnings are held back: the one line already said it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Self
+
+if TYPE_CHECKING:
+    from ..registry.etcd import EtcdClient
+
+__all__ = ["PROBE_INTERVAL", "Liveness"]
+
+#: Seconds between two probes; a probe waits at most ``PROBE_TIMEOUT`` for an answer.
+PROBE_INTERVAL = 1.0
+PROBE_TIMEOUT = 2.0
+
+
+class Liveness(logging.Filter):
+    """Probes ``client`` until closed; ``on_change(error)`` gets ``None`` when etcd is back."""
+
+    def __init__(self, client: EtcdClient, on_change: Callable[[str | None], None]) -> None:
+        super().__init__()
+        self._client = client
+        self._on_change = on_change
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="grpc-etcd-liveness", daemon=True)
+        self.down = False
+
+    def probe(self) -> None:
+        """Ask etcd once; report a change of state."""
+        from ..registry.etcd import EtcdError
+
+        try:
+            self._client.status(timeout=PROBE_TIMEOUT)
+        except (EtcdError, OSError, TimeoutError) as exc:
+            error: str | None = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        else:
+            error = None
+        if (error is not None) != self.down:
+            self.down = error is not None
+            self._on_change(error)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Hold back grpc_etcd's warnings while etcd is known to be down."""
+        return not (self.down and record.name.startswith("grpc_etcd") and record.levelno <= 30)
+
+    def _run(self) -> None:
+        while not self._stop.wait(PROBE_INTERVAL):
+            self.probe()
+
+    def __enter__(self) -> Self:
+        self.probe()
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(self)
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        self._thread.join(PROBE_TIMEOUT + PROBE_INTERVAL)
+        for handler in logging.getLogger().handlers:
+            handler.removeFilter(self)

@@ -1,0 +1,109 @@
+"""grpc-etcd ls and watch against a real etcd."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from cli_helpers import CliProcess
+from click.testing import CliRunner
+
+import grpc_etcd
+from grpc_etcd.cli import COMMANDS, main
+from grpc_etcd.testing import EtcdServer, TcpProxy
+
+
+def test_help_lists_every_command_group() -> None:
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0, result.output
+    listed = result.output.split("Commands:")[1].split()
+    assert set(COMMANDS) <= set(listed)
+    for name in COMMANDS:
+        sub = CliRunner().invoke(main, [name, "--help"])
+        assert sub.exit_code == 0 and "Usage: " in sub.output, (name, sub.output)
+
+
+def test_ls_table_json_and_bad_record(etcd: EtcdServer) -> None:
+    etcd.etcdctl("put", "/hwholiday/srv/app/bad", "not json")
+    with grpc_etcd.Registry(etcd.endpoint) as registry:
+        reg = registry.register(
+            "hwholiday.srv.app", address="127.0.0.1:5001", version="v1", metadata={"zone": "a"}
+        )
+        registry.register("hwholiday.srv.user", address="127.0.0.1:5003", version="v3")
+        runner = CliRunner()
+        table = runner.invoke(main, ["--etcd", etcd.endpoint, "ls"])
+        assert table.exit_code == 0, table.output
+        lines = table.stdout.splitlines()
+        assert lines[0].split() == ["SERVICE", "ID", "VERSION", "ADDRESS", "METADATA", "TTL"]
+        assert any(reg.node.id in line and "zone=a" in line and "v1" in line for line in lines)
+        assert any(line.startswith("hwholiday.srv.user") for line in lines)
+        assert "/hwholiday/srv/app/bad" in table.stderr
+
+        as_json = runner.invoke(
+            main, ["ls", "hwholiday.srv.app", "--json"], env={"GRPC_ETCD_ENDPOINTS": etcd.endpoint}
+        )
+        (row,) = [json.loads(line) for line in as_json.stdout.splitlines()]
+        assert row["id"] == reg.node.id and row["metadata"] == {"zone": "a"}
+        assert 0 < row["ttl"] <= 10
+
+
+def test_watch_prints_one_line_per_change(etcd: EtcdServer) -> None:
+    with CliProcess(["--etcd", etcd.endpoint, "watch", "hwholiday.srv.app"]) as cli:
+        assert "no nodes" in cli.line()
+        with grpc_etcd.Registry(etcd.endpoint) as registry:
+            reg = registry.register("hwholiday.srv.app", address="127.0.0.1:5001", version="v1")
+            added = cli.line()
+            assert added.startswith(f"+ {reg.node.id}") and "v1" in added
+            assert added.endswith(", 1 node)")
+            reg.update(version="v2")
+            assert cli.line().startswith(f"~ {reg.node.id}  v2")
+        removed = cli.line()
+        assert removed.startswith(f"- {reg.node.id}") and removed.endswith(", 0 nodes)")
+        assert cli.stop() == 0
+
+
+def test_watch_says_once_when_its_view_is_stale_and_when_it_is_back(etcd: EtcdServer) -> None:
+    with (
+        TcpProxy(etcd.endpoint) as proxy,
+        CliProcess(["--etcd", proxy.endpoint, "--timeout", "1", "watch", "a.srv.app"]) as cli,
+    ):
+        assert "no nodes" in cli.line()
+        proxy.cut()
+        assert cli.line().startswith("! etcd is not answering (")
+        # a change while cut off: the watch shows it once etcd is reachable again
+        with grpc_etcd.Registry(etcd.endpoint) as registry:
+            reg = registry.register("a.srv.app", address="127.0.0.1:5001", version="v1")
+            proxy.restore()
+            assert cli.line() == "! etcd answers again: changes follow"
+            assert cli.line(timeout=30).startswith(f"+ {reg.node.id}")
+        assert cli.line().startswith(f"- {reg.node.id}")
+        assert cli.stop() == 0
+        assert cli.stderr_lines() == []  # no repeated warnings: the one line said it
+
+
+def test_watch_json_reports_staleness_as_objects(etcd: EtcdServer) -> None:
+    with (
+        TcpProxy(etcd.endpoint) as proxy,
+        CliProcess(
+            ["--etcd", proxy.endpoint, "--timeout", "1", "watch", "a.srv.b", "--json"]
+        ) as cli,
+    ):
+        assert json.loads(cli.line())["added"] == []
+        proxy.cut()
+        stale = json.loads(cli.line())
+        assert stale["stale"] is True and stale["error"]
+        proxy.restore()
+        assert json.loads(cli.line()) == {"stale": False, "error": None}
+
+
+@pytest.mark.parametrize(
+    ("name", "fault"),
+    [("", "non-empty"), ("a/b/c", "must be dotted (e.g. 'a.b.c')"), ("bad name", "white space")],
+)
+@pytest.mark.parametrize("command", ["ls", "watch"])
+def test_bad_service_names_are_refused(
+    etcd: EtcdServer, command: str, name: str, fault: str
+) -> None:
+    result = CliRunner().invoke(main, ["--etcd", etcd.endpoint, command, name])
+    assert result.exit_code == 1
+    assert fault in result.stderr and len(result.stderr.splitlines()) == 1
