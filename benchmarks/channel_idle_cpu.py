@@ -32,9 +32,8 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from grpc_etcd import Node, Snapshot
-from grpc_etcd.channel import BalancedChannel
-from grpc_etcd.channel import aio as channel_aio
+from grpc_etcd import BalancedChannel, Node, Snapshot
+from grpc_etcd import aio as channel_aio
 
 SERVICE = "bench.idle"
 

@@ -30,9 +30,8 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from grpc_etcd import Node, Snapshot
-from grpc_etcd.channel import BalancedChannel
-from grpc_etcd.channel import aio as channel_aio
+from grpc_etcd import BalancedChannel, Node, Snapshot
+from grpc_etcd import aio as channel_aio
 from grpc_etcd.demo import api_pb2, api_pb2_grpc
 
 SERVICE = "bench.throughput"

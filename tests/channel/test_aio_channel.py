@@ -25,7 +25,7 @@ from echo_servers import (
 )
 
 from grpc_etcd import Node, Snapshot, route
-from grpc_etcd.channel.aio import BalancedChannel
+from grpc_etcd.aio import BalancedChannel
 from grpc_etcd.demo.api_pb2_grpc import ApiStub
 from grpc_etcd.policies import NO_MATCH_DETAILS, Pick, VersionPolicy
 from grpc_etcd.policies.base import Endpoint, Picker

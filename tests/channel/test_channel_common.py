@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 
 from grpc_etcd import Node, Snapshot, route
-from grpc_etcd.channel._common import (
+from grpc_etcd._channel._common import (
     CallRouter,
     Subchannel,
     aggregate_state,

@@ -14,9 +14,8 @@ import grpc.aio
 import pytest
 from echo_servers import EchoServer, Request, Response, snapshot, version_seen, who
 
-from grpc_etcd import current_route, route
-from grpc_etcd.channel import BalancedChannel
-from grpc_etcd.channel import aio as channel_aio
+from grpc_etcd import BalancedChannel, current_route, route
+from grpc_etcd import aio as channel_aio
 from grpc_etcd.demo import api_pb2_grpc
 from grpc_etcd.demo.api_pb2_grpc import ApiStub
 from grpc_etcd.server import propagate_route, propagate_route_aio

@@ -27,8 +27,7 @@ from echo_servers import (
 )
 from waiting import wait_for
 
-from grpc_etcd import Node, Snapshot, route
-from grpc_etcd.channel import BalancedChannel
+from grpc_etcd import BalancedChannel, Node, Snapshot, route
 from grpc_etcd.demo.api_pb2_grpc import ApiStub
 from grpc_etcd.policies import NO_MATCH_DETAILS, Pick, VersionPolicy
 from grpc_etcd.policies.base import Endpoint, Picker

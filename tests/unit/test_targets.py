@@ -37,10 +37,3 @@ def test_defaults_and_raw_naming_target() -> None:
 def test_bad_targets(target: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_target(target)
-
-
-def test_channel_function_is_not_shadowed_by_the_subpackage() -> None:
-    import grpc_etcd.channel.aio
-
-    assert callable(grpc_etcd.channel)
-    assert grpc_etcd.BalancedChannel.__module__ == "grpc_etcd.channel._sync"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from .._serve import drain_aio as drain
 from .._serve import serve_aio as serve
-from ..channel.aio import BalancedChannel
+from .._channel._aio import BalancedChannel
 from ..registry.registration import Registration, RegistrationState
 from ..server import propagate_route_aio as propagate_route
-from .registry import Registry, channel
+from ._registry import Registry, channel
 
 __all__ = [
     "BalancedChannel",

@@ -16,7 +16,7 @@ from ..errors import GrpcEtcdError
 from ..naming import validate_service
 
 if TYPE_CHECKING:
-    from ..registry import Registry
+    from .._registry import Registry
     from ..registry.etcd import EtcdClient, TLSConfig
 
 __all__ = [
@@ -153,7 +153,7 @@ class Options:
 
     def registry(self) -> Registry:
         """A registry for these options (reachability checked first)."""
-        from ..registry import Registry
+        from .._registry import Registry
 
         self.check_reachable()
         return Registry(

@@ -16,7 +16,7 @@ from concurrent import futures
 import grpc
 
 from .. import _serve
-from ..registry import Registry
+from .._registry import Registry
 from ..server import propagate_route
 from . import api_pb2, api_pb2_grpc
 

@@ -1,8 +1,11 @@
-"""etcd I/O: registration and discovery. ``Registry`` and ``Registration`` are the sync twins."""
+"""The etcd layer: our etcd client, registration and discovery. It knows nothing of channels.
+
+The facades that compose it with channels are ``grpc_etcd.Registry`` and
+``grpc_etcd.aio.Registry``.
+"""
 
 from __future__ import annotations
 
 from .registration import RegistrationState
-from .sync import Registration, Registry
 
-__all__ = ["Registration", "RegistrationState", "Registry"]
+__all__ = ["RegistrationState"]

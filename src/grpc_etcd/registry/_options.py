@@ -3,17 +3,30 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping
+import os
+from collections.abc import Iterable, Mapping, Sequence
 
 from ..naming import instance_key, new_instance_id, validate_service
 from ..node import MethodInfo, Node, parse_address
 from .registration import _check_version, _check_weight
 
-__all__ = ["build_node"]
+__all__ = ["DEFAULT_ENDPOINT", "ENDPOINTS_ENV", "build_node", "endpoints_or_default"]
+
+#: Where a Registry (and the CLI) looks for etcd when told nothing: etcd's own default.
+DEFAULT_ENDPOINT = "127.0.0.1:2379"
+#: The environment variable naming the etcd endpoints (comma-separated), for Registry and CLI.
+ENDPOINTS_ENV = "GRPC_ETCD_ENDPOINTS"
 
 _UNSPECIFIED = {"0.0.0.0", "::"}
 
 Methods = Iterable[str] | Mapping[str, MethodInfo] | None
+
+
+def endpoints_or_default(endpoints: str | Sequence[str] | None) -> str | Sequence[str]:
+    """``endpoints`` if given, else ``$GRPC_ETCD_ENDPOINTS``, else ``127.0.0.1:2379``."""
+    if endpoints is not None:
+        return endpoints
+    return os.environ.get(ENDPOINTS_ENV, "").strip() or DEFAULT_ENDPOINT
 
 
 def _is_unspecified(host: str) -> bool:

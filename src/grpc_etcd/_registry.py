@@ -1,12 +1,13 @@
-"""``grpc_etcd.Registry`` and ``grpc_etcd.Registration``: the sync twins.
+"""``grpc_etcd.Registry``, ``grpc_etcd.Registration`` and ``grpc_etcd.channel``: the sync facade.
 
-They run the asyncio implementation on a private event-loop thread (``_loop.LoopThread``), so
-keep-alives and watches go on in the background while your code blocks, and every fix to the
-logic lands in both twins at once.
+They run the asyncio facade (:mod:`grpc_etcd.aio._registry`) on a private event-loop thread
+(``_loop.LoopThread``), so keep-alives and watches go on in the background while your code
+blocks, and every fix to the logic lands in both twins at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
@@ -14,18 +15,20 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from .._loop import LoopThread
-from ..naming import validate_service
-from ..node import Node
-from ..snapshot import Snapshot
-from . import registration as _aio_registration
-from ._options import Methods
+from ._channel._common import DEFAULT_DRAIN_TIMEOUT
+from ._channel._sync import BalancedChannel
+from ._loop import LoopThread
+from .aio._registry import Registry as AsyncRegistry
+from .node import Node
+from .registry import registration as _aio_registration
+from .registry._options import Methods, endpoints_or_default
+from .registry.etcd import EtcdClient
+from .snapshot import Snapshot
+from .targets import parse_target
 
 if TYPE_CHECKING:
-    from ..aio.registry import Registry as AsyncRegistry
-    from ..channel import BalancedChannel
-    from ..policies import Policy
-    from .etcd import TLSConfig
+    from .policies import Policy
+    from .registry.etcd import TLSConfig
 
 __all__ = ["Registration", "Registry", "channel"]
 
@@ -105,7 +108,7 @@ class Registry:
 
     def __init__(
         self,
-        endpoints: str | Sequence[str] = "127.0.0.1:2379",
+        endpoints: str | Sequence[str] | None = None,
         *,
         username: str | None = None,
         password: str | None = None,
@@ -113,27 +116,27 @@ class Registry:
         timeout: float = 5.0,
         root: str = "",
     ) -> None:
-        from ..aio.registry import Registry as AsyncRegistry
-
         self._loop = LoopThread(name="grpc-etcd-registry")
         self._timeout = timeout
         self._channels: set[BalancedChannel] = set()
-
-        async def make() -> AsyncRegistry:
-            return AsyncRegistry(
-                endpoints,
+        try:
+            self._client = EtcdClient(
+                endpoints_or_default(endpoints),
                 username=username,
                 password=password,
                 tls=tls,
                 timeout=timeout,
-                root=root,
+                loop=self._loop,
             )
-
-        try:
-            self._inner: AsyncRegistry = self._loop.run(make())
+            self._inner = AsyncRegistry._around(self._client.aio, root)
         except BaseException:
             self._loop.close()
             raise
+
+    @property
+    def client(self) -> EtcdClient:
+        """The underlying etcd client (for reads and writes of your own)."""
+        return self._client
 
     @property
     def root(self) -> str:
@@ -191,23 +194,32 @@ class Registry:
         version: str | None = None,
         credentials: grpc.ChannelCredentials | None = None,
         options: Sequence[tuple[str, Any]] | None = None,
+        drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
     ) -> BalancedChannel:
         """A ``grpc.Channel`` that balances each call over the nodes of ``service``."""
-        from ..channel import BalancedChannel
-
-        validate_service(service)
         channel = BalancedChannel(
-            service, policy=policy, version=version, credentials=credentials, options=options
+            service,
+            policy=policy,
+            version=version,
+            credentials=credentials,
+            options=options,
+            drain_timeout=drain_timeout,
         )
 
-        from ..aio.registry import feed_channel
+        async def attach() -> asyncio.Task[None]:
+            return self._inner._attach(service, channel)
 
-        future = self._loop.submit(feed_channel(self._inner.watch(service), channel))
+        try:
+            task = self._loop.run(attach())
+        except BaseException:
+            channel.close()
+            raise
         self._channels.add(channel)
 
         def on_close() -> None:
-            future.cancel()
             self._channels.discard(channel)
+            if not self._loop.closed:
+                self._loop.call_soon(task.cancel)
 
         channel.add_close_callback(on_close)
         return channel
@@ -220,6 +232,7 @@ class Registry:
             channel.close()
         try:
             self._loop.run(self._inner.close(), timeout=self._timeout * 2)
+            self._client.close()  # already closed by the aio registry: marks the twin closed
         finally:
             self._loop.close()
 
@@ -245,8 +258,6 @@ def channel(
 
     The channel owns its registry: closing the channel closes both.
     """
-    from ..targets import parse_target
-
     parsed = parse_target(target)
     registry = Registry(parsed.endpoints, timeout=parsed.timeout, root=parsed.root)
     try:

@@ -1,4 +1,4 @@
-"""The asyncio BalancedChannel: the twin of :class:`grpc_etcd.channel.BalancedChannel`.
+"""The asyncio BalancedChannel: the twin of :class:`grpc_etcd.BalancedChannel`.
 
 One ``grpc.aio`` channel per node, each watched by a task blocked in ``wait_for_state_change``
 (grpc's asyncio completion queue wakes it only on a change: no polling at all). A call whose
@@ -118,7 +118,7 @@ class BalancedChannel(grpc.aio.Channel):
     """A ``grpc.aio.Channel`` over every node of one service; each call goes to the node its
     policy picks (``"version"``: a random READY node of the version the call asks for).
 
-    The asyncio twin of :class:`grpc_etcd.channel.BalancedChannel`, with the same constructor
+    The asyncio twin of :class:`grpc_etcd.BalancedChannel`, with the same constructor
     plus ``interceptors`` (grpc.aio client interceptors, installed on every sub-channel: they
     run after the pick and see the ``x-version`` metadata). :meth:`update` must be called from
     the event loop's thread. Calls return grpc.aio call objects; a call that cannot get a node

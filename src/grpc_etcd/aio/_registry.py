@@ -1,4 +1,8 @@
-"""``grpc_etcd.aio.Registry``: register, discover and balance, in asyncio."""
+"""``grpc_etcd.aio.Registry``: register, discover and balance, in asyncio.
+
+The facade: the one layer that knows both etcd (``registry/``) and channels (``_channel/``).
+The sync ``grpc_etcd.Registry`` drives this one on a loop thread.
+"""
 
 from __future__ import annotations
 
@@ -11,23 +15,23 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 
+from .._channel._aio import BalancedChannel
+from .._channel._common import DEFAULT_DRAIN_TIMEOUT
 from ..naming import validate_service
 from ..node import Node
-from ..registry._options import Methods, build_node
+from ..registry._options import Methods, build_node, endpoints_or_default
 from ..registry.etcd import AsyncEtcdClient, TLSConfig
-from ..registry.registration import Registration
+from ..registry.registration import Registration, RegistrationState
 from ..registry.watcher import read_nodes, watch_snapshots
 from ..snapshot import Snapshot
+from ..targets import parse_target
 
 if TYPE_CHECKING:
-    from ..channel.aio import BalancedChannel
     from ..policies import Policy
 
-__all__ = ["Registry", "channel"]
+__all__ = ["Registry", "channel", "feed_channel"]
 
 log = logging.getLogger("grpc_etcd.registry")
-
-DEFAULT_ENDPOINT = "127.0.0.1:2379"
 
 
 class Registry:
@@ -35,12 +39,13 @@ class Registry:
 
     ``Registry("10.0.0.1:2379,10.0.0.2:2379", username=..., password=..., tls=TLSConfig(...))``;
     ``root`` puts every key under a prefix (``/prod`` -> ``/prod/hwholiday/srv/app/<id>``).
+    With no ``endpoints``: ``$GRPC_ETCD_ENDPOINTS`` (comma-separated), else ``127.0.0.1:2379``.
     Closing it closes the registrations and channels it made.
     """
 
     def __init__(
         self,
-        endpoints: str | Sequence[str] = DEFAULT_ENDPOINT,
+        endpoints: str | Sequence[str] | None = None,
         *,
         username: str | None = None,
         password: str | None = None,
@@ -48,13 +53,33 @@ class Registry:
         timeout: float = 5.0,
         root: str = "",
     ) -> None:
-        self._client = AsyncEtcdClient(
-            endpoints, username=username, password=password, tls=tls, timeout=timeout
+        client = AsyncEtcdClient(
+            endpoints_or_default(endpoints),
+            username=username,
+            password=password,
+            tls=tls,
+            timeout=timeout,
         )
-        self.root = root
+        self._setup(client, root)
+
+    @classmethod
+    def _around(cls, client: AsyncEtcdClient, root: str) -> Registry:
+        """A registry over an existing client (the sync twin shares its client this way)."""
+        registry = cls.__new__(cls)
+        registry._setup(client, root)
+        return registry
+
+    def _setup(self, client: AsyncEtcdClient, root: str) -> None:
+        self._client = client
+        self._root = root
         self._registrations: set[Registration] = set()
         self._channels: set[BalancedChannel] = set()
         self._closed = False
+
+    @property
+    def root(self) -> str:
+        """The key prefix every service lives under ("" by default)."""
+        return self._root
 
     @property
     def client(self) -> AsyncEtcdClient:
@@ -95,7 +120,9 @@ class Registry:
         )
         registration = Registration(self._client, node, ttl=ttl, root=self.root)
         await registration.start()
-        self._registrations = {r for r in self._registrations if r.state.value != "closed"}
+        self._registrations = {
+            r for r in self._registrations if r.state is not RegistrationState.CLOSED
+        }
         self._registrations.add(registration)
         return registration
 
@@ -117,21 +144,24 @@ class Registry:
         version: str | None = None,
         credentials: grpc.ChannelCredentials | None = None,
         options: Sequence[tuple[str, Any]] | None = None,
+        interceptors: Sequence[Any] | None = None,
+        drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
     ) -> BalancedChannel:
         """A ``grpc.aio.Channel`` that balances each call over the nodes of ``service``.
 
         Must be called with an event loop running (the watcher is a task on it).
         """
-        from ..channel.aio import BalancedChannel
-
         self._check_open()
-        snapshots = self.watch(service)
         channel = BalancedChannel(
-            service, policy=policy, version=version, credentials=credentials, options=options
+            service,
+            policy=policy,
+            version=version,
+            credentials=credentials,
+            options=options,
+            interceptors=interceptors,
+            drain_timeout=drain_timeout,
         )
-        task = asyncio.get_running_loop().create_task(
-            feed_channel(snapshots, channel), name=f"grpc-etcd watch {service}"
-        )
+        task = self._attach(service, channel)
         self._channels.add(channel)
 
         def on_close() -> None:
@@ -140,6 +170,15 @@ class Registry:
 
         channel.add_close_callback(on_close)
         return channel
+
+    def _attach(self, service: str, channel: _Updatable) -> asyncio.Task[None]:
+        """Feed ``channel`` (sync or aio) from the watcher of ``service``: a task on the
+        running loop, until it is cancelled. Both twins attach their channels here."""
+        self._check_open()
+        snapshots = self.watch(service)
+        return asyncio.get_running_loop().create_task(
+            feed_channel(snapshots, channel), name=f"grpc-etcd watch {service}"
+        )
 
     async def close(self) -> None:
         """Close the channels and registrations made here, then the etcd client."""
@@ -187,21 +226,37 @@ def channel(
     *,
     credentials: grpc.ChannelCredentials | None = None,
     options: Sequence[tuple[str, Any]] | None = None,
+    interceptors: Sequence[Any] | None = None,
 ) -> BalancedChannel:
     """A ``grpc.aio`` BalancedChannel for an ``etcd://HOST:PORT/SERVICE?...`` target.
 
     The channel owns its registry: closing the channel closes both. Call it with a loop running.
     """
-    from ..targets import parse_target
-
     parsed = parse_target(target)
     registry = Registry(parsed.endpoints, timeout=parsed.timeout, root=parsed.root)
-    balanced = registry.channel(
-        parsed.service,
-        policy=parsed.policy,
-        version=parsed.version,
-        credentials=credentials,
-        options=options,
-    )
+    try:
+        balanced = registry.channel(
+            parsed.service,
+            policy=parsed.policy,
+            version=parsed.version,
+            credentials=credentials,
+            options=options,
+            interceptors=interceptors,
+        )
+    except BaseException:
+        # Nothing has used the client yet (its channels open on first use): drop it now.
+        _close_soon(registry)
+        raise
     balanced.add_close_callback(registry.close)
     return balanced
+
+
+def _close_soon(registry: Registry) -> None:
+    with contextlib.suppress(RuntimeError):  # no running loop: nothing was opened on one
+        task = asyncio.get_running_loop().create_task(registry.close())
+        _pending.add(task)
+        task.add_done_callback(_pending.discard)
+
+
+# Close tasks nobody awaits, referenced until they finish (asyncio keeps only weak references).
+_pending: set[asyncio.Task[None]] = set()

@@ -50,7 +50,7 @@ from ._common import (
     plan_update,
 )
 
-__all__ = ["BalancedChannel"]
+__all__ = ["BalancedChannel", "FailedCall"]
 
 log = logging.getLogger("grpc_etcd.channel")
 
@@ -79,12 +79,16 @@ else:
     _StreamStreamBase = grpc.StreamStreamMultiCallable
 
 
-class _FailedRpc(grpc.RpcError, grpc.Call, _FutureBase):
-    """A call that could not start (no node, deadline, failing nodes).
+class FailedCall(grpc.RpcError, grpc.Call, _FutureBase):
+    """A call that could not start (no node, deadline, failing nodes): ``grpc_etcd.FailedCall``.
 
     Like grpc's own failed calls it is at once the exception, the Call, the Future and the
     response iterator, so interceptors (which call ``.result()``) and stream readers work.
+    Catch it as ``grpc.RpcError`` and read ``code()`` and ``details()``.
     """
+
+    # What users see in a traceback: the public name, not this private module.
+    __module__ = "grpc_etcd"
 
     def __init__(self, code: grpc.StatusCode, details: str) -> None:
         super().__init__()
@@ -130,13 +134,13 @@ class _FailedRpc(grpc.RpcError, grpc.Call, _FutureBase):
     def result(self, timeout: float | None = None) -> NoReturn:
         raise self
 
-    def exception(self, timeout: float | None = None) -> _FailedRpc:
+    def exception(self, timeout: float | None = None) -> FailedCall:
         return self
 
     def traceback(self, timeout: float | None = None) -> TracebackType | None:
         try:
             raise self
-        except _FailedRpc:
+        except FailedCall:
             return sys.exc_info()[2]
 
     def add_done_callback(self, fn: Callable[[Any], None]) -> None:
@@ -450,16 +454,16 @@ class BalancedChannel(grpc.Channel):
             try:
                 sub, done = self._picker.pick(info)
             except NoMatchError as exc:
-                raise _FailedRpc(grpc.StatusCode.UNAVAILABLE, exc.details) from None
+                raise FailedCall(grpc.StatusCode.UNAVAILABLE, exc.details) from None
             except NotReadyError as exc:
                 if exc.failure is not None and not info.wait_for_ready:
-                    raise _FailedRpc(grpc.StatusCode.UNAVAILABLE, exc.failure) from None
+                    raise FailedCall(grpc.StatusCode.UNAVAILABLE, exc.failure) from None
             except ChannelClosedError as exc:
                 if waited:  # closed under a waiting call: cancelled, like calls in flight
-                    raise _FailedRpc(grpc.StatusCode.CANCELLED, "Channel closed!") from None
+                    raise FailedCall(grpc.StatusCode.CANCELLED, "Channel closed!") from None
                 raise ValueError(str(exc)) from None
             except PickError as exc:
-                raise _FailedRpc(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
+                raise FailedCall(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
             else:
                 sub.inflight.append(None)
                 if not sub.retired:
@@ -470,7 +474,7 @@ class BalancedChannel(grpc.Channel):
                 continue
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
-                raise _FailedRpc(
+                raise FailedCall(
                     grpc.StatusCode.DEADLINE_EXCEEDED, deadline_details(self._service, info)
                 )
             self._kick.set()  # a call is waiting: have the monitor look closely
@@ -624,7 +628,7 @@ class _MultiCallable:
         info, metadata = self._resolve(metadata, wait_for_ready)
         try:
             sub, done, timeout = self._channel._acquire(info, timeout)
-        except _FailedRpc as failed:
+        except FailedCall as failed:
             return failed
         try:
             callable_ = sub.callables.get(self._key) or self._bind(sub)

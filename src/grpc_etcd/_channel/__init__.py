@@ -1,0 +1,6 @@
+"""Client-side balancing: a grpc channel over every node of one service (gRPC I/O only).
+
+``_sync.BalancedChannel`` is a ``grpc.Channel``, ``_aio.BalancedChannel`` a ``grpc.aio.Channel``;
+both are fed node sets with ``update(snapshot)`` and know nothing of etcd. Users reach them as
+``grpc_etcd.BalancedChannel`` and ``grpc_etcd.aio.BalancedChannel``.
+"""

@@ -1,0 +1,116 @@
+"""The layers import downward only, and the public names survive every import order."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import grpc_etcd
+
+SRC = Path(grpc_etcd.__file__).parent
+
+# The pure core: no I/O, no threads, no event loop (routing and config join as they land).
+PURE = ["node.py", "naming.py", "snapshot.py", "routing.py", "backoff.py", "policies"]
+PURE_OPTIONAL = ["config.py", "rules.py"]
+FORBIDDEN_IN_PURE = {"grpc", "asyncio", "threading"}
+
+
+def _modules(entry: str) -> list[Path]:
+    path = SRC / entry
+    return sorted(path.rglob("*.py")) if path.is_dir() else [path]
+
+
+def _package_of(path: Path) -> list[str]:
+    parts = list(path.relative_to(SRC.parent).with_suffix("").parts)
+    return parts if path.name == "__init__.py" else parts[:-1]
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module ``path`` imports, absolute and dotted (relative imports resolved)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                package = _package_of(path)
+                base = package[: len(package) - node.level + 1]
+                module = ".".join([*base, *([node.module] if node.module else [])])
+            else:
+                module = node.module or ""
+            found.add(module)
+            found.update(f"{module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def _pure_modules() -> list[Path]:
+    entries = PURE + [e for e in PURE_OPTIONAL if (SRC / e).exists()]
+    return [m for entry in entries for m in _modules(entry)]
+
+
+@pytest.mark.parametrize("path", _pure_modules(), ids=lambda p: str(p.relative_to(SRC)))
+def test_pure_modules_import_no_io(path: Path) -> None:
+    roots = {name.split(".")[0] for name in _imports(path)}
+    assert not roots & FORBIDDEN_IN_PURE, f"{path.name} imports {roots & FORBIDDEN_IN_PURE}"
+
+
+def _imports_under(package: str) -> dict[str, set[str]]:
+    return {str(m.relative_to(SRC)): _imports(m) for m in sorted((SRC / package).rglob("*.py"))}
+
+
+def _hits(imports: set[str], prefixes: tuple[str, ...]) -> set[str]:
+    return {i for i in imports if any(i == p or i.startswith(p + ".") for p in prefixes)}
+
+
+def test_the_etcd_layer_knows_nothing_of_channels_or_facades() -> None:
+    upward = ("grpc_etcd._channel", "grpc_etcd.aio", "grpc_etcd._registry")
+    for module, imports in _imports_under("registry").items():
+        assert not _hits(imports, upward), module
+
+
+def test_the_channel_package_knows_nothing_of_etcd() -> None:
+    upward = ("grpc_etcd.registry", "grpc_etcd.aio", "grpc_etcd._registry")
+    for module, imports in _imports_under("_channel").items():
+        assert not _hits(imports, upward), module
+
+
+# Each line, in a fresh interpreter, imports in another order and checks every public path.
+_CHECK = (
+    "import grpc_etcd, grpc_etcd.aio;"
+    "assert callable(grpc_etcd.channel) and callable(grpc_etcd.aio.channel);"
+    "assert grpc_etcd.BalancedChannel.__module__ == 'grpc_etcd._channel._sync';"
+    "assert grpc_etcd.aio.BalancedChannel.__module__ == 'grpc_etcd._channel._aio';"
+    "assert grpc_etcd.testing.EtcdServer"
+)
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        "import grpc_etcd",
+        "import grpc_etcd._channel._aio",
+        "import grpc_etcd._channel._sync",
+        "import grpc_etcd.aio",
+        "import grpc_etcd.registry",
+        "import grpc_etcd.registry.etcd",
+        "import grpc_etcd.testing",
+        "from grpc_etcd.aio import Registry",
+        "from grpc_etcd import channel",
+    ],
+)
+def test_public_names_survive_any_import_order(first: str) -> None:
+    subprocess.run([sys.executable, "-c", f"{first}\n{_CHECK}"], check=True)
+
+
+def test_failed_call_shows_its_public_name() -> None:
+    assert grpc_etcd.FailedCall.__module__ == "grpc_etcd"
+    assert grpc_etcd.FailedCall.__qualname__ == "FailedCall"
+
+
+def test_unknown_attribute_is_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="no_such_name"):
+        _ = grpc_etcd.no_such_name  # type: ignore[attr-defined]
