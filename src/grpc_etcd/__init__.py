@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from . import aio
 from ._channel._sync import BalancedChannel, FailedCall
-from ._serve import drain, serve
 from ._registry import Registration, RegistrationState, Registry, channel
+from ._serve import drain, serve
 from .errors import GrpcEtcdError, RecordError
 from .node import MethodInfo, Node
 from .routing import CallInfo, current_route, route
