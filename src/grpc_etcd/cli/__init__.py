@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "etcd": "._etcd:etcd",
     "ls": "._nodes:list_nodes",
     "watch": "._nodes:watch",
+    "xds": "..xds._cli:xds",
 }
 
 

@@ -1,0 +1,86 @@
+"""``grpc-etcd xds``: run the control plane, or print a client's bootstrap.
+
+grpc-etcd xds --listen 127.0.0.1:18000 [--services a.srv.app,b.srv.app]
+grpc-etcd xds bootstrap --server 127.0.0.1:18000 [--source version=v2,...] [--zone a]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+
+import click
+
+from ..cli._common import Options, friendly_errors, validate_cli_service
+
+__all__ = ["xds"]
+
+
+def _services(text: str | None) -> list[str] | None:
+    if not text:
+        return None
+    return [validate_cli_service(part.strip()) for part in text.split(",") if part.strip()]
+
+
+async def _serve(opts: Options, listen: str, services: list[str] | None) -> None:
+    from ..registry.etcd import AsyncEtcdClient
+    from ._plane import ControlPlane
+
+    client = AsyncEtcdClient(
+        opts.endpoints,
+        username=opts.user,
+        password=opts.password,
+        tls=opts.tls(),
+        timeout=opts.timeout,
+    )
+    async with client:
+        plane = ControlPlane(client, services=services, listen=listen, root=opts.root)
+        await plane.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        click.echo(f"xDS control plane listening on {plane.address}")
+        sys.stdout.flush()
+        try:
+            await stop.wait()
+        finally:
+            await plane.close(grace=0.5)
+
+
+@click.group(name="xds", invoke_without_command=True)
+@click.option("--listen", default="127.0.0.1:18000", show_default=True, help="ADS address.")
+@click.option("--services", default=None, help="Serve only these (comma-separated).")
+@click.pass_context
+def xds(ctx: click.Context, listen: str, services: str | None) -> None:
+    """Serve etcd's services over xDS to unmodified gRPC clients (xds:///SERVICE)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    opts: Options = ctx.obj
+    with friendly_errors():
+        from ..node import parse_address
+
+        parse_address(listen)
+        wanted = _services(services)
+        opts.check_reachable()
+        try:
+            import grpc_etcd.xds._protos  # noqa: F401 - fail early without the extra
+        except ImportError:
+            raise ValueError(
+                "the xds command needs the extra: pip install 'grpc-etcd[xds]'"
+            ) from None
+        asyncio.run(_serve(opts, listen, wanted))
+
+
+@xds.command()
+@click.option("--server", required=True, help="HOST:PORT of the control plane.")
+@click.option("--source", default="", help="The caller's labels: version=v2,service=app.")
+@click.option("--zone", default="", help="The caller's locality zone.")
+@click.option("--node-id", default="grpc-etcd-client", show_default=True, help="xDS node id.")
+def bootstrap(server: str, source: str, zone: str, node_id: str) -> None:
+    """Print the bootstrap JSON for GRPC_XDS_BOOTSTRAP_CONFIG."""
+    from .bootstrap import bootstrap_json, parse_labels
+
+    with friendly_errors():
+        click.echo(bootstrap_json(server, source=parse_labels(source), node_id=node_id, zone=zone))

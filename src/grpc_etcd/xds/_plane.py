@@ -1,0 +1,248 @@
+"""The control plane: etcd watches in, an ADS server out (asyncio).
+
+A service is watched from the moment it is named (``services=``) or a client first asks for
+one of its resources: its nodes with the gap-free snapshot watcher, its config key alongside.
+Until both have been read once, its resources are pending and no client is told anything
+about it (an early, empty answer would make clients delete the service). Every change
+rebuilds the service's :class:`~grpc_etcd.xds.translate.Translation` and wakes every stream,
+which sends only what changed for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterable, Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from ..config import ServiceConfig
+from ..naming import validate_service
+from ..node import parse_address
+from ..registry.etcd import AsyncEtcdClient
+from ..registry.watcher import watch_snapshots
+from ..snapshot import Snapshot
+from . import _protos as pb
+from ._ads import PENDING, AdsStream
+from ._config_watch import watch_service_config
+from .names import service_of
+from .translate import ServiceState, Translation
+
+if TYPE_CHECKING:
+    from ..aio import Registry as AsyncRegistry
+
+__all__ = ["ControlPlane"]
+
+log = logging.getLogger("grpc_etcd.xds")
+
+
+class _Service:
+    """One watched service: its latest snapshot and config, and their translation."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.snapshot: Snapshot | None = None
+        self.config: ServiceConfig | None = None
+        self.config_read = False
+        self.translation: Translation | None = None
+        self.synced = asyncio.Event()
+        self.tasks: list[asyncio.Task[None]] = []
+        self.warned: set[str] = set()
+
+    def rebuild(self) -> bool:
+        """Translate again after a change; False while nodes or config are still unread."""
+        if self.snapshot is None or not self.config_read:
+            return False
+        translation = Translation(ServiceState.of(self.snapshot, self.config))
+        for warning in translation.warnings:
+            if warning not in self.warned:
+                log.warning("%s", warning)
+        self.warned = set(translation.warnings)
+        self.translation = translation
+        self.synced.set()
+        return True
+
+
+class ControlPlane:
+    """An xDS (ADS, state of the world, v3) control plane fed by etcd.
+
+    ``ControlPlane(registry_or_client, services=["a.srv.app"], listen="127.0.0.1:18000")``:
+    ``registry_or_client`` is a ``grpc_etcd.aio.Registry`` (its root is used) or an
+    ``AsyncEtcdClient``; ``services=None`` serves every service a client asks for. Use it as
+    ``async with`` (or ``await start()`` / ``await close()``) on the event loop of its client.
+    """
+
+    def __init__(
+        self,
+        registry_or_client: AsyncRegistry | AsyncEtcdClient,
+        *,
+        services: Iterable[str] | None = None,
+        listen: str = "127.0.0.1:0",
+        root: str | None = None,
+    ) -> None:
+        if isinstance(registry_or_client, AsyncEtcdClient):
+            self._client = registry_or_client
+            self.root = root or ""
+        else:
+            self._client = registry_or_client.client
+            self.root = registry_or_client.root if root is None else root
+        self.services = (
+            None if services is None else frozenset(validate_service(s) for s in services)
+        )
+        parse_address(listen)
+        self._listen = listen
+        self._server: grpc.aio.Server | None = None
+        self.port = 0
+        self._watched: dict[str, _Service] = {}
+        self._wakers: set[asyncio.Event] = set()
+        self._closed = False
+
+    @property
+    def address(self) -> str:
+        """``host:port`` the control plane listens on (after ``start()``)."""
+        host = self._listen.rsplit(":", 1)[0]
+        return f"{host}:{self.port}"
+
+    async def start(self) -> None:
+        """Watch the named services and start serving ADS."""
+        server = grpc.aio.server()
+        pb.add_ads_servicer(_Servicer(self), server)
+        self.port = server.add_insecure_port(self._listen)
+        if not self.port:
+            raise OSError(f"cannot listen on {self._listen}")
+        for service in sorted(self.services or ()):
+            self._watch(service)
+        await server.start()
+        self._server = server
+        log.info("xDS control plane listening on %s", self.address)
+
+    async def wait_synced(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        """Wait until every service watched so far has been read from etcd once."""
+        events = [service.synced.wait() for service in self._watched.values()]
+        await asyncio.wait_for(asyncio.gather(*events), timeout)
+
+    async def wait_closed(self) -> None:
+        """Serve until the server stops (for a process that only runs the control plane)."""
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+    async def close(self, grace: float | None = None) -> None:
+        """Stop serving (streams end after ``grace`` seconds) and stop every watch."""
+        self._closed = True
+        if self._server is not None:
+            await self._server.stop(grace)
+        tasks = [task for service in self._watched.values() for task in service.tasks]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def __aenter__(self) -> ControlPlane:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------ state
+
+    def translation(self, service: str) -> Translation | None:
+        """The current translation of a watched service (None until it is synced)."""
+        watched = self._watched.get(service)
+        return watched.translation if watched else None
+
+    def lookup(self, type_url: str, name: str, source: Mapping[str, str]) -> Any:
+        """A resource for a stream: the message, ``PENDING`` (not synced yet) or None."""
+        service = service_of(name)
+        if self.services is not None and service not in self.services:
+            return None
+        try:
+            watched = self._watch(service)
+        except ValueError:
+            return None
+        if watched.translation is None:
+            return PENDING
+        return watched.translation.resource(type_url, name, source)
+
+    def _watch(self, service: str) -> _Service:
+        watched = self._watched.get(service)
+        if watched is not None:
+            return watched
+        validate_service(service)
+        if self._closed:
+            raise ValueError("the control plane is closed")
+        watched = _Service(service)
+        self._watched[service] = watched
+        watched.tasks = [
+            asyncio.create_task(self._follow_nodes(watched), name=f"xds nodes {service}"),
+            asyncio.create_task(self._follow_config(watched), name=f"xds config {service}"),
+        ]
+        log.info("watching %s", service)
+        return watched
+
+    async def _follow_nodes(self, watched: _Service) -> None:
+        async for snapshot in watch_snapshots(self._client, watched.name, self.root):
+            watched.snapshot = snapshot
+            self._changed(watched)
+
+    async def _follow_config(self, watched: _Service) -> None:
+        async for config in watch_service_config(self._client, watched.name, self.root):
+            watched.config = config
+            watched.config_read = True
+            self._changed(watched)
+
+    def _changed(self, watched: _Service) -> None:
+        if watched.rebuild():
+            for waker in self._wakers:
+                waker.set()
+
+    @contextlib.contextmanager
+    def _waker(self) -> Any:
+        event = asyncio.Event()
+        self._wakers.add(event)
+        try:
+            yield event
+        finally:
+            self._wakers.discard(event)
+
+
+class _Servicer(pb.AdsServicer):  # type: ignore[misc]
+    """``AggregatedDiscoveryService``: one :class:`AdsStream` per client stream."""
+
+    def __init__(self, plane: ControlPlane) -> None:
+        self._plane = plane
+
+    async def StreamAggregatedResources(
+        self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Any]:
+        stream = AdsStream()
+        with self._plane._waker() as wake:
+
+            async def read() -> None:
+                try:
+                    async for request in request_iterator:
+                        stream.on_request(request)
+                        wake.set()
+                finally:
+                    wake.set()
+
+            reader = asyncio.create_task(read())
+            try:
+                while not reader.done():
+                    await wake.wait()
+                    wake.clear()
+                    for response in stream.responses(self._plane.lookup):
+                        yield response
+            finally:
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await reader

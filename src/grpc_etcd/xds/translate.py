@@ -1,0 +1,494 @@
+"""One service's etcd state and service config -> xDS v3 resources (pure, no I/O).
+
+The mapping of ROUTING.md onto what gRPC's xDS clients (grpcio, grpc-go, grpc-java, grpc-js)
+understand:
+
+* Listener ``<service>``: an API listener whose HTTP connection manager takes its routes from
+  RDS over ADS and has the router filter (clients refuse a listener without it).
+* RouteConfiguration ``<service>``, first match wins, in ROUTING.md's order: one route per
+  registered version matching ``x-version`` exactly (pinned calls skip the route table), then
+  any other ``x-version`` (unknown: the fallback, else a cluster that drops every call), then the
+  route table (``headers`` and ``method`` become matchers; ``source`` is decided here, against
+  the caller's labels from its bootstrap; weights become weighted clusters), then every node.
+* Clusters ``<service>|<subset>``: EDS over ADS; the policy and outlier detection.
+* ClusterLoadAssignment per cluster: the subset's nodes, each locality weighted (a locality
+  without a weight is ACKed by grpcio and then drops every call). A subset with no node and no
+  fallback gets a drop overload at 100% whose category names the service and the versions it
+  knows: that is the UNAVAILABLE message clients see.
+
+Fallbacks are computed from what is registered: a route to an empty subset goes to the first
+fallback subset that has nodes. (Our BalancedChannel also falls back when every node of a subset
+is unusable; xDS clients fall back only when it is empty.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..config import MethodConfig, MethodName, OutlierDetection, RetryPolicy, ServiceConfig
+from ..node import Node, parse_address
+from ..snapshot import Snapshot
+from . import _protos as pb
+from .names import cluster_name, parse_cluster_name
+
+__all__ = [
+    "CDS",
+    "EDS",
+    "LDS",
+    "RDS",
+    "TYPE_URLS",
+    "VERSION_HEADER",
+    "ServiceState",
+    "Translation",
+    "labels_of",
+]
+
+_PREFIX = "type.googleapis.com/"
+LDS = _PREFIX + "envoy.config.listener.v3.Listener"
+RDS = _PREFIX + "envoy.config.route.v3.RouteConfiguration"
+CDS = _PREFIX + "envoy.config.cluster.v3.Cluster"
+EDS = _PREFIX + "envoy.config.endpoint.v3.ClusterLoadAssignment"
+#: The four resource types, in the order a client needs them.
+TYPE_URLS = (LDS, RDS, CDS, EDS)
+
+#: The metadata key of a pinned version (ROUTING.md step 3).
+VERSION_HEADER = "x-version"
+_ROUTER_FILTER = "envoy.filters.http.router"
+#: Policies that honour node weights: their nodes get one locality each, weighted.
+_WEIGHTED_POLICIES = frozenset({"random", "version", "weighted_round_robin"})
+#: Policies gRPC's xDS clients do not have (grpcio NACKs them): sent as round_robin.
+_AS_ROUND_ROBIN = frozenset(
+    {"random", "version", "weighted_round_robin", "least_request", "p2c_ewma"}
+)
+#: The retryable codes gRPC honours in an xDS retry policy (gRFC A44).
+_XDS_RETRY_CODES = frozenset(
+    {"CANCELLED", "DEADLINE_EXCEEDED", "INTERNAL", "RESOURCE_EXHAUSTED", "UNAVAILABLE"}
+)
+
+
+def labels_of(node: Node) -> dict[str, str]:
+    """A node's labels for subset selectors: its metadata plus ``version``."""
+    return {**node.metadata, "version": node.version}
+
+
+def _matches(labels: Mapping[str, str], selector: Mapping[str, str]) -> bool:
+    return all(labels.get(key) == value for key, value in selector.items())
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    """What the control plane knows of one service: its usable nodes and its config."""
+
+    service: str
+    nodes: tuple[Node, ...] = ()
+    config: ServiceConfig = field(default_factory=ServiceConfig)
+    #: One line per node left out because its address is not ``host:port``.
+    skipped: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, snapshot: Snapshot, config: ServiceConfig | None = None) -> ServiceState:
+        """The state of a snapshot; nodes of weight 0 are drained (get no calls) and left out,
+        as are nodes whose address cannot be dialled."""
+        nodes: list[Node] = []
+        skipped: list[str] = []
+        for node in sorted(snapshot, key=lambda n: n.key or n.id):
+            try:
+                parse_address(node.address)
+            except ValueError as exc:
+                skipped.append(f"skipping {node.key or node.id}: {exc}")
+                continue
+            if node.weight != 0:
+                nodes.append(node)
+        return cls(snapshot.service, tuple(nodes), config or ServiceConfig(), tuple(skipped))
+
+    def select(self, subset: Mapping[str, str]) -> tuple[Node, ...]:
+        """The nodes whose labels hold every value of ``subset``."""
+        return tuple(node for node in self.nodes if _matches(labels_of(node), subset))
+
+    def versions(self) -> list[str]:
+        """The registered versions, sorted."""
+        return sorted({node.version for node in self.nodes})
+
+
+class Translation:
+    """The xDS resources of one :class:`ServiceState`; build one per state, ask it by name.
+
+    ``warnings`` lists what of the config cannot be said in xDS (and what was done instead).
+    """
+
+    def __init__(self, state: ServiceState) -> None:
+        self.state = state
+        self.service = state.service
+        config = state.config
+        self.warnings: list[str] = list(state.skipped)
+        policy = config.policy_name
+        self._weighted = policy in _WEIGHTED_POLICIES
+        if policy in _AS_ROUND_ROBIN:
+            if config.load_balancing_config:
+                self.warnings.append(
+                    f"{self.service}: policy {policy!r} has no xDS equivalent in gRPC clients; "
+                    "sent as round_robin"
+                    + (" with node weights as locality weights" if self._weighted else "")
+                )
+            policy = "round_robin"
+        self.policy = policy
+        self._hash_header = str(config.policy_settings.get("requestHashHeader", ""))
+        if config.outlier_detection and config.outlier_detection.consecutive_errors is not None:
+            self.warnings.append(
+                f"{self.service}: outlierDetection.consecutiveErrors has no equivalent in gRPC's "
+                "xDS clients (gRFC A50); ignored"
+            )
+        for route in config.routes:
+            if route.match.route:
+                self.warnings.append(
+                    f"{self.service}: a route matching route() values {dict(route.match.route)} "
+                    "never holds for an xDS client; left out"
+                )
+        for entry in config.method_config:
+            if entry.retry_policy:
+                dropped = set(entry.retry_policy.retryable_status_codes) - _XDS_RETRY_CODES
+                if dropped:
+                    self.warnings.append(
+                        f"{self.service}: gRPC's xDS retry policy cannot retry "
+                        f"{', '.join(sorted(dropped))}; left out"
+                    )
+
+    # ------------------------------------------------------------ lookup by name
+
+    def resource(self, type_url: str, name: str, source: Mapping[str, str]) -> Any | None:
+        """The resource ``name`` of ``type_url`` for a caller with labels ``source``, or None
+        when the name is not one of this service's."""
+        try:
+            if type_url == LDS:
+                return self.listener() if name == self.service else None
+            if type_url == RDS:
+                return self.route_configuration(source) if name == self.service else None
+            if type_url in (CDS, EDS):
+                service, _ = parse_cluster_name(name)
+                if service != self.service:
+                    return None
+                return self.cluster(name) if type_url == CDS else self.load_assignment(name)
+        except ValueError:
+            return None
+        return None
+
+    def resources(self, source: Mapping[str, str] = {}) -> dict[str, dict[str, Any]]:
+        """Every resource a caller with labels ``source`` needs, by type URL then name."""
+        routes = self.route_configuration(source)
+        clusters = sorted(_clusters_of(routes))
+        return {
+            LDS: {self.service: self.listener()},
+            RDS: {self.service: routes},
+            CDS: {name: self.cluster(name) for name in clusters},
+            EDS: {name: self.load_assignment(name) for name in clusters},
+        }
+
+    # ------------------------------------------------------------ LDS
+
+    def listener(self) -> Any:
+        """The API listener named after the service, routes from RDS, router filter on."""
+        manager = pb.HttpConnectionManager(
+            rds=pb.Rds(config_source=_ads_source(), route_config_name=self.service),
+            http_filters=[pb.HttpFilter(name=_ROUTER_FILTER, typed_config=_any(pb.Router()))],
+        )
+        return pb.Listener(
+            name=self.service, api_listener=pb.ApiListener(api_listener=_any(manager))
+        )
+
+    # ------------------------------------------------------------ RDS
+
+    def route_configuration(self, source: Mapping[str, str]) -> Any:
+        """The routes of a caller whose labels are ``source`` (its ``--source``)."""
+        routes: list[Any] = []
+        for version in self.state.versions():
+            matcher = _header(VERSION_HEADER, exact=version)
+            routes += self._routes(_match([matcher]), self._to([({"version": version}, 1)]))
+        pinned_unknown = _match([_header(VERSION_HEADER)])
+        routes += self._routes(pinned_unknown, self._to([(None, 1)]))
+        for route in self.state.config.routes:
+            if route.match.route or not _matches(source, route.match.source):
+                continue
+            headers = [
+                _header(key, exact=value) for key, value in sorted(route.match.headers.items())
+            ]
+            action = self._to([(dict(part.subset), part.weight) for part in route.to])
+            routes += self._routes(_match(headers, route.match.method), action)
+        routes += self._routes(_match([]), self._to([({}, 1)]))
+        host = pb.VirtualHost(name=self.service, domains=["*"], routes=routes)
+        return pb.RouteConfiguration(name=self.service, virtual_hosts=[host])
+
+    def resolve(self, subset: Mapping[str, str] | None) -> str:
+        """The cluster a call for ``subset`` goes to (``None``: a pinned, unknown version):
+        the subset's own if it has nodes, else the first fallback that has, else the subset's
+        (or the unknown-version) cluster, which drops the call with a message."""
+        if subset is not None and self.state.select(subset):
+            return cluster_name(self.service, subset)
+        for fallback in self.state.config.fallback:
+            if self.state.select(fallback):
+                return cluster_name(self.service, fallback)
+        return cluster_name(self.service, subset)
+
+    def _to(self, parts: Sequence[tuple[Mapping[str, str] | None, int]]) -> Any:
+        weights: dict[str, int] = {}
+        for subset, weight in parts:
+            if weight:
+                name = self.resolve(subset)
+                weights[name] = weights.get(name, 0) + weight
+        action = pb.RouteAction()
+        if len(weights) == 1:
+            action.cluster = next(iter(weights))
+        else:
+            action.weighted_clusters.CopyFrom(
+                pb.WeightedCluster(
+                    clusters=[
+                        pb.WeightedCluster.ClusterWeight(name=name, weight=pb.UInt32Value(value=w))
+                        for name, w in weights.items()
+                    ]
+                )
+            )
+        if self.policy == "ring_hash" and self._hash_header:
+            policy = pb.RouteAction.HashPolicy(
+                header=pb.RouteAction.HashPolicy.Header(header_name=self._hash_header)
+            )
+            action.hash_policy.append(policy)
+        return action
+
+    def _routes(self, match: Any, action: Any) -> list[Any]:
+        """The route, preceded by one copy per methodConfig name it overlaps (retry, timeout)."""
+        out: list[Any] = []
+        default: MethodConfig | None = None
+        for entry, name in _method_names(self.state.config.method_config):
+            if not name.service:
+                default = entry
+                continue
+            narrowed = _narrow(match, name)
+            if narrowed is not None:
+                out.append(_route(narrowed, _with_method_config(action, entry)))
+                if narrowed == match:
+                    return out  # the entry covers every call of this route: nothing is left
+        out.append(_route(match, _with_method_config(action, default)))
+        return out
+
+    # ------------------------------------------------------------ CDS
+
+    def cluster(self, name: str) -> Any:
+        """The cluster ``name``: EDS over ADS, the service's policy and outlier detection."""
+        cluster = pb.Cluster(
+            name=name,
+            type=pb.Cluster.EDS,
+            eds_cluster_config=pb.Cluster.EdsClusterConfig(
+                eds_config=_ads_source(), service_name=name
+            ),
+        )
+        if self.policy == "ring_hash":
+            settings = self.state.config.policy_settings
+            cluster.lb_policy = pb.Cluster.RING_HASH
+            cluster.ring_hash_lb_config.CopyFrom(
+                pb.Cluster.RingHashLbConfig(
+                    minimum_ring_size=pb.UInt64Value(value=int(settings.get("minRingSize", 1024))),
+                    maximum_ring_size=pb.UInt64Value(value=int(settings.get("maxRingSize", 4096))),
+                    hash_function=pb.Cluster.RingHashLbConfig.XX_HASH,
+                )
+            )
+        elif self.policy == "pick_first":
+            pick_first = pb.TypedExtensionConfig(
+                name="envoy.load_balancing_policies.pick_first", typed_config=_any(pb.PickFirst())
+            )
+            cluster.load_balancing_policy.CopyFrom(
+                pb.LoadBalancingPolicy(
+                    policies=[pb.LoadBalancingPolicy.Policy(typed_extension_config=pick_first)]
+                )
+            )
+        else:
+            cluster.lb_policy = pb.Cluster.ROUND_ROBIN
+        if self.state.config.outlier_detection is not None:
+            cluster.outlier_detection.CopyFrom(
+                _outlier_detection(self.state.config.outlier_detection)
+            )
+        return cluster
+
+    # ------------------------------------------------------------ EDS
+
+    def load_assignment(self, name: str) -> Any:
+        """The endpoints of cluster ``name``; no node: a drop of every call, with a message."""
+        _, subset = parse_cluster_name(name)
+        nodes = self.state.select(subset) if subset is not None else ()
+        assignment = pb.ClusterLoadAssignment(cluster_name=name)
+        if not nodes:
+            drop = pb.ClusterLoadAssignment.Policy.DropOverload(
+                category=self._no_match_message(subset),
+                drop_percentage=pb.FractionalPercent(
+                    numerator=100, denominator=pb.FractionalPercent.HUNDRED
+                ),
+            )
+            assignment.policy.drop_overloads.append(drop)
+            return assignment
+        weights = [node.weight or 1 for node in nodes]
+        if self._weighted and len(set(weights)) > 1:
+            groups = [([node], weight) for node, weight in zip(nodes, weights, strict=True)]
+            per_node = True
+        else:
+            groups = [(list(nodes), 1)]
+            per_node = False
+        for members, weight in groups:
+            assignment.endpoints.append(
+                pb.LocalityLbEndpoints(
+                    locality=pb.Locality(sub_zone=members[0].id if per_node else ""),
+                    load_balancing_weight=pb.UInt32Value(value=weight),
+                    lb_endpoints=[_lb_endpoint(node) for node in members],
+                )
+            )
+        return assignment
+
+    def _no_match_message(self, subset: Mapping[str, str] | None) -> str:
+        versions = ", ".join(self.state.versions()) or "none"
+        if subset is None:
+            what = "no node of the x-version asked for"
+        elif not subset:
+            what = "no node registered"
+        else:
+            what = "no node in subset " + ",".join(f"{k}={v}" for k, v in sorted(subset.items()))
+        return f"no match found conn: {self.service} has {what} (known versions: {versions})"
+
+
+# ---------------------------------------------------------------- message helpers
+
+
+def _any(message: Any) -> Any:
+    packed = pb.Any()
+    packed.Pack(message)
+    return packed
+
+
+def _ads_source() -> Any:
+    return pb.ConfigSource(ads=pb.AggregatedConfigSource(), resource_api_version=pb.API_V3)
+
+
+def _header(name: str, exact: str | None = None) -> Any:
+    if exact is None:
+        return pb.HeaderMatcher(name=name, present_match=True)
+    return pb.HeaderMatcher(name=name, string_match=pb.StringMatcher(exact=exact))
+
+
+def _match(headers: Sequence[Any], method: str | None = None) -> Any:
+    match = pb.RouteMatch(headers=headers)
+    if method is None or method.endswith("/"):
+        match.prefix = method or ""
+    else:
+        match.path = method
+    return match
+
+
+def _route(match: Any, action: Any) -> Any:
+    return pb.Route(match=match, route=action)
+
+
+def _method_names(entries: Sequence[MethodConfig]) -> list[tuple[MethodConfig, MethodName]]:
+    """Every (entry, name), most specific first: a method, then a service, then ``{}``."""
+    pairs = [(entry, name) for entry in entries for name in entry.name]
+    return sorted(pairs, key=lambda pair: (not pair[1].method, not pair[1].service))
+
+
+def _narrow(match: Any, name: MethodName) -> Any | None:
+    """``match`` restricted to the methods ``name`` covers, or None when they do not overlap."""
+    wanted = f"/{name.service}/{name.method}"
+    exact = bool(name.method)
+    current = match.path or match.prefix
+    if match.path:
+        overlaps = current == wanted if exact else current.startswith(wanted)
+        path, is_exact = current, True
+    elif current:  # a service prefix "/pkg.Service/"
+        overlaps = wanted.startswith(current)
+        path, is_exact = wanted, exact
+    else:
+        overlaps = True
+        path, is_exact = wanted, exact
+    if not overlaps:
+        return None
+    narrowed = pb.RouteMatch()
+    narrowed.CopyFrom(match)
+    if is_exact:
+        narrowed.path = path
+    else:
+        narrowed.prefix = path
+    return narrowed
+
+
+def _with_method_config(action: Any, entry: MethodConfig | None) -> Any:
+    if entry is None or (entry.retry_policy is None and entry.timeout is None):
+        return action
+    result = pb.RouteAction()
+    result.CopyFrom(action)
+    if entry.timeout is not None:
+        result.max_stream_duration.max_stream_duration.CopyFrom(_duration(entry.timeout))
+    if entry.retry_policy is not None:
+        retry = _retry_policy(entry.retry_policy)
+        if retry is not None:
+            result.retry_policy.CopyFrom(retry)
+    return result
+
+
+def _retry_policy(policy: RetryPolicy) -> Any | None:
+    codes = [code for code in policy.retryable_status_codes if code in _XDS_RETRY_CODES]
+    if not codes:
+        return None
+    return pb.RetryPolicy(
+        retry_on=",".join(code.lower().replace("_", "-") for code in codes),
+        num_retries=pb.UInt32Value(value=policy.attempts - 1),
+        retry_back_off=pb.RetryPolicy.RetryBackOff(
+            base_interval=_duration(policy.initial_backoff),
+            max_interval=_duration(policy.max_backoff),
+        ),
+    )
+
+
+def _outlier_detection(config: OutlierDetection) -> Any:
+    detection = pb.OutlierDetection(
+        interval=_duration(config.interval),
+        base_ejection_time=_duration(config.base_ejection_time),
+        max_ejection_time=_duration(config.max_ejection_time),
+        max_ejection_percent=pb.UInt32Value(value=config.max_ejection_percent),
+        # Envoy's defaults turn success-rate ejection on; A50 wants it off unless configured.
+        enforcing_success_rate=pb.UInt32Value(value=0),
+        enforcing_failure_percentage=pb.UInt32Value(value=0),
+    )
+    rate = config.success_rate_ejection
+    if rate is not None:
+        detection.enforcing_success_rate.value = rate.enforcement_percentage
+        detection.success_rate_stdev_factor.value = rate.stdev_factor
+        detection.success_rate_minimum_hosts.value = rate.minimum_hosts
+        detection.success_rate_request_volume.value = rate.request_volume
+    failure = config.failure_percentage_ejection
+    if failure is not None:
+        detection.enforcing_failure_percentage.value = failure.enforcement_percentage
+        detection.failure_percentage_threshold.value = failure.threshold
+        detection.failure_percentage_minimum_hosts.value = failure.minimum_hosts
+        detection.failure_percentage_request_volume.value = failure.request_volume
+    return detection
+
+
+def _duration(seconds: float) -> Any:
+    duration = pb.Duration()
+    duration.FromNanoseconds(round(seconds * 1e9))
+    return duration
+
+
+def _lb_endpoint(node: Node) -> Any:
+    host, port = parse_address(node.address)
+    address = pb.Address(socket_address=pb.SocketAddress(address=host, port_value=port))
+    return pb.LbEndpoint(
+        endpoint=pb.Endpoint(address=address),
+        load_balancing_weight=pb.UInt32Value(value=node.weight or 1),
+    )
+
+
+def _clusters_of(routes: Any) -> set[str]:
+    names: set[str] = set()
+    for host in routes.virtual_hosts:
+        for route in host.routes:
+            if route.route.cluster:
+                names.add(route.route.cluster)
+            names.update(weighted.name for weighted in route.route.weighted_clusters.clusters)
+    return names

@@ -1,0 +1,124 @@
+"""Unmodified gRPC clients (grpcio, grpc-js) routed by version through ``grpc-etcd xds``."""
+
+from __future__ import annotations
+
+import json
+
+from xds_harness import Client, PlaneProcess, Servers
+
+import grpc_etcd
+from grpc_etcd.config import config_key
+from grpc_etcd.registry.etcd import EtcdClient
+
+
+def _only(result: dict[str, object], *names: str) -> bool:
+    answers = result["answers"]
+    assert isinstance(answers, dict)
+    return not result["errors"] and set(answers) == set(names)
+
+
+def test_pinned_routing(
+    client: Client, registry: grpc_etcd.Registry, servers: Servers, service: str
+) -> None:
+    with (
+        registry.register(service, address=servers.start("a1"), version="v1"),
+        registry.register(service, address=servers.start("b1"), version="v2"),
+    ):
+        client.until(service, lambda r: _only(r, "a1"), within=10, what="v1 -> a1", version="v1")
+        for _ in range(3):
+            assert client.calls(service, 10, version="v1") == {"answers": {"a1": 10}, "errors": {}}
+            assert client.calls(service, 10, version="v2") == {"answers": {"b1": 10}, "errors": {}}
+
+
+def test_unpinned_spread(
+    client: Client, registry: grpc_etcd.Registry, servers: Servers, service: str
+) -> None:
+    with (
+        registry.register(service, address=servers.start("s1"), version="v1"),
+        registry.register(service, address=servers.start("s2"), version="v1"),
+        registry.register(service, address=servers.start("s3"), version="v2"),
+    ):
+        client.until(
+            service, lambda r: _only(r, "s1", "s2", "s3"), within=10, what="all three", batch=9
+        )
+        # round_robin over three READY nodes: 30 calls give each 10 (one off at most while a
+        # picker is being replaced).
+        counts = client.calls(service, 30)["answers"]
+        assert set(counts) == {"s1", "s2", "s3"}
+        assert max(counts.values()) - min(counts.values()) <= 1, counts
+
+
+def test_unknown_version(
+    client: Client, registry: grpc_etcd.Registry, servers: Servers, service: str
+) -> None:
+    with (
+        registry.register(service, address=servers.start("u1"), version="v1"),
+        registry.register(service, address=servers.start("u2"), version="v2"),
+    ):
+        client.until(service, lambda r: _only(r, "u1"), within=10, what="v1 -> u1", version="v1")
+        result = client.calls(service, 3, version="v9")
+        assert not result["answers"]
+        ((error, count),) = result["errors"].items()
+        assert count == 3
+        assert error.startswith("UNAVAILABLE: "), error
+        assert service in error and "known versions: v1, v2" in error, error
+
+
+def test_new_and_removed_registration_seen_within_2s(
+    client: Client, registry: grpc_etcd.Registry, servers: Servers, service: str
+) -> None:
+    with registry.register(service, address=servers.start("n1"), version="v1"):
+        client.until(service, lambda r: _only(r, "n1"), within=10, what="n1", version="v1")
+        new = registry.register(service, address=servers.start("n2"), version="v1")
+        client.until(
+            service, lambda r: "n2" in r["answers"], within=2, what="n2 reached", version="v1"
+        )
+        new.close()
+        client.until(service, lambda r: _only(r, "n1"), within=2, what="n2 gone", version="v1")
+
+
+def test_canary_split_and_fallback(
+    client: Client, registry: grpc_etcd.Registry, servers: Servers, service: str, kv: EtcdClient
+) -> None:
+    key = config_key(service)
+    with (
+        registry.register(service, address=servers.start("c1"), version="v1"),
+        registry.register(service, address=servers.start("c2"), version="v2"),
+    ):
+        split = {"to": [{"subset": {"version": "v1"}, "weight": 90},
+                        {"subset": {"version": "v2"}, "weight": 10}]}  # fmt: skip
+        kv.put(key, json.dumps({"routes": [split]}))
+        client.until(service, lambda r: "c2" in r["answers"], within=10, what="canary", batch=20)
+        # 400 calls at 10%: 40 expected, sd 6; [15, 70] fails with probability < 1e-5.
+        counts = client.calls(service, 400)["answers"]
+        assert 15 <= counts.get("c2", 0) <= 70, counts
+        # A route to a version nobody registered goes to the fallback.
+        to_v3 = {
+            "routes": [{"to": [{"subset": {"version": "v3"}}]}],
+            "fallback": [{"version": "v2"}],
+        }
+        kv.put(key, json.dumps(to_v3))
+        client.until(service, lambda r: _only(r, "c2"), within=5, what="fallback to v2", batch=10)
+        kv.delete(key)
+
+
+def test_control_plane_killed_then_restarted(
+    client: Client,
+    registry: grpc_etcd.Registry,
+    servers: Servers,
+    service: str,
+    plane: PlaneProcess,
+) -> None:
+    with registry.register(service, address=servers.start("k1"), version="v1"):
+        client.until(service, lambda r: _only(r, "k1"), within=10, what="k1", version="v1")
+        plane.kill()
+        try:
+            assert client.calls(service, 10, version="v1") == {"answers": {"k1": 10}, "errors": {}}
+            with registry.register(service, address=servers.start("k2"), version="v1"):
+                assert client.calls(service, 5, version="v1")["answers"] == {"k1": 5}
+                plane.start()
+                client.until(
+                    service, lambda r: "k2" in r["answers"], within=15, what="resync", version="v1"
+                )
+        finally:
+            plane.ensure_running()

@@ -1,0 +1,237 @@
+"""The parts of the xDS tests: named servers, the control plane and unmodified clients, each
+client in its own process (gRPC reads the xDS bootstrap once per process).
+
+The control plane runs as ``grpc-etcd xds`` in a subprocess, so a test can kill and restart it;
+the answering servers live in the test process (which never dials xDS itself).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from grpc_etcd.xds import bootstrap_json
+
+HERE = Path(__file__).parent
+GRPC_JS = "@grpc/grpc-js@1"
+GRPC_JS_XDS = "@grpc/grpc-js-xds@1"
+NPM_PACKAGES = (GRPC_JS, GRPC_JS_XDS)
+CLIENT_KINDS = ["grpcio", "grpc-js"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _read_line(process: subprocess.Popen[str], timeout: float, what: str) -> str:
+    """The next stdout line of ``process`` within ``timeout`` seconds."""
+    assert process.stdout is not None
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        if not selector.select(timeout):
+            raise AssertionError(f"no answer from {what} within {timeout:.1f}s")
+    line = process.stdout.readline()
+    if not line:
+        raise AssertionError(f"{what} exited (status {process.poll()})")
+    return line
+
+
+# ---------------------------------------------------------------- answering servers
+
+
+class Servers:
+    """Named grpc servers answering ``/proto.Api/ApiTest`` with ``<name>|<x-version seen>``."""
+
+    def __init__(self) -> None:
+        self._servers: list[grpc.Server] = []
+
+    def start(self, name: str) -> str:
+        """Start server ``name``; return its address."""
+
+        def answer(request: bytes, context: grpc.ServicerContext) -> bytes:
+            seen = dict(context.invocation_metadata()).get("x-version", "")
+            text = f"{name}|{seen}".encode()
+            return b"\n" + bytes([len(text)]) + text
+
+        handler = grpc.method_handlers_generic_handler(
+            "proto.Api", {"ApiTest": grpc.unary_unary_rpc_method_handler(answer)}
+        )
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), handlers=[handler])
+        port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        self._servers.append(server)
+        return f"127.0.0.1:{port}"
+
+    def close(self) -> None:
+        for server in self._servers:
+            server.stop(None)
+
+
+# ---------------------------------------------------------------- the control plane
+
+
+class PlaneProcess:
+    """``grpc-etcd xds`` in a subprocess on a fixed port (so a restart reuses it)."""
+
+    def __init__(self, etcd: str, log: Path) -> None:
+        self.etcd = etcd
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self._log = log
+        self.process: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        command = [sys.executable, "-m", "grpc_etcd.cli", "--etcd", self.etcd, "-v"]
+        command += ["xds", "--listen", self.address]
+        with self._log.open("a") as log:
+            self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True)
+        line = _read_line(self.process, 15.0, "grpc-etcd xds")
+        assert "listening on" in line, line
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+            self.process = None
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.process = None
+
+    def ensure_running(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            self.start()
+
+
+# ---------------------------------------------------------------- clients
+
+
+class Client:
+    """One unmodified client process (grpcio or grpc-js) that runs batches of calls."""
+
+    def __init__(self, kind: str, command: list[str], env: dict[str, str], log: Path) -> None:
+        self.kind = kind
+        with log.open("a") as stderr:
+            self.process = subprocess.Popen(
+                command,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
+                env=env,
+            )
+        json.loads(_read_line(self.process, 20.0, f"{kind} client"))
+
+    def calls(
+        self,
+        service: str,
+        count: int = 1,
+        *,
+        version: str | None = None,
+        metadata: list[tuple[str, str]] | None = None,
+        timeout: float = 2.0,
+    ) -> dict[str, Any]:
+        """Make ``count`` calls to ``xds:///service``; ``{"answers": {..}, "errors": {..}}``."""
+        pairs = list(metadata or [])
+        if version is not None:
+            pairs.append(("x-version", version))
+        command = {
+            "target": f"xds:///{service}",
+            "calls": count,
+            "metadata": pairs,
+            "timeout": timeout,
+        }
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps(command) + "\n")
+        self.process.stdin.flush()
+        return dict(json.loads(_read_line(self.process, timeout * count + 10, self.kind)))
+
+    def until(
+        self,
+        service: str,
+        check: Callable[[dict[str, Any]], bool],
+        *,
+        within: float,
+        what: str,
+        batch: int = 5,
+        **kwargs: Any,
+    ) -> float:
+        """Call in small batches until ``check(result)`` holds; return the seconds it took."""
+        start = time.monotonic()
+        last: dict[str, Any] = {}
+        while time.monotonic() - start < within:
+            last = self.calls(service, batch, timeout=1.0, **kwargs)
+            if check(last):
+                return time.monotonic() - start
+        raise AssertionError(f"{self.kind}: not {what} within {within}s; last: {last}")
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            assert self.process.stdin is not None
+            self.process.stdin.close()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+def node_modules(cache: pytest.Cache) -> Path:
+    """``node_modules`` with grpc-js and grpc-js-xds, installed once into pytest's cache."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.skip("grpc-js clients need node and npm on PATH")
+    prefix = cache.mkdir("grpc-js-xds")
+    modules = prefix / "node_modules"
+    if not (modules / "@grpc" / "grpc-js-xds" / "package.json").exists():
+        try:
+            subprocess.run(
+                [
+                    "npm",
+                    "install",
+                    "--no-audit",
+                    "--no-fund",
+                    "--prefix",
+                    str(prefix),
+                    *NPM_PACKAGES,
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+                timeout=180,
+            )
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+            detail = getattr(exc, "stderr", "") or str(exc)
+            pytest.skip(f"cannot npm install {GRPC_JS_XDS}: {detail.strip()[-300:]}")
+    return modules
+
+
+def client_command(
+    kind: str, plane_address: str, cache: pytest.Cache
+) -> tuple[list[str], dict[str, str]]:
+    """The command and environment of an unmodified ``kind`` client of the control plane."""
+    env = {**os.environ, "GRPC_XDS_BOOTSTRAP_CONFIG": bootstrap_json(plane_address, zone="test")}
+    if kind == "grpcio":
+        return [sys.executable, str(HERE / "xds_client.py")], env
+    env["NODE_PATH"] = str(node_modules(cache))
+    return ["node", str(HERE / "xds_client.js")], env
