@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import grpc
 import grpc.aio
 from grpc_health.v1 import health as _health
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from .node import Node
 
@@ -38,6 +38,8 @@ log = logging.getLogger("grpc_etcd.serve")
 
 #: The signals a process manager (systemd, Kubernetes, docker stop) or Ctrl-C sends.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+HEALTH = "grpc.health.v1.Health"
 
 #: ``health=``: a grpcio-health-checking servicer already on the server, ``True`` to have one
 #: added (SERVING for "" and each registered service), or ``None`` for no health service.
@@ -74,8 +76,19 @@ def _services(registrations: list[Any]) -> list[str]:
 
 
 def _add_health(server: Any, servicer: Any) -> None:
-    # Adding handlers after start() works on both grpc servers (they are generic handlers).
-    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    # A generic handler, because it can be added after start(); the generated
+    # add_HealthServicer_to_server also registers methods, which grpc refuses (with a
+    # warning) on a started server.
+    request, response = health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse
+    codec = {
+        "request_deserializer": request.FromString,
+        "response_serializer": response.SerializeToString,
+    }
+    handlers = {
+        "Check": grpc.unary_unary_rpc_method_handler(servicer.Check, **codec),
+        "Watch": grpc.unary_stream_rpc_method_handler(servicer.Watch, **codec),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(HEALTH, handlers),))
 
 
 # ------------------------------------------------------------------ sync
