@@ -59,17 +59,13 @@ def xds(ctx: click.Context, listen: str, services: str | None) -> None:
         return
     opts: Options = ctx.obj
     with friendly_errors():
-        from ..node import parse_address
-
-        parse_address(listen)
+        try:
+            from ._plane import check_listen
+        except ImportError:
+            raise ValueError("grpc-etcd xds needs the extra: pip install grpc-etcd[xds]") from None
+        check_listen(listen)
         wanted = _services(services)
         opts.check_reachable()
-        try:
-            import grpc_etcd.xds._protos  # noqa: F401 - fail early without the extra
-        except ImportError:
-            raise ValueError(
-                "the xds command needs the extra: pip install 'grpc-etcd[xds]'"
-            ) from None
         asyncio.run(_serve(opts, listen, wanted))
 
 

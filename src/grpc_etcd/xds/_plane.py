@@ -34,9 +34,16 @@ from .translate import ServiceState, Translation
 if TYPE_CHECKING:
     from ..aio import Registry as AsyncRegistry
 
-__all__ = ["ControlPlane"]
+__all__ = ["ControlPlane", "check_listen"]
 
 log = logging.getLogger("grpc_etcd.xds")
+
+
+def check_listen(listen: str) -> str:
+    """``listen`` if it is ``host:port`` (port 0: any free one), else ValueError naming it."""
+    host, _, port = listen.rpartition(":")
+    parse_address(f"{host}:1" if port == "0" else listen)
+    return listen
 
 
 class _Service:
@@ -92,8 +99,7 @@ class ControlPlane:
         self.services = (
             None if services is None else frozenset(validate_service(s) for s in services)
         )
-        parse_address(listen)
-        self._listen = listen
+        self._listen = check_listen(listen)
         self._server: grpc.aio.Server | None = None
         self.port = 0
         self._watched: dict[str, _Service] = {}
