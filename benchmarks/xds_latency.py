@@ -216,6 +216,10 @@ def _latency(kv: Any, client: _Process, servers: _Servers, samples: int) -> dict
     return results
 
 
+def _load() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
 def _machine() -> str:
     cpu = "unknown"
     try:
@@ -225,7 +229,7 @@ def _machine() -> str:
                 break
     except OSError:
         pass
-    load = "%.2f %.2f %.2f" % os.getloadavg()
+    load = _load()
     return (
         f"{os.cpu_count()} CPU {cpu}, {platform.system()} {platform.release()}, "
         f"Python {platform.python_version()}, grpcio {grpc.__version__}, load {load}"
@@ -259,8 +263,16 @@ def main() -> None:
             for n in ("s1", "s2", "s3")
         ]
         plane = _Process(
-            [sys.executable, "-m", "grpc_etcd.cli", "--etcd", etcd.endpoint, "xds"]
-            + ["--listen", "127.0.0.1:0"]
+            [
+                sys.executable,
+                "-m",
+                "grpc_etcd.cli",
+                "--etcd",
+                etcd.endpoint,
+                "xds",
+                "--listen",
+                "127.0.0.1:0",
+            ]
         )
         address = plane.first_line.rsplit(" ", 1)[-1].strip()
         env = {**os.environ, "GRPC_XDS_BOOTSTRAP_CONFIG": bootstrap_json(address)}
@@ -282,7 +294,8 @@ def main() -> None:
                 "xds:/// (3)": f"xds:///{SERVICE}",
                 "BalancedChannel (3)": "balanced:" + etcd.endpoint,
             }
-            print(f"\n## throughput, calls/s (median of {args.rounds} rounds of {args.seconds} s)\n")
+            rounds = f"median of {args.rounds} rounds of {args.seconds} s"
+            print(f"\n## throughput, calls/s ({rounds})\n")
             print("| channel | 1 thread | vs plain | 8 threads | vs plain |")
             print("|---|---:|---:|---:|---:|")
             rates: dict[tuple[str, int], list[float]] = {}
@@ -300,7 +313,7 @@ def main() -> None:
                     median = statistics.median(rates[(label, threads)])
                     cells += [f"{median:,.0f}", f"{median / base[threads]:.2f}x"]
                 print(f"| {label} | " + " | ".join(cells) + " |")
-            print(f"\nload after: {'%.2f %.2f %.2f' % os.getloadavg()}")
+            print(f"\nload after: {_load()}")
         finally:
             client.close()
             plane.close()

@@ -37,7 +37,7 @@ class Plane:
     def lookup(self, type_url: str, name: str, source: Mapping[str, str]) -> Any:
         if self.translation is None:
             return PENDING
-        return self.translation.resource(type_url, name, source)
+        return self.translation.serialized(type_url, name, source)
 
 
 def request(type_url: str, *names: str, nonce: str = "", version: str = "", **kw: Any) -> Any:

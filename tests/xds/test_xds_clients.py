@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
-from xds_harness import Client, PlaneProcess, Servers
+import pytest
+from xds_harness import Client, PlaneProcess, Servers, client_command
 
 import grpc_etcd
 from grpc_etcd.config import config_key
@@ -122,3 +124,31 @@ def test_control_plane_killed_then_restarted(
                 )
         finally:
             plane.ensure_running()
+
+
+def test_caller_labels_from_the_bootstrap_drive_source_routes(
+    registry: grpc_etcd.Registry,
+    servers: Servers,
+    plane: PlaneProcess,
+    kv: EtcdClient,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+) -> None:
+    service = "xds.source-routes.grpcio"
+    assert request.config.cache is not None
+    command, env = client_command("grpcio", plane.address, request.config.cache, {"version": "v2"})
+    caller_v2 = Client("grpcio", command, env, tmp_path / "client.log")
+    document = {
+        "routes": [{"match": {"source": {"version": "v2"}}, "to": [{"subset": {"version": "v3"}}]}]
+    }
+    try:
+        with (
+            registry.register(service, address=servers.start("l1"), version="v1"),
+            registry.register(service, address=servers.start("l3"), version="v3"),
+        ):
+            kv.put(config_key(service), json.dumps(document))
+            caller_v2.until(service, lambda r: _only(r, "l3"), within=10, what="v2 caller -> v3")
+            assert caller_v2.calls(service, 10) == {"answers": {"l3": 10}, "errors": {}}
+            kv.delete(config_key(service))
+    finally:
+        caller_v2.close()

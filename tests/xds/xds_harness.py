@@ -227,10 +227,12 @@ def node_modules(cache: pytest.Cache) -> Path:
 
 
 def client_command(
-    kind: str, plane_address: str, cache: pytest.Cache
+    kind: str, plane_address: str, cache: pytest.Cache, source: dict[str, str] | None = None
 ) -> tuple[list[str], dict[str, str]]:
-    """The command and environment of an unmodified ``kind`` client of the control plane."""
-    env = {**os.environ, "GRPC_XDS_BOOTSTRAP_CONFIG": bootstrap_json(plane_address, zone="test")}
+    """The command and environment of an unmodified ``kind`` client of the control plane,
+    with the caller's labels ``source`` in its bootstrap."""
+    bootstrap = bootstrap_json(plane_address, zone="test", source=source)
+    env = {**os.environ, "GRPC_XDS_BOOTSTRAP_CONFIG": bootstrap}
     if kind == "grpcio":
         return [sys.executable, str(HERE / "xds_client.py")], env
     env["NODE_PATH"] = str(node_modules(cache))

@@ -35,7 +35,7 @@ class _Pending:
 #: What a lookup returns for a resource whose service is not read from etcd yet.
 PENDING: Any = _Pending()
 
-#: ``lookup(type_url, name, source)`` -> the resource message, ``PENDING``, or None (not ours).
+#: ``lookup(type_url, name, source)`` -> the serialized resource, ``PENDING``, or None (not ours).
 Lookup = Callable[[str, str, Mapping[str, str]], Any]
 _FULL_STATE = frozenset({LDS, CDS})
 
@@ -128,7 +128,7 @@ class AdsStream:
             if resource is PENDING:
                 pending = True
             elif resource is not None:
-                current[name] = resource.SerializeToString(deterministic=True)
+                current[name] = resource
         if type_url in _FULL_STATE:
             if pending or (current == state.sent and not state.reply_due):
                 return None

@@ -167,7 +167,7 @@ class ControlPlane:
         return watched.translation if watched else None
 
     def lookup(self, type_url: str, name: str, source: Mapping[str, str]) -> Any:
-        """A resource for a stream: the message, ``PENDING`` (not synced yet) or None."""
+        """A resource for a stream: serialized, ``PENDING`` (not synced yet) or None."""
         service = service_of(name)
         if self.services is not None and service not in self.services:
             return None
@@ -177,7 +177,7 @@ class ControlPlane:
             return None
         if watched.translation is None:
             return PENDING
-        return watched.translation.resource(type_url, name, source)
+        return watched.translation.serialized(type_url, name, source)
 
     def _watch(self, service: str) -> _Service:
         watched = self._watched.get(service)

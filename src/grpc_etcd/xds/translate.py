@@ -123,6 +123,7 @@ class Translation:
         self.service = state.service
         config = state.config
         self.warnings: list[str] = list(state.skipped)
+        self._serialized: dict[tuple[str, str, tuple[tuple[str, str], ...]], bytes | None] = {}
         policy = config.policy_name
         self._weighted = policy in _WEIGHTED_POLICIES
         if policy in _AS_ROUND_ROBIN:
@@ -156,6 +157,17 @@ class Translation:
                     )
 
     # ------------------------------------------------------------ lookup by name
+
+    def serialized(self, type_url: str, name: str, source: Mapping[str, str]) -> bytes | None:
+        """:meth:`resource` serialized (deterministically), computed once per caller labels:
+        every stream of the same kind of caller shares it."""
+        key = (type_url, name, tuple(sorted(source.items())) if type_url == RDS else ())
+        if key not in self._serialized:
+            resource = self.resource(type_url, name, source)
+            self._serialized[key] = (
+                None if resource is None else resource.SerializeToString(deterministic=True)
+            )
+        return self._serialized[key]
 
     def resource(self, type_url: str, name: str, source: Mapping[str, str]) -> Any | None:
         """The resource ``name`` of ``type_url`` for a caller with labels ``source``, or None

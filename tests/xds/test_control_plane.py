@@ -1,0 +1,181 @@
+"""``grpc_etcd.xds.ControlPlane`` in-process, spoken to over a raw ADS stream (real etcd)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+import pytest
+from click.testing import CliRunner
+
+import grpc_etcd.aio
+from grpc_etcd.cli import main as cli
+from grpc_etcd.config import config_key
+from grpc_etcd.testing import EtcdServer
+from grpc_etcd.xds import ControlPlane
+from grpc_etcd.xds._protos import AdsStub, DiscoveryRequest
+from grpc_etcd.xds.translate import CDS, EDS, LDS, RDS
+
+SERVICE = "cp.srv.app"
+QUIET = 0.5  # how long "nothing is sent" is watched for
+
+
+class Ads:
+    """One raw ADS stream, as a client would hold it."""
+
+    def __init__(self, address: str) -> None:
+        self.channel = grpc.aio.insecure_channel(address)
+        self.call: Any = AdsStub(self.channel).StreamAggregatedResources()
+        self.nonces: dict[str, str] = {}
+        self.responses: asyncio.Queue[Any] = asyncio.Queue()
+        self.reader = asyncio.create_task(self._read_all())
+
+    async def _read_all(self) -> None:
+        async for response in self.call:
+            await self.responses.put(response)
+
+    async def ask(self, type_url: str, *names: str) -> None:
+        request = DiscoveryRequest(
+            type_url=type_url, resource_names=names, response_nonce=self.nonces.get(type_url, "")
+        )
+        request.node.id = "test"
+        await self.call.write(request)
+
+    async def read(self, timeout: float = 10.0) -> Any:
+        response = await asyncio.wait_for(self.responses.get(), timeout)
+        self.nonces[response.type_url] = response.nonce
+        return response
+
+    async def ack(self, response: Any, *names: str) -> None:
+        request = DiscoveryRequest(
+            type_url=response.type_url,
+            resource_names=names,
+            response_nonce=response.nonce,
+            version_info=response.version_info,
+        )
+        await self.call.write(request)
+
+    async def nothing(self) -> None:
+        with pytest.raises(asyncio.TimeoutError):
+            await self.read(QUIET)
+
+    async def close(self) -> None:
+        self.call.cancel()
+        self.reader.cancel()
+        await asyncio.gather(self.reader, return_exceptions=True)
+        await self.channel.close()
+
+
+@pytest.fixture
+async def ads_of() -> AsyncIterator[Callable[[ControlPlane], Ads]]:
+    made: list[Ads] = []
+
+    def make(plane: ControlPlane) -> Ads:
+        made.append(Ads(plane.address))
+        return made[-1]
+
+    yield make
+    for ads in made:
+        await ads.close()
+
+
+async def test_nothing_is_served_before_etcd_was_read(
+    etcd: EtcdServer, ads_of: Callable[[ControlPlane], Ads]
+) -> None:
+    etcd.stop()
+    async with (
+        grpc_etcd.aio.Registry(etcd.endpoint, timeout=1.0) as registry,
+        ControlPlane(registry, services=[SERVICE]) as plane,
+    ):
+        ads = ads_of(plane)
+        await ads.ask(LDS, SERVICE)
+        await ads.nothing()  # an empty answer now would delete the service in the client
+        etcd.start()
+        response = await ads.read()
+        assert response.type_url == LDS and len(response.resources) == 1
+
+
+async def test_changes_are_pushed_type_by_type(
+    etcd: EtcdServer, ads_of: Callable[[ControlPlane], Ads]
+) -> None:
+    async with grpc_etcd.aio.Registry(etcd.endpoint) as registry:
+        await registry.register(SERVICE, address="127.0.0.1:9001", version="v1")
+        async with ControlPlane(registry) as plane:
+            ads = ads_of(plane)
+            v1, every = f"{SERVICE}|version=v1", f"{SERVICE}|*"
+            subscriptions = {LDS: [SERVICE], RDS: [SERVICE], CDS: [v1, every], EDS: [v1, every]}
+            for type_url, names in subscriptions.items():
+                await ads.ask(type_url, *names)
+                response = await ads.read()
+                assert response.type_url == type_url
+                await ads.ack(response, *names)
+            await ads.nothing()
+            # A second node of v1: only the endpoints of the two clusters that hold it.
+            await registry.register(SERVICE, address="127.0.0.1:9002", version="v1")
+            response = await ads.read()
+            assert response.type_url == EDS and len(response.resources) == 2
+            await ads.ack(response, v1, every)
+            # A config in etcd (round_robin -> ring_hash): the clusters and the routes.
+            await registry.client.put(
+                config_key(SERVICE),
+                json.dumps({"loadBalancingConfig": [{"ring_hash": {"requestHashHeader": "k"}}]}),
+            )
+            got = {(await ads.read()).type_url for _ in range(2)}
+            assert got == {RDS, CDS}
+            # A bad config is refused with a warning; nothing changes for clients.
+            await registry.client.put(config_key(SERVICE), b"{not json")
+            await ads.nothing()
+            translation = plane.translation(SERVICE)
+            assert translation is not None and translation.policy == "ring_hash"
+
+
+async def test_only_the_named_services_are_served(
+    etcd: EtcdServer, ads_of: Callable[[ControlPlane], Ads]
+) -> None:
+    async with (
+        grpc_etcd.aio.Registry(etcd.endpoint) as registry,
+        ControlPlane(registry, services=[SERVICE]) as plane,
+    ):
+        await plane.wait_synced(10)
+        ads = ads_of(plane)
+        await ads.ask(LDS, "other.srv.app")
+        response = await ads.read()
+        assert list(response.resources) == []  # "does not exist", at once
+
+
+def test_bad_arguments_are_refused() -> None:
+    with pytest.raises(ValueError, match="host:port"):
+        ControlPlane(grpc_etcd.aio.Registry("127.0.0.1:2379"), listen="nowhere")
+    with pytest.raises(ValueError, match="service name"):
+        ControlPlane(grpc_etcd.aio.Registry("127.0.0.1:2379"), services=["bad name"])
+
+
+@pytest.mark.parametrize(
+    ("args", "fault"),
+    [
+        (["xds", "--listen", "nowhere"], "host:port"),
+        (["xds", "--services", "a/b"], "must be dotted"),
+        (["xds", "bootstrap", "--server", "x"], "host:port"),
+        (["xds", "bootstrap", "--server", "127.0.0.1:1", "--source", "v2"], "key=value"),
+    ],
+)
+def test_cli_errors_are_one_line(args: list[str], fault: str) -> None:
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1
+    assert fault in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_cli_bootstrap_carries_source_labels_and_locality() -> None:
+    args = ["xds", "bootstrap", "--server", "127.0.0.1:18000", "--source", "version=v2,zone=a"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.output)
+    (server,) = document["xds_servers"]
+    assert server["server_uri"] == "127.0.0.1:18000"
+    assert "ignore_resource_deletion" in server["server_features"]
+    assert document["node"]["locality"] == {"zone": ""}
+    assert document["node"]["metadata"]["grpc-etcd.source"] == {"version": "v2", "zone": "a"}
