@@ -29,6 +29,7 @@ __all__ = ["COMMANDS", "format_change", "format_table", "main"]
 COMMANDS: dict[str, str] = {
     "etcd": "._etcd:etcd",
     "ls": "._nodes:list_nodes",
+    "top": "._top:top",
     "watch": "._nodes:watch",
     "xds": "..xds._cli:xds",
 }
