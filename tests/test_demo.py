@@ -19,14 +19,20 @@ def test_demo_shows_the_seeds_behaviour() -> None:
         found = [line.split("-> ", 1)[1] for line in lines if line.strip().startswith(label)]
         return found[nth]
 
-    assert re.search(r"<- v1@127\.0\.0\.1:\d+$", answer("route(version='v1')"))
-    assert re.search(r"<- v2@127\.0\.0\.1:\d+$", answer("metadata x-version: v2"))
+    assert re.fullmatch(r"v1@127\.0\.0\.1:\d+", answer("route(version='v1')"))
+    assert re.fullmatch(r"v2@127\.0\.0\.1:\d+", answer("metadata x-version: v2"))
     assert answer("route(version='v3')") == "UNAVAILABLE: no match found conn"
-    no_version = {answer(f"no version #{i}").split("<- ")[1].split("@")[0] for i in range(1, 5)}
+    no_version = {answer(f"no version #{i}").split("@")[0] for i in range(1, 5)}
     assert no_version <= {"v1", "v2"}
+    assert "picked at random" in out
+    # The table is grpc-etcd ls's, every column of it.
+    header = next(i for i, line in enumerate(lines) if line.split()[:1] == ["ID"])
+    assert lines[header].split() == ["ID", "VERSION", "ADDRESS", "METADATA", "TTL"]
+    assert lines[header - 1].startswith("$ grpc-etcd --etcd 127.0.0.1:")
+    assert sorted(line.split()[1] for line in lines[header + 1 : header + 3]) == ["v1", "v2"]
     # After the v2 server stops cleanly: v2 has no match, v1 still answers.
     assert answer("metadata x-version: v2", 1) == "UNAVAILABLE: no match found conn"
-    assert re.search(r"<- v1@", answer("route(version='v1')", 1))
+    assert answer("route(version='v1')", 1).startswith("v1@")
     # After SIGKILL of v1, the watch removes it once its lease expires; then nothing matches.
     assert "v1 node removed after" in out
     assert answer("no version", 4) == "UNAVAILABLE: no match found conn"

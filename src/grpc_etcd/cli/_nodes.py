@@ -16,7 +16,7 @@ from ..snapshot import Snapshot
 from ._common import Options, friendly_errors, validate_cli_service
 from ._liveness import Liveness
 
-__all__ = ["format_change", "format_table", "list_nodes", "watch"]
+__all__ = ["format_change", "format_table", "list_nodes", "nodes_table", "read_nodes", "watch"]
 
 
 def _service_of_key(key: str, root: str) -> str:
@@ -28,7 +28,7 @@ def _service_of_key(key: str, root: str) -> str:
     return parent
 
 
-def _read_nodes(opts: Options, service: str | None) -> list[tuple[Node, int]]:
+def read_nodes(opts: Options, service: str | None) -> list[tuple[Node, int]]:
     """The nodes under ``service`` (or under the root), each with its lease's TTL left."""
     prefix = service_prefix(service, opts.root) if service else (opts.root.rstrip("/") + "/")
     with opts.client() as client:
@@ -70,7 +70,7 @@ def list_nodes(opts: Options, service: str | None, as_json: bool) -> None:
     with friendly_errors():
         if service is not None:
             validate_cli_service(service)
-        rows = _read_nodes(opts, service)
+        rows = read_nodes(opts, service)
     if as_json:
         for node, ttl in rows:
             click.echo(json.dumps(_node_json(node, ttl)))
@@ -78,6 +78,11 @@ def list_nodes(opts: Options, service: str | None, as_json: bool) -> None:
     if not rows:
         click.echo(f"no nodes registered under {service or 'the root'}", err=True)
         return
+    click.echo(nodes_table(rows, one_service=service is not None))
+
+
+def nodes_table(rows: Sequence[tuple[Node, int]], *, one_service: bool = False) -> str:
+    """``grpc-etcd ls``'s table of ``(node, ttl left)`` rows; ``one_service`` drops SERVICE."""
     header = ["SERVICE", "ID", "VERSION", "ADDRESS", "METADATA", "TTL"]
     body = [
         [
@@ -90,9 +95,9 @@ def list_nodes(opts: Options, service: str | None, as_json: bool) -> None:
         ]
         for node, ttl in sorted(rows, key=lambda r: (r[0].service, r[0].version, r[0].id))
     ]
-    if service:  # one service: its name would repeat on every line
+    if one_service:  # its name would repeat on every line
         header, body = header[1:], [row[1:] for row in body]
-    click.echo(format_table([header, *body]))
+    return format_table([header, *body])
 
 
 def _node_json(node: Node, ttl: int | None = None) -> dict[str, Any]:

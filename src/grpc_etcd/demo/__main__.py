@@ -4,8 +4,9 @@
 
 1. starts a throwaway etcd on 127.0.0.1;
 2. starts two demo servers (separate processes) registered as ``hwholiday.srv.app`` v1 and v2;
-3. lists the nodes, then calls through one BalancedChannel with v1, v2, v3 and no version,
-   printing which server answered (v3: ``UNAVAILABLE: no match found conn``);
+3. lists the nodes as ``grpc-etcd ls`` does, then calls through one BalancedChannel asking for
+   v1, v2, v3 and no version, printing which server answered (v3: ``UNAVAILABLE: no match found
+   conn``; no version: any server, at random);
 4. stops the v2 server cleanly (it deregisters at once) and shows the client noticing;
 5. kills the v1 server with SIGKILL and shows the watch removing it when its lease expires.
 """
@@ -23,7 +24,8 @@ from collections.abc import Iterator
 import grpc
 
 from .. import BalancedChannel, Registry, Snapshot, route
-from ..cli import format_table
+from ..cli._common import Options
+from ..cli._nodes import nodes_table, read_nodes
 from ..testing import EtcdServer
 from . import api_pb2, api_pb2_grpc
 from .server import SERVICE
@@ -64,12 +66,13 @@ def start_server(etcd: str, version: str) -> tuple[subprocess.Popen[str], str]:
     return proc, address
 
 
-def call(stub: api_pb2_grpc.ApiStub, label: str, **kwargs: object) -> None:
+def call(stub: api_pb2_grpc.ApiStub, asked: str, **kwargs: object) -> None:
+    """One call: what it asked for -> who answered (``v1@127.0.0.1:PORT``) or its error."""
     try:
-        reply = stub.ApiTest(api_pb2.Request(input=label), timeout=CALL_TIMEOUT, **kwargs)
-        say(f"  {label:<28} -> {reply.output}")
+        reply = stub.ApiTest(api_pb2.Request(input="hi"), timeout=CALL_TIMEOUT, **kwargs)
+        say(f"  {asked:<28} -> {reply.output}")
     except grpc.RpcError as err:
-        say(f"  {label:<28} -> {err.code().name}: {err.details()}")
+        say(f"  {asked:<28} -> {err.code().name}: {err.details()}")
 
 
 def calls(stub: api_pb2_grpc.ApiStub) -> None:
@@ -124,19 +127,17 @@ def main() -> None:
         stack.callback(stop_all, servers)
 
         registry = stack.enter_context(Registry(etcd.endpoint))
-        say(f"nodes of {SERVICE} (grpc-etcd ls {SERVICE}):")
-        rows = [["ID", "VERSION", "ADDRESS"]] + [
-            [n.id, n.version, n.address]
-            for n in sorted(registry.nodes(SERVICE), key=lambda n: n.version)
-        ]
-        for line in format_table(rows).splitlines():
+        say(f"$ grpc-etcd --etcd {etcd.endpoint} ls {SERVICE}")
+        table = nodes_table(read_nodes(Options(etcd.endpoint), SERVICE), one_service=True)
+        for line in table.splitlines():
             say("  " + line)
 
         channel = stack.enter_context(registry.channel(SERVICE))
         stub = api_pb2_grpc.ApiStub(channel)  # type: ignore[no-untyped-call]
         say()
-        say("calls through one BalancedChannel, policy 'version':")
+        say("calls through one BalancedChannel, policy 'version' (what was asked -> who answered):")
         calls(stub)
+        say("  (a call that names no version goes to any READY server, picked at random)")
 
         snapshots = registry.watch(SERVICE)
         stack.callback(snapshots.close)  # type: ignore[attr-defined]

@@ -2,7 +2,7 @@
 
     python -m grpc_etcd.demo.server --etcd 127.0.0.1:2379 --version v1 [--port 0] [--ttl 10]
 
-It answers with its version and address so a client can see which server it reached. On
+It answers with ``<version>@<address>``, so a client can see which server it reached. On
 SIGTERM or Ctrl-C it deregisters first (key deleted, lease revoked), then drains its calls.
 """
 
@@ -25,14 +25,14 @@ DRAIN_SECONDS = 2.0
 
 
 class Api(api_pb2_grpc.ApiServicer):
-    """Answers ApiTest with ``<input> <- <version>@<address>``."""
+    """Answers ApiTest with ``<version>@<address>``: who answered."""
 
     def __init__(self, version: str, address: str) -> None:
         self.version = version
         self.address = address
 
     def ApiTest(self, request: api_pb2.Request, context: grpc.ServicerContext) -> api_pb2.Response:
-        return api_pb2.Response(output=f"{request.input} <- {self.version}@{self.address}")
+        return api_pb2.Response(output=f"{self.version}@{self.address}")
 
 
 def serve(etcd: str, version: str, port: int, ttl: int, service: str = SERVICE) -> None:
