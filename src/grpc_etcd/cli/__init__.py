@@ -27,8 +27,10 @@ __all__ = ["COMMANDS", "format_change", "format_table", "main"]
 
 #: command name -> "module:attribute" (relative to this package) of its click command.
 COMMANDS: dict[str, str] = {
+    "config": "._config:config",
     "etcd": "._etcd:etcd",
     "ls": "._nodes:list_nodes",
+    "route": "._config:route",
     "top": "._top:top",
     "watch": "._nodes:watch",
     "xds": "..xds._cli:xds",
