@@ -271,3 +271,15 @@ def test_unparsable_address_is_skipped_with_a_warning() -> None:
     t = translation([bad, node(1, "v1")])
     assert [n.id for n in t.state.nodes] == ["n1"]
     assert any("/hw/srv/app/bad" in w for w in t.warnings)
+
+
+def test_an_address_registered_twice_is_kept_once() -> None:
+    twin = Node(SERVICE, "twin", "127.0.0.1:9001", "v2", key="/hw/srv/app/z-twin")
+    t = translation([node(1, "v1"), twin])
+    assert [n.id for n in t.state.nodes] == ["n1"]
+    assert any("z-twin" in w and "127.0.0.1:9001" in w for w in t.warnings)
+
+
+def test_a_node_without_version_gets_no_pinned_route() -> None:
+    t = translation([node(1, "")])
+    assert [headers(r) for r in routes(t)] == [{"x-version": "<present>"}, {}]

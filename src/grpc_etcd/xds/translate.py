@@ -90,15 +90,21 @@ class ServiceState:
     @classmethod
     def of(cls, snapshot: Snapshot, config: ServiceConfig | None = None) -> ServiceState:
         """The state of a snapshot; nodes of weight 0 are drained (get no calls) and left out,
-        as are nodes whose address cannot be dialled."""
+        as are nodes whose address cannot be dialled or is another node's (the first key wins)."""
         nodes: list[Node] = []
         skipped: list[str] = []
+        addresses: dict[str, str] = {}
         for node in sorted(snapshot, key=lambda n: n.key or n.id):
+            name = node.key or node.id
             try:
                 parse_address(node.address)
             except ValueError as exc:
-                skipped.append(f"skipping {node.key or node.id}: {exc}")
+                skipped.append(f"skipping {name}: {exc}")
                 continue
+            if node.address in addresses:  # grpc-go refuses an EDS with an address twice
+                skipped.append(f"skipping {name}: {node.address} is {addresses[node.address]}'s")
+                continue
+            addresses[node.address] = name
             if node.weight != 0:
                 nodes.append(node)
         return cls(snapshot.service, tuple(nodes), config or ServiceConfig(), tuple(skipped))
@@ -108,8 +114,8 @@ class ServiceState:
         return tuple(node for node in self.nodes if _matches(labels_of(node), subset))
 
     def versions(self) -> list[str]:
-        """The registered versions, sorted."""
-        return sorted({node.version for node in self.nodes})
+        """The registered versions, sorted (a node without one has none)."""
+        return sorted({node.version for node in self.nodes if node.version})
 
 
 class Translation:
@@ -347,7 +353,7 @@ class Translation:
         for members, weight in groups:
             assignment.endpoints.append(
                 pb.LocalityLbEndpoints(
-                    locality=pb.Locality(sub_zone=members[0].id if per_node else ""),
+                    locality=pb.Locality(sub_zone=members[0].key if per_node else ""),
                     load_balancing_weight=pb.UInt32Value(value=weight),
                     lb_endpoints=[_lb_endpoint(node) for node in members],
                 )
