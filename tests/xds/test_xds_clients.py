@@ -6,11 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from xds_harness import Client, PlaneProcess, Servers, client_command
 
 import grpc_etcd
+from grpc_etcd.cli import main as cli
 from grpc_etcd.config import config_key
 from grpc_etcd.registry.etcd import EtcdClient
+from grpc_etcd.testing import EtcdServer
 
 
 def _only(result: dict[str, object], *names: str) -> bool:
@@ -80,28 +83,32 @@ def test_new_and_removed_registration_seen_within_2s(
 
 
 def test_canary_split_and_fallback(
-    client: Client, registry: grpc_etcd.Registry, servers: Servers, service: str, kv: EtcdClient
+    client: Client,
+    registry: grpc_etcd.Registry,
+    servers: Servers,
+    service: str,
+    kv: EtcdClient,
+    etcd_session: EtcdServer,
 ) -> None:
-    key = config_key(service)
+    def route_set(*args: str) -> None:
+        command = ["--etcd", etcd_session.endpoint, "route", "set", service, *args]
+        result = CliRunner().invoke(cli, command)
+        assert result.exit_code == 0, result.output
+
     with (
         registry.register(service, address=servers.start("c1"), version="v1"),
         registry.register(service, address=servers.start("c2"), version="v2"),
     ):
-        split = {"to": [{"subset": {"version": "v1"}, "weight": 90},
-                        {"subset": {"version": "v2"}, "weight": 10}]}  # fmt: skip
-        kv.put(key, json.dumps({"routes": [split]}))
+        route_set("--split", "v1=90,v2=10")
         client.until(service, lambda r: "c2" in r["answers"], within=10, what="canary", batch=20)
         # 400 calls at 10%: 40 expected, sd 6; [15, 70] fails with probability < 1e-5.
         counts = client.calls(service, 400)["answers"]
         assert 15 <= counts.get("c2", 0) <= 70, counts
-        # A route to a version nobody registered goes to the fallback.
-        to_v3 = {
-            "routes": [{"to": [{"subset": {"version": "v3"}}]}],
-            "fallback": [{"version": "v2"}],
-        }
-        kv.put(key, json.dumps(to_v3))
+        # A split to a version nobody registered goes to the fallback.
+        route_set("--split", "v3=1", "--fallback", "version=v2")
         client.until(service, lambda r: _only(r, "c2"), within=5, what="fallback to v2", batch=10)
-        kv.delete(key)
+        kv.delete(config_key(service))
+        client.until(service, lambda r: _only(r, "c1", "c2"), within=5, what="no config", batch=10)
 
 
 def test_control_plane_killed_then_restarted(
