@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from types import TracebackType
 
 from ..backoff import Backoff
+from ..metrics import get_metrics
 from ..node import Node, encode_record
 from .etcd import AsyncEtcdClient, EtcdError, LeaseNotFoundError
 
@@ -109,7 +110,7 @@ class Registration:
         """Stop keeping the lease alive, delete the key and revoke the lease. Idempotent."""
         if self.state is RegistrationState.CLOSED:
             return
-        self.state = RegistrationState.CLOSED
+        self._set_state(RegistrationState.CLOSED)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -152,6 +153,10 @@ class Registration:
         if self.state is RegistrationState.CLOSED:
             raise RuntimeError(f"registration {self.key} is closed")
 
+    def _set_state(self, state: RegistrationState) -> None:
+        self.state = state
+        get_metrics().registration_state(self._node.service, self.key, state.value)
+
     def _on_lease_lost(self, lease_id: int) -> None:
         if lease_id == self.lease_id:
             self._lease_lost.set()
@@ -178,7 +183,7 @@ class Registration:
             self._keep_alive = self._client.keep_alive(
                 lease_id, self.ttl, on_lost=self._on_lease_lost
             )
-            self.state = RegistrationState.REGISTERED
+            self._set_state(RegistrationState.REGISTERED)
 
     async def _repair_key(self) -> None:
         """Write the record again if someone deleted or overwrote the key."""
@@ -204,7 +209,7 @@ class Registration:
                     await asyncio.wait_for(self._wake.wait(), check_every)
                 self._wake.clear()
                 if self._lease_lost.is_set():
-                    self.state = RegistrationState.LOST
+                    self._set_state(RegistrationState.LOST)
                     log.warning(
                         "registration %s lost its lease %x; registering again",
                         self.key,
@@ -232,6 +237,7 @@ class Registration:
                 backoff.attempts + 1,
                 self.lease_id,
             )
+            get_metrics().recovered(self._node.service)
             backoff.reset()
 
 

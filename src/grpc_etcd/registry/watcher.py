@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 
 from ..backoff import Backoff
 from ..errors import RecordError
+from ..metrics import get_metrics
 from ..naming import service_prefix
 from ..node import Node
 from ..snapshot import Change, Snapshot, apply_changes, snapshot_from_kvs
@@ -86,6 +87,8 @@ async def watch_snapshots(
             await asyncio.sleep(delay)
             continue
         first = snapshot is None
+        if not first:
+            get_metrics().resynced(service)
         snapshot, errors = snapshot_from_kvs(
             service, ((_decode_key(kv.key), kv.value) for kv in kvs), revision, snapshot
         )

@@ -1,0 +1,58 @@
+"""Registration and watch metrics against a real etcd that is wiped under them."""
+
+from __future__ import annotations
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from waiting import wait_for
+
+import grpc_etcd
+import grpc_etcd.metrics
+from grpc_etcd.testing import EtcdServer
+
+SERVICE = "test.srv.echo"
+
+
+def totals(reader: InMemoryMetricReader) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    found: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    data = reader.get_metrics_data()
+    for resource in data.resource_metrics if data else ():
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                for point in metric.data.data_points:
+                    attributes = tuple(sorted((k, str(v)) for k, v in point.attributes.items()))
+                    found[(metric.name, attributes)] = point.value  # type: ignore[union-attr]
+    return found
+
+
+def test_a_wiped_etcd_shows_as_lost_recovered_and_resynced(
+    etcd: EtcdServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reader = InMemoryMetricReader()
+    metrics = grpc_etcd.metrics.Metrics(MeterProvider(metric_readers=[reader]))
+    monkeypatch.setattr(grpc_etcd.metrics, "_default", metrics)
+    with grpc_etcd.Registry(etcd.endpoint) as registry:
+        registration = registry.register(SERVICE, address="127.0.0.1:1", ttl=2)
+        channel = registry.channel(SERVICE)
+        wait_for(lambda: channel.snapshot is not None, 5, "the channel's first snapshot")
+        key = (("grpc_etcd.key", registration.key), ("grpc_etcd.service", SERVICE))
+
+        def state(name: str) -> float:
+            return totals(reader).get(
+                ("grpc_etcd.registration.state", (*key, ("grpc_etcd.state", name))), -1
+            )
+
+        assert state("registered") == 1 and state("lost") == 0
+        lease = registration.lease_id
+        etcd.restart(wipe=True)
+        wait_for(lambda: registration.lease_id != lease, 15, "the registration to recover")
+        service = (("grpc_etcd.service", SERVICE),)
+        wait_for(
+            lambda: totals(reader).get(("grpc_etcd.watch.resyncs", service), 0) >= 1,
+            15,
+            "the channel's watch to read the prefix again",
+        )
+        assert totals(reader)[("grpc_etcd.registration.recoveries", service)] == 1
+        assert state("registered") == 1
+    assert state("closed") == 1 and state("registered") == 0
