@@ -9,7 +9,8 @@ from waiting import wait_for
 
 import grpc_etcd
 import grpc_etcd.metrics
-from grpc_etcd.testing import EtcdServer
+from grpc_etcd.registry.etcd import EtcdClient
+from grpc_etcd.testing import EtcdServer, TcpProxy
 
 SERVICE = "test.srv.echo"
 
@@ -26,7 +27,7 @@ def totals(reader: InMemoryMetricReader) -> dict[tuple[str, tuple[tuple[str, str
     return found
 
 
-def test_a_wiped_etcd_shows_as_lost_recovered_and_resynced(
+def test_a_wiped_etcd_shows_as_a_recovery(
     etcd: EtcdServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     reader = InMemoryMetricReader()
@@ -48,11 +49,34 @@ def test_a_wiped_etcd_shows_as_lost_recovered_and_resynced(
         etcd.restart(wipe=True)
         wait_for(lambda: registration.lease_id != lease, 15, "the registration to recover")
         service = (("grpc_etcd.service", SERVICE),)
-        wait_for(
-            lambda: totals(reader).get(("grpc_etcd.watch.resyncs", service), 0) >= 1,
-            15,
-            "the channel's watch to read the prefix again",
-        )
         assert totals(reader)[("grpc_etcd.registration.recoveries", service)] == 1
         assert state("registered") == 1
     assert state("closed") == 1 and state("registered") == 0
+
+
+def test_a_watch_behind_a_compaction_counts_a_resync(
+    etcd: EtcdServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reader = InMemoryMetricReader()
+    metrics = grpc_etcd.metrics.Metrics(MeterProvider(metric_readers=[reader]))
+    monkeypatch.setattr(grpc_etcd.metrics, "_default", metrics)
+    service = (("grpc_etcd.service", SERVICE),)
+    with (
+        TcpProxy(etcd.endpoint) as proxy,
+        grpc_etcd.Registry(proxy.endpoint) as watching,
+        grpc_etcd.Registry(etcd.endpoint) as writing,
+    ):
+        channel = watching.channel(SERVICE)
+        wait_for(lambda: channel.snapshot is not None, 5, "the channel's first snapshot")
+        proxy.cut()
+        writing.register(SERVICE, address="127.0.0.1:1")
+        with EtcdClient(etcd.endpoint) as client:
+            client.compact(client.put("/unrelated", "x"))
+        assert totals(reader).get(("grpc_etcd.watch.resyncs", service), 0) == 0
+        proxy.restore()
+        wait_for(
+            lambda: totals(reader).get(("grpc_etcd.watch.resyncs", service), 0) == 1,
+            15,
+            "the watch to read the prefix again",
+        )
+        wait_for(lambda: len(channel.snapshot or ()) == 1, 5, "the node registered meanwhile")
