@@ -1,0 +1,142 @@
+"""One channel's outlier ejection and retry state, shared by both twins.
+
+The channel asks three things of it: which addresses are ejected (to fill
+``Endpoint.ejected``), a done callback that also feeds the outlier detector, and a
+:class:`~grpc_etcd.retry.CallRetry` per call. ``on_change()`` is called (outside the lock)
+when the ejected set changes, so the channel publishes a new picker. The detector's interval
+runs from :meth:`tick`, which the twin calls from its monitor (thread or task).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+from ..config import ServiceConfig
+from ..metrics import get_metrics
+from ..outlier import OutlierDetector
+from ..policies.base import DoneCallback, DoneInfo
+from ..retry import CallRetry, RetryThrottle, retry_policy_for
+
+__all__ = ["ChannelResilience"]
+
+
+class ChannelResilience:
+    """Outlier detection and retries of one channel, configured by its service config."""
+
+    def __init__(
+        self,
+        target: str,
+        on_change: Callable[[], None],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._target = target
+        self._on_change = on_change
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._config: ServiceConfig | None = None
+        self._detector: OutlierDetector | None = None
+        self._throttle: RetryThrottle | None = None
+        self._addresses: frozenset[str] = frozenset()
+        self._ejected: frozenset[str] = frozenset()
+
+    # ------------------------------------------------------------ configuration
+
+    def configure(self, config: ServiceConfig | None) -> None:
+        """Apply a (new) service config; a changed outlier config restarts its counters."""
+        changed = False
+        with self._lock:
+            old = self._config
+            self._config = config
+            outlier = config.outlier_detection if config is not None else None
+            if outlier is None:
+                changed = bool(self._ejected)
+                self._detector, self._ejected = None, frozenset()
+            elif self._detector is None:
+                self._detector = OutlierDetector(outlier, now=self._clock())
+                self._detector.track(self._addresses)
+            elif self._detector.config != outlier:
+                self._detector.configure(outlier, now=self._clock())
+            throttling = config.retry_throttling if config is not None else None
+            old_throttling = old.retry_throttling if old is not None else None
+            if throttling != old_throttling:
+                self._throttle = RetryThrottle(throttling) if throttling is not None else None
+        if changed:
+            self._on_change()
+
+    @property
+    def health_service(self) -> str | None:
+        """The ``healthCheckConfig.serviceName`` to watch, or None for no health checking."""
+        config = self._config
+        if config is None or config.health_check_config is None:
+            return None
+        return config.health_check_config.service_name
+
+    @property
+    def outlier_detection(self) -> bool:
+        """Whether outlier detection is on (done callbacks feed it)."""
+        return self._detector is not None
+
+    # ------------------------------------------------------------ ejection
+
+    def track(self, addresses: Iterable[str]) -> None:
+        """The channel's addresses now (after a snapshot)."""
+        with self._lock:
+            self._addresses = frozenset(addresses)
+            if self._detector is not None:
+                self._detector.track(self._addresses)
+                self._ejected = self._detector.ejected
+
+    def is_ejected(self, address: str) -> bool:
+        """Whether outlier detection ejected ``address``."""
+        return address in self._ejected
+
+    def observe(self, address: str, done: DoneCallback | None) -> DoneCallback | None:
+        """``done`` wrapped to also count the call's outcome for ``address``."""
+        if self._detector is None:
+            return done
+
+        def observed(info: DoneInfo) -> None:
+            if done is not None:
+                done(info)
+            self.record(address, info.code)
+
+        return observed
+
+    def record(self, address: str, code: str) -> None:
+        """Count one call's outcome on ``address`` (consecutive errors may eject it now)."""
+        with self._lock:
+            detector = self._detector
+            if detector is None or not detector.record(address, code, self._clock()):
+                return
+            self._ejected = detector.ejected
+        get_metrics().ejected(self._target, address, "consecutive_errors")
+        self._on_change()
+
+    def tick(self) -> float | None:
+        """Run the detector's interval if it is due; seconds until the next one (None: off)."""
+        with self._lock:
+            detector = self._detector
+            if detector is None:
+                return None
+            now = self._clock()
+            if now < detector.next_sweep:
+                return detector.next_sweep - now
+            before = self._ejected
+            changed = detector.sweep(now)
+            self._ejected = detector.ejected
+            wait = detector.next_sweep - now
+        for address in changed - before:
+            get_metrics().ejected(self._target, address, "interval")
+        if changed:
+            self._on_change()
+        return wait
+
+    # ------------------------------------------------------------ retries
+
+    def call_retry(self, method: str) -> CallRetry:
+        """A new retry state for one call of ``method`` (transparent retry only without a
+        policy for it)."""
+        return CallRetry(retry_policy_for(self._config, method), self._throttle)

@@ -1,0 +1,86 @@
+"""A channel's ejection and retry state: config in, ejections and retry states out."""
+
+from __future__ import annotations
+
+from grpc_etcd._channel._resilience import ChannelResilience
+from grpc_etcd.config import parse_config
+from grpc_etcd.policies.base import DoneInfo
+
+A, B, C = "127.0.0.1:1", "127.0.0.2:1", "127.0.0.3:1"
+CONFIG = {
+    "healthCheckConfig": {"serviceName": "svc"},
+    "outlierDetection": {
+        "interval": "1s",
+        "baseEjectionTime": "5s",
+        "maxEjectionPercent": 34,
+        "consecutiveErrors": 3,
+    },
+    "methodConfig": [
+        {
+            "name": [{"service": "proto.Api"}],
+            "retryPolicy": {
+                "maxAttempts": 3,
+                "initialBackoff": "0.1s",
+                "maxBackoff": "1s",
+                "backoffMultiplier": 2,
+                "retryableStatusCodes": ["UNAVAILABLE"],
+            },
+        }
+    ],
+    "retryThrottling": {"maxTokens": 10, "tokenRatio": 0.1},
+}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_consecutive_errors_eject_and_the_interval_brings_back() -> None:
+    clock, changes = Clock(), []
+    state = ChannelResilience("t", lambda: changes.append(1), clock=clock)
+    state.configure(parse_config(CONFIG))
+    state.track([A, B, C])
+    assert state.health_service == "svc" and state.outlier_detection
+    seen: list[DoneInfo] = []
+    done = state.observe(A, seen.append)
+    assert done is not None
+    for _ in range(3):
+        done(DoneInfo("UNAVAILABLE", 0.01))
+    assert len(seen) == 3 and state.is_ejected(A) and changes == [1]
+    assert state.tick() == 1.0  # not due yet
+    clock.now += 5.0
+    state.tick()
+    assert not state.is_ejected(A) and changes == [1, 1]
+
+
+def test_no_config_no_ejection_no_health_and_only_transparent_retry() -> None:
+    state = ChannelResilience("t", lambda: None)
+    assert state.health_service is None and not state.outlier_detection
+    done = state.observe(A, None)
+    assert done is None and state.tick() is None
+    retry = state.call_retry("/proto.Api/Get")
+    retry.started(A)
+    assert retry.next_delay("UNAVAILABLE") is None
+    assert retry.next_delay("UNAVAILABLE", reached_server=False) == 0.0
+
+
+def test_retry_policy_for_named_methods_and_dropping_outlier_config_returns_all() -> None:
+    changes: list[int] = []
+    state = ChannelResilience("t", lambda: changes.append(1), clock=Clock())
+    state.configure(parse_config(CONFIG))
+    state.track([A, B, C])
+    retry = state.call_retry("/proto.Api/Get")
+    retry.started(A)
+    assert retry.next_delay("UNAVAILABLE") is not None
+    other = state.call_retry("/other.Svc/Get")
+    other.started(A)
+    assert other.next_delay("UNAVAILABLE") is None
+    for _ in range(3):
+        state.record(A, "UNAVAILABLE")
+    assert state.is_ejected(A)
+    state.configure(parse_config({}))
+    assert not state.is_ejected(A) and changes == [1, 1]
