@@ -57,6 +57,7 @@ __all__ = [
     "format_duration",
     "parse_config",
     "parse_duration",
+    "validate_policy_settings",
 ]
 
 #: The policy of ``{}``: the seed's random pick (``version`` is its alias).
@@ -207,6 +208,19 @@ def _lb_entry(entry: dict[str, Any]) -> dict[str, Any]:
             "lb_settings", "{name}: {fault}", {"name": name, "fault": _faults(exc)}
         ) from None
     return {name: validated.model_dump(by_alias=True, exclude_unset=True)}
+
+
+def validate_policy_settings(name: str, settings: Mapping[str, Any] | None) -> BaseModel:
+    """The validated settings of policy ``name`` (``None`` = ``{}``); ConfigError if invalid."""
+    model = POLICY_SETTINGS.get(name)
+    if model is None:
+        raise ConfigError(
+            "", f"unknown balancing policy {name!r}; known: {', '.join(POLICY_SETTINGS)}"
+        )
+    try:
+        return model.model_validate(dict(settings or {}))
+    except ValidationError as exc:
+        raise ConfigError("", f"settings of policy {name!r}: {_faults(exc)}") from None
 
 
 _LB_ENTRY_SCHEMA = {

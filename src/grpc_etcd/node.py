@@ -73,6 +73,9 @@ class Node:
     )
     key: str = ""
     format: RecordFormat = "seed"
+    #: False when the record marks the whole node offline (``node.online: false``, the seed's
+    #: later copy); such a node gets no calls. Not written: the Go original has no such field.
+    online: bool = True
 
     def __post_init__(self) -> None:
         # Freeze the mappings so a Node can be shared between threads without copies.
@@ -250,6 +253,7 @@ def decode_record(data: bytes | str, *, key: str = "", service: str = "") -> Nod
             methods=_methods(_get(obj, "endpoints"), key),
             key=key,
             format="seed",
+            online=_get(node_obj, "online") is not False,
         )
 
     addr = _get(obj, "addr")

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import grpc
 
-from ..policies import get_policy
+from ..policies import Balancer
 from ..policies.base import (
     DoneCallback,
     DoneInfo,
@@ -222,7 +222,7 @@ class BalancedChannel(grpc.Channel):
         drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
     ) -> None:
         self._service = service
-        self._policy = get_policy(policy)
+        self._balancer = Balancer[_Sub](policy=policy)
         self._version = version or None
         self._credentials = credentials
         self._options = tuple(options) if options else ()
@@ -506,7 +506,7 @@ class BalancedChannel(grpc.Channel):
         if self._closed:
             self._picker = cast("Picker[_Sub]", ClosedPicker())
         else:
-            self._picker = self._policy.build(build_endpoints(self._snapshot, self._subs))
+            self._picker = self._balancer.build(build_endpoints(self._snapshot, self._subs))
         self._connectivity = aggregate_state(
             (sub.state for sub in self._subs.values()),
             has_snapshot=self._snapshot is not None,

@@ -1,11 +1,22 @@
-"""Balancing policies: each builds an immutable picker from endpoints (pure, no I/O)."""
+"""Balancing policies and the balancer that runs them (pure, no I/O).
+
+Each policy (ROUTING.md's table) is one short module that builds an immutable picker from
+the usable endpoints of one group; :class:`Balancer` does the grouping, the rules and the
+fallbacks for all of them.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ..config import POLICY_SETTINGS
+from ._balancer import Balancer
 from .base import (
     NO_MATCH_DETAILS,
     ConnState,
     DoneCallback,
+    DoneInfo,
     Endpoint,
     NoMatchError,
     NotReadyError,
@@ -15,35 +26,65 @@ from .base import (
     Policy,
     QueuePicker,
 )
+from .least_request import LeastRequestPolicy
+from .p2c_ewma import P2CEwmaPolicy
+from .pick_first import PickFirstPolicy
+from .random import RandomPolicy
+from .ring_hash import RingHashPolicy
+from .round_robin import RoundRobinPolicy
 from .version import VersionPicker, VersionPolicy
+from .weighted_round_robin import WeightedRoundRobinPolicy
 
 __all__ = [
     "NO_MATCH_DETAILS",
+    "POLICIES",
+    "Balancer",
     "ConnState",
     "DoneCallback",
+    "DoneInfo",
     "Endpoint",
+    "LeastRequestPolicy",
     "NoMatchError",
     "NotReadyError",
+    "P2CEwmaPolicy",
     "Pick",
     "PickError",
+    "PickFirstPolicy",
     "Picker",
     "Policy",
     "QueuePicker",
+    "RandomPolicy",
+    "RingHashPolicy",
+    "RoundRobinPolicy",
     "VersionPicker",
     "VersionPolicy",
+    "WeightedRoundRobinPolicy",
     "get_policy",
 ]
 
-_POLICIES: dict[str, type[Policy]] = {"version": VersionPolicy}
+#: Every policy by name, with how to make a new instance from its settings.
+POLICIES: Mapping[str, Callable[[Mapping[str, Any] | None], Policy]] = {
+    "random": RandomPolicy,
+    "version": lambda settings: RandomPolicy(settings, name="version"),
+    "pick_first": PickFirstPolicy,
+    "round_robin": RoundRobinPolicy,
+    "weighted_round_robin": WeightedRoundRobinPolicy,
+    "least_request": LeastRequestPolicy,
+    "p2c_ewma": P2CEwmaPolicy,
+    "ring_hash": RingHashPolicy,
+}
+assert set(POLICIES) == set(POLICY_SETTINGS), "config.POLICY_SETTINGS names every policy"
 
 
-def get_policy(policy: str | Policy) -> Policy:
-    """The policy named ``policy`` (``"version"``), or ``policy`` itself if it is one."""
+def get_policy(policy: str | Policy, settings: Mapping[str, Any] | None = None) -> Policy:
+    """A NEW instance of the policy named ``policy`` with ``settings`` (its ``{}`` in
+    ``loadBalancingConfig``), or ``policy`` itself if it is already one.
+
+    Raises ``ValueError`` for an unknown name (naming the known ones) or invalid settings.
+    """
     if not isinstance(policy, str):
         return policy
-    try:
-        return _POLICIES[policy]()
-    except KeyError:
-        raise ValueError(
-            f"unknown balancing policy {policy!r}; known: {', '.join(sorted(_POLICIES))}"
-        ) from None
+    make = POLICIES.get(policy)
+    if make is None:
+        raise ValueError(f"unknown balancing policy {policy!r}; known: {', '.join(POLICIES)}")
+    return make(settings)

@@ -1,74 +1,42 @@
-"""The seed's ``version`` policy: random among the READY nodes of the version a call asks for.
+"""The seed's ``version`` policy in its first shape, kept for code that builds it directly.
 
-Without the seed's faults: a call with no version goes to any node; matching nodes that are
-still connecting make the call wait instead of failing; the pick is two dict lookups and a
-random index, whatever the number of nodes (the seed scans every node under one lock).
+``VersionPolicy().build(endpoints)`` takes every endpoint (any state) and returns a picker
+that does what a channel with ``policy="version"`` does: a :class:`~._balancer.Balancer`
+with the random policy behind the old constructor.
 """
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from typing import Generic, TypeVar
 
 from ..routing import CallInfo
-from .base import ConnState, Endpoint, NoMatchError, NotReadyError, Pick
+from ._balancer import Balancer
+from .base import Endpoint, Pick
 
 __all__ = ["VersionPicker", "VersionPolicy"]
 
 T = TypeVar("T")
 
-# Sentinel key for "the call asked for no version": every node matches.
-_ANY = object()
-
 
 class VersionPicker(Generic[T]):
-    """Immutable per-version index of READY sub-channels."""
+    """Random among the usable nodes of the version a call asks for (any node without one)."""
 
-    __slots__ = ("_failures", "_ready", "_registered")
+    __slots__ = ("_picker",)
 
     def __init__(self, endpoints: Sequence[Endpoint[T]]) -> None:
-        # Per group, sub-channel id -> Pick: two nodes at one address share one sub-channel,
-        # which must not get twice the share of the calls.
-        ready: dict[object, dict[int, Pick[T]]] = {}
-        registered: set[object] = set()
-        failing: dict[object, list[str | None]] = {}
-        healthy: set[object] = set()
-        for endpoint in endpoints:
-            for group in (endpoint.node.version, _ANY):
-                registered.add(group)
-                if endpoint.state is ConnState.READY:
-                    ready.setdefault(group, {})[id(endpoint.subchannel)] = Pick(endpoint.subchannel)
-                if endpoint.state is ConnState.TRANSIENT_FAILURE:
-                    failing.setdefault(group, []).append(endpoint.error)
-                else:
-                    healthy.add(group)
-        self._ready: dict[object, tuple[Pick[T], ...]] = {
-            k: tuple(v.values()) for k, v in ready.items()
-        }
-        self._registered = frozenset(registered)
-        # Groups whose every node is in TRANSIENT_FAILURE, with the last connection error.
-        self._failures: dict[object, str] = {
-            group: next((e for e in reversed(errors) if e), "connection failed")
-            for group, errors in failing.items()
-            if group not in healthy
-        }
+        self._picker = Balancer[T](policy="random").build(endpoints)
 
     def pick(self, call: CallInfo) -> Pick[T]:
-        group: object = call.version if call.version else _ANY
-        candidates = self._ready.get(group)
-        if candidates:
-            return candidates[int(random.random() * len(candidates))]
-        if group not in self._registered and not call.wait_for_ready:
-            raise NoMatchError()
-        raise NotReadyError(self._failures.get(group))
+        """Choose a sub-channel, or raise NoMatchError / NotReadyError."""
+        return self._picker.pick(call)
 
 
 class VersionPolicy:
-    """Builds :class:`VersionPicker`s; the policy named ``"version"``."""
+    """Builds :class:`VersionPicker`s from every endpoint; the seed's policy named ``version``."""
 
     name = "version"
 
     def build(self, endpoints: Sequence[Endpoint[T]]) -> VersionPicker[T]:
-        """Index the READY endpoints by version."""
+        """Group every endpoint by version and pick among the usable ones."""
         return VersionPicker(endpoints)

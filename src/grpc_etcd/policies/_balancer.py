@@ -1,0 +1,279 @@
+"""The balancer both channels share: from every endpoint to one picker per call (pure).
+
+As grpc-go's ``balancer/base``: the channel hands over one endpoint per node (any state) on
+every change; the balancer groups them by the subsets the config can ask for, keeps per group
+the usable endpoints (READY, serving, not ejected), one per sub-channel, and builds one child
+picker per group with the policy. The call's picker then only chooses a group - pinned
+version, route table, fallbacks - and asks that group's child picker.
+
+Incremental: a group whose members did not change keeps its child picker, so a change of one
+node rebuilds only the groups that node is in. Not thread-safe: the channel calls
+:meth:`Balancer.build` and :meth:`Balancer.configure` from one thread at a time; the pickers
+it returns may be used from any number of threads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Generic, TypeVar
+
+from ..config import ServiceConfig, parse_config
+from ..node import Node
+from ..routing import CallInfo
+from ..rules import (
+    ANY,
+    RouteTable,
+    Selector,
+    method_is_offline,
+    node_labels,
+    offline_methods,
+    selects,
+    version_selector,
+)
+from .base import ConnState, Endpoint, NoMatchError, NotReadyError, Pick, Picker, Policy
+
+__all__ = ["Balancer"]
+
+T = TypeVar("T")
+
+# States in which a node may still become usable: a call waits for it rather than falling back.
+_COMING = frozenset({ConnState.IDLE, ConnState.CONNECTING, ConnState.SHUTDOWN})
+
+
+def _same(old: Sequence[Endpoint[T]], new: Sequence[Endpoint[T]]) -> bool:
+    """True when two member lists are the same endpoints in the same states (identity is
+    enough for the node and sub-channel: the channel reuses them while they don't change)."""
+    if len(old) != len(new):
+        return False
+    for a, b in zip(old, new, strict=True):
+        if not (
+            a.node is b.node
+            and a.subchannel is b.subchannel
+            and a.state is b.state
+            and a.serving is b.serving
+            and a.ejected is b.ejected
+            and a.error == b.error
+        ):
+            return False
+    return True
+
+
+def _failure(members: Sequence[Endpoint[T]]) -> str:
+    """Why every member of a group is unusable: the last connection error, else the reason."""
+    for endpoint in reversed(members):
+        if endpoint.error:
+            return endpoint.error
+    last = members[-1]
+    if last.ejected:
+        return f"{last.node.address} is ejected by outlier detection"
+    if not last.serving:
+        return f"{last.node.address} is NOT_SERVING (health check)"
+    return "connection failed"
+
+
+class _Group(Generic[T]):
+    """The endpoints of one subset and the policy's child picker over the usable ones."""
+
+    __slots__ = ("_by_method", "_policy", "failure", "members", "offline", "picker", "waiting")
+
+    def __init__(self, members: Sequence[Endpoint[T]], policy: Policy) -> None:
+        self.members = tuple(members)
+        self._policy = policy
+        usable: dict[int, Endpoint[T]] = {}
+        waiting = False
+        offline: set[str] = set()
+        for endpoint in members:
+            if endpoint.usable:
+                # One sub-channel per address: two records at one address get one share.
+                usable.setdefault(id(endpoint.subchannel), endpoint)
+            elif endpoint.state in _COMING:
+                waiting = True
+            offline.update(offline_methods(endpoint.node))
+        self.picker: Picker[T] | None = policy.build(list(usable.values())) if usable else None
+        self.waiting = waiting
+        self.failure = _failure(members) if members and not usable and not waiting else None
+        self.offline = frozenset(offline)
+        self._by_method: dict[str, _Group[T]] = {}
+
+    def for_method(self, method: str) -> _Group[T]:
+        """This group without the nodes whose record marks ``method`` offline."""
+        if not self.offline or not method_is_offline(self.offline, method):
+            return self
+        group = self._by_method.get(method)
+        if group is None:
+            kept = [
+                e for e in self.members if not method_is_offline(offline_methods(e.node), method)
+            ]
+            group = self._by_method[method] = _Group(kept, self._policy)
+        return group
+
+
+def _pick(chain: tuple[_Group[T], ...], call: CallInfo) -> Pick[T]:
+    """ROUTING.md step 5 and 6: the first group of the chain with a usable node picks."""
+    failure = None
+    for group in chain:
+        if group.offline:
+            group = group.for_method(call.method)
+        picker = group.picker
+        if picker is not None:
+            return picker.pick(call)
+        if group.waiting:
+            raise NotReadyError()  # a node is still connecting: wait, do not fall back yet
+        if failure is None:
+            failure = group.failure
+    if failure is not None:
+        raise NotReadyError(failure)
+    if call.wait_for_ready:
+        raise NotReadyError()
+    raise NoMatchError()
+
+
+class _BalancedPicker(Generic[T]):
+    """The picker a Balancer builds: chooses the call's group chain, then its child picker."""
+
+    __slots__ = ("_any", "_chains", "_pinned", "_table", "_unknown")
+
+    def __init__(
+        self,
+        table: RouteTable | None,
+        chains: tuple[tuple[_Group[T], ...], ...],
+        pinned: dict[str, tuple[_Group[T], ...]],
+        unknown: tuple[_Group[T], ...],
+    ) -> None:
+        self._table = table
+        self._chains = chains
+        self._any = chains[0]
+        self._pinned = pinned
+        self._unknown = unknown
+
+    def pick(self, call: CallInfo) -> Pick[T]:
+        """Choose a sub-channel, or raise NoMatchError / NotReadyError."""
+        version = call.version
+        if version:
+            chain = self._pinned.get(version, self._unknown)
+        elif self._table is None:
+            chain = self._any
+        else:
+            chain = self._chains[self._table.choose(call)]
+        return _pick(chain, call)
+
+
+class _NodeInfo:
+    __slots__ = ("node", "selectors")
+
+    def __init__(self, node: Node, table: RouteTable) -> None:
+        self.node = node
+        labels = node_labels(node)
+        mine = [ANY, version_selector(node.version)]
+        mine += [s for s in table.selectors if s not in mine and selects(s, labels)]
+        mine += [s for s in table.fallback if s not in mine and selects(s, labels)]
+        self.selectors: tuple[Selector, ...] = tuple(mine) if node.online else ()
+
+
+class Balancer(Generic[T]):
+    """Turns the channel's endpoints into pickers, under a service config.
+
+    ``config`` is the code's config; ``policy`` a shortcut for its ``loadBalancingConfig``
+    (a name, or a Policy instance of your own); ``source`` the labels of the calling channel
+    that routes' ``match.source`` test. :meth:`configure` lays a config from etcd over the
+    code's one (key by key); ``configure(ServiceConfig())`` returns to the code's.
+    """
+
+    def __init__(
+        self,
+        config: ServiceConfig | None = None,
+        *,
+        policy: str | Policy | None = None,
+        source: Mapping[str, str] | None = None,
+    ) -> None:
+        from . import get_policy  # the registry imports this module
+
+        base = config if config is not None else ServiceConfig()
+        self._custom: Policy | None = None
+        if isinstance(policy, str):
+            get_policy(policy)  # an unknown name: ValueError naming the known ones
+            base = base.merged(parse_config({"loadBalancingConfig": [{policy: {}}]}))
+        elif policy is not None:
+            self._custom = policy
+        self._base = base
+        self._source = dict(source or {})
+        self._layer = ServiceConfig()
+        self._policy_key: tuple[str, object] | None = None
+        self._groups: dict[Selector, _Group[T]] = {}
+        self._nodes: dict[int, _NodeInfo] = {}
+        self._apply()
+
+    @property
+    def config(self) -> ServiceConfig:
+        """The config in force: the code's, with etcd's keys over it."""
+        return self._config
+
+    @property
+    def policy(self) -> Policy:
+        """The policy instance building the child pickers (one per channel, kept across builds)."""
+        return self._policy
+
+    def configure(self, config: ServiceConfig) -> None:
+        """Use ``config`` (from etcd) over the code's config from the next :meth:`build` on."""
+        self._layer = config
+        self._apply()
+
+    def _apply(self) -> None:
+        from . import get_policy
+
+        config = self._base.merged(self._layer)
+        from_etcd = "load_balancing_config" in self._layer.model_fields_set
+        custom = self._custom if not from_etcd else None
+        if custom is not None:
+            key: tuple[str, object] = ("", id(custom))
+        else:
+            key = (config.policy_name, repr(sorted(config.policy_settings.items())))
+        if key != self._policy_key:
+            self._policy = custom or get_policy(config.policy_name, config.policy_settings)
+            self._policy_key = key
+            self._groups = {}  # a new policy builds every child picker anew
+        self._config = config
+        self._table = RouteTable(config, self._source)
+        self._nodes = {}
+
+    def build(self, endpoints: Sequence[Endpoint[T]]) -> Picker[T]:
+        """The picker for these endpoints (one per node of the snapshot, in any state)."""
+        table = self._table
+        known = self._nodes
+        nodes: dict[int, _NodeInfo] = {}
+        members: dict[Selector, list[Endpoint[T]]] = {ANY: []}
+        for endpoint in endpoints:
+            node = endpoint.node
+            info = known.get(id(node))
+            if info is None or info.node is not node:
+                info = _NodeInfo(node, table)
+            nodes[id(node)] = info
+            for wanted in info.selectors:
+                group = members.get(wanted)
+                if group is None:
+                    members[wanted] = [endpoint]
+                else:
+                    group.append(endpoint)
+        self._nodes = nodes
+
+        old = self._groups
+        groups: dict[Selector, _Group[T]] = {}
+        for wanted, group_members in members.items():
+            previous = old.get(wanted)
+            if previous is not None and _same(previous.members, group_members):
+                groups[wanted] = previous
+            else:
+                groups[wanted] = _Group(group_members, self._policy)
+        self._groups = groups
+
+        empty = _Group[T]((), self._policy)
+        fallback = tuple(groups.get(f, empty) for f in table.fallback)
+
+        def chain(wanted: Selector) -> tuple[_Group[T], ...]:
+            first = groups.get(wanted, empty)
+            rest = (g for f, g in zip(table.fallback, fallback, strict=True) if f != wanted)
+            return (first, *rest)
+
+        pinned = {s[0][1]: chain(s) for s in groups if len(s) == 1 and s[0][0] == "version"}
+        chains = tuple(chain(s) for s in table.selectors)
+        return _BalancedPicker(None if table.empty else table, chains, pinned, fallback)

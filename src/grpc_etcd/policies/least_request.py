@@ -1,0 +1,71 @@
+"""``least_request`` (gRPC A48): of ``choiceCount`` random nodes, the one with the fewest calls
+in flight.
+
+The counts live on the policy instance, per address, so a rebuild (any connectivity change)
+keeps them; a pick adds one and its done callback takes it away.
+"""
+
+from __future__ import annotations
+
+import random as _random
+from collections.abc import Mapping, Sequence
+from typing import Any, Generic, TypeVar
+
+from ..config import LeastRequestSettings, validate_policy_settings
+from ..routing import CallInfo
+from ._load import Load, LoadTable
+from .base import Endpoint, Pick
+
+__all__ = ["LeastRequestPicker", "LeastRequestPolicy"]
+
+T = TypeVar("T")
+
+
+class LeastRequestPicker(Generic[T]):
+    """Compares ``choice_count`` random endpoints' calls in flight (A48 draws with replacement)."""
+
+    __slots__ = ("_choices", "_loads", "_n", "_picks")
+
+    def __init__(self, ready: Sequence[Endpoint[T]], loads: LoadTable, choices: int) -> None:
+        self._loads: tuple[Load, ...] = tuple(loads.get(e.node.address) for e in ready)
+        self._picks = tuple(
+            Pick(e.subchannel, load.finish) for e, load in zip(ready, self._loads, strict=True)
+        )
+        self._n = len(self._picks)
+        self._choices = range(choices - 1)
+
+    def pick(self, call: CallInfo) -> Pick[T]:
+        """The least loaded of the random choices; counted in flight until its done callback."""
+        n = self._n
+        loads = self._loads
+        rand = _random.random
+        best = int(rand() * n)
+        fewest = len(loads[best].calls)
+        for _ in self._choices:
+            other = int(rand() * n)
+            calls = len(loads[other].calls)
+            if calls < fewest:
+                best, fewest = other, calls
+        loads[best].calls.append(None)
+        return self._picks[best]
+
+
+class LeastRequestPolicy:
+    """Builds :class:`LeastRequestPicker`s; settings ``{"choiceCount": 2..10}`` (default 2)."""
+
+    name = "least_request"
+
+    def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
+        validated = validate_policy_settings(self.name, settings)
+        assert isinstance(validated, LeastRequestSettings)
+        self.choice_count = validated.choice_count
+        self._loads = LoadTable()
+
+    def inflight(self, address: str) -> int:
+        """Calls picked for ``address`` through this policy that have not ended."""
+        return self._loads.get(address).inflight
+
+    def build(self, ready: Sequence[Endpoint[T]]) -> LeastRequestPicker[T]:
+        """A picker over ``ready`` that shares this policy's in-flight counts."""
+        self._loads.keep(e.node.address for e in ready)
+        return LeastRequestPicker(ready, self._loads, self.choice_count)

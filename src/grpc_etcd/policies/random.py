@@ -1,0 +1,56 @@
+"""``random`` (alias ``version``, the seed's policy and the default): a random node, in
+proportion to node weights.
+
+All weights equal (the default) is the seed's uniform pick: one random index. Otherwise a
+binary search over the cumulative weights, O(log n); weight 0 gets no calls (a drain).
+"""
+
+from __future__ import annotations
+
+import random as _random
+from bisect import bisect_right
+from collections.abc import Mapping, Sequence
+from itertools import accumulate
+from typing import Any, Generic, TypeVar
+
+from ..config import validate_policy_settings
+from ..routing import CallInfo
+from ._weights import weights_of
+from .base import Endpoint, Pick
+
+__all__ = ["RandomPicker", "RandomPolicy"]
+
+T = TypeVar("T")
+
+
+class RandomPicker(Generic[T]):
+    """A random pick among fixed endpoints, weighted by their nodes' weights."""
+
+    __slots__ = ("_cumulative", "_n", "_picks", "_total")
+
+    def __init__(self, ready: Sequence[Endpoint[T]]) -> None:
+        weights = weights_of(ready)
+        kept = [(e, w) for e, w in zip(ready, weights, strict=True) if w > 0]
+        self._picks = tuple(Pick(e.subchannel) for e, _ in kept)
+        self._n = len(self._picks)
+        uniform = len({w for _, w in kept}) == 1
+        self._cumulative = None if uniform else tuple(accumulate(w for _, w in kept))
+        self._total = float(self._cumulative[-1]) if self._cumulative else 0.0
+
+    def pick(self, call: CallInfo) -> Pick[T]:
+        """A random endpoint (weighted)."""
+        if self._cumulative is None:
+            return self._picks[int(_random.random() * self._n)]
+        return self._picks[bisect_right(self._cumulative, _random.random() * self._total)]
+
+
+class RandomPolicy:
+    """Builds :class:`RandomPicker`s. ``name`` is ``random`` or its alias ``version``."""
+
+    def __init__(self, settings: Mapping[str, Any] | None = None, *, name: str = "random") -> None:
+        validate_policy_settings(name, settings)
+        self.name = name
+
+    def build(self, ready: Sequence[Endpoint[T]]) -> RandomPicker[T]:
+        """A weighted random picker over ``ready``."""
+        return RandomPicker(ready)

@@ -1,0 +1,48 @@
+"""``round_robin``: each usable node in turn (gRPC's round_robin, grpc-go ``roundrobin.go``).
+
+As in grpc-go, each new picker starts at a random offset, so that after a rebuild every
+client does not begin with the same node.
+"""
+
+from __future__ import annotations
+
+import random as _random
+from collections.abc import Mapping, Sequence
+from itertools import count
+from typing import Any, Generic, TypeVar
+
+from ..config import validate_policy_settings
+from ..routing import CallInfo
+from .base import Endpoint, Pick
+
+__all__ = ["RoundRobinPicker", "RoundRobinPolicy"]
+
+T = TypeVar("T")
+
+
+class RoundRobinPicker(Generic[T]):
+    """The endpoints in turn; ``next()`` on an ``itertools.count`` is atomic: no lock."""
+
+    __slots__ = ("_n", "_next", "_picks")
+
+    def __init__(self, ready: Sequence[Endpoint[T]]) -> None:
+        self._picks = tuple(Pick(e.subchannel) for e in sorted(ready, key=lambda e: e.node.address))
+        self._n = len(self._picks)
+        self._next = count(_random.randrange(self._n)).__next__
+
+    def pick(self, call: CallInfo) -> Pick[T]:
+        """The next endpoint."""
+        return self._picks[self._next() % self._n]
+
+
+class RoundRobinPolicy:
+    """Builds :class:`RoundRobinPicker`s."""
+
+    name = "round_robin"
+
+    def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
+        validate_policy_settings(self.name, settings)
+
+    def build(self, ready: Sequence[Endpoint[T]]) -> RoundRobinPicker[T]:
+        """A picker that returns each of ``ready`` in turn."""
+        return RoundRobinPicker(ready)

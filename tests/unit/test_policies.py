@@ -1,0 +1,231 @@
+"""Every policy of ROUTING.md's table, pure: distributions with fixed seeds and stated bounds."""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections import Counter
+
+import pytest
+from policy_helpers import ep, ready, share, spread
+
+from grpc_etcd.config import ConfigError
+from grpc_etcd.policies import (
+    POLICIES,
+    DoneCallback,
+    DoneInfo,
+    LeastRequestPolicy,
+    P2CEwmaPolicy,
+    Policy,
+    RingHashPolicy,
+    get_policy,
+)
+from grpc_etcd.policies.ring_hash import ring_counts
+from grpc_etcd.policies.weighted_round_robin import schedule
+from grpc_etcd.routing import CallInfo
+
+CALL = CallInfo("/pkg.Api/Get")
+
+
+@pytest.fixture(autouse=True)
+def _seeded() -> None:
+    random.seed(7)
+
+
+def test_get_policy_makes_a_new_instance_per_call_and_names_the_known_ones() -> None:
+    assert set(POLICIES) == {
+        "random",
+        "version",
+        "pick_first",
+        "round_robin",
+        "weighted_round_robin",
+        "least_request",
+        "p2c_ewma",
+        "ring_hash",
+    }
+    for name in POLICIES:
+        first, second = get_policy(name), get_policy(name)
+        assert first is not second and first.name == name
+    mine = LeastRequestPolicy()
+    assert get_policy(mine) is mine
+    with pytest.raises(ValueError, match=r"unknown balancing policy 'rr'; known: random, version"):
+        get_policy("rr")
+    with pytest.raises(ConfigError, match=r"least_request.*choiceCount.*less than or equal to 10"):
+        get_policy("least_request", {"choiceCount": 11})
+    with pytest.raises(ConfigError, match="unknown key 'x'"):
+        get_policy("round_robin", {"x": 1})
+    assert get_policy("least_request", {"choiceCount": 4}).choice_count == 4  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("name", ["random", "version", "round_robin"])
+def test_random_and_round_robin_are_even(name: str) -> None:
+    picker = get_policy(name).build(ready("a", "b", "c", "d"))
+    counts = spread(picker, 8000)
+    # Expected 2000 each; binomial sd ~39, so +-250 is > 6 sd for random, exact for round_robin.
+    assert set(counts) == {"a", "b", "c", "d"}
+    assert all(1750 <= c <= 2250 for c in counts.values()), counts
+    if name == "round_robin":
+        assert set(counts.values()) == {2000}
+        turn = [picker.pick(CALL).subchannel for _ in range(8)]
+        assert turn[:4] == turn[4:] and len(set(turn[:4])) == 4, "each in turn"
+
+
+@pytest.mark.parametrize("name", ["random", "weighted_round_robin"])
+def test_weighted_policies_follow_weights_and_weight_zero_gets_nothing(name: str) -> None:
+    endpoints = [ep("a", weight=1), ep("b", weight=3), ep("c", weight=6), ep("d", weight=0)]
+    counts = spread(get_policy(name).build(endpoints), 10000)
+    assert "d" not in counts, "weight 0: drained"
+    # Expected shares 10/30/60 %; sd of a share over 10,000 draws <= 0.5 %, bound 2 %.
+    for node, expected in (("a", 0.1), ("b", 0.3), ("c", 0.6)):
+        assert abs(share(counts, node) - expected) < 0.02, counts
+    if name == "weighted_round_robin":
+        assert counts == {"a": 1000, "b": 3000, "c": 6000}, "a whole number of cycles: exact"
+
+
+def test_every_weight_zero_means_equal_rather_than_an_outage() -> None:
+    counts = spread(get_policy("random").build([ep("a", weight=0), ep("b", weight=0)]), 2000)
+    assert set(counts) == {"a", "b"}
+
+
+def test_weighted_round_robin_schedule_is_smooth() -> None:
+    order = schedule([5, 1, 1])
+    assert len(order) == 7 and Counter(order) == {0: 5, 1: 1, 2: 1}
+    assert order[0] == 0 and order[-1] == 0, "the heavy node's turns are spread, not bunched"
+    assert schedule([2, 4, 6]) == schedule([1, 2, 3]), "weights reduced by their gcd"
+
+
+def test_pick_first_takes_the_first_by_address_whatever_the_order() -> None:
+    endpoints = ready("a", "b", "c")
+    first = min(endpoints, key=lambda e: e.node.address).subchannel
+    for order in (endpoints, endpoints[::-1]):
+        assert set(spread(get_policy("pick_first").build(order), 50)) == {first}
+
+
+# ---------------------------------------------------------------- ring_hash
+
+
+def _owners(policy: Policy, names: tuple[str, ...], keys: list[str]) -> dict[str, str]:
+    picker = policy.build(ready(*names))
+    return {
+        key: picker.pick(CallInfo("/pkg.Api/Get", route={"hash_key": key})).subchannel
+        for key in keys
+    }
+
+
+def test_ring_hash_keeps_a_key_on_its_node_and_moves_only_a_quarter_to_a_new_node() -> None:
+    keys = [f"user-{i}" for i in range(4000)]
+    policy = get_policy("ring_hash")
+    before = _owners(policy, ("a", "b", "c"), keys)
+    assert before == _owners(policy, ("a", "b", "c"), keys), "same key, same node"
+    assert before == _owners(get_policy("ring_hash"), ("c", "a", "b"), keys), "any instance, order"
+    after = _owners(policy, ("a", "b", "c", "d"), keys)
+    moved = [key for key in keys if before[key] != after[key]]
+    assert {after[key] for key in moved} == {"d"}, "keys move only to the new node"
+    # Ideal 1/4 = 1000 keys; with 512 points per node the share's spread is a few %: +-6 %.
+    assert 0.19 < len(moved) / len(keys) < 0.31, len(moved)
+    back = _owners(policy, ("a", "b", "c"), keys)
+    assert back == before, "removing it again moves its keys back where they were"
+
+
+def test_ring_hash_spreads_keys_by_weight_and_reads_the_header() -> None:
+    policy = RingHashPolicy({"requestHashHeader": "X-User"})
+    picker = policy.build([ep("a", weight=1), ep("b", weight=3)])
+    counts = Counter(
+        picker.pick(CallInfo("/m", metadata=(("x-user", f"u{i}"),))).subchannel for i in range(8000)
+    )
+    # Expected 25/75 %; ring granularity (1024 + 3072 points... reduced: 512/1536) keeps it +-5 %.
+    assert abs(share(counts, "a") - 0.25) < 0.05, counts
+    same = picker.pick(CallInfo("/m", metadata=(("x-user", b"u1"),))).subchannel
+    assert same == picker.pick(CallInfo("/m", metadata=(("x-user", "u1"),))).subchannel
+    # No key: a random node, both get calls.
+    assert set(spread(picker, 400)) == {"a", "b"}
+
+
+def test_ring_sizes_follow_the_settings() -> None:
+    assert ring_counts([1, 1, 1], 1024, 4096) == [512] * 3, "ring within 2 x minRingSize"
+    assert ring_counts([1, 1, 1, 1], 1024, 4096) == [512] * 4, "k unchanged from 3 to 4 nodes"
+    assert sum(ring_counts([1] * 5, 1024, 4096)) == 5 * 256
+    assert ring_counts([1, 2], 16, 4096) == [8, 16]
+    many = ring_counts([1] * 10000, 1024, 4096)
+    assert sum(many) == 4096, "never beyond maxRingSize"
+    assert ring_counts([1, 1], 3000, 2048) == [1024, 1024], "maxRingSize wins"
+
+
+# ---------------------------------------------------------------- load-aware policies
+
+
+def _simulate(policy: Policy, slow: str, calls: int, concurrency: int) -> Counter[str]:
+    """Calls kept ``concurrency`` in flight; ``slow`` answers in 30 ms, the others in 1 ms.
+
+    A discrete-event simulation on a fake clock: each done callback gets its call's latency.
+    """
+    clock = [0.0]
+    if isinstance(policy, P2CEwmaPolicy):
+        policy._clock = lambda: clock[0]  # the picker reads it at build time
+    picker = policy.build(ready("a", "b", slow))
+    latency = {"a": 0.001, "b": 0.001, slow: 0.030}
+    running: list[tuple[float, int, DoneCallback, float]] = []
+    counts: Counter[str] = Counter()
+    for i in range(calls):
+        while len(running) >= concurrency:
+            clock[0], _, done, took = heapq.heappop(running)
+            done(DoneInfo("OK", took))
+        pick = picker.pick(CALL)
+        counts[pick.subchannel] += 1
+        assert pick.done is not None
+        took = latency[pick.subchannel]
+        heapq.heappush(running, (clock[0] + took, i, pick.done, took))
+    for _, _, done, took in running:
+        done(DoneInfo("OK", took))
+    return counts
+
+
+def test_least_request_moves_load_away_from_a_30x_slower_node() -> None:
+    policy = LeastRequestPolicy()
+    counts = _simulate(policy, "slow", 6000, concurrency=6)
+    # Random would give it 1/3. A48 draws with replacement, so the slow node still gets
+    # every call whose two draws both land on it (1/9 = 11 %): the bound is 15 %.
+    assert share(counts, "slow") < 0.15, counts
+    assert all(policy.inflight(e.node.address) == 0 for e in ready("a", "b", "slow"))
+
+
+def test_more_choices_move_more_load() -> None:
+    counts = _simulate(LeastRequestPolicy({"choiceCount": 3}), "slow", 6000, concurrency=6)
+    # Three draws all on the slow node: 1/27 = 3.7 %; bound 7 %.
+    assert share(counts, "slow") < 0.07, counts
+
+
+def test_least_request_counts_come_back_to_zero_and_survive_a_rebuild() -> None:
+    policy = LeastRequestPolicy()
+    picks = [policy.build(ready("a", "b")).pick(CALL) for _ in range(10)]
+    address = {e.subchannel: e.node.address for e in ready("a", "b")}
+    assert sum(policy.inflight(address[n]) for n in "ab") == 10
+    policy.build(ready("a", "b"))  # a rebuild (a connectivity change) keeps the counts
+    assert sum(policy.inflight(address[n]) for n in "ab") == 10
+    for pick in picks:
+        assert pick.done is not None
+        pick.done(DoneInfo("OK", 0.001))
+    assert sum(policy.inflight(address[n]) for n in "ab") == 0
+
+
+def test_p2c_ewma_moves_load_away_from_a_30x_slower_node() -> None:
+    counts = _simulate(P2CEwmaPolicy(), "slow", 6000, concurrency=6)
+    # Random would give it 1/3; after its first slow answers it is only picked when forced
+    # (once per FORCE_PICK of simulated time) or when both fast nodes are busy.
+    assert share(counts, "slow") < 0.10, counts
+
+
+def test_p2c_ewma_penalises_errors() -> None:
+    clock = [0.0]
+    policy = P2CEwmaPolicy(clock=lambda: clock[0])
+    picker = policy.build(ready("a", "bad"))
+    counts: Counter[str] = Counter()
+    for _ in range(4000):
+        clock[0] += 0.01  # 100 calls per simulated second
+        pick = picker.pick(CALL)
+        counts[pick.subchannel] += 1
+        assert pick.done is not None
+        pick.done(DoneInfo("UNAVAILABLE" if pick.subchannel == "bad" else "OK", 0.001))
+    # Same latency; the failing node's success average drops below half within ~7 s of
+    # simulated time, after which it gets only the forced pick once per second: < 10 %.
+    assert share(counts, "bad") < 0.10, counts
