@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from grpc_etcd.config import parse_config
-from grpc_etcd.node import Node
+from grpc_etcd.node import MethodInfo, Node
 from grpc_etcd.snapshot import Snapshot
 from grpc_etcd.xds import ServiceState, Translation
 from grpc_etcd.xds.names import cluster_name, parse_cluster_name
@@ -16,9 +16,10 @@ from grpc_etcd.xds.translate import CDS, EDS, LDS, RDS
 SERVICE = "hw.srv.app"
 
 
-def node(i: int, version: str, **metadata: str) -> Node:
+def node(i: int, version: str, offline: tuple[str, ...] = (), **metadata: str) -> Node:
     key = f"/hw/srv/app/n{i}"
-    return Node(SERVICE, f"n{i}", f"127.0.0.1:{9000 + i}", version, metadata, key=key)
+    methods = {name: MethodInfo(online=False) for name in offline}
+    return Node(SERVICE, f"n{i}", f"127.0.0.1:{9000 + i}", version, metadata, methods, key=key)
 
 
 def translation(nodes: list[Node], config: dict[str, Any] | None = None) -> Translation:
@@ -46,9 +47,10 @@ def headers(route: Any) -> dict[str, str]:
 
 
 def test_cluster_names_round_trip() -> None:
-    for subset in ({}, {"version": "v1"}, {"zone": "a,b=c", "version": "v|1"}, None):
-        name = cluster_name(SERVICE, subset)
-        assert parse_cluster_name(name) == (SERVICE, subset)
+    for subset in ({}, {"version": "v1"}, {"zone": "a,b=c", "version": "v|1!"}, None):
+        for method in ("", "ApiTest", "/proto.Api/ApiTest"):
+            name = cluster_name(SERVICE, subset, method)
+            assert parse_cluster_name(name) == (SERVICE, subset, method)
     assert cluster_name(SERVICE, {"version": "v1", "a": "x"}) == f"{SERVICE}|a=x,version=v1"
     with pytest.raises(ValueError, match="not a grpc-etcd cluster name"):
         parse_cluster_name("plain")
@@ -283,3 +285,39 @@ def test_an_address_registered_twice_is_kept_once() -> None:
 def test_a_node_without_version_gets_no_pinned_route() -> None:
     t = translation([node(1, "")])
     assert [headers(r) for r in routes(t)] == [{"x-version": "<present>"}, {}]
+
+
+def test_a_method_marked_offline_gets_routes_without_those_nodes() -> None:
+    t = translation(
+        [node(1, "v1", offline=("ApiTest",)), node(2, "v1"), node(3, "v2", ("ApiTest",))]
+    )
+    table = routes(t)
+    regex = [r for r in table if r.match.HasField("safe_regex")]
+    assert [r.match.safe_regex.regex for r in regex] == ["^/[^/]+/ApiTest$"] * 4
+    assert [target(r) for r in regex] == [
+        {f"{SERVICE}|version=v1!ApiTest": 1},
+        {f"{SERVICE}|version=v2!ApiTest": 1},  # no v2 node serves it: that cluster drops
+        {f"{SERVICE}|unknown-version!ApiTest": 1},
+        {f"{SERVICE}|*!ApiTest": 1},
+    ]
+    assert table.index(regex[-1]) < len(table) - 4  # before the routes of every other call
+    ports = [
+        e.endpoint.address.socket_address.port_value
+        for loc in t.load_assignment(f"{SERVICE}|*!ApiTest").endpoints
+        for e in loc.lb_endpoints
+    ]
+    assert ports == [9002]
+    (drop,) = t.load_assignment(f"{SERVICE}|version=v2!ApiTest").policy.drop_overloads
+    assert "no node in subset version=v2 serving ApiTest" in drop.category
+
+
+def test_offline_full_method_name_and_a_method_route() -> None:
+    config = {
+        "routes": [{"match": {"method": "/proto.Api/"}, "to": [{"subset": {"version": "v1"}}]}]
+    }
+    t = translation([node(1, "v1", offline=("/proto.Api/ApiTest",)), node(2, "v1")], config)
+    table = routes(t)
+    paths = [(r.match.path, target(r)) for r in table if r.match.path]
+    without = cluster_name(SERVICE, {"version": "v1"}, "/proto.Api/ApiTest")
+    assert ("/proto.Api/ApiTest", {without: 1}) in paths
+    assert all(not r.match.HasField("safe_regex") for r in table)

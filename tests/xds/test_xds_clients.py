@@ -12,6 +12,7 @@ from xds_harness import Client, PlaneProcess, Servers, client_command
 import grpc_etcd
 from grpc_etcd.cli import main as cli
 from grpc_etcd.config import config_key
+from grpc_etcd.node import MethodInfo
 from grpc_etcd.registry.etcd import EtcdClient
 from grpc_etcd.testing import EtcdServer
 
@@ -159,3 +160,15 @@ def test_caller_labels_from_the_bootstrap_drive_source_routes(
             kv.delete(config_key(service))
     finally:
         caller_v2.close()
+
+
+def test_a_method_marked_offline_is_not_sent_to_that_node(
+    client: Client, registry: grpc_etcd.Registry, servers: Servers, service: str
+) -> None:
+    offline = {"ApiTest": MethodInfo(online=False)}
+    with (
+        registry.register(service, address=servers.start("o1"), version="v1", methods=offline),
+        registry.register(service, address=servers.start("o2"), version="v1"),
+    ):
+        client.until(service, lambda r: _only(r, "o2"), within=10, what="o2 only", version="v1")
+        assert client.calls(service, 10) == {"answers": {"o2": 10}, "errors": {}}

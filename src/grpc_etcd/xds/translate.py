@@ -23,6 +23,7 @@ is unusable; xDS clients fall back only when it is empty.)
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,6 +69,16 @@ _XDS_RETRY_CODES = frozenset(
 )
 
 
+def offline_methods(node: Node) -> frozenset[str]:
+    """The methods a node's record marks ``online: false`` (full names or last parts)."""
+    return frozenset(name for name, info in node.methods.items() if not info.online)
+
+
+def _serves(node: Node, method: str) -> bool:
+    offline = offline_methods(node)
+    return method not in offline and method.rsplit("/", 1)[-1] not in offline
+
+
 def labels_of(node: Node) -> dict[str, str]:
     """A node's labels for subset selectors: its metadata plus ``version``."""
     return {**node.metadata, "version": node.version}
@@ -109,9 +120,19 @@ class ServiceState:
                 nodes.append(node)
         return cls(snapshot.service, tuple(nodes), config or ServiceConfig(), tuple(skipped))
 
-    def select(self, subset: Mapping[str, str]) -> tuple[Node, ...]:
-        """The nodes whose labels hold every value of ``subset``."""
-        return tuple(node for node in self.nodes if _matches(labels_of(node), subset))
+    def select(self, subset: Mapping[str, str], method: str = "") -> tuple[Node, ...]:
+        """The nodes whose labels hold every value of ``subset`` (and that do not mark
+        ``method`` offline, when given)."""
+        return tuple(
+            node
+            for node in self.nodes
+            if _matches(labels_of(node), subset) and (not method or _serves(node, method))
+        )
+
+    def offline(self) -> list[str]:
+        """Every method some node marks offline: full names first, then last parts."""
+        names = {name for node in self.nodes for name in offline_methods(node)}
+        return sorted(names, key=lambda name: (not name.startswith("/"), name))
 
     def versions(self) -> list[str]:
         """The registered versions, sorted (a node without one has none)."""
@@ -184,8 +205,7 @@ class Translation:
             if type_url == RDS:
                 return self.route_configuration(source) if name == self.service else None
             if type_url in (CDS, EDS):
-                service, _ = parse_cluster_name(name)
-                if service != self.service:
+                if parse_cluster_name(name).service != self.service:
                     return None
                 return self.cluster(name) if type_url == CDS else self.load_assignment(name)
         except ValueError:
@@ -218,41 +238,60 @@ class Translation:
     # ------------------------------------------------------------ RDS
 
     def route_configuration(self, source: Mapping[str, str]) -> Any:
-        """The routes of a caller whose labels are ``source`` (its ``--source``)."""
+        """The routes of a caller whose labels are ``source`` (its ``--source``): first the
+        table again for each method some node marks offline (without those nodes), then the
+        table for every other call."""
         routes: list[Any] = []
+        for method in self.state.offline():
+            routes += self._table(source, method)
+        routes += self._table(source, "")
+        host = pb.VirtualHost(name=self.service, domains=["*"], routes=routes)
+        return pb.RouteConfiguration(name=self.service, virtual_hosts=[host])
+
+    def _table(self, source: Mapping[str, str], method: str) -> list[Any]:
+        """ROUTING.md's steps 3-4 as routes, restricted to ``method`` when given."""
+        out: list[Any] = []
+
+        def add(match: Any, parts: Sequence[tuple[Mapping[str, str] | None, int]]) -> None:
+            if method:
+                match = _only_method(match, method)
+                if match is None:
+                    return
+            out.extend(self._routes(match, self._to(parts, method), method))
+
         for version in self.state.versions():
-            matcher = _header(VERSION_HEADER, exact=version)
-            routes += self._routes(_match([matcher]), self._to([({"version": version}, 1)]))
-        pinned_unknown = _match([_header(VERSION_HEADER)])
-        routes += self._routes(pinned_unknown, self._to([(None, 1)]))
+            add(_match([_header(VERSION_HEADER, exact=version)]), [({"version": version}, 1)])
+        add(_match([_header(VERSION_HEADER)]), [(None, 1)])
         for route in self.state.config.routes:
             if route.match.route or not _matches(source, route.match.source):
                 continue
             headers = [
                 _header(key, exact=value) for key, value in sorted(route.match.headers.items())
             ]
-            action = self._to([(dict(part.subset), part.weight) for part in route.to])
-            routes += self._routes(_match(headers, route.match.method), action)
-        routes += self._routes(_match([]), self._to([({}, 1)]))
-        host = pb.VirtualHost(name=self.service, domains=["*"], routes=routes)
-        return pb.RouteConfiguration(name=self.service, virtual_hosts=[host])
+            add(
+                _match(headers, route.match.method),
+                [(dict(part.subset), part.weight) for part in route.to],
+            )
+        add(_match([]), [({}, 1)])
+        return out
 
-    def resolve(self, subset: Mapping[str, str] | None) -> str:
+    def resolve(self, subset: Mapping[str, str] | None, method: str = "") -> str:
         """The cluster a call for ``subset`` goes to (``None``: a pinned, unknown version):
         the subset's own if it has nodes, else the first fallback that has, else the subset's
-        (or the unknown-version) cluster, which drops the call with a message."""
-        if subset is not None and self.state.select(subset):
-            return cluster_name(self.service, subset)
+        (or the unknown-version) cluster, which drops the call with a message. ``method``:
+        the call's, when some node marks it offline."""
+        if subset is not None and self.state.select(subset, method):
+            return cluster_name(self.service, subset, method)
         for fallback in self.state.config.fallback:
-            if self.state.select(fallback):
-                return cluster_name(self.service, fallback)
-        return cluster_name(self.service, subset)
+            if self.state.select(fallback, method):
+                return cluster_name(self.service, fallback, method)
+        return cluster_name(self.service, subset, method)
 
-    def _to(self, parts: Sequence[tuple[Mapping[str, str] | None, int]]) -> Any:
+    def _to(self, parts: Sequence[tuple[Mapping[str, str] | None, int]], method: str) -> Any:
         weights: dict[str, int] = {}
         for subset, weight in parts:
             if weight:
-                name = self.resolve(subset)
+                name = self.resolve(subset, method)
                 weights[name] = weights.get(name, 0) + weight
         action = pb.RouteAction()
         if len(weights) == 1:
@@ -273,7 +312,7 @@ class Translation:
             action.hash_policy.append(policy)
         return action
 
-    def _routes(self, match: Any, action: Any) -> list[Any]:
+    def _routes(self, match: Any, action: Any, method: str = "") -> list[Any]:
         """The route, preceded by one copy per methodConfig name it overlaps (retry, timeout)."""
         out: list[Any] = []
         default: MethodConfig | None = None
@@ -281,7 +320,7 @@ class Translation:
             if not name.service:
                 default = entry
                 continue
-            narrowed = _narrow(match, name)
+            narrowed = _narrow(match, name, method)
             if narrowed is not None:
                 out.append(_route(narrowed, _with_method_config(action, entry)))
                 if narrowed == match:
@@ -331,12 +370,12 @@ class Translation:
 
     def load_assignment(self, name: str) -> Any:
         """The endpoints of cluster ``name``; no node: a drop of every call, with a message."""
-        _, subset = parse_cluster_name(name)
-        nodes = self.state.select(subset) if subset is not None else ()
+        _, subset, method = parse_cluster_name(name)
+        nodes = self.state.select(subset, method) if subset is not None else ()
         assignment = pb.ClusterLoadAssignment(cluster_name=name)
         if not nodes:
             drop = pb.ClusterLoadAssignment.Policy.DropOverload(
-                category=self._no_match_message(subset),
+                category=self._no_match_message(subset, method),
                 drop_percentage=pb.FractionalPercent(
                     numerator=100, denominator=pb.FractionalPercent.HUNDRED
                 ),
@@ -360,7 +399,7 @@ class Translation:
             )
         return assignment
 
-    def _no_match_message(self, subset: Mapping[str, str] | None) -> str:
+    def _no_match_message(self, subset: Mapping[str, str] | None, method: str) -> str:
         versions = ", ".join(self.state.versions()) or "none"
         if subset is None:
             what = "no node of the x-version asked for"
@@ -368,6 +407,8 @@ class Translation:
             what = "no node registered"
         else:
             what = "no node in subset " + ",".join(f"{k}={v}" for k, v in sorted(subset.items()))
+        if method:
+            what += f" serving {method}"
         return f"no match found conn: {self.service} has {what} (known versions: {versions})"
 
 
@@ -409,10 +450,40 @@ def _method_names(entries: Sequence[MethodConfig]) -> list[tuple[MethodConfig, M
     return sorted(pairs, key=lambda pair: (not pair[1].method, not pair[1].service))
 
 
-def _narrow(match: Any, name: MethodName) -> Any | None:
-    """``match`` restricted to the methods ``name`` covers, or None when they do not overlap."""
+def _only_method(match: Any, method: str) -> Any | None:
+    """``match`` restricted to the calls of ``method`` (a full name, or a last part of any
+    service), or None when they do not overlap."""
+    short = method.rsplit("/", 1)[-1]
+    full = method.startswith("/")
+    restricted = pb.RouteMatch()
+    restricted.CopyFrom(match)
+    if match.path:
+        same = match.path == method if full else match.path.rsplit("/", 1)[-1] == short
+        return restricted if same else None
+    if match.prefix:  # "/pkg.Service/"
+        if full and not method.startswith(match.prefix):
+            return None
+        restricted.path = method if full else match.prefix + short
+    elif full:
+        restricted.path = method
+    else:
+        restricted.safe_regex.regex = f"^/[^/]+/{re.escape(short)}$"
+    return restricted
+
+
+def _narrow(match: Any, name: MethodName, method: str = "") -> Any | None:
+    """``match`` restricted to the methods ``name`` covers, or None when they do not overlap.
+    ``method``: the last part a regex match (from :func:`_only_method`) stands for."""
     wanted = f"/{name.service}/{name.method}"
     exact = bool(name.method)
+    if match.HasField("safe_regex"):
+        short = method.rsplit("/", 1)[-1]
+        if name.method and name.method != short:
+            return None
+        narrowed = pb.RouteMatch()
+        narrowed.CopyFrom(match)
+        narrowed.path = f"/{name.service}/{short}"
+        return narrowed
     current = match.path or match.prefix
     if match.path:
         overlaps = current == wanted if exact else current.startswith(wanted)
