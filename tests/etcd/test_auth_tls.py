@@ -58,7 +58,7 @@ async def test_auth_token_refreshed_after_restart(etcd_factory: Factory) -> None
     lost: list[int] = []
     async with AsyncEtcdClient(etcd.endpoint, username="alice", password="s3cret") as c:
         rev = await c.put("k", "1")
-        old_token = c._token
+        old_token = c._session.token
         assert old_token
         lease = await c.lease_grant(3)
         ka = c.keep_alive(lease, lease.ttl, on_lost=lost.append)
@@ -69,7 +69,7 @@ async def test_auth_token_refreshed_after_restart(etcd_factory: Factory) -> None
         await asyncio.to_thread(etcd.restart)  # simple tokens do not survive a restart
 
         await c.put("k", "2")  # stale token -> authenticate again -> retried
-        assert c._token and c._token != old_token
+        assert c._session.token and c._session.token != old_token
         kv = await c.get("k")
         assert kv is not None and kv.value == b"2"
         async with asyncio.timeout(10):
@@ -87,7 +87,7 @@ async def test_auth_after_wiped_restart_does_not_hang(etcd_factory: Factory) -> 
     async with AsyncEtcdClient(etcd.endpoint, username="alice", password="s3cret") as c:
         for i in range(30):  # push the raft index up, then take a token at that index
             await c.put("warm", str(i))
-        c._drop_token()
+        c._session.drop_token()
         await c.put("k", "1")
         w = c.watch("k")
         pending = asyncio.ensure_future(anext(w))

@@ -195,13 +195,13 @@ async def test_aclose_cancels_watch_on_server(etcd: EtcdServer) -> None:
         w = c.watch("k")
         pending = asyncio.ensure_future(_next(w))
         await asyncio.sleep(0.2)
-        assert len(c._calls) == 1
+        assert len(c._session.open_streams) == 1
         assert await asyncio.to_thread(_server_watchers, etcd) == 1
         pending.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await pending
         await w.aclose()
-        assert c._calls == set()
+        assert c._session.open_streams == set()
 
         async def no_watchers() -> bool:
             return await asyncio.to_thread(_server_watchers, etcd) == 0

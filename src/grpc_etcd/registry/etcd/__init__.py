@@ -13,6 +13,7 @@ from ._sync import EtcdClient, SyncKeepAlive
 from ._types import (
     AuthError,
     CompactedError,
+    EtcdClientClosedError,
     EtcdError,
     EtcdUnavailableError,
     KeyValue,
@@ -29,6 +30,7 @@ __all__ = [
     "AuthError",
     "CompactedError",
     "EtcdClient",
+    "EtcdClientClosedError",
     "EtcdError",
     "EtcdUnavailableError",
     "KeepAlive",

@@ -6,7 +6,7 @@ Cadence: each lease gets a request about every ``ttl / 3`` seconds (at least eve
 TTL, a conservative bound on etcd's own expiry. A response with ``TTL <= 0`` means the lease is
 gone (revoked, expired, etcd restarted without its data): it is reported lost and dropped.
 
-When the stream breaks it is re-opened with exponential backoff (0.1 s .. 2 s), on the next
+When the stream breaks it is re-opened with backoff (``backoff.Backoff``, 0.1 s .. 2 s), on the next
 endpoint that is up. A lease whose local expiry passes while no confirmation arrives (stream
 down longer than its TTL, or etcd not answering) is reported lost as well: etcd has expired it,
 or will have by the time we could ask again. Every handle learns of a loss exactly once.
@@ -19,24 +19,24 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import grpc
 import grpc.aio
 
+from grpc_etcd.backoff import Backoff
+
 from ._proto import etcd_pb2 as pb
+from ._session import Session
 from ._transport import EOF, LEASE_KEEPALIVE, Endpoint, ErrorKind, StreamCall, classify
+from ._types import EtcdClientClosedError
 
-if TYPE_CHECKING:
-    from ._aio import AsyncEtcdClient
-
-__all__ = ["KeepAlive"]
+__all__ = ["KeepAlive", "KeepAliver"]
 
 _log = logging.getLogger("grpc_etcd.etcd")
 
 MIN_INTERVAL = 0.25  # never send for one lease more often than this
-BACKOFF_INITIAL = 0.1
-BACKOFF_MAX = 2.0
+BACKOFF_BASE = 0.1
+BACKOFF_CAP = 2.0
 
 
 class KeepAlive:
@@ -49,7 +49,7 @@ class KeepAlive:
 
     def __init__(
         self,
-        manager: _KeepAliver,
+        manager: KeepAliver,
         lease_id: int,
         ttl: int,
         on_lost: Callable[[int], None] | None,
@@ -80,6 +80,10 @@ class KeepAlive:
                     await self._lost_async.wait()
         return self.lost
 
+    def wait_lost_blocking(self, timeout: float | None = None) -> bool:
+        """Block the calling thread (never the client's loop) until the lease is lost."""
+        return self._lost.wait(timeout)
+
     def cancel(self) -> None:
         """Stop keeping the lease alive (call on the client's loop). Idempotent."""
         if not self._stopped:
@@ -90,7 +94,8 @@ class KeepAlive:
         """Same as :meth:`cancel`, as a coroutine."""
         self.cancel()
 
-    def _report_lost(self) -> None:
+    def report_lost(self) -> None:
+        """Mark the lease lost and tell ``on_lost`` (once); called by the keep-aliver."""
         if self._lost.is_set():
             return
         self._stopped = True
@@ -126,21 +131,22 @@ class _StreamEnded(Exception):
     pass
 
 
-class _KeepAliver:
-    """Runs the keep-alive stream of one client, while it has leases."""
+class KeepAliver:
+    """Runs the keep-alive stream of one session, while it has leases."""
 
-    def __init__(self, client: AsyncEtcdClient) -> None:
-        self._client = client
+    def __init__(self, session: Session) -> None:
+        self._session = session
         self._leases: dict[int, _LeaseState] = {}
         self._task: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
         self._closed = False
+        self._backoff = Backoff(BACKOFF_BASE, BACKOFF_CAP)  # reset by every response
 
     # -- called on the loop by the client / handles
 
     def add(self, lease_id: int, ttl: int, on_lost: Callable[[int], None] | None) -> KeepAlive:
         if self._closed:
-            raise RuntimeError("client closed")
+            raise EtcdClientClosedError(endpoints=self._session.addresses)
         if ttl <= 0:
             raise ValueError("ttl must be > 0")
         loop = asyncio.get_running_loop()
@@ -190,7 +196,7 @@ class _KeepAliver:
             del self._leases[state.lease_id]
         _log.warning("lease %x lost: %s", state.lease_id, reason)
         for handle in list(state.handles):
-            handle._report_lost()
+            handle.report_lost()
 
     def _expire_overdue(self, now: float) -> None:
         for state in list(self._leases.values()):
@@ -203,26 +209,26 @@ class _KeepAliver:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
-        delay = BACKOFF_INITIAL
+        backoff = self._backoff
+        session = self._session
         try:
             while True:
                 self._expire_overdue(loop.time())
                 if not self._leases or self._closed:
                     return
-                endpoint = await self._client._pick_endpoint(loop.time() + self._client.timeout)
+                immediately = False
+                endpoint = await session.pick_endpoint(loop.time() + session.timeout)
                 if endpoint is not None:
                     try:
-                        confirmed = await self._session(endpoint)
+                        await self._stream(endpoint)
                     except _StreamEnded:
-                        confirmed = False
                         _log.info("keep-alive stream to %s ended; re-opening", endpoint.address)
                     except grpc.aio.AioRpcError as err:
-                        confirmed = False
                         if classify(err) is ErrorKind.STALE_TOKEN:
-                            self._client._drop_token()
-                            delay = 0.0
+                            session.drop_token()
+                            immediately = True
                         else:
-                            self._client._connection_trouble()
+                            session.connection_trouble()
                         _log.info(
                             "keep-alive stream to %s broke (%s: %s); re-opening",
                             endpoint.address,
@@ -230,39 +236,34 @@ class _KeepAliver:
                             err.details(),
                         )
                     except Exception as err:  # token refresh failed, ...
-                        confirmed = False
                         _log.warning("keep-alive stream to %s failed: %r", endpoint.address, err)
-                    if confirmed:
-                        delay = BACKOFF_INITIAL
                 if not self._leases or self._closed:
                     return
                 # wait before the next attempt, but wake for the earliest local expiry
-                until = loop.time() + delay
+                until = loop.time() + (0.0 if immediately else backoff.next_delay())
                 expiry = self._next_expiry()
                 if expiry is not None:
                     until = min(until, expiry)
                 await asyncio.sleep(max(0.0, until - loop.time()))
-                delay = min(max(delay * 2, BACKOFF_INITIAL), BACKOFF_MAX)
         finally:
             # set synchronously with the decision to stop, so add() starts a new task
             if self._task is asyncio.current_task():
                 self._task = None
 
-    async def _session(self, endpoint: Endpoint) -> bool:
-        """One stream; returns when no lease is left. Returns True if any response arrived."""
+    async def _stream(self, endpoint: Endpoint) -> None:
+        """One stream; returns when no lease is left."""
         loop = asyncio.get_running_loop()
-        metadata = await self._client._stream_metadata(endpoint, loop.time() + self._client.timeout)
-        call = endpoint.stream(
+        call = await self._session.open_stream(
+            endpoint,
             LEASE_KEEPALIVE,
             pb.LeaseKeepAliveRequest.SerializeToString,
             pb.LeaseKeepAliveResponse.FromString,
-        )(None, metadata=metadata)
-        confirmed = [False]
+        )
         now = loop.time()
         for state in self._leases.values():
             state.next_send = now
             state.pending_since = None
-        reader = loop.create_task(self._read(call, confirmed), name="grpc-etcd-keepalive-read")
+        reader = loop.create_task(self._read(call), name="grpc-etcd-keepalive-read")
         wake = self._wake
         assert wake is not None
         try:
@@ -273,7 +274,7 @@ class _KeepAliver:
                 now = loop.time()
                 self._expire_overdue(now)
                 if not self._leases or self._closed:
-                    return confirmed[0]
+                    return
                 for state in list(self._leases.values()):
                     if state.next_send <= now:
                         try:
@@ -297,19 +298,19 @@ class _KeepAliver:
                 finally:
                     waiter.cancel()
         finally:
-            call.cancel()
+            self._session.end_stream(call)
             reader.cancel()
             # collects the reader's outcome; still raises CancelledError if *we* are cancelled
             await asyncio.gather(reader, return_exceptions=True)
 
-    async def _read(self, call: StreamCall, confirmed: list[bool]) -> None:
+    async def _read(self, call: StreamCall) -> None:
         loop = asyncio.get_running_loop()
         while True:
             response = await call.read()
             if response is EOF:
                 raise _StreamEnded
             assert isinstance(response, pb.LeaseKeepAliveResponse)
-            confirmed[0] = True
+            self._backoff.reset()
             state = self._leases.get(response.ID)
             if state is None:
                 continue

@@ -13,9 +13,9 @@ from typing import Any, TypeVar
 
 from grpc_etcd._loop import LoopThread, SyncIterator
 
-from ._aio import AsyncEtcdClient, Key
+from ._aio import AsyncEtcdClient
 from ._keepalive import KeepAlive
-from ._types import KeyValue, Lease, Status, TLSConfig, WatchResponse
+from ._types import Key, KeyValue, Lease, Status, TLSConfig, WatchResponse
 
 __all__ = ["EtcdClient", "SyncKeepAlive"]
 
@@ -43,7 +43,7 @@ class SyncKeepAlive:
 
     def wait_lost(self, timeout: float | None = None) -> bool:
         """Block until the lease is lost (True) or ``timeout`` passes (False)."""
-        return self._handle._lost.wait(timeout)
+        return self._handle.wait_lost_blocking(timeout)
 
     def stop(self) -> None:
         """Stop keeping the lease alive (does not revoke it). Idempotent."""
@@ -205,6 +205,7 @@ class EtcdClient:
         start_revision: int = 0,
         progress_notify: bool = False,
         prev_kv: bool = False,
+        created_notify: bool = False,
     ) -> SyncIterator[WatchResponse]:
         """See ``AsyncEtcdClient.watch``. The iterator is driven on the loop thread; call
         ``close()`` on it (or use it as a context manager) to cancel the watch."""
@@ -214,6 +215,7 @@ class EtcdClient:
             start_revision=start_revision,
             progress_notify=progress_notify,
             prev_kv=prev_kv,
+            created_notify=created_notify,
         )
         return self._runner.iterate(agen)
 

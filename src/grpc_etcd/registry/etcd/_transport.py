@@ -24,6 +24,7 @@ import grpc.aio
 from ._types import (
     AuthError,
     CompactedError,
+    EtcdClientClosedError,
     EtcdError,
     EtcdUnavailableError,
     LeaseNotFoundError,
@@ -151,7 +152,7 @@ class Endpoint:
     @property
     def channel(self) -> grpc.aio.Channel:
         if self._closed:
-            raise EtcdError("client is closed", endpoints=(self.address,))
+            raise EtcdClientClosedError(endpoints=(self.address,))
         if self._channel is None:
             options = list(CHANNEL_OPTIONS)
             if self._credentials is not None:

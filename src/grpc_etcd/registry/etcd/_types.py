@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from grpc_etcd.errors import GrpcEtcdError
+from grpc_etcd.errors import (
+    AuthError,
+    CompactedError,
+    EtcdClientClosedError,
+    EtcdError,
+    EtcdUnavailableError,
+    LeaseNotFoundError,
+)
 
 __all__ = [
     "AuthError",
     "CompactedError",
+    "EtcdClientClosedError",
     "EtcdError",
     "EtcdUnavailableError",
+    "Key",
     "KeyValue",
     "Lease",
     "LeaseNotFoundError",
@@ -24,73 +32,10 @@ __all__ = [
 
 
 # ---------------------------------------------------------------------------------------------
-# exceptions
-
-
-class EtcdError(GrpcEtcdError):
-    """Base class of the etcd client's errors; the message names the endpoint(s) involved.
-
-    ``endpoints`` holds the endpoint(s) the failed request went to (empty if none was tried).
-    No raw ``grpc.RpcError`` ever escapes the client: gRPC failures are mapped to this class or
-    one of its subclasses; ``code`` keeps the gRPC status code name (``"UNAVAILABLE"``, ...) when
-    the error came from a gRPC status, else ``None``.
-    """
-
-    def __init__(
-        self, message: str, *, endpoints: Sequence[str] = (), code: str | None = None
-    ) -> None:
-        self.endpoints: tuple[str, ...] = tuple(endpoints)
-        self.code = code
-        where = ", ".join(self.endpoints)
-        super().__init__(f"{message} [etcd {where}]" if where else message)
-
-
-class EtcdUnavailableError(EtcdError):
-    """No endpoint answered within the timeout (down, unreachable, no leader, timed out).
-
-    For a write (put/delete/txn) it may also mean that the request reached etcd but the answer
-    was lost: the message then says that the write may or may not have been applied.
-    """
-
-
-class CompactedError(EtcdError):
-    """The revision a watch (or read) needs has been compacted away.
-
-    ``compact_revision`` is the oldest revision etcd still has (watch again from it, or better,
-    read again and watch from the read's revision + 1); ``0`` when etcd did not say.
-
-    Also raised by a watch that finds etcd's revision went *backwards* (etcd restarted with its
-    data wiped): the history the watch needs is gone just the same, and the caller must re-read.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        compact_revision: int,
-        endpoints: Sequence[str] = (),
-        code: str | None = None,
-    ) -> None:
-        self.compact_revision = compact_revision
-        super().__init__(message, endpoints=endpoints, code=code)
-
-
-class LeaseNotFoundError(EtcdError):
-    """The lease does not exist (never granted, revoked or expired)."""
-
-    def __init__(
-        self, message: str, *, lease_id: int, endpoints: Sequence[str] = (), code: str | None = None
-    ) -> None:
-        self.lease_id = lease_id
-        super().__init__(message, endpoints=endpoints, code=code)
-
-
-class AuthError(EtcdError):
-    """Bad user name or password, or the user lacks the permission for the request."""
-
-
-# ---------------------------------------------------------------------------------------------
 # values
+
+#: a key or value as the client's methods take it (``str`` is encoded as UTF-8)
+Key = str | bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +73,9 @@ class WatchResponse:
     revision: int
     events: tuple[WatchEvent, ...]
     progress_notify: bool
+    #: True only for the one response a ``watch(created_notify=True)`` yields once the watch
+    #: exists on etcd (no events): every change after ``revision`` will be delivered
+    created: bool = False
 
 
 @dataclass(frozen=True, slots=True)
