@@ -20,29 +20,45 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
 from .errors import RecordError
-from .naming import service_name, service_path
+from .naming import instance_key, new_instance_id, service_name, service_path, validate_service
 
 __all__ = [
     "DEFAULT_LIMITING",
+    "MAX_LEASE_TTL",
+    "MIN_TTL",
     "MethodInfo",
+    "Methods",
     "Node",
     "RecordFormat",
+    "build_node",
+    "check_address",
+    "check_metadata",
+    "check_ttl",
+    "check_version",
+    "check_weight",
     "decode_record",
     "encode_record",
     "parse_address",
+    "updated_node",
 ]
 
 #: What the Go original writes for ``limiting`` when it is told nothing else (calls per second).
 DEFAULT_LIMITING = 10
 #: ``metadata`` key carrying a node's weight, so the Go original (no weight field) still reads us.
 WEIGHT_KEY = "weight"
+
+#: etcd's ``lease.MaxLeaseTTL``: a grant above it fails with "too large lease TTL".
+MAX_LEASE_TTL = 9_000_000_000
+#: below 2 s the keep-alive (every TTL/3) would have no time to confirm the lease
+MIN_TTL = 2
 
 RecordFormat = Literal["seed", "naming"]
 _EMPTY: Mapping[str, str] = MappingProxyType({})
@@ -114,6 +130,156 @@ def parse_address(address: str) -> tuple[str, int]:
     if not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"address {address!r} has no valid port (1-65535)")
     return host, int(port)
+
+
+# ---------------------------------------------------------------- checks
+# Every argument that ends up in a record is checked here, for register() and update() alike,
+# so that we never write a record the Go original cannot read.
+
+Methods = Iterable[str] | Mapping[str, MethodInfo] | None
+
+
+def _is_unspecified(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
+
+
+def check_address(address: str, advertise: str | None = None) -> str:
+    """The address clients should dial: ``advertise`` when given, else ``address``; both
+    ``host:port``, and the one returned not a wildcard (``0.0.0.0``, ``[::]``)."""
+    host, _ = parse_address(address)
+    if advertise is not None:
+        adv_host, _ = parse_address(advertise)
+        if _is_unspecified(adv_host):
+            raise ValueError(f"advertise={advertise!r} must be an address clients can dial")
+        return advertise
+    if _is_unspecified(host):
+        raise ValueError(
+            f"address {address!r} is a wildcard that clients cannot dial; pass "
+            f"advertise='HOST:PORT' with the address clients should use"
+        )
+    return address
+
+
+def check_version(version: str) -> str:
+    """A version label: a non-empty string without whitespace."""
+    if not isinstance(version, str) or not version or any(c.isspace() for c in version):
+        raise ValueError(f"version must be a non-empty string without spaces, got {version!r}")
+    return version
+
+
+def check_weight(weight: int) -> int:
+    """A weight: a non-negative int (``bool`` refused)."""
+    if isinstance(weight, bool) or not isinstance(weight, int) or weight < 0:
+        raise ValueError(f"weight must be a non-negative int, got {weight!r}")
+    return weight
+
+
+def check_metadata(metadata: Mapping[str, str] | None, weight: int | None = None) -> dict[str, str]:
+    """The metadata to write: a str -> str map (the Go original's ``map[string]string``), with
+    ``weight`` stored as ``metadata["weight"]``. A ``metadata["weight"]`` that is not a
+    non-negative integer, or that disagrees with ``weight``, is refused."""
+    if metadata is not None and not isinstance(metadata, Mapping):
+        raise ValueError(f"metadata must be a mapping of str to str, got {type(metadata).__name__}")
+    meta = dict(metadata or {})
+    for k, v in meta.items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise ValueError(f"metadata must map str to str, got {k!r}: {v!r}")
+    given = meta.get(WEIGHT_KEY)
+    if given is not None and not (given.isascii() and given.isdigit()):
+        raise ValueError(f"metadata[{WEIGHT_KEY!r}] must be a non-negative integer, got {given!r}")
+    if weight is not None:
+        check_weight(weight)
+        if given is not None and int(given) != weight:
+            raise ValueError(
+                f"metadata[{WEIGHT_KEY!r}]={given!r} disagrees with weight={weight}; give one"
+            )
+        meta[WEIGHT_KEY] = str(weight)
+    return meta
+
+
+def check_ttl(ttl: int) -> int:
+    """A lease TTL in whole seconds, from ``MIN_TTL`` to etcd's ``MAX_LEASE_TTL``."""
+    if isinstance(ttl, bool) or not isinstance(ttl, int):
+        raise ValueError(f"ttl must be an int (seconds), got {ttl!r}")
+    if not MIN_TTL <= ttl <= MAX_LEASE_TTL:
+        raise ValueError(
+            f"ttl must be from {MIN_TTL} to {MAX_LEASE_TTL} seconds (etcd's maximum), got {ttl}"
+        )
+    return ttl
+
+
+def _method_map(methods: Methods) -> dict[str, MethodInfo]:
+    if methods is None:
+        return {}
+    if isinstance(methods, str):
+        raise ValueError("methods must be a list of method names, not one string")
+    if isinstance(methods, Mapping):
+        result = dict(methods)
+        for name, info in result.items():
+            if not isinstance(name, str) or not isinstance(info, MethodInfo):
+                raise ValueError(f"methods must map names to MethodInfo, got {name!r}: {info!r}")
+        return result
+    names = list(methods)
+    for name in names:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"method names must be non-empty strings, got {name!r}")
+    return {name: MethodInfo() for name in names}
+
+
+def build_node(
+    service: str,
+    *,
+    address: str,
+    version: str,
+    metadata: Mapping[str, str] | None,
+    weight: int | None,
+    methods: Methods,
+    advertise: str | None,
+    instance_id: str | None,
+    root: str,
+) -> Node:
+    """The node a ``register()`` call describes, with every argument checked."""
+    validate_service(service)
+    dial = check_address(address, advertise)
+    meta = check_metadata(metadata, weight)
+    method_map = _method_map(methods)
+    node_id = instance_id or new_instance_id(service)
+    return Node(
+        service=service,
+        id=node_id,
+        address=dial,
+        version=check_version(version),
+        metadata=meta,
+        methods=method_map,
+        key=instance_key(service, node_id, root),
+    )
+
+
+def updated_node(
+    node: Node,
+    *,
+    version: str | None = None,
+    metadata: Mapping[str, str] | None = None,
+    weight: int | None = None,
+) -> Node:
+    """``node`` with a new version, metadata (replacing the whole map) and/or weight, checked
+    as ``build_node`` checks them; what is not given stays."""
+    meta = node.metadata if metadata is None else metadata
+    if weight is not None and metadata is None:
+        meta = {k: v for k, v in meta.items() if k != WEIGHT_KEY}
+    return Node(
+        service=node.service,
+        id=node.id,
+        address=node.address,
+        version=node.version if version is None else check_version(version),
+        metadata=check_metadata(meta, weight),
+        methods=node.methods,
+        key=node.key,
+        format=node.format,
+    )
 
 
 # ---------------------------------------------------------------- encoding

@@ -14,6 +14,7 @@ import pytest
 from waiting import wait_for
 
 import grpc_etcd
+from grpc_etcd.errors import DuplicateRegistrationError
 from grpc_etcd.registry import RegistrationState
 from grpc_etcd.registry.etcd import EtcdClient
 from grpc_etcd.testing import EtcdServer
@@ -213,3 +214,43 @@ def test_sigkill_of_the_registering_process_frees_the_key_within_ttl(etcd: EtcdS
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_update_is_checked_as_register_is(etcd: EtcdServer) -> None:
+    with grpc_etcd.Registry(etcd.endpoint) as registry:
+        reg = registry.register(SERVICE, address="127.0.0.1:5000", weight=3)
+        before = etcd_value(etcd, reg.key)
+        with pytest.raises(ValueError, match="str to str"):
+            reg.update(metadata={"z": 1})  # type: ignore[dict-item]
+        with pytest.raises(ValueError, match="disagrees with weight=4"):
+            reg.update(metadata={"weight": "5"}, weight=4)
+        assert etcd_value(etcd, reg.key) == before
+
+
+def test_ttl_beyond_etcds_maximum_is_refused_before_etcd_sees_it(etcd: EtcdServer) -> None:
+    with grpc_etcd.Registry(etcd.endpoint) as registry, pytest.raises(ValueError, match="ttl"):
+        registry.register(SERVICE, address="127.0.0.1:5000", ttl=10**10)
+
+
+def test_a_second_live_registration_of_one_instance_id_is_refused(etcd: EtcdServer) -> None:
+    with grpc_etcd.Registry(etcd.endpoint) as first, grpc_etcd.Registry(etcd.endpoint) as second:
+        reg = first.register(SERVICE, address="127.0.0.1:5000", instance_id="twin")
+        with EtcdClient(etcd.endpoint) as client:
+            before = client.get(reg.key)
+            with pytest.raises(DuplicateRegistrationError, match=reg.key) as info:
+                second.register(SERVICE, address="127.0.0.1:5001", instance_id="twin")
+            assert info.value.key == reg.key
+            assert client.get(reg.key) == before  # the first one's record, untouched
+
+
+def test_a_registration_only_deletes_a_key_bound_to_its_own_lease(etcd: EtcdServer) -> None:
+    with grpc_etcd.Registry(etcd.endpoint) as registry, EtcdClient(etcd.endpoint) as client:
+        reg = registry.register(SERVICE, address="127.0.0.1:5000", instance_id="twin", ttl=3)
+        # another registration takes the key over on a lease of its own
+        other = client.lease_grant(30)
+        client.put(reg.key, b'{"node":{"address":"127.0.0.1:5001"}}', lease=other)
+        taken = client.get(reg.key)
+        wait_for(lambda: reg.state is RegistrationState.LOST, 3, "the first to give the key up")
+        reg.close()
+        assert client.get(reg.key) == taken  # neither rewritten nor deleted by the first
+        client.lease_revoke(other)

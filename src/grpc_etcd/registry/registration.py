@@ -6,6 +6,11 @@ is open: a lost lease (etcd restarted empty, revoked, a cut longer than the TTL)
 again and the record written again, and a deleted or overwritten key is written again at the
 next check (every TTL/3, the keep-alive cadence). ``close()`` deletes the key *and* revokes
 the lease, so nothing lingers for a TTL.
+
+One key, one owner: a key is only ever created when it is absent and rewritten or deleted when
+it is bound to this registration's own lease (etcd transactions), so a second live
+registration of the same service and ``instance_id`` is refused (``DuplicateRegistrationError``)
+instead of fighting the first for the key.
 """
 
 from __future__ import annotations
@@ -18,11 +23,12 @@ from collections.abc import Mapping
 from types import TracebackType
 
 from ..backoff import Backoff
+from ..errors import ClosedError, DuplicateRegistrationError
 from ..metrics import get_metrics
-from ..node import Node, encode_record
-from .etcd import AsyncEtcdClient, EtcdError, LeaseNotFoundError
+from ..node import Node, check_ttl, encode_record, updated_node
+from .etcd import AsyncEtcdClient, EtcdError, KeyValue, LeaseNotFoundError
 
-__all__ = ["Registration", "RegistrationState"]
+__all__ = ["KeyState", "Registration", "RegistrationState", "judge_key"]
 
 log = logging.getLogger("grpc_etcd.registration")
 
@@ -39,12 +45,29 @@ class RegistrationState(enum.Enum):
     CLOSED = "closed"  #: closed by its owner; the key is deleted and the lease revoked
 
 
+class KeyState(enum.Enum):
+    """What a check of the key found (see :func:`judge_key`)."""
+
+    OURS = "ours"  #: bound to our lease, with our record
+    MISSING = "missing"  #: deleted: create it again
+    CHANGED = "changed"  #: bound to our lease, another value: write ours again
+    TAKEN = "taken"  #: bound to another lease: another registration holds it
+
+
+def judge_key(kv: KeyValue | None, lease_id: int, record: bytes) -> KeyState:
+    """The state of the key as read, for a registration holding ``lease_id``."""
+    if kv is None:
+        return KeyState.MISSING
+    if kv.lease != lease_id:
+        return KeyState.TAKEN
+    return KeyState.OURS if kv.value == record else KeyState.CHANGED
+
+
 class Registration:
     """A registered instance (asyncio). Made by ``grpc_etcd.aio.Registry.register``."""
 
     def __init__(self, client: AsyncEtcdClient, node: Node, *, ttl: int, root: str = "") -> None:
-        if ttl < 2:
-            raise ValueError(f"ttl must be at least 2 seconds, got {ttl}")
+        check_ttl(ttl)
         self._client = client
         self._node = node
         self._root = root
@@ -85,25 +108,17 @@ class Registration:
         metadata: Mapping[str, str] | None = None,
         weight: int | None = None,
     ) -> None:
-        """Rewrite the record in place (same key, same lease) with a new version/metadata/weight."""
+        """Rewrite the record in place (same key, same lease) with a new version, metadata
+        (replaces the whole map) and/or weight, checked as ``register()`` checks them."""
         self._check_open()
-        new_metadata = dict(self._node.metadata if metadata is None else metadata)
-        if weight is not None:
-            new_metadata["weight"] = str(_check_weight(weight))
-        node = Node(
-            service=self._node.service,
-            id=self._node.id,
-            address=self._node.address,
-            version=self._node.version if version is None else _check_version(version),
-            metadata=new_metadata,
-            methods=self._node.methods,
-            key=self._node.key,
-        )
+        node = updated_node(self._node, version=version, metadata=metadata, weight=weight)
         async with self._lock:
             self._node = node
             self._record = encode_record(node, self._root)
-            if self.state is RegistrationState.REGISTERED:
-                await self._client.put(self.key, self._record, lease=self.lease_id)
+            if self.state is RegistrationState.REGISTERED and not await self._client.put_if_lease(
+                self.key, self._record, held_by=self.lease_id
+            ):
+                self._wake.set()  # the key is not ours right now: the next check repairs it
         log.info("registration %s updated: version=%s", self.key, node.version)
 
     async def close(self) -> None:
@@ -118,8 +133,9 @@ class Registration:
         await self._stop_keep_alive()
         async with self._lock:
             try:
-                await self._client.delete(self.key)
                 if self.lease_id:
+                    # only our own key: another registration may hold it now
+                    await self._client.delete_if_lease(self.key, held_by=self.lease_id)
                     await self._client.lease_revoke(self.lease_id)
             except LeaseNotFoundError:
                 pass
@@ -151,7 +167,7 @@ class Registration:
 
     def _check_open(self) -> None:
         if self.state is RegistrationState.CLOSED:
-            raise RuntimeError(f"registration {self.key} is closed")
+            raise ClosedError(f"registration {self.key}")
 
     def _set_state(self, state: RegistrationState) -> None:
         self.state = state
@@ -173,7 +189,7 @@ class Registration:
             await self._stop_keep_alive()
             lease_id = await self._client.lease_grant(self.ttl)
             try:
-                await self._client.put(self.key, self._record, lease=lease_id)
+                await self._claim(lease_id)
             except BaseException:
                 with contextlib.suppress(EtcdError):
                     await self._client.lease_revoke(lease_id)
@@ -185,20 +201,55 @@ class Registration:
             )
             self._set_state(RegistrationState.REGISTERED)
 
-    async def _repair_key(self) -> None:
-        """Write the record again if someone deleted or overwrote the key."""
+    async def _claim(self, lease_id: int) -> None:
+        """Write the record with ``lease_id`` if the key is free or still bound to our previous
+        lease (lost only in our eyes); refuse a key another live lease holds."""
+        if await self._client.put_if_absent(self.key, self._record, lease=lease_id):
+            return
         kv = await self._client.get(self.key)
-        if kv is not None and kv.lease == self.lease_id and kv.value == self._record:
+        if kv is None and await self._client.put_if_absent(self.key, self._record, lease=lease_id):
+            return  # deleted in between
+        ours = kv is not None and self.lease_id != 0 and kv.lease == self.lease_id
+        if ours and await self._client.put_if_lease(
+            self.key, self._record, held_by=self.lease_id, lease=lease_id
+        ):
+            with contextlib.suppress(EtcdError):
+                await self._client.lease_revoke(self.lease_id)
+            return
+        raise DuplicateRegistrationError(self.key)
+
+    async def _repair_key(self) -> None:
+        """Write the record again if someone deleted it or changed it under our lease; give
+        the key up (and register again, with backoff) if another lease holds it."""
+        kv = await self._client.get(self.key)
+        verdict = judge_key(kv, self.lease_id, self._record)
+        if verdict is KeyState.OURS:
             return
         async with self._lock:
             if self.state is not RegistrationState.REGISTERED:
                 return
+            if verdict is KeyState.TAKEN:
+                log.warning(
+                    "registration %s: the key is held by another lease (%x); registering again "
+                    "once it is free",
+                    self.key,
+                    kv.lease if kv is not None else 0,
+                )
+                await self._stop_keep_alive()
+                with contextlib.suppress(EtcdError):
+                    await self._client.lease_revoke(self.lease_id)
+                self.lease_id = 0
+                self._set_state(RegistrationState.LOST)
+                return
             log.warning(
                 "registration %s: key was %s; writing it again",
                 self.key,
-                "deleted" if kv is None else "changed by someone else",
+                "deleted" if verdict is KeyState.MISSING else "changed under our lease",
             )
-            await self._client.put(self.key, self._record, lease=self.lease_id)
+            if verdict is KeyState.MISSING:
+                await self._client.put_if_absent(self.key, self._record, lease=self.lease_id)
+            else:
+                await self._client.put_if_lease(self.key, self._record, held_by=self.lease_id)
 
     async def _maintain(self) -> None:
         check_every = self.ttl / 3
@@ -226,7 +277,7 @@ class Registration:
                 continue
             try:
                 await self._register()
-            except EtcdError as exc:
+            except (EtcdError, DuplicateRegistrationError) as exc:
                 delay = backoff.next_delay()
                 log.debug("registration %s: retry in %.2fs after %s", self.key, delay, exc)
                 await asyncio.sleep(delay)
@@ -239,15 +290,3 @@ class Registration:
             )
             get_metrics().recovered(self._node.service)
             backoff.reset()
-
-
-def _check_version(version: str) -> str:
-    if not isinstance(version, str) or not version or any(c.isspace() for c in version):
-        raise ValueError(f"version must be a non-empty string without spaces, got {version!r}")
-    return version
-
-
-def _check_weight(weight: int) -> int:
-    if isinstance(weight, bool) or not isinstance(weight, int) or weight < 0:
-        raise ValueError(f"weight must be a non-negative int, got {weight!r}")
-    return weight

@@ -207,6 +207,69 @@ class AsyncEtcdClient:
         )
         return bool(resp.succeeded)
 
+    async def put_if_lease(
+        self,
+        key: Key,
+        value: Key,
+        *,
+        held_by: int,
+        lease: int | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - a gRPC deadline over all retries
+    ) -> bool:
+        """Write the key only if it exists bound to lease ``held_by`` (one txn), with lease
+        ``lease`` (default: ``held_by``); True if written."""
+        k = _b(key)
+        new_lease = int(held_by if lease is None else lease)
+        written = await self._txn_if_lease(
+            k,
+            int(held_by),
+            pb.RequestOp(request_put=pb.PutRequest(key=k, value=_b(value), lease=new_lease)),
+            timeout=timeout,
+            lease_id=new_lease,
+        )
+        return written
+
+    async def delete_if_lease(
+        self,
+        key: Key,
+        *,
+        held_by: int,
+        timeout: float | None = None,  # noqa: ASYNC109 - a gRPC deadline over all retries
+    ) -> bool:
+        """Delete the key only if it is bound to lease ``held_by`` (one txn); True if deleted."""
+        k = _b(key)
+        return await self._txn_if_lease(
+            k,
+            int(held_by),
+            pb.RequestOp(request_delete_range=pb.DeleteRangeRequest(key=k)),
+            timeout=timeout,
+            lease_id=int(held_by),
+        )
+
+    async def _txn_if_lease(
+        self,
+        key: bytes,
+        held_by: int,
+        op: pb.RequestOp,
+        *,
+        timeout: float | None,  # noqa: ASYNC109 - a gRPC deadline over all retries
+        lease_id: int,
+    ) -> bool:
+        if not held_by:
+            raise ValueError("held_by must be a lease id (a key without a lease has lease 0)")
+        compare = pb.Compare(
+            result=pb.Compare.EQUAL, target=pb.Compare.LEASE, key=key, lease=held_by
+        )
+        resp = await self._call(
+            KV_TXN,
+            pb.TxnRequest(compare=[compare], success=[op]),
+            pb.TxnResponse,
+            idempotent=False,
+            timeout=timeout,
+            lease_id=lease_id,
+        )
+        return bool(resp.succeeded)
+
     async def delete(
         self,
         key: Key,

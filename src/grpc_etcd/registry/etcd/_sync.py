@@ -154,6 +154,26 @@ class EtcdClient:
         result: bool = self._run(self._aio.put_if_absent(key, value, lease=lease, timeout=timeout))
         return result
 
+    def put_if_lease(
+        self,
+        key: Key,
+        value: Key,
+        *,
+        held_by: int,
+        lease: int | None = None,
+        timeout: float | None = None,
+    ) -> bool:
+        """Blocking twin of :meth:`AsyncEtcdClient.put_if_lease`."""
+        result: bool = self._run(
+            self._aio.put_if_lease(key, value, held_by=held_by, lease=lease, timeout=timeout)
+        )
+        return result
+
+    def delete_if_lease(self, key: Key, *, held_by: int, timeout: float | None = None) -> bool:
+        """Blocking twin of :meth:`AsyncEtcdClient.delete_if_lease`."""
+        result: bool = self._run(self._aio.delete_if_lease(key, held_by=held_by, timeout=timeout))
+        return result
+
     def delete(self, key: Key, *, timeout: float | None = None) -> int:
         """Blocking twin of :meth:`AsyncEtcdClient.delete`."""
         result: int = self._run(self._aio.delete(key, timeout=timeout))
