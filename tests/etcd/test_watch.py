@@ -247,3 +247,21 @@ async def test_watch_fails_over_to_live_endpoint(etcd: EtcdServer) -> None:
         w = c.watch("k", start_revision=rev)
         assert (await _next(w)).events[0].kv.value == b"v"
         await w.aclose()
+
+
+async def test_created_notify_then_read_misses_nothing(etcd: EtcdServer) -> None:
+    async with AsyncEtcdClient(etcd.endpoint) as c:
+        before = await c.put("/svc/old", "0")
+        async with contextlib.aclosing(c.watch("/svc/", prefix=True, created_notify=True)) as w:
+            created = await _next(w)
+            assert created.created and created.events == () and created.revision >= before
+            in_gap = await c.put("/svc/gap", "1")  # after the watch, before the read
+            kvs, read_rev = await c.get_prefix("/svc/")
+            assert {kv.key for kv in kvs} == {b"/svc/old", b"/svc/gap"} and read_rev >= in_gap
+            after = await c.put("/svc/new", "2")
+            events = await _events(w, 2)
+        # the gap's event comes too (the caller drops it: it is at or below the read)
+        assert [(e.kv.key, e.kv.mod_revision) for e in events] == [
+            (b"/svc/gap", in_gap),
+            (b"/svc/new", after),
+        ]

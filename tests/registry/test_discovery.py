@@ -149,3 +149,19 @@ def test_cluster_leader_stopped_registration_and_watch_carry_on(etcd_cluster: Et
         assert reg.lease_id == old_lease
         assert reg.state is grpc_etcd.RegistrationState.REGISTERED
         snapshots.close()  # type: ignore[attr-defined]
+
+
+def test_a_write_right_after_the_first_snapshot_comes_once(etcd: EtcdServer) -> None:
+    etcd.etcdctl("put", f"{PREFIX}a", record("v1", 5001))
+    with grpc_etcd.Registry(etcd.endpoint) as registry, watching(registry) as snapshots:
+        first = next(snapshots)
+        assert [n.id for n in first] == ["a"]
+        with EtcdClient(etcd.endpoint) as client:
+            client.put(f"{PREFIX}b", record("v1", 5002))
+            client.put(f"{PREFIX}a", record("v2", 5001))
+        second = next(snapshots)
+        if not second.updated:  # the two writes may come in one batch or in two
+            assert [n.id for n in second.added] == ["b"]
+            second = next(snapshots)
+        assert [n.version for n in second.updated] == ["v2"]
+        assert sorted(n.id for n in second) == ["a", "b"]

@@ -58,3 +58,24 @@ def test_naming_delete_op_removes() -> None:
     assert len(snap) == 1
     nxt, _ = apply_changes(snap, [Change("put", key, b'{"Op":1,"Addr":"127.0.0.1:1"}')], 2)
     assert len(nxt) == 0 and len(nxt.removed) == 1
+
+
+def test_changes_in_a_big_service_touch_only_their_keys() -> None:
+    snap, _ = snapshot_from_kvs(SERVICE, [record(f"n{i}", port=1000 + i) for i in range(1000)], 3)
+    key, value = record("n7", "v2", port=1007)
+    nxt, _ = apply_changes(
+        snap,
+        [Change("put", key, value), Change("delete", PREFIX + "n8"), Change("put", *record("x"))],
+        4,
+    )
+    assert [n.id for n in nxt.updated] == ["n7"]
+    assert [n.id for n in nxt.removed] == ["n8"]
+    assert [n.id for n in nxt.added] == ["x"]
+    assert len(nxt) == 1000
+    assert nxt.nodes[PREFIX + "n9"] is snap.nodes[PREFIX + "n9"]  # unchanged nodes are shared
+
+
+def test_a_put_then_delete_in_one_batch_is_no_change() -> None:
+    snap, _ = snapshot_from_kvs(SERVICE, [record("a")], 3)
+    nxt, _ = apply_changes(snap, [Change("put", *record("b")), Change("delete", PREFIX + "b")], 4)
+    assert not nxt.changed and nxt.nodes is snap.nodes and nxt.revision == 4

@@ -1,17 +1,21 @@
-"""Discovery: read a service's prefix, then watch it from the next revision (asyncio core).
+"""Discovery: watch a service's prefix, then read it, gap-free (asyncio core).
 
-The idiom of etcd's ``client/v3/naming``: read at revision R, watch from R + 1, so no change
-between the two is lost (the Go original watches from "now"). The etcd client resumes a
-broken watch from the last revision it delivered; what reaches us here is a compaction (read
-again and publish the difference) or a hard failure (read again with backoff). Meanwhile the
-last snapshot stands: an unreachable etcd never empties the node set.
+The watch is opened first (from "now") and, once etcd has created it, the prefix is read at
+revision R; events at or below R are already in the read and are dropped. So no change is lost
+and none waits: a watch created from a past revision (read, then watch from R + 1, etcd's
+``client/v3/naming`` idiom) is "unsynced" in etcd and gets a change made in between only from
+etcd's 100 ms sync loop. The etcd client resumes a broken watch from the last revision it
+delivered; what reaches us here is a compaction (watch and read again, publish the difference)
+or a hard failure (the same, with backoff). Meanwhile the last snapshot stands: an unreachable
+etcd never empties the node set.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 from ..backoff import Backoff
 from ..errors import RecordError
@@ -19,9 +23,15 @@ from ..metrics import get_metrics
 from ..naming import service_prefix
 from ..node import Node
 from ..snapshot import Change, Snapshot, apply_changes, snapshot_from_kvs
-from .etcd import AsyncEtcdClient, CompactedError, EtcdError
+from .etcd import (
+    AsyncEtcdClient,
+    CompactedError,
+    EtcdError,
+    EtcdUnavailableError,
+    WatchResponse,
+)
 
-__all__ = ["read_nodes", "watch_snapshots"]
+__all__ = ["read_nodes", "watch_snapshots", "watch_then_read"]
 
 log = logging.getLogger("grpc_etcd.watcher")
 
@@ -63,6 +73,30 @@ async def read_nodes(client: AsyncEtcdClient, service: str, root: str = "") -> l
     return list(snapshot.nodes.values())
 
 
+async def watch_then_read(
+    client: AsyncEtcdClient, prefix: str
+) -> tuple[AsyncGenerator[WatchResponse, None], list[tuple[str, bytes]], int]:
+    """Open a watch of ``prefix`` from now, wait until etcd has created it, then read the
+    prefix: the watch (close it with ``aclose()``), the key-values read and the read's revision.
+    Drop the watch's events at or below that revision (they are in the read)."""
+    watch = client.watch(prefix, prefix=True, created_notify=True)
+    try:
+        try:
+            async with asyncio.timeout(client.timeout):
+                created = await anext(watch)
+        except TimeoutError:
+            raise EtcdUnavailableError(
+                f"no watch of {prefix} created within {client.timeout:g} s",
+                endpoints=client.endpoints,
+            ) from None
+        assert created.created
+        kvs, revision = await client.get_prefix(prefix)
+    except BaseException:
+        await watch.aclose()
+        raise
+    return watch, [(_decode_key(kv.key), kv.value) for kv in kvs], revision
+
+
 async def watch_snapshots(
     client: AsyncEtcdClient, service: str, root: str = ""
 ) -> AsyncIterator[Snapshot]:
@@ -76,8 +110,8 @@ async def watch_snapshots(
     snapshot: Snapshot | None = None
     while not client.closed:
         try:
-            kvs, revision = await client.get_prefix(prefix)
-        except EtcdError as exc:
+            watch, kvs, revision = await watch_then_read(client, prefix)
+        except (EtcdError, StopAsyncIteration) as exc:
             if client.closed:
                 return
             delay = backoff.next_delay()
@@ -86,39 +120,41 @@ async def watch_snapshots(
             )
             await asyncio.sleep(delay)
             continue
-        first = snapshot is None
-        if not first:
-            get_metrics().resynced(service)
-        snapshot, errors = snapshot_from_kvs(
-            service, ((_decode_key(kv.key), kv.value) for kv in kvs), revision, snapshot
-        )
-        warner.report(errors, snapshot, {node.key for node in snapshot.removed})
-        if first or snapshot.changed:
-            yield snapshot
-        try:
-            async for response in client.watch(prefix, prefix=True, start_revision=revision + 1):
-                changes = [
-                    Change(event.type, _decode_key(event.kv.key), event.kv.value)
-                    for event in response.events
-                ]
-                snapshot, errors = apply_changes(snapshot, changes, response.revision)
-                deleted = {c.key for c in changes if c.type == "delete"}
-                warner.report(errors, snapshot, deleted)
-                backoff.reset()
-                if snapshot.changed:
-                    yield snapshot
-        except CompactedError as exc:
-            log.info(
-                "watch of %s fell behind compaction at revision %d; reading again",
-                prefix,
-                exc.compact_revision,
-            )
-        except EtcdError as exc:
-            delay = backoff.next_delay()
-            log.warning(
-                "watch of %s failed (%s); keeping the last nodes, retry in %.1fs",
-                prefix,
-                exc,
-                delay,
-            )
-            await asyncio.sleep(delay)
+        async with contextlib.aclosing(watch):
+            first = snapshot is None
+            if not first:
+                get_metrics().resynced(service)
+            snapshot, errors = snapshot_from_kvs(service, kvs, revision, snapshot)
+            warner.report(errors, snapshot, {node.key for node in snapshot.removed})
+            if first or snapshot.changed:
+                yield snapshot
+            try:
+                async for response in watch:
+                    changes = [
+                        Change(event.type, _decode_key(event.kv.key), event.kv.value)
+                        for event in response.events
+                        if event.kv.mod_revision > revision
+                    ]
+                    if not changes:
+                        continue
+                    snapshot, errors = apply_changes(snapshot, changes, response.revision)
+                    deleted = {c.key for c in changes if c.type == "delete"}
+                    warner.report(errors, snapshot, deleted)
+                    backoff.reset()
+                    if snapshot.changed:
+                        yield snapshot
+            except CompactedError as exc:
+                log.info(
+                    "watch of %s fell behind compaction at revision %d; reading again",
+                    prefix,
+                    exc.compact_revision,
+                )
+            except EtcdError as exc:
+                delay = backoff.next_delay()
+                log.warning(
+                    "watch of %s failed (%s); keeping the last nodes, retry in %.1fs",
+                    prefix,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
