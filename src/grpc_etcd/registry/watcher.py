@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
 
 from ..backoff import Backoff
 from ..errors import RecordError
@@ -31,7 +32,7 @@ from .etcd import (
     WatchResponse,
 )
 
-__all__ = ["read_nodes", "watch_snapshots", "watch_then_read"]
+__all__ = ["Changes", "Resync", "follow", "read_nodes", "watch_snapshots"]
 
 log = logging.getLogger("grpc_etcd.watcher")
 
@@ -73,28 +74,90 @@ async def read_nodes(client: AsyncEtcdClient, service: str, root: str = "") -> l
     return list(snapshot.nodes.values())
 
 
-async def watch_then_read(
-    client: AsyncEtcdClient, prefix: str
-) -> tuple[AsyncGenerator[WatchResponse, None], list[tuple[str, bytes]], int]:
-    """Open a watch of ``prefix`` from now, wait until etcd has created it, then read the
-    prefix: the watch (close it with ``aclose()``), the key-values read and the read's revision.
-    Drop the watch's events at or below that revision (they are in the read)."""
-    watch = client.watch(prefix, prefix=True, created_notify=True)
+@dataclass(frozen=True, slots=True)
+class Resync:
+    """A full read: every key-value there is, at ``revision``."""
+
+    kvs: list[tuple[str, bytes]]
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """The changes of one watch response after the last read, at ``revision``."""
+
+    changes: list[Change]
+    revision: int
+
+
+async def _watch_then_read(
+    client: AsyncEtcdClient, key: str, prefix: bool
+) -> tuple[AsyncGenerator[WatchResponse, None], Resync]:
+    """Open a watch from now, wait until etcd has created it, then read: the watch (close it
+    with ``aclose()``) and the read."""
+    watch = client.watch(key, prefix=prefix, created_notify=True)
     try:
         try:
             async with asyncio.timeout(client.timeout):
                 created = await anext(watch)
         except TimeoutError:
             raise EtcdUnavailableError(
-                f"no watch of {prefix} created within {client.timeout:g} s",
+                f"no watch of {key} created within {client.timeout:g} s",
                 endpoints=client.endpoints,
             ) from None
         assert created.created
-        kvs, revision = await client.get_prefix(prefix)
+        kvs, revision = await client.get_prefix(key)
     except BaseException:
         await watch.aclose()
         raise
-    return watch, [(_decode_key(kv.key), kv.value) for kv in kvs], revision
+    decoded = [(_decode_key(kv.key), kv.value) for kv in kvs]
+    if not prefix:
+        decoded = [(k, v) for k, v in decoded if k == key]
+    return watch, Resync(decoded, revision)
+
+
+async def follow(
+    client: AsyncEtcdClient, key: str, *, prefix: bool, keeping: str
+) -> AsyncGenerator[Resync | Changes, None]:
+    """A key (or every key under it with ``prefix=True``), gap-free: a ``Resync`` first, then
+    ``Changes`` as they come; after a compaction or a failure, another ``Resync`` (with
+    backoff). ``keeping`` says what stands meanwhile, in the warnings. Ends when the consumer
+    closes it or the etcd client is closed."""
+    backoff = Backoff(_RETRY_BASE, _RETRY_CAP)
+    while not client.closed:
+        try:
+            watch, resync = await _watch_then_read(client, key, prefix)
+        except (EtcdError, StopAsyncIteration) as exc:
+            if client.closed:
+                return
+            delay = backoff.next_delay()
+            log.warning("cannot read %s (%s); keeping %s, retry in %.1fs", key, exc, keeping, delay)
+            await asyncio.sleep(delay)
+            continue
+        async with contextlib.aclosing(watch):
+            yield resync
+            try:
+                async for response in watch:
+                    changes = [
+                        Change(event.type, _decode_key(event.kv.key), event.kv.value)
+                        for event in response.events
+                        if event.kv.mod_revision > resync.revision  # else it is in the read
+                    ]
+                    if changes:
+                        backoff.reset()
+                        yield Changes(changes, response.revision)
+            except CompactedError as exc:
+                log.info(
+                    "watch of %s fell behind compaction at revision %d; reading again",
+                    key,
+                    exc.compact_revision,
+                )
+            except EtcdError as exc:
+                delay = backoff.next_delay()
+                log.warning(
+                    "watch of %s failed (%s); keeping %s, retry in %.1fs", key, exc, keeping, delay
+                )
+                await asyncio.sleep(delay)
 
 
 async def watch_snapshots(
@@ -104,57 +167,21 @@ async def watch_snapshots(
 
     Runs until the consumer closes it or the etcd client is closed.
     """
-    prefix = service_prefix(service, root)
     warner = _Warner()
-    backoff = Backoff(_RETRY_BASE, _RETRY_CAP)
     snapshot: Snapshot | None = None
-    while not client.closed:
-        try:
-            watch, kvs, revision = await watch_then_read(client, prefix)
-        except (EtcdError, StopAsyncIteration) as exc:
-            if client.closed:
-                return
-            delay = backoff.next_delay()
-            log.warning(
-                "cannot read %s (%s); keeping the last nodes, retry in %.1fs", prefix, exc, delay
-            )
-            await asyncio.sleep(delay)
-            continue
-        async with contextlib.aclosing(watch):
+    updates = follow(client, service_prefix(service, root), prefix=True, keeping="the last nodes")
+    async with contextlib.aclosing(updates):
+        async for update in updates:
             first = snapshot is None
-            if not first:
-                get_metrics().resynced(service)
-            snapshot, errors = snapshot_from_kvs(service, kvs, revision, snapshot)
-            warner.report(errors, snapshot, {node.key for node in snapshot.removed})
+            if isinstance(update, Resync):
+                if not first:
+                    get_metrics().resynced(service)
+                snapshot, errors = snapshot_from_kvs(service, update.kvs, update.revision, snapshot)
+                deleted = {node.key for node in snapshot.removed}
+            else:
+                assert snapshot is not None
+                snapshot, errors = apply_changes(snapshot, update.changes, update.revision)
+                deleted = {c.key for c in update.changes if c.type == "delete"}
+            warner.report(errors, snapshot, deleted)
             if first or snapshot.changed:
                 yield snapshot
-            try:
-                async for response in watch:
-                    changes = [
-                        Change(event.type, _decode_key(event.kv.key), event.kv.value)
-                        for event in response.events
-                        if event.kv.mod_revision > revision
-                    ]
-                    if not changes:
-                        continue
-                    snapshot, errors = apply_changes(snapshot, changes, response.revision)
-                    deleted = {c.key for c in changes if c.type == "delete"}
-                    warner.report(errors, snapshot, deleted)
-                    backoff.reset()
-                    if snapshot.changed:
-                        yield snapshot
-            except CompactedError as exc:
-                log.info(
-                    "watch of %s fell behind compaction at revision %d; reading again",
-                    prefix,
-                    exc.compact_revision,
-                )
-            except EtcdError as exc:
-                delay = backoff.next_delay()
-                log.warning(
-                    "watch of %s failed (%s); keeping the last nodes, retry in %.1fs",
-                    prefix,
-                    exc,
-                    delay,
-                )
-                await asyncio.sleep(delay)
