@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
 
+from .allowlist import AllowList
 from .errors import RecordError
 from .node import Node, decode_record, naming_op
 
@@ -59,12 +60,18 @@ class Snapshot:
         return frozenset(node.version for node in self.nodes.values())
 
 
-def _decode(service: str, key: str, value: bytes, errors: list[RecordError]) -> Node | None:
+def _decode(
+    service: str, key: str, value: bytes, errors: list[RecordError], allow: AllowList | None
+) -> Node | None:
     try:
-        return decode_record(value, key=key, service=service)
+        node = decode_record(value, key=key, service=service)
     except RecordError as exc:
         errors.append(exc)
         return None
+    if allow is not None and not allow.allows(node.address):
+        errors.append(RecordError(key, f"address {node.address!r} is outside the allow-list"))
+        return None
+    return node
 
 
 def _diff(service: str, old: Mapping[str, Node], new: dict[str, Node], revision: int) -> Snapshot:
@@ -79,10 +86,14 @@ def snapshot_from_kvs(
     kvs: Iterable[tuple[str, bytes]],
     revision: int,
     previous: Snapshot | None = None,
+    *,
+    allow: AllowList | None = None,
 ) -> tuple[Snapshot, list[RecordError]]:
     """Build a snapshot from a full read of the prefix; the diff is against ``previous``.
 
-    Used for the first read and to resynchronise after a compaction or a broken watch.
+    Used for the first read and to resynchronise after a compaction or a broken watch. A
+    record that cannot be decoded, or whose address ``allow`` refuses, is reported in the
+    errors and keeps the key's last good node.
     """
     old: Mapping[str, Node] = previous.nodes if previous is not None else {}
     errors: list[RecordError] = []
@@ -90,7 +101,7 @@ def snapshot_from_kvs(
     for key, value in kvs:
         if naming_op(value) == 1:
             continue
-        node = _decode(service, key, value, errors)
+        node = _decode(service, key, value, errors, allow)
         if node is None:
             node = old.get(key)
         if node is not None:
@@ -99,7 +110,11 @@ def snapshot_from_kvs(
 
 
 def apply_changes(
-    snapshot: Snapshot, changes: Iterable[Change], revision: int
+    snapshot: Snapshot,
+    changes: Iterable[Change],
+    revision: int,
+    *,
+    allow: AllowList | None = None,
 ) -> tuple[Snapshot, list[RecordError]]:
     """The snapshot after ``changes`` (in etcd order), at ``revision``.
 
@@ -116,7 +131,7 @@ def apply_changes(
         if change.type == "delete" or naming_op(change.value) == 1:
             nodes.pop(key, None)
             continue
-        node = _decode(snapshot.service, key, change.value, errors)
+        node = _decode(snapshot.service, key, change.value, errors, allow)
         if node is not None:
             nodes[key] = node
     added: list[Node] = []

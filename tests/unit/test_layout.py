@@ -14,7 +14,17 @@ import grpc_etcd
 SRC = Path(grpc_etcd.__file__).parent
 
 # The pure core: no I/O, no threads, no event loop (routing and config join as they land).
-PURE = ["node.py", "naming.py", "snapshot.py", "routing.py", "backoff.py", "policies"]
+PURE = [
+    "node.py",
+    "naming.py",
+    "snapshot.py",
+    "routing.py",
+    "backoff.py",
+    "errors.py",
+    "allowlist.py",
+    "registry/etcd/_cursor.py",
+    "policies",
+]
 PURE_OPTIONAL = ["config.py", "rules.py"]
 FORBIDDEN_IN_PURE = {"grpc", "asyncio", "threading"}
 

@@ -15,9 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass
 
+from ..allowlist import AllowList, Network, allow_list
 from ..backoff import Backoff
 from ..errors import RecordError
 from ..metrics import get_metrics
@@ -160,13 +161,26 @@ async def follow(
                 await asyncio.sleep(delay)
 
 
-async def watch_snapshots(
-    client: AsyncEtcdClient, service: str, root: str = ""
-) -> AsyncIterator[Snapshot]:
+def watch_snapshots(
+    client: AsyncEtcdClient,
+    service: str,
+    root: str = "",
+    *,
+    allow: Iterable[str | Network] | AllowList | None = None,
+) -> AsyncGenerator[Snapshot, None]:
     """Snapshots of ``service``: the full set first, then one per change.
 
-    Runs until the consumer closes it or the etcd client is closed.
+    ``allow``: IP networks (``["10.0.0.0/8", "127.0.0.1/32"]``, see ``grpc_etcd.allowlist``);
+    a record whose address is outside all of them is ignored with one warning naming its key.
+    Checked at once (``ValueError``). Runs until the consumer closes it or the etcd client is
+    closed.
     """
+    return _watch_snapshots(client, service, root, allow_list(allow))
+
+
+async def _watch_snapshots(
+    client: AsyncEtcdClient, service: str, root: str, allow: AllowList | None
+) -> AsyncGenerator[Snapshot, None]:
     warner = _Warner()
     snapshot: Snapshot | None = None
     updates = follow(client, service_prefix(service, root), prefix=True, keeping="the last nodes")
@@ -176,11 +190,15 @@ async def watch_snapshots(
             if isinstance(update, Resync):
                 if not first:
                     get_metrics().resynced(service)
-                snapshot, errors = snapshot_from_kvs(service, update.kvs, update.revision, snapshot)
+                snapshot, errors = snapshot_from_kvs(
+                    service, update.kvs, update.revision, snapshot, allow=allow
+                )
                 deleted = {node.key for node in snapshot.removed}
             else:
                 assert snapshot is not None
-                snapshot, errors = apply_changes(snapshot, update.changes, update.revision)
+                snapshot, errors = apply_changes(
+                    snapshot, update.changes, update.revision, allow=allow
+                )
                 deleted = {c.key for c in update.changes if c.type == "delete"}
             warner.report(errors, snapshot, deleted)
             if first or snapshot.changed:
