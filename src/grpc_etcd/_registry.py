@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +19,7 @@ from ._channel._common import DEFAULT_DRAIN_TIMEOUT
 from ._channel._sync import BalancedChannel
 from ._loop import LoopThread
 from .aio._registry import Registry as AsyncRegistry
+from .allowlist import AllowList, allow_list
 from .node import Node
 from .registry import registration as _aio_registration
 from .registry._options import Methods, endpoints_or_default
@@ -179,12 +180,15 @@ class Registry:
         """The nodes of ``service`` registered now."""
         return self._loop.run(self._inner.nodes(service))
 
-    def watch(self, service: str) -> Iterator[Snapshot]:
-        """Snapshots of ``service``: the current nodes first, then one per change.
+    def watch(
+        self, service: str, *, allow: Iterable[str] | AllowList | None = None
+    ) -> Iterator[Snapshot]:
+        """Snapshots of ``service``: the current nodes first, then one per change. ``allow``:
+        IP networks; records with an address outside them are ignored (a warning each).
 
         Close the iterator (or break out of a ``with contextlib.closing(...)``) to stop watching.
         """
-        return self._loop.iterate(self._inner.watch(service))
+        return self._loop.iterate(self._inner.watch(service, allow=allow_list(allow)))
 
     def channel(
         self,
@@ -195,8 +199,13 @@ class Registry:
         credentials: grpc.ChannelCredentials | None = None,
         options: Sequence[tuple[str, Any]] | None = None,
         drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
+        allow: Iterable[str] | AllowList | None = None,
     ) -> BalancedChannel:
-        """A ``grpc.Channel`` that balances each call over the nodes of ``service``."""
+        """A ``grpc.Channel`` that balances each call over the nodes of ``service``.
+
+        ``allow``: the IP networks node addresses must lie in (``["10.0.0.0/8"]``); a record
+        outside them is ignored with a warning naming its key."""
+        allowed = allow_list(allow)
         channel = BalancedChannel(
             service,
             policy=policy,
@@ -207,7 +216,7 @@ class Registry:
         )
 
         async def attach() -> asyncio.Task[None]:
-            return self._inner._attach(service, channel)
+            return self._inner._attach(service, channel, allowed)
 
         try:
             task = self._loop.run(attach())

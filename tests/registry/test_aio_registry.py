@@ -9,6 +9,7 @@ import pytest
 from waiting import async_wait_for
 
 import grpc_etcd
+from grpc_etcd import Snapshot
 from grpc_etcd.aio import RegistrationState, Registry
 from grpc_etcd.testing import EtcdServer
 
@@ -77,3 +78,22 @@ async def test_watch_ends_when_the_registry_closes(etcd: EtcdServer) -> None:
     await registry.close()
     with pytest.raises(StopAsyncIteration):
         await asyncio.wait_for(anext(snapshots), 5)
+
+
+async def test_allow_list_in_watch_and_channel(etcd: EtcdServer) -> None:
+    async with Registry(etcd.endpoint) as registry:
+        await registry.register(SERVICE, address="127.0.0.2:5001", instance_id="inside")
+        await registry.register(SERVICE, address="127.0.0.3:5001", instance_id="outside")
+        snapshots = registry.watch(SERVICE, allow=["127.0.0.2/32"])
+        async with asyncio.timeout(5):
+            assert [n.id for n in await anext(snapshots)] == ["inside"]
+        await snapshots.aclose()  # type: ignore[attr-defined]
+        with pytest.raises(ValueError, match="at least one"):
+            registry.channel(SERVICE, allow=[])
+        async with registry.channel(SERVICE, allow=["127.0.0.2/32"]) as channel:
+
+            async def snapshot() -> Snapshot | None:
+                return channel.snapshot
+
+            snap = await async_wait_for(snapshot, 5, "the first snapshot")
+            assert [n.id for n in snap] == ["inside"]

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from waiting import wait_for
 
 import grpc_etcd
 from grpc_etcd import Snapshot
@@ -165,3 +166,34 @@ def test_a_write_right_after_the_first_snapshot_comes_once(etcd: EtcdServer) -> 
             second = next(snapshots)
         assert [n.version for n in second.updated] == ["v2"]
         assert sorted(n.id for n in second) == ["a", "b"]
+
+
+def test_allow_list_ignores_records_outside_with_one_warning(
+    etcd: EtcdServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    etcd.etcdctl("put", f"{PREFIX}inside", record("v1", 5001).replace("127.0.0.1", "127.0.0.2"))
+    etcd.etcdctl("put", f"{PREFIX}outside", record("v1", 5002).replace("127.0.0.1", "127.0.0.3"))
+    with grpc_etcd.Registry(etcd.endpoint) as registry:
+        with pytest.raises(ValueError, match="not a network"):
+            registry.channel(SERVICE, allow=["127.0.0.2/33"])
+        with (
+            caplog.at_level(logging.WARNING, "grpc_etcd.watcher"),
+            registry.channel(SERVICE, allow=["127.0.0.2/32"]) as channel,
+        ):
+            snap = wait_for(lambda: channel.snapshot, 5, "the first snapshot")
+            assert [n.id for n in snap] == ["inside"]
+            # rewritten (still outside), then a new node inside: one warning for the key
+            etcd.etcdctl(
+                "put", f"{PREFIX}outside", record("v2", 5002).replace("127.0.0.1", "127.0.0.3")
+            )
+            etcd.etcdctl(
+                "put", f"{PREFIX}later", record("v1", 5003).replace("127.0.0.1", "127.0.0.2")
+            )
+            wait_for(
+                lambda: channel.snapshot is not None and len(channel.snapshot) == 2,
+                5,
+                "the node inside the allow-list",
+            )
+            assert sorted(n.id for n in channel.snapshot) == ["inside", "later"]
+        warnings = [r.getMessage() for r in caplog.records if "allow-list" in r.getMessage()]
+        assert len(warnings) == 1 and f"{PREFIX}outside" in warnings[0]

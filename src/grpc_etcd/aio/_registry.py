@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -17,6 +17,7 @@ import grpc
 
 from .._channel._aio import BalancedChannel
 from .._channel._common import DEFAULT_DRAIN_TIMEOUT
+from ..allowlist import AllowList, allow_list
 from ..naming import validate_service
 from ..node import Node
 from ..registry._options import Methods, build_node, endpoints_or_default
@@ -131,10 +132,13 @@ class Registry:
         self._check_open()
         return await read_nodes(self._client, validate_service(service), self.root)
 
-    def watch(self, service: str) -> AsyncIterator[Snapshot]:
-        """Snapshots of ``service``: the current nodes first, then one per change."""
+    def watch(
+        self, service: str, *, allow: Iterable[str] | AllowList | None = None
+    ) -> AsyncIterator[Snapshot]:
+        """Snapshots of ``service``: the current nodes first, then one per change. ``allow``:
+        IP networks; records with an address outside them are ignored (a warning each)."""
         self._check_open()
-        return watch_snapshots(self._client, validate_service(service), self.root)
+        return watch_snapshots(self._client, validate_service(service), self.root, allow=allow)
 
     def channel(
         self,
@@ -146,12 +150,16 @@ class Registry:
         options: Sequence[tuple[str, Any]] | None = None,
         interceptors: Sequence[Any] | None = None,
         drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
+        allow: Iterable[str] | AllowList | None = None,
     ) -> BalancedChannel:
         """A ``grpc.aio.Channel`` that balances each call over the nodes of ``service``.
 
-        Must be called with an event loop running (the watcher is a task on it).
+        ``allow``: the IP networks node addresses must lie in (``["10.0.0.0/8"]``); a record
+        outside them is ignored with a warning naming its key. Must be called with an event
+        loop running (the watcher is a task on it).
         """
         self._check_open()
+        allowed = allow_list(allow)
         channel = BalancedChannel(
             service,
             policy=policy,
@@ -161,7 +169,7 @@ class Registry:
             interceptors=interceptors,
             drain_timeout=drain_timeout,
         )
-        task = self._attach(service, channel)
+        task = self._attach(service, channel, allowed)
         self._channels.add(channel)
 
         def on_close() -> None:
@@ -171,11 +179,13 @@ class Registry:
         channel.add_close_callback(on_close)
         return channel
 
-    def _attach(self, service: str, channel: _Updatable) -> asyncio.Task[None]:
+    def _attach(
+        self, service: str, channel: _Updatable, allow: AllowList | None = None
+    ) -> asyncio.Task[None]:
         """Feed ``channel`` (sync or aio) from the watcher of ``service``: a task on the
         running loop, until it is cancelled. Both twins attach their channels here."""
         self._check_open()
-        snapshots = self.watch(service)
+        snapshots = self.watch(service, allow=allow)
         return asyncio.get_running_loop().create_task(
             feed_channel(snapshots, channel), name=f"grpc-etcd watch {service}"
         )
