@@ -30,6 +30,7 @@ from typing import Any
 
 from ..config import MethodConfig, MethodName, OutlierDetection, RetryPolicy, ServiceConfig
 from ..node import Node, parse_address
+from ..rules import method_is_offline, node_labels, offline_methods, selector, selects
 from ..snapshot import Snapshot
 from . import _protos as pb
 from .names import cluster_name, parse_cluster_name
@@ -43,7 +44,6 @@ __all__ = [
     "VERSION_HEADER",
     "ServiceState",
     "Translation",
-    "labels_of",
 ]
 
 _PREFIX = "type.googleapis.com/"
@@ -69,23 +69,8 @@ _XDS_RETRY_CODES = frozenset(
 )
 
 
-def offline_methods(node: Node) -> frozenset[str]:
-    """The methods a node's record marks ``online: false`` (full names or last parts)."""
-    return frozenset(name for name, info in node.methods.items() if not info.online)
-
-
-def _serves(node: Node, method: str) -> bool:
-    offline = offline_methods(node)
-    return method not in offline and method.rsplit("/", 1)[-1] not in offline
-
-
-def labels_of(node: Node) -> dict[str, str]:
-    """A node's labels for subset selectors: its metadata plus ``version``."""
-    return {**node.metadata, "version": node.version}
-
-
-def _matches(labels: Mapping[str, str], selector: Mapping[str, str]) -> bool:
-    return all(labels.get(key) == value for key, value in selector.items())
+def _matches(labels: Mapping[str, str], wanted: Mapping[str, str]) -> bool:
+    return selects(selector(wanted), labels)
 
 
 @dataclass(frozen=True)
@@ -126,7 +111,8 @@ class ServiceState:
         return tuple(
             node
             for node in self.nodes
-            if _matches(labels_of(node), subset) and (not method or _serves(node, method))
+            if _matches(node_labels(node), subset)
+            and not (method and method_is_offline(offline_methods(node), method))
         )
 
     def offline(self) -> list[str]:
