@@ -23,6 +23,7 @@ is unusable; xDS clients fall back only when it is empty.)
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -137,6 +138,11 @@ class Translation:
         config = state.config
         self.warnings: list[str] = list(state.skipped)
         self._serialized: dict[tuple[str, str, tuple[tuple[str, str], ...]], bytes | None] = {}
+        self._selected: dict[tuple[tuple[tuple[str, str], ...], str], tuple[Node, ...]] = {}
+        self._labelled = [(node, node_labels(node), offline_methods(node)) for node in state.nodes]
+        self._by_version: dict[str, list[tuple[Node, dict[str, str], frozenset[str]]]] = {}
+        for labelled in self._labelled:
+            self._by_version.setdefault(labelled[1]["version"], []).append(labelled)
         policy = config.policy_name
         self._weighted = policy in _WEIGHTED_POLICIES
         if policy in _AS_ROUND_ROBIN:
@@ -266,12 +272,27 @@ class Translation:
         the subset's own if it has nodes, else the first fallback that has, else the subset's
         (or the unknown-version) cluster, which drops the call with a message. ``method``:
         the call's, when some node marks it offline."""
-        if subset is not None and self.state.select(subset, method):
+        if subset is not None and self._select(subset, method):
             return cluster_name(self.service, subset, method)
         for fallback in self.state.config.fallback:
-            if self.state.select(fallback, method):
+            if self._select(fallback, method):
                 return cluster_name(self.service, fallback, method)
         return cluster_name(self.service, subset, method)
+
+    def _select(self, subset: Mapping[str, str], method: str) -> tuple[Node, ...]:
+        """:meth:`ServiceState.select`, once per subset and method of this translation."""
+        wanted = selector(subset)
+        key = (wanted, method)
+        found = self._selected.get(key)
+        if found is None:
+            version = subset.get("version")
+            candidates = self._labelled if version is None else self._by_version.get(version, [])
+            found = self._selected[key] = tuple(
+                node
+                for node, labels, offline in candidates
+                if selects(wanted, labels) and not (method and method_is_offline(offline, method))
+            )
+        return found
 
     def _to(self, parts: Sequence[tuple[Mapping[str, str] | None, int]], method: str) -> Any:
         weights: dict[str, int] = {}
@@ -357,7 +378,7 @@ class Translation:
     def load_assignment(self, name: str) -> Any:
         """The endpoints of cluster ``name``; no node: a drop of every call, with a message."""
         _, subset, method = parse_cluster_name(name)
-        nodes = self.state.select(subset, method) if subset is not None else ()
+        nodes = self._select(subset, method) if subset is not None else ()
         assignment = pb.ClusterLoadAssignment(cluster_name=name)
         if not nodes:
             drop = pb.ClusterLoadAssignment.Policy.DropOverload(
@@ -376,13 +397,12 @@ class Translation:
             groups = [(list(nodes), 1)]
             per_node = False
         for members, weight in groups:
-            assignment.endpoints.append(
-                pb.LocalityLbEndpoints(
-                    locality=pb.Locality(sub_zone=members[0].key if per_node else ""),
-                    load_balancing_weight=pb.UInt32Value(value=weight),
-                    lb_endpoints=[_lb_endpoint(node) for node in members],
-                )
+            locality = pb.LocalityLbEndpoints(
+                locality=pb.Locality(sub_zone=members[0].key if per_node else ""),
+                load_balancing_weight=pb.UInt32Value(value=weight),
             )
+            locality.MergeFromString(_endpoints(members))
+            assignment.endpoints.append(locality)
         return assignment
 
     def _no_match_message(self, subset: Mapping[str, str] | None, method: str) -> str:
@@ -550,13 +570,35 @@ def _duration(seconds: float) -> Any:
     return duration
 
 
-def _lb_endpoint(node: Node) -> Any:
-    host, port = parse_address(node.address)
-    address = pb.Address(socket_address=pb.SocketAddress(address=host, port_value=port))
-    return pb.LbEndpoint(
-        endpoint=pb.Endpoint(address=address),
-        load_balancing_weight=pb.UInt32Value(value=node.weight or 1),
-    )
+def _endpoints(nodes: Sequence[Node]) -> bytes:
+    """``LocalityLbEndpoints.lb_endpoints`` (field 2) of ``nodes``, serialized: each node's is
+    built once and kept, and the parse of their concatenation is native code, so a change in a
+    service of a thousand nodes costs a few milliseconds instead of tens."""
+    return b"".join(_lb_endpoint_field(node.address, node.weight or 1) for node in nodes)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _lb_endpoint_field(address: str, weight: int) -> bytes:
+    host, port = parse_address(address)
+    socket_address = pb.SocketAddress(address=host, port_value=port)
+    endpoint = pb.LbEndpoint(
+        endpoint=pb.Endpoint(address=pb.Address(socket_address=socket_address)),
+        load_balancing_weight=pb.UInt32Value(value=weight),
+    ).SerializeToString(deterministic=True)
+    assert isinstance(endpoint, bytes)
+    return _LB_ENDPOINTS_TAG + _varint(len(endpoint)) + endpoint
+
+
+_LB_ENDPOINTS_TAG = bytes([2 << 3 | 2])  # field 2, length-delimited
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
 
 
 def _clusters_of(routes: Any) -> set[str]:
