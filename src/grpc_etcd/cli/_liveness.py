@@ -33,6 +33,7 @@ class Liveness(logging.Filter):
         self._on_change = on_change
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="grpc-etcd-liveness", daemon=True)
+        self._lock = threading.Lock()
         self.down = False
 
     def probe(self) -> None:
@@ -45,7 +46,21 @@ class Liveness(logging.Filter):
             error: str | None = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         else:
             error = None
-        if (error is not None) != self.down:
+        self._report(error)
+
+    def answered(self) -> None:
+        """etcd just answered something else (a watch event): it is back, if it was down.
+
+        The watch can reconnect before the next probe; its news must not come before the line
+        that says etcd answers again.
+        """
+        if self.down:
+            self._report(None)
+
+    def _report(self, error: str | None) -> None:
+        with self._lock:
+            if (error is not None) == self.down:
+                return
             self.down = error is not None
             self._on_change(error)
 

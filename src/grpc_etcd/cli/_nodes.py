@@ -158,11 +158,12 @@ def watch(opts: Options, service: str, as_json: bool) -> None:
         with (
             opts.registry() as reg,
             opts.client() as probe_client,
-            Liveness(probe_client, on_liveness),
+            Liveness(probe_client, on_liveness) as liveness,
         ):
             snapshots = reg.watch(service)
             try:
                 for snapshot in snapshots:
+                    liveness.answered()
                     for line in _change_lines(snapshot, as_json):
                         say(line)
             except KeyboardInterrupt:
