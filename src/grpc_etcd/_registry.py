@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from ._channel._common import DEFAULT_DRAIN_TIMEOUT
+from ._channel._base import DEFAULT_DRAIN_TIMEOUT
 from ._channel._sync import BalancedChannel
 from ._loop import LoopThread
 from .aio._registry import Registry as AsyncRegistry

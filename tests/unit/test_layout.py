@@ -24,6 +24,7 @@ PURE = [
     "allowlist.py",
     "registry/etcd/_cursor.py",
     "policies",
+    "_channel/_call.py",
 ]
 PURE_OPTIONAL = ["config.py", "rules.py"]
 FORBIDDEN_IN_PURE = {"grpc", "asyncio", "threading"}

@@ -20,41 +20,19 @@ from typing import TYPE_CHECKING, Any, cast
 import grpc
 import grpc.aio
 
-from ..policies import Balancer
-from ..policies.base import (
-    DoneCallback,
-    DoneInfo,
-    NoMatchError,
-    NotReadyError,
-    Pick,
-    Picker,
-    PickError,
-    Policy,
-    QueuePicker,
-)
+from ..policies.base import DoneCallback, DoneInfo, Pick, PickError, Policy
 from ..routing import CallInfo
 from ..snapshot import Snapshot
-from ._common import (
-    CONNECTIVITY_BY_STATE,
-    DEFAULT_DRAIN_TIMEOUT,
-    STATE_BY_CONNECTIVITY,
-    CallRouter,
-    ChannelClosedError,
-    ClosedPicker,
-    MethodKey,
-    Subchannel,
-    aggregate_state,
-    build_endpoints,
-    deadline_details,
-    plan_update,
-)
+from ._base import DEFAULT_DRAIN_TIMEOUT, ChannelBase, MultiCallableBase
+from ._call import CLOSED, Refusal, deadline_after, deadline_refusal, refusal, time_left
+from ._subchannel import CONNECTIVITY_BY_STATE, STATE_BY_CONNECTIVITY, Subchannel
 
 __all__ = ["BalancedChannel"]
 
 log = logging.getLogger("grpc_etcd.channel")
 
 _Sub = Subchannel[grpc.aio.Channel]
-_Start = Callable[[_Sub, "float | None"], Any]
+_Start = Callable[[_Sub, "DoneCallback | None", "float | None"], Any]
 
 # grpc.aio's own text for a call cancelled by the application.
 _LOCAL_CANCELLATION = "Locally cancelled by application!"
@@ -79,9 +57,14 @@ else:
     _StreamStreamBase = grpc.aio.StreamStreamMultiCallable
 
 
-def _rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
+def _rpc_error(refused: Refusal) -> grpc.aio.AioRpcError:
+    """The aio twin's failed call for a refusal: grpc.aio's own error type."""
     return grpc.aio.AioRpcError(
-        code, grpc.aio.Metadata(), grpc.aio.Metadata(), details=details, debug_error_string=details
+        grpc.StatusCode[refused.code],
+        grpc.aio.Metadata(),
+        grpc.aio.Metadata(),
+        details=refused.details,
+        debug_error_string=refused.details,
     )
 
 
@@ -102,28 +85,35 @@ def _keep(future: asyncio.Future[Any]) -> None:
     future.add_done_callback(_background.discard)
 
 
-def _track(call: Any, done: DoneCallback) -> None:
-    """Report the call's status and latency to the pick's done callback when it ends."""
+def _track(call: Any, sub: _Sub, done: DoneCallback | None) -> None:
+    """Count the call as in flight on ``sub`` until it ends; then report to ``done``."""
+    inflight = sub.inflight
+    if done is None:
+        call.add_done_callback(lambda _call: inflight.pop())
+        return
     start = time.perf_counter()
     loop = asyncio.get_running_loop()
 
     def finished(ended: Any) -> None:
+        inflight.pop()
         # The status is only reachable by awaiting it; it is already there, so this is quick.
         _keep(loop.create_task(_report(ended, done, start, time.perf_counter())))
 
     call.add_done_callback(finished)
 
 
-class BalancedChannel(grpc.aio.Channel):
+class BalancedChannel(ChannelBase[grpc.aio.Channel], grpc.aio.Channel):
     """A ``grpc.aio.Channel`` over every node of one service; each call goes to the node its
     policy picks (``"version"``: a random READY node of the version the call asks for).
 
-    The asyncio twin of :class:`grpc_etcd.BalancedChannel`, with the same constructor
-    plus ``interceptors`` (grpc.aio client interceptors, installed on every sub-channel: they
-    run after the pick and see the ``x-version`` metadata). :meth:`update` must be called from
-    the event loop's thread. Calls return grpc.aio call objects; a call that cannot get a node
+    The asyncio twin of :class:`grpc_etcd.BalancedChannel`, with the same constructor plus
+    ``interceptors`` (grpc.aio client interceptors, installed on every sub-channel: they run
+    after the pick and see the ``x-version`` metadata). :meth:`update` must be called from the
+    event loop's thread. Calls return grpc.aio call objects; a call that cannot get a node
     raises :class:`grpc.aio.AioRpcError` when awaited.
     """
+
+    _LABEL = "aio.BalancedChannel"
 
     def __init__(
         self,
@@ -136,35 +126,20 @@ class BalancedChannel(grpc.aio.Channel):
         interceptors: Sequence[Any] | None = None,
         drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
     ) -> None:
-        self._service = service
-        self._balancer = Balancer[_Sub](policy=policy)
-        self._version = version or None
-        self._credentials = credentials
-        self._options = tuple(options) if options else ()
-        self._interceptors = list(interceptors) if interceptors else None
-        self._drain_timeout = drain_timeout
-        self._snapshot: Snapshot | None = None
-        self._subs: dict[str, _Sub] = {}
-        self._picker: Picker[_Sub] = cast("Picker[_Sub]", QueuePicker())
+        # Everything runs on the event loop's one thread: the base's lock is a no-op.
+        self._lock = contextlib.nullcontext()
         self._changed = asyncio.Event()  # set (and replaced) when a picker is published
-        self._connectivity = grpc.ChannelConnectivity.CONNECTING
+        super().__init__(
+            service,
+            policy=policy,
+            version=version,
+            credentials=credentials,
+            options=options,
+            drain_timeout=drain_timeout,
+        )
+        self._interceptors = list(interceptors) if interceptors else None
         self._publish_pending = False
         self._draining: dict[asyncio.Task[None], _Sub] = {}  # removed nodes' closes
-        self._close_callbacks: list[Callable[[], object]] = []
-        self._method_keys: dict[MethodKey, object] = {}
-        self._closed = False
-
-    # ------------------------------------------------------------ public, beyond grpc.aio
-
-    @property
-    def service(self) -> str:
-        """The service whose nodes this channel balances over."""
-        return self._service
-
-    @property
-    def snapshot(self) -> Snapshot | None:
-        """The node set the channel follows now (None until the first one arrives)."""
-        return self._snapshot
 
     def update(self, snapshot: Snapshot) -> None:
         """Follow a new node set (call from the event loop's thread).
@@ -172,30 +147,8 @@ class BalancedChannel(grpc.aio.Channel):
         Returns once no new call can go to a removed node; a removed node's calls in flight
         keep running for at most ``drain_timeout`` seconds before its channel closes.
         """
-        if snapshot.service and snapshot.service != self._service:
-            raise ValueError(
-                f"snapshot of {snapshot.service!r} given to the channel of {self._service!r}"
-            )
-        if self._closed:
-            return
-        loop = asyncio.get_running_loop()
-        added, gone = plan_update(snapshot, self._subs)
-        for address in added:
-            self._subs[address] = self._open(address)
-        retired = [self._subs.pop(address) for address in gone]
-        self._snapshot = snapshot
-        self._publish()
-        for sub in retired:
-            sub.retired = True
-            sub.task.cancel()
-            self._drain(sub)
-        for address in added:
-            sub = self._subs[address]
-            sub.task = loop.create_task(self._watch(sub))
-
-    def subchannel_states(self) -> dict[str, grpc.ChannelConnectivity]:
-        """The connectivity of the connection to each address of the current nodes."""
-        return {sub.address: CONNECTIVITY_BY_STATE[sub.state] for sub in self._subs.values()}
+        asyncio.get_running_loop()  # off the loop: RuntimeError, before anything changes
+        super().update(snapshot)
 
     def add_close_callback(self, callback: Callable[[], object]) -> None:
         """Call ``callback()`` once when the channel closes (awaited if it returns an awaitable).
@@ -224,12 +177,9 @@ class BalancedChannel(grpc.aio.Channel):
 
     async def close(self, grace: float | None = None) -> None:
         """Close every sub-channel; calls in flight get ``grace`` seconds, then are cancelled."""
-        if self._closed:
+        subs = self._begin_close()
+        if subs is None:
             return
-        self._closed = True
-        self._publish()
-        subs = list(self._subs.values())
-        self._subs.clear()
         watchers = [sub.task for sub in subs if sub.task is not None]
         for task in watchers:
             task.cancel()
@@ -267,95 +217,7 @@ class BalancedChannel(grpc.aio.Channel):
             await self.wait_for_state_change(state)
             state = self.get_state(try_to_connect=True)
 
-    def unary_unary(
-        self,
-        method: str,
-        request_serializer: Callable[[Any], bytes] | None = None,
-        response_deserializer: Callable[[bytes], Any] | None = None,
-        _registered_method: bool | None = False,
-    ) -> _UnaryUnary:
-        """A unary-unary multicallable whose every call is balanced over the nodes."""
-        return _UnaryUnary(
-            self,
-            "unary_unary",
-            method,
-            request_serializer,
-            response_deserializer,
-            _registered_method,
-        )
-
-    def unary_stream(
-        self,
-        method: str,
-        request_serializer: Callable[[Any], bytes] | None = None,
-        response_deserializer: Callable[[bytes], Any] | None = None,
-        _registered_method: bool | None = False,
-    ) -> _UnaryStream:
-        """A unary-stream multicallable whose every call is balanced over the nodes."""
-        return _UnaryStream(
-            self,
-            "unary_stream",
-            method,
-            request_serializer,
-            response_deserializer,
-            _registered_method,
-        )
-
-    def stream_unary(
-        self,
-        method: str,
-        request_serializer: Callable[[Any], bytes] | None = None,
-        response_deserializer: Callable[[bytes], Any] | None = None,
-        _registered_method: bool | None = False,
-    ) -> _StreamUnary:
-        """A stream-unary multicallable whose every call is balanced over the nodes."""
-        return _StreamUnary(
-            self,
-            "stream_unary",
-            method,
-            request_serializer,
-            response_deserializer,
-            _registered_method,
-        )
-
-    def stream_stream(
-        self,
-        method: str,
-        request_serializer: Callable[[Any], bytes] | None = None,
-        response_deserializer: Callable[[bytes], Any] | None = None,
-        _registered_method: bool | None = False,
-    ) -> _StreamStream:
-        """A stream-stream multicallable whose every call is balanced over the nodes."""
-        return _StreamStream(
-            self,
-            "stream_stream",
-            method,
-            request_serializer,
-            response_deserializer,
-            _registered_method,
-        )
-
-    def __repr__(self) -> str:
-        return (
-            f"<aio.BalancedChannel {self._service} nodes={len(self._snapshot or ())} "
-            f"{self._connectivity.name}>"
-        )
-
     # ------------------------------------------------------------ picking
-
-    def _failure(self, info: CallInfo, exc: PickError, waited: bool) -> BaseException | None:
-        """The error a refused pick ends the call with, or None if the call should wait."""
-        if isinstance(exc, NotReadyError):
-            if exc.failure is not None and not info.wait_for_ready:
-                return _rpc_error(grpc.StatusCode.UNAVAILABLE, exc.failure)
-            return None
-        if isinstance(exc, NoMatchError):
-            return _rpc_error(grpc.StatusCode.UNAVAILABLE, exc.details)
-        if isinstance(exc, ChannelClosedError):
-            if waited:
-                return _rpc_error(grpc.StatusCode.CANCELLED, "Channel closed!")
-            return grpc.aio.UsageError("Channel is closed.")
-        return _rpc_error(grpc.StatusCode.UNAVAILABLE, str(exc))
 
     async def _wait_pick(self, info: CallInfo, deadline: float | None) -> Pick[_Sub]:
         """The slow path: wait for a picker with a node for this call, or raise its error."""
@@ -365,24 +227,16 @@ class BalancedChannel(grpc.aio.Channel):
             try:
                 return self._picker.pick(info)
             except PickError as exc:
-                failure = self._failure(info, exc, waited=True)
-                if failure is not None:
-                    raise failure from None
-            remaining = None if deadline is None else deadline - loop.time()
-            if remaining is not None and remaining <= 0:
-                raise _rpc_error(
-                    grpc.StatusCode.DEADLINE_EXCEEDED, deadline_details(self._service, info)
-                )
+                refused = refusal(exc, info, waited=True)
+                if refused is not None:
+                    raise _rpc_error(refused) from None
+            left = time_left(deadline, loop.time())
+            if left == 0.0:
+                raise _rpc_error(deadline_refusal(self._service, info))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), remaining)
+                await asyncio.wait_for(changed.wait(), left)
 
-    def _method_key(self, key: MethodKey) -> object:
-        token = self._method_keys.get(key)
-        if token is None:
-            token = self._method_keys.setdefault(key, object())
-        return token
-
-    # ------------------------------------------------------------ sub-channels
+    # ------------------------------------------------------------ the base's hooks
 
     def _open(self, address: str) -> _Sub:
         if self._credentials is None:
@@ -399,6 +253,22 @@ class BalancedChannel(grpc.aio.Channel):
         sub = Subchannel(address, channel)
         sub.state = STATE_BY_CONNECTIVITY[channel.get_state(try_to_connect=True)]
         return sub
+
+    def _retire(self, subs: list[_Sub]) -> None:
+        for sub in subs:
+            sub.task.cancel()
+            self._drain(sub)
+
+    def _after_update(self, opened: list[_Sub]) -> None:
+        loop = asyncio.get_running_loop()
+        for sub in opened:
+            sub.task = loop.create_task(self._watch(sub))
+
+    def _wake(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    # ------------------------------------------------------------ connectivity and draining
 
     async def _watch(self, sub: _Sub) -> None:
         """Follow one sub-channel's connectivity; nudge it to reconnect whenever it goes IDLE."""
@@ -449,56 +319,15 @@ class BalancedChannel(grpc.aio.Channel):
         if not self._closed:
             self._publish()
 
-    def _publish(self) -> None:
-        """Build and publish a new picker; wake the calls waiting for one."""
-        if self._closed:
-            self._picker = cast("Picker[_Sub]", ClosedPicker())
-        else:
-            self._picker = self._balancer.build(build_endpoints(self._snapshot, self._subs))
-        self._connectivity = aggregate_state(
-            (sub.state for sub in self._subs.values()),
-            has_snapshot=self._snapshot is not None,
-            closed=self._closed,
-        )
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
 
-
-class _MultiCallable:
-    """What the four kinds share: route the call, pick, reuse the sub-channel's multicallable."""
+class _MultiCallable(MultiCallableBase[grpc.aio.Channel]):
+    """The aio twin's calls: pick, count in flight, report to the pick's done callback."""
 
     _deferred: type[_Deferred]
 
-    def __init__(
-        self,
-        channel: BalancedChannel,
-        kind: str,
-        method: str,
-        request_serializer: Callable[[Any], bytes] | None,
-        response_deserializer: Callable[[bytes], Any] | None,
-        registered: bool | None,
-    ) -> None:
+    def __init__(self, channel: BalancedChannel, *args: Any) -> None:
+        super().__init__(channel, *args)
         self._channel = channel
-        self._kind = kind
-        self._method = method
-        self._serializer = request_serializer
-        self._deserializer = response_deserializer
-        self._registered = bool(registered)
-        self._resolve = CallRouter(method, channel._version).resolve
-        self._key = channel._method_key(
-            (kind, method, request_serializer, response_deserializer, self._registered)
-        )
-
-    def _bind(self, sub: _Sub) -> Any:
-        """Create this method's multicallable on ``sub`` once; later calls reuse it."""
-        factory = getattr(sub.channel, self._kind)
-        if self._registered:
-            callable_ = factory(self._method, self._serializer, self._deserializer, True)
-        else:
-            # grpcio <= 1.62 rejects _registered_method: pass it only when it is set.
-            callable_ = factory(self._method, self._serializer, self._deserializer)
-        sub.callables[self._key] = callable_
-        return callable_
 
     def _invoke(
         self,
@@ -513,31 +342,49 @@ class _MultiCallable:
         try:
             sub, done = self._channel._picker.pick(info)
         except PickError as exc:
-            failure = self._channel._failure(info, exc, waited=False)
-            if isinstance(failure, grpc.aio.UsageError):
-                raise failure from None
+            refused = refusal(exc, info, waited=False)
+            if refused is CLOSED:
+                raise grpc.aio.UsageError("Channel is closed.") from None
 
-            def start(sub: _Sub, timeout: float | None) -> Any:
-                return (sub.callables.get(self._key) or self._bind(sub))(
-                    first,
-                    timeout=timeout,
-                    metadata=metadata,
-                    credentials=credentials,
-                    wait_for_ready=wait_for_ready,
-                    compression=compression,
+            def start(sub: _Sub, done: DoneCallback | None, timeout: float | None) -> Any:
+                return self._begin(
+                    sub, done, first, timeout, metadata, credentials, wait_for_ready, compression
                 )
 
+            failure = None if refused is None else _rpc_error(refused)
             return self._deferred(self._channel, info, failure, start, timeout)
-        call = (sub.callables.get(self._key) or self._bind(sub))(
-            first,
-            timeout=timeout,
-            metadata=metadata,
-            credentials=credentials,
-            wait_for_ready=wait_for_ready,
-            compression=compression,
+        return self._begin(
+            sub, done, first, timeout, metadata, credentials, wait_for_ready, compression
         )
-        if done is not None:
-            _track(call, done)
+
+    def _begin(
+        self,
+        sub: _Sub,
+        done: DoneCallback | None,
+        first: Any,
+        timeout: float | None,
+        metadata: Any,
+        credentials: grpc.CallCredentials | None,
+        wait_for_ready: bool | None,
+        compression: grpc.Compression | None,
+    ) -> Any:
+        """Start the call on the picked ``sub``, counted in flight until it ends."""
+        sub.inflight.append(None)
+        try:
+            call = (sub.callables.get(self._key) or self._bind(sub))(
+                first,
+                timeout=timeout,
+                metadata=metadata,
+                credentials=credentials,
+                wait_for_ready=wait_for_ready,
+                compression=compression,
+            )
+        except BaseException:
+            sub.inflight.pop()
+            if done is not None:
+                done(DoneInfo("UNKNOWN", 0.0))
+            raise
+        _track(call, sub, done)
         return call
 
 
@@ -557,7 +404,7 @@ class _Deferred:
         timeout: float | None,
     ) -> None:
         self._loop = asyncio.get_running_loop()
-        self._deadline = None if timeout is None else self._loop.time() + timeout
+        self._deadline = deadline_after(timeout, self._loop.time())
         self._call: Any = None
         self._error = failure
         self._callbacks: list[Callable[[Any], None]] = []
@@ -572,10 +419,7 @@ class _Deferred:
         except grpc.aio.AioRpcError as exc:
             self._error = exc
             return
-        timeout = None if self._deadline is None else max(0.0, self._deadline - self._loop.time())
-        self._call = start(sub, timeout)
-        if done is not None:
-            _track(self._call, done)
+        self._call = start(sub, done, time_left(self._deadline, self._loop.time()))
 
     def _started(self, _task: asyncio.Task[None]) -> None:
         callbacks, self._callbacks = self._callbacks, []
@@ -618,7 +462,7 @@ class _Deferred:
     def time_remaining(self) -> float | None:
         if self._call is not None:
             return cast("float | None", self._call.time_remaining())
-        return None if self._deadline is None else max(0.0, self._deadline - self._loop.time())
+        return time_left(self._deadline, self._loop.time())
 
     def cancel(self) -> bool:
         if self._call is not None:
@@ -787,3 +631,11 @@ class _StreamStream(_MultiCallable, _StreamStreamBase):
         return self._invoke(
             request_iterator, timeout, metadata, credentials, wait_for_ready, compression
         )
+
+
+BalancedChannel._MULTICALLABLES = {
+    "unary_unary": _UnaryUnary,
+    "unary_stream": _UnaryStream,
+    "stream_unary": _StreamUnary,
+    "stream_stream": _StreamStream,
+}

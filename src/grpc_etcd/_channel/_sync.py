@@ -18,37 +18,15 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, NoReturn, cast
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
 
-from ..policies import Balancer
-from ..policies.base import (
-    DoneCallback,
-    DoneInfo,
-    NoMatchError,
-    NotReadyError,
-    Picker,
-    PickError,
-    Policy,
-    QueuePicker,
-)
+from ..policies.base import DoneCallback, DoneInfo, PickError, Policy
 from ..routing import CallInfo
-from ..snapshot import Snapshot
-from ._common import (
-    CONNECTIVITY_BY_STATE,
-    DEFAULT_DRAIN_TIMEOUT,
-    STATE_BY_CODE,
-    CallRouter,
-    ChannelClosedError,
-    ClosedPicker,
-    MethodKey,
-    Subchannel,
-    aggregate_state,
-    build_endpoints,
-    deadline_details,
-    plan_update,
-)
+from ._base import DEFAULT_DRAIN_TIMEOUT, ChannelBase, MultiCallableBase
+from ._call import CLOSED, Refusal, deadline_after, deadline_refusal, refusal, time_left
+from ._subchannel import STATE_BY_CODE, Subchannel
 
 __all__ = ["BalancedChannel", "FailedCall"]
 
@@ -169,6 +147,18 @@ def _code_name(call: Any) -> str:
     return value.name if isinstance(value, grpc.StatusCode) else "UNKNOWN"
 
 
+def _outcome(exc: BaseException) -> DoneInfo:
+    """What a done callback hears about a call that raised ``exc`` as it started."""
+    return DoneInfo(_code_name(exc) if isinstance(exc, grpc.RpcError) else "UNKNOWN", 0.0)
+
+
+def _failed(refused: Refusal) -> BaseException:
+    """The sync twin's failed call for a refusal (grpc's own ValueError on a closed channel)."""
+    if refused is CLOSED:
+        return ValueError("Cannot invoke RPC on closed channel!")
+    return FailedCall(grpc.StatusCode[refused.code], refused.details)
+
+
 def _timed(done: DoneCallback, fn: Callable[..., Any], *args: Any) -> Any:
     """Run a blocking call and report its status and latency to the pick's done callback."""
     start = time.perf_counter()
@@ -197,7 +187,7 @@ def _track(call: Any, sub: _Sub, done: DoneCallback | None) -> None:
     call.add_done_callback(finished)
 
 
-class BalancedChannel(grpc.Channel):
+class BalancedChannel(ChannelBase[grpc.Channel], grpc.Channel):
     """A ``grpc.Channel`` over every node of one service; each call goes to the node its policy
     picks (``"version"``: a random READY node of the version the call asks for).
 
@@ -221,75 +211,24 @@ class BalancedChannel(grpc.Channel):
         options: Sequence[tuple[str, Any]] | None = None,
         drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
     ) -> None:
-        self._service = service
-        self._balancer = Balancer[_Sub](policy=policy)
-        self._version = version or None
-        self._credentials = credentials
-        self._options = tuple(options) if options else ()
-        self._drain_timeout = drain_timeout
         self._lock = threading.Lock()
-        self._snapshot: Snapshot | None = None
-        self._subs: dict[str, _Sub] = {}
-        self._retired: list[_Sub] = []
-        # The per-call path reads only this attribute: no lock, no scan.
-        self._picker: Picker[_Sub] = cast("Picker[_Sub]", QueuePicker())
         # Set (and replaced) whenever a new picker is published: waiting calls sleep on it.
         self._changed = threading.Event()
-        self._connectivity = grpc.ChannelConnectivity.CONNECTING
+        super().__init__(
+            service,
+            policy=policy,
+            version=version,
+            credentials=credentials,
+            options=options,
+            drain_timeout=drain_timeout,
+        )
+        self._retired: list[_Sub] = []
         self._subscribers: list[list[Any]] = []
-        self._close_callbacks: list[Callable[[], object]] = []
-        self._method_keys: dict[MethodKey, object] = {}
-        self._closed = False
         self._kick = threading.Event()
         self._monitor = threading.Thread(
             target=self._run, name=f"grpc-etcd-channel {service}", daemon=True
         )
         self._monitor.start()
-
-    # ------------------------------------------------------------ public, beyond grpc.Channel
-
-    @property
-    def service(self) -> str:
-        """The service whose nodes this channel balances over."""
-        return self._service
-
-    @property
-    def snapshot(self) -> Snapshot | None:
-        """The node set the channel follows now (None until the first one arrives)."""
-        return self._snapshot
-
-    def update(self, snapshot: Snapshot) -> None:
-        """Follow a new node set: connect to new nodes, stop picking removed ones (thread-safe).
-
-        Returns once no new call can go to a removed node; its calls in flight keep running.
-        """
-        if snapshot.service and snapshot.service != self._service:
-            raise ValueError(
-                f"snapshot of {snapshot.service!r} given to the channel of {self._service!r}"
-            )
-        with self._lock:
-            if self._closed:
-                return
-            added, gone = plan_update(snapshot, self._subs)
-            for address in added:
-                self._subs[address] = self._open(address)
-            retired = [self._subs.pop(address) for address in gone]
-            self._snapshot = snapshot
-            self._publish()
-            # Only now, with a picker that cannot return them published, mark them retired:
-            # a call that picked one from an older picker sees the flag and picks again.
-            deadline = time.monotonic() + self._drain_timeout
-            for sub in retired:
-                sub.retired = True
-                sub.drain_deadline = deadline
-            self._retired.extend(retired)
-        self._kick.set()
-
-    def subchannel_states(self) -> dict[str, grpc.ChannelConnectivity]:
-        """The connectivity of the connection to each address of the current nodes."""
-        with self._lock:
-            subs = list(self._subs.values())
-        return {sub.address: CONNECTIVITY_BY_STATE[sub.state] for sub in subs}
 
     def add_close_callback(self, callback: Callable[[], object]) -> None:
         """Call ``callback()`` once when the channel closes (at once if it is closed already).
@@ -324,83 +263,13 @@ class BalancedChannel(grpc.Channel):
                     del self._subscribers[index]
                     break
 
-    def unary_unary(
-        self,
-        method: str,
-        request_serializer: Callable[[Any], bytes] | None = None,
-        response_deserializer: Callable[[bytes], Any] | None = None,
-        _registered_method: bool | None = False,
-    ) -> _UnaryUnary:
-        """A unary-unary multicallable whose every call is balanced over the nodes."""
-        return _UnaryUnary(
-            self,
-            "unary_unary",
-            method,
-            request_serializer,
-            response_deserializer,
-            _registered_method,
-        )
-
-    def unary_stream(
-        self,
-        method: str,
-        request_serializer: Callable[[Any], bytes] | None = None,
-        response_deserializer: Callable[[bytes], Any] | None = None,
-        _registered_method: bool | None = False,
-    ) -> _UnaryStream:
-        """A unary-stream multicallable whose every call is balanced over the nodes."""
-        return _UnaryStream(
-            self,
-            "unary_stream",
-            method,
-            request_serializer,
-            response_deserializer,
-            _registered_method,
-        )
-
-    def stream_unary(
-        self,
-        method: str,
-        request_serializer: Callable[[Any], bytes] | None = None,
-        response_deserializer: Callable[[bytes], Any] | None = None,
-        _registered_method: bool | None = False,
-    ) -> _StreamUnary:
-        """A stream-unary multicallable whose every call is balanced over the nodes."""
-        return _StreamUnary(
-            self,
-            "stream_unary",
-            method,
-            request_serializer,
-            response_deserializer,
-            _registered_method,
-        )
-
-    def stream_stream(
-        self,
-        method: str,
-        request_serializer: Callable[[Any], bytes] | None = None,
-        response_deserializer: Callable[[bytes], Any] | None = None,
-        _registered_method: bool | None = False,
-    ) -> _StreamStream:
-        """A stream-stream multicallable whose every call is balanced over the nodes."""
-        return _StreamStream(
-            self,
-            "stream_stream",
-            method,
-            request_serializer,
-            response_deserializer,
-            _registered_method,
-        )
-
     def close(self) -> None:
         """Close every sub-channel (cancelling calls in flight, like grpc) and stop monitoring."""
+        subs = self._begin_close()
+        if subs is None:
+            return
         with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._publish()
-            subs = [*self._subs.values(), *self._retired]
-            self._subs.clear()
+            subs.extend(self._retired)
             self._retired.clear()
             callbacks, self._close_callbacks = self._close_callbacks, []
         self._kick.set()
@@ -425,12 +294,6 @@ class BalancedChannel(grpc.Channel):
     ) -> None:
         self.close()
 
-    def __repr__(self) -> str:
-        return (
-            f"<BalancedChannel {self._service} nodes={len(self._snapshot or ())} "
-            f"{self._connectivity.name}>"
-        )
-
     # ------------------------------------------------------------ picking
 
     def _acquire(self, info: CallInfo, timeout: float | None) -> _Acquired:
@@ -441,53 +304,36 @@ class BalancedChannel(grpc.Channel):
             return self._wait(info, timeout)
         sub.inflight.append(None)
         if sub.retired:
-            sub.inflight.pop()
+            self._discard(sub, done)
             return self._wait(info, timeout)
         return sub, done, timeout
 
     def _wait(self, info: CallInfo, timeout: float | None) -> _Acquired:
         """The slow path: wait for a picker that has a node for this call, or fail it."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = deadline_after(timeout, time.monotonic())
         waited = False
         while True:
             changed = self._changed
             try:
                 sub, done = self._picker.pick(info)
-            except NoMatchError as exc:
-                raise FailedCall(grpc.StatusCode.UNAVAILABLE, exc.details) from None
-            except NotReadyError as exc:
-                if exc.failure is not None and not info.wait_for_ready:
-                    raise FailedCall(grpc.StatusCode.UNAVAILABLE, exc.failure) from None
-            except ChannelClosedError as exc:
-                if waited:  # closed under a waiting call: cancelled, like calls in flight
-                    raise FailedCall(grpc.StatusCode.CANCELLED, "Channel closed!") from None
-                raise ValueError(str(exc)) from None
             except PickError as exc:
-                raise FailedCall(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
+                refused = refusal(exc, info, waited=waited)
+                if refused is not None:
+                    raise _failed(refused) from None
             else:
                 sub.inflight.append(None)
                 if not sub.retired:
-                    if deadline is not None:
-                        timeout = max(0.0, deadline - time.monotonic())
-                    return sub, done, timeout
-                sub.inflight.pop()
+                    return sub, done, time_left(deadline, time.monotonic())
+                self._discard(sub, done)
                 continue
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                raise FailedCall(
-                    grpc.StatusCode.DEADLINE_EXCEEDED, deadline_details(self._service, info)
-                )
+            left = time_left(deadline, time.monotonic())
+            if left == 0.0:
+                raise _failed(deadline_refusal(self._service, info))
             self._kick.set()  # a call is waiting: have the monitor look closely
-            changed.wait(remaining)
+            changed.wait(left)
             waited = True
 
-    def _method_key(self, key: MethodKey) -> object:
-        token = self._method_keys.get(key)
-        if token is None:
-            token = self._method_keys.setdefault(key, object())
-        return token
-
-    # ------------------------------------------------------------ sub-channels and monitoring
+    # ------------------------------------------------------------ the base's hooks
 
     def _open(self, address: str) -> _Sub:
         if self._credentials is None:
@@ -501,19 +347,20 @@ class BalancedChannel(grpc.Channel):
         sub.state = STATE_BY_CODE[sub.code]
         return sub
 
-    def _publish(self) -> None:
-        """Build and publish a new picker; wake the calls waiting for one (hold the lock)."""
-        if self._closed:
-            self._picker = cast("Picker[_Sub]", ClosedPicker())
-        else:
-            self._picker = self._balancer.build(build_endpoints(self._snapshot, self._subs))
-        self._connectivity = aggregate_state(
-            (sub.state for sub in self._subs.values()),
-            has_snapshot=self._snapshot is not None,
-            closed=self._closed,
-        )
+    def _retire(self, subs: list[_Sub]) -> None:
+        deadline = time.monotonic() + self._drain_timeout
+        for sub in subs:
+            sub.drain_deadline = deadline
+        self._retired.extend(subs)
+
+    def _after_update(self, opened: list[_Sub]) -> None:
+        self._kick.set()
+
+    def _wake(self) -> None:
         changed, self._changed = self._changed, threading.Event()
         changed.set()
+
+    # ------------------------------------------------------------ monitoring and draining
 
     def _sweep(self) -> bool:
         """Read every sub-channel's state (and nudge IDLE ones to connect); True if any moved."""
@@ -580,39 +427,40 @@ class BalancedChannel(grpc.Channel):
             interval = _POLL_FAST if moved or kicked else min(interval * 2, _POLL_SLOW)
 
 
-class _MultiCallable:
-    """What the four kinds share: route the call, pick, reuse the sub-channel's multicallable."""
+class _MultiCallable(MultiCallableBase[grpc.Channel]):
+    """The sync twin's calls: pick, count in flight, report to the pick's done callback."""
 
-    def __init__(
-        self,
-        channel: BalancedChannel,
-        kind: str,
-        method: str,
-        request_serializer: Callable[[Any], bytes] | None,
-        response_deserializer: Callable[[bytes], Any] | None,
-        registered: bool | None,
-    ) -> None:
+    def __init__(self, channel: BalancedChannel, *args: Any) -> None:
+        super().__init__(channel, *args)
         self._channel = channel
-        self._kind = kind
-        self._method = method
-        self._serializer = request_serializer
-        self._deserializer = response_deserializer
-        self._registered = bool(registered)
-        self._resolve = CallRouter(method, channel._version).resolve
-        self._key = channel._method_key(
-            (kind, method, request_serializer, response_deserializer, self._registered)
-        )
 
-    def _bind(self, sub: _Sub) -> Any:
-        """Create this method's multicallable on ``sub`` once; later calls reuse it."""
-        factory = getattr(sub.channel, self._kind)
-        if self._registered:
-            callable_ = factory(self._method, self._serializer, self._deserializer, True)
-        else:
-            # grpcio <= 1.62 rejects _registered_method: pass it only when it is set.
-            callable_ = factory(self._method, self._serializer, self._deserializer)
-        sub.callables[self._key] = callable_
-        return callable_
+    def _on(self, sub: _Sub, name: str | None, *args: Any) -> Any:
+        """Start the call on ``sub``'s own multicallable (its ``name`` method if given)."""
+        callable_ = sub.callables.get(self._key) or self._bind(sub)
+        if name is not None:
+            callable_ = getattr(callable_, name)
+        return callable_(*args)
+
+    def _blocking(
+        self,
+        name: str | None,
+        request: Any,
+        timeout: float | None,
+        metadata: Metadata | None,
+        credentials: grpc.CallCredentials | None,
+        wait_for_ready: bool | None,
+        compression: grpc.Compression | None,
+    ) -> Any:
+        """A blocking call (``__call__``, ``with_call``): ends before this returns."""
+        info, metadata = self._resolve(metadata, wait_for_ready)
+        sub, done, timeout = self._channel._acquire(info, timeout)
+        args = (request, timeout, metadata, credentials, wait_for_ready, compression)
+        try:
+            if done is None:
+                return self._on(sub, name, *args)
+            return _timed(done, self._on, sub, name, *args)
+        finally:
+            sub.inflight.pop()
 
     def _start(
         self,
@@ -631,12 +479,13 @@ class _MultiCallable:
         except FailedCall as failed:
             return failed
         try:
-            callable_ = sub.callables.get(self._key) or self._bind(sub)
-            if name is not None:
-                callable_ = getattr(callable_, name)
-            call = callable_(request, timeout, metadata, credentials, wait_for_ready, compression)
-        except BaseException:
+            call = self._on(
+                sub, name, request, timeout, metadata, credentials, wait_for_ready, compression
+            )
+        except BaseException as exc:
             sub.inflight.pop()
+            if done is not None:
+                done(_outcome(exc))
             raise
         _track(call, sub, done)
         return call
@@ -653,25 +502,27 @@ class _UnaryUnary(_MultiCallable, _UnaryUnaryBase):
         compression: grpc.Compression | None = None,
     ) -> Any:
         info, metadata = self._resolve(metadata, wait_for_ready)
-        # _acquire inlined: this is the hottest path.
+        # _acquire and _on inlined: this is the hottest path.
+        channel = self._channel
         try:
-            sub, done = self._channel._picker.pick(info)
+            sub, done = channel._picker.pick(info)
         except PickError:
-            sub, done, timeout = self._channel._wait(info, timeout)
+            sub, done, timeout = channel._wait(info, timeout)
         else:
             sub.inflight.append(None)
             if sub.retired:
-                sub.inflight.pop()
-                sub, done, timeout = self._channel._wait(info, timeout)
+                channel._discard(sub, done)
+                sub, done, timeout = channel._wait(info, timeout)
         try:
-            callable_ = sub.callables.get(self._key) or self._bind(sub)
             if done is None:
-                return callable_(
+                return (sub.callables.get(self._key) or self._bind(sub))(
                     request, timeout, metadata, credentials, wait_for_ready, compression
                 )
             return _timed(
                 done,
-                callable_,
+                self._on,
+                sub,
+                None,
                 request,
                 timeout,
                 metadata,
@@ -691,24 +542,10 @@ class _UnaryUnary(_MultiCallable, _UnaryUnaryBase):
         wait_for_ready: bool | None = None,
         compression: grpc.Compression | None = None,
     ) -> tuple[Any, grpc.Call]:
-        info, metadata = self._resolve(metadata, wait_for_ready)
-        try:
-            sub, done = self._channel._picker.pick(info)
-        except PickError:
-            sub, done, timeout = self._channel._wait(info, timeout)
-        else:
-            sub.inflight.append(None)
-            if sub.retired:
-                sub.inflight.pop()
-                sub, done, timeout = self._channel._wait(info, timeout)
-        try:
-            callable_ = (sub.callables.get(self._key) or self._bind(sub)).with_call
-            args = (request, timeout, metadata, credentials, wait_for_ready, compression)
-            outcome: tuple[Any, grpc.Call]
-            outcome = callable_(*args) if done is None else _timed(done, callable_, *args)
-            return outcome
-        finally:
-            sub.inflight.pop()
+        outcome: tuple[Any, grpc.Call] = self._blocking(
+            "with_call", request, timeout, metadata, credentials, wait_for_ready, compression
+        )
+        return outcome
 
     def future(
         self,
@@ -792,39 +629,6 @@ class _StreamUnary(_MultiCallable, _StreamUnaryBase):
             compression,
         )
 
-    def _blocking(
-        self,
-        name: str | None,
-        request_iterator: Iterator[Any],
-        timeout: float | None,
-        metadata: Metadata | None,
-        credentials: grpc.CallCredentials | None,
-        wait_for_ready: bool | None,
-        compression: grpc.Compression | None,
-    ) -> Any:
-        info, metadata = self._resolve(metadata, wait_for_ready)
-        sub, done, timeout = self._channel._acquire(info, timeout)
-        try:
-            callable_ = sub.callables.get(self._key) or self._bind(sub)
-            if name is not None:
-                callable_ = getattr(callable_, name)
-            if done is None:
-                return callable_(
-                    request_iterator, timeout, metadata, credentials, wait_for_ready, compression
-                )
-            return _timed(
-                done,
-                callable_,
-                request_iterator,
-                timeout,
-                metadata,
-                credentials,
-                wait_for_ready,
-                compression,
-            )
-        finally:
-            sub.inflight.pop()
-
 
 class _StreamStream(_MultiCallable, _StreamStreamBase):
     def __call__(
@@ -839,3 +643,11 @@ class _StreamStream(_MultiCallable, _StreamStreamBase):
         return self._start(
             None, request_iterator, timeout, metadata, credentials, wait_for_ready, compression
         )
+
+
+BalancedChannel._MULTICALLABLES = {
+    "unary_unary": _UnaryUnary,
+    "unary_stream": _UnaryStream,
+    "stream_unary": _StreamUnary,
+    "stream_stream": _StreamStream,
+}

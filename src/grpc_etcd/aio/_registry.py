@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import grpc
 
 from .._channel._aio import BalancedChannel
-from .._channel._common import DEFAULT_DRAIN_TIMEOUT
+from .._channel._base import DEFAULT_DRAIN_TIMEOUT
 from ..allowlist import AllowList, allow_list
 from ..naming import validate_service
 from ..node import Node
@@ -185,7 +185,13 @@ class Registry:
         """Feed ``channel`` (sync or aio) from the watcher of ``service``: a task on the
         running loop, until it is cancelled. Both twins attach their channels here."""
         self._check_open()
-        snapshots = self.watch(service, allow=allow)
+
+        def unreadable(exc: Exception) -> None:
+            channel.resolver_error(f"cannot read its nodes from etcd: {exc}")
+
+        snapshots = watch_snapshots(
+            self._client, validate_service(service), self._root, allow=allow, on_error=unreadable
+        )
         return asyncio.get_running_loop().create_task(
             feed_channel(snapshots, channel), name=f"grpc-etcd watch {service}"
         )
@@ -219,6 +225,8 @@ class Registry:
 
 class _Updatable(Protocol):
     def update(self, snapshot: Snapshot) -> None: ...
+
+    def resolver_error(self, error: str | None) -> None: ...
 
 
 async def feed_channel(snapshots: AsyncIterator[Snapshot], channel: _Updatable) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from dataclasses import dataclass
 
 from ..allowlist import AllowList, Network, allow_list
@@ -118,7 +118,12 @@ async def _watch_then_read(
 
 
 async def follow(
-    client: AsyncEtcdClient, key: str, *, prefix: bool, keeping: str
+    client: AsyncEtcdClient,
+    key: str,
+    *,
+    prefix: bool,
+    keeping: str,
+    on_error: Callable[[Exception], None] | None = None,
 ) -> AsyncGenerator[Resync | Changes, None]:
     """A key (or every key under it with ``prefix=True``), gap-free: a ``Resync`` first, then
     ``Changes`` as they come; after a compaction or a failure, another ``Resync`` (with
@@ -131,6 +136,8 @@ async def follow(
         except (EtcdError, StopAsyncIteration) as exc:
             if client.closed:
                 return
+            if on_error is not None:  # a read failed: a channel without nodes fails fast
+                on_error(exc)
             delay = backoff.next_delay()
             log.warning("cannot read %s (%s); keeping %s, retry in %.1fs", key, exc, keeping, delay)
             await asyncio.sleep(delay)
@@ -167,23 +174,34 @@ def watch_snapshots(
     root: str = "",
     *,
     allow: Iterable[str | Network] | AllowList | None = None,
+    on_error: Callable[[Exception], None] | None = None,
 ) -> AsyncGenerator[Snapshot, None]:
     """Snapshots of ``service``: the full set first, then one per change.
 
     ``allow``: IP networks (``["10.0.0.0/8", "127.0.0.1/32"]``, see ``grpc_etcd.allowlist``);
     a record whose address is outside all of them is ignored with one warning naming its key.
-    Checked at once (``ValueError``). Runs until the consumer closes it or the etcd client is
-    closed.
+    Checked at once (``ValueError``). ``on_error`` hears every failed read of the nodes. Runs
+    until the consumer closes it or the etcd client is closed.
     """
-    return _watch_snapshots(client, service, root, allow_list(allow))
+    return _watch_snapshots(client, service, root, allow_list(allow), on_error)
 
 
 async def _watch_snapshots(
-    client: AsyncEtcdClient, service: str, root: str, allow: AllowList | None
+    client: AsyncEtcdClient,
+    service: str,
+    root: str,
+    allow: AllowList | None,
+    on_error: Callable[[Exception], None] | None,
 ) -> AsyncGenerator[Snapshot, None]:
     warner = _Warner()
     snapshot: Snapshot | None = None
-    updates = follow(client, service_prefix(service, root), prefix=True, keeping="the last nodes")
+    updates = follow(
+        client,
+        service_prefix(service, root),
+        prefix=True,
+        keeping="the last nodes",
+        on_error=on_error,
+    )
     async with contextlib.aclosing(updates):
         async for update in updates:
             first = snapshot is None

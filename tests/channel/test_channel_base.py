@@ -5,14 +5,10 @@ from __future__ import annotations
 import grpc
 
 from grpc_etcd import Node, Snapshot, route
-from grpc_etcd._channel._common import (
-    CallRouter,
-    Subchannel,
-    aggregate_state,
-    build_endpoints,
-    plan_update,
-)
+from grpc_etcd._channel._base import aggregate_state, build_endpoints, plan_update
+from grpc_etcd._channel._subchannel import Subchannel
 from grpc_etcd.policies.base import ConnState
+from grpc_etcd.routing import CallRouter
 
 
 def test_version_from_metadata_is_kept_and_not_repeated() -> None:

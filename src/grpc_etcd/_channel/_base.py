@@ -1,0 +1,366 @@
+"""What both BalancedChannels are: their state and their decisions (httpx's ``BaseClient``).
+
+The twins keep only what really differs: how a sub-channel's connectivity is observed (a
+monitor thread polling cygrpc, or a task per sub-channel), the waiting primitive
+(``threading.Event`` or ``asyncio.Event``), their failed-call objects, and draining.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, ClassVar, Generic, TypeVar, cast
+
+import grpc
+
+from ..policies import Balancer
+from ..policies.base import (
+    ConnState,
+    DoneCallback,
+    Endpoint,
+    Picker,
+    Policy,
+    QueuePicker,
+)
+from ..routing import CallRouter
+from ..snapshot import Snapshot
+from ._call import THROWN_AWAY, ClosedPicker, UnresolvedPicker
+from ._subchannel import CONNECTIVITY_BY_STATE, Subchannel
+
+__all__ = [
+    "DEFAULT_DRAIN_TIMEOUT",
+    "ChannelBase",
+    "MethodKey",
+    "MultiCallableBase",
+    "aggregate_state",
+    "build_endpoints",
+    "plan_update",
+]
+
+C = TypeVar("C")
+
+#: How long a removed node's sub-channel may keep serving the calls already on it (seconds).
+#: A clean server stop drains well within this (grpc servers are usually stopped with a grace
+#: of a few seconds); the bound only matters for a partitioned node or an endless stream.
+DEFAULT_DRAIN_TIMEOUT = 30.0
+
+#: Identifies one method signature (kind, name, serializers, registered) within a channel.
+MethodKey = tuple[str, str, Any, Any, bool]
+
+Serializer = Callable[[Any], bytes] | None
+Deserializer = Callable[[bytes], Any] | None
+
+
+def plan_update(snapshot: Snapshot, current: Mapping[str, object]) -> tuple[list[str], list[str]]:
+    """The addresses that need a new sub-channel, and those whose sub-channel must go.
+
+    Keyed by address: two records for one address (a server restarted inside its old lease's
+    TTL, or one server registered under two versions) share one connection.
+    """
+    wanted = {node.address for node in snapshot.nodes.values()}
+    return [a for a in sorted(wanted) if a not in current], [a for a in current if a not in wanted]
+
+
+def build_endpoints(
+    snapshot: Snapshot | None, subchannels: Mapping[str, Subchannel[C]]
+) -> list[Endpoint[Subchannel[C]]]:
+    """One endpoint per node (so each node's version is indexed), with its sub-channel's state."""
+    if snapshot is None:
+        return []
+    endpoints: list[Endpoint[Subchannel[C]]] = []
+    for node in snapshot.nodes.values():
+        sub = subchannels.get(node.address)
+        if sub is not None:
+            endpoints.append(Endpoint(node, sub, sub.state, sub.error))
+    return endpoints
+
+
+def aggregate_state(
+    states: Iterable[ConnState], *, has_snapshot: bool, closed: bool, unresolved: bool = False
+) -> grpc.ChannelConnectivity:
+    """The channel's own connectivity, like grpc's: READY if any sub-channel is READY.
+
+    ``unresolved``: there is no snapshot because the registry cannot read etcd.
+    """
+    if closed:
+        return grpc.ChannelConnectivity.SHUTDOWN
+    seen = set(states)
+    if not has_snapshot:
+        # Waiting for the registry's first snapshot is the channel's "resolving" phase; a
+        # resolver that reports an error puts grpc's channels in TRANSIENT_FAILURE.
+        if unresolved:
+            return grpc.ChannelConnectivity.TRANSIENT_FAILURE
+        return grpc.ChannelConnectivity.CONNECTING
+    for state in (ConnState.READY, ConnState.CONNECTING, ConnState.IDLE):
+        if state in seen:
+            return CONNECTIVITY_BY_STATE[state]
+    # Every node failing, or no node at all: calls fail fast, as on a channel in failure.
+    return grpc.ChannelConnectivity.TRANSIENT_FAILURE
+
+
+class ChannelBase(Generic[C]):
+    """The state of a BalancedChannel and every decision about it that is not I/O.
+
+    A twin sets ``_lock`` (a real lock, or a no-op on the event loop's only thread) before
+    calling ``__init__``, fills ``_MULTICALLABLES`` and implements the hooks at the end.
+    """
+
+    #: The multicallable class of each kind ("unary_unary", ...), set by each twin.
+    _MULTICALLABLES: ClassVar[Mapping[str, Callable[..., Any]]]
+    _LABEL: ClassVar[str] = "BalancedChannel"
+    _lock: AbstractContextManager[Any]
+
+    def __init__(
+        self,
+        service: str,
+        *,
+        policy: str | Policy,
+        version: str | None,
+        credentials: grpc.ChannelCredentials | None,
+        options: Sequence[tuple[str, Any]] | None,
+        drain_timeout: float,
+    ) -> None:
+        self._service = service
+        self._balancer = Balancer[Subchannel[C]](policy=policy)
+        self._version = version or None
+        self._credentials = credentials
+        self._options = tuple(options) if options else ()
+        self._drain_timeout = drain_timeout
+        self._snapshot: Snapshot | None = None
+        self._subs: dict[str, Subchannel[C]] = {}
+        # The per-call path reads only this attribute: no lock, no scan.
+        self._picker: Picker[Subchannel[C]] = cast("Picker[Subchannel[C]]", QueuePicker())
+        self._connectivity = grpc.ChannelConnectivity.CONNECTING
+        self._unresolved: str | None = None  # why there is no snapshot (etcd unreachable)
+        self._close_callbacks: list[Callable[[], object]] = []
+        self._method_keys: dict[MethodKey, object] = {}
+        self._closed = False
+
+    # ------------------------------------------------------------ public, beyond grpc
+
+    @property
+    def service(self) -> str:
+        """The service whose nodes this channel balances over."""
+        return self._service
+
+    @property
+    def snapshot(self) -> Snapshot | None:
+        """The node set the channel follows now (None until the first one arrives)."""
+        return self._snapshot
+
+    def update(self, snapshot: Snapshot) -> None:
+        """Follow a new node set: connect to new nodes, stop picking removed ones.
+
+        Returns once no new call can go to a removed node; a removed node's calls in flight
+        keep running for at most ``drain_timeout`` seconds before its connection closes.
+        """
+        if snapshot.service and snapshot.service != self._service:
+            raise ValueError(
+                f"snapshot of {snapshot.service!r} given to the channel of {self._service!r}"
+            )
+        with self._lock:
+            if self._closed:
+                return
+            added, gone = plan_update(snapshot, self._subs)
+            opened = []
+            for address in added:
+                sub = self._subs[address] = self._open(address)
+                opened.append(sub)
+            retired = [self._subs.pop(address) for address in gone]
+            self._snapshot = snapshot
+            self._publish()
+            # Only now, with a picker that cannot return them published, mark them retired:
+            # a call that picked one from an older picker sees the flag and picks again.
+            for sub in retired:
+                sub.retired = True
+            self._retire(retired)
+        self._after_update(opened)
+
+    def resolver_error(self, error: str | None) -> None:
+        """Tell the channel that the registry cannot read its nodes (``None``: it can again).
+
+        Until the first snapshot, calls without ``wait_for_ready`` then fail at once with
+        ``UNAVAILABLE`` and details naming the service and ``error`` (calls with it wait for
+        the snapshot). Once a snapshot has come, the last one stands and this changes nothing.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._unresolved = None if error is None else f"cannot resolve {self._service}: {error}"
+            if self._snapshot is None:
+                self._publish()
+        self._after_update([])
+
+    def subchannel_states(self) -> dict[str, grpc.ChannelConnectivity]:
+        """The connectivity of the connection to each address of the current nodes."""
+        with self._lock:
+            subs = list(self._subs.values())
+        return {sub.address: CONNECTIVITY_BY_STATE[sub.state] for sub in subs}
+
+    # ------------------------------------------------------------ the four factories
+
+    def unary_unary(
+        self,
+        method: str,
+        request_serializer: Serializer = None,
+        response_deserializer: Deserializer = None,
+        _registered_method: bool | None = False,
+    ) -> Any:
+        """A unary-unary multicallable whose every call is balanced over the nodes."""
+        return self._multicallable(
+            "unary_unary", method, request_serializer, response_deserializer, _registered_method
+        )
+
+    def unary_stream(
+        self,
+        method: str,
+        request_serializer: Serializer = None,
+        response_deserializer: Deserializer = None,
+        _registered_method: bool | None = False,
+    ) -> Any:
+        """A unary-stream multicallable whose every call is balanced over the nodes."""
+        return self._multicallable(
+            "unary_stream", method, request_serializer, response_deserializer, _registered_method
+        )
+
+    def stream_unary(
+        self,
+        method: str,
+        request_serializer: Serializer = None,
+        response_deserializer: Deserializer = None,
+        _registered_method: bool | None = False,
+    ) -> Any:
+        """A stream-unary multicallable whose every call is balanced over the nodes."""
+        return self._multicallable(
+            "stream_unary", method, request_serializer, response_deserializer, _registered_method
+        )
+
+    def stream_stream(
+        self,
+        method: str,
+        request_serializer: Serializer = None,
+        response_deserializer: Deserializer = None,
+        _registered_method: bool | None = False,
+    ) -> Any:
+        """A stream-stream multicallable whose every call is balanced over the nodes."""
+        return self._multicallable(
+            "stream_stream", method, request_serializer, response_deserializer, _registered_method
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"<{self._LABEL} {self._service} nodes={len(self._snapshot or ())} "
+            f"{self._connectivity.name}>"
+        )
+
+    # ------------------------------------------------------------ shared internals
+
+    def _multicallable(
+        self,
+        kind: str,
+        method: str,
+        request_serializer: Serializer,
+        response_deserializer: Deserializer,
+        registered: bool | None,
+    ) -> Any:
+        return self._MULTICALLABLES[kind](
+            self, kind, method, request_serializer, response_deserializer, registered
+        )
+
+    def _method_key(self, key: MethodKey) -> object:
+        token = self._method_keys.get(key)
+        if token is None:
+            token = self._method_keys.setdefault(key, object())
+        return token
+
+    def _publish(self) -> None:
+        """Build and publish a new picker; wake the calls waiting for one (hold the lock)."""
+        picker: Any
+        if self._closed:
+            picker = ClosedPicker()
+        elif self._snapshot is None and self._unresolved is not None:
+            picker = UnresolvedPicker(self._unresolved)
+        elif self._snapshot is None:
+            picker = QueuePicker()
+        else:
+            picker = self._balancer.build(build_endpoints(self._snapshot, self._subs))
+        self._picker = picker
+        self._connectivity = aggregate_state(
+            (sub.state for sub in self._subs.values()),
+            has_snapshot=self._snapshot is not None,
+            closed=self._closed,
+            unresolved=self._unresolved is not None,
+        )
+        self._wake()
+
+    def _begin_close(self) -> list[Subchannel[C]] | None:
+        """Mark the channel closed and publish that; the sub-channels to close (None: it was
+        closed already)."""
+        with self._lock:
+            if self._closed:
+                return None
+            self._closed = True
+            self._publish()
+            subs = list(self._subs.values())
+            self._subs.clear()
+            return subs
+
+    @staticmethod
+    def _discard(sub: Subchannel[C], done: DoneCallback | None) -> None:
+        """Give back a pick that will not be used (its sub-channel was retired under it)."""
+        sub.inflight.pop()
+        if done is not None:
+            done(THROWN_AWAY)
+
+    # ------------------------------------------------------------ the twins' hooks
+
+    def _open(self, address: str) -> Subchannel[C]:
+        """A new sub-channel to ``address`` (under the lock)."""
+        raise NotImplementedError
+
+    def _retire(self, subs: list[Subchannel[C]]) -> None:
+        """Start draining sub-channels no picker returns any more (under the lock)."""
+        raise NotImplementedError
+
+    def _after_update(self, opened: list[Subchannel[C]]) -> None:
+        """After an update or a resolver error, outside the lock: watch what was opened."""
+        raise NotImplementedError
+
+    def _wake(self) -> None:
+        """Wake every call waiting for a new picker (under the lock)."""
+        raise NotImplementedError
+
+
+class MultiCallableBase(Generic[C]):
+    """What every multicallable of both twins shares: the call's router and the per-method
+    multicallable on each sub-channel, created once."""
+
+    def __init__(
+        self,
+        channel: ChannelBase[C],
+        kind: str,
+        method: str,
+        request_serializer: Serializer,
+        response_deserializer: Deserializer,
+        registered: bool | None,
+    ) -> None:
+        self._kind = kind
+        self._method = method
+        self._serializer = request_serializer
+        self._deserializer = response_deserializer
+        self._registered = bool(registered)
+        self._resolve = CallRouter(method, channel._version).resolve
+        self._key = channel._method_key(
+            (kind, method, request_serializer, response_deserializer, self._registered)
+        )
+
+    def _bind(self, sub: Subchannel[C]) -> Any:
+        """Create this method's multicallable on ``sub`` once; later calls reuse it."""
+        factory = getattr(sub.channel, self._kind)
+        if self._registered:
+            callable_ = factory(self._method, self._serializer, self._deserializer, True)
+        else:
+            # grpcio <= 1.62 rejects _registered_method: pass it only when it is set.
+            callable_ = factory(self._method, self._serializer, self._deserializer)
+        sub.callables[self._key] = callable_
+        return callable_

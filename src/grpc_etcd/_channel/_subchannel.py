@@ -1,0 +1,80 @@
+"""One real grpc channel to one address, and the tables between grpc's and our states."""
+
+from __future__ import annotations
+
+from typing import Any, Generic, TypeVar
+
+import grpc
+
+from ..policies.base import ConnState
+
+__all__ = [
+    "CONNECTIVITY_BY_STATE",
+    "STATE_BY_CODE",
+    "STATE_BY_CONNECTIVITY",
+    "Subchannel",
+]
+
+C = TypeVar("C")
+
+# cygrpc's connectivity codes are the indexes of grpc.ChannelConnectivity's members.
+STATE_BY_CODE: tuple[ConnState, ...] = (
+    ConnState.IDLE,
+    ConnState.CONNECTING,
+    ConnState.READY,
+    ConnState.TRANSIENT_FAILURE,
+    ConnState.SHUTDOWN,
+)
+STATE_BY_CONNECTIVITY: dict[grpc.ChannelConnectivity, ConnState] = {
+    grpc.ChannelConnectivity.IDLE: ConnState.IDLE,
+    grpc.ChannelConnectivity.CONNECTING: ConnState.CONNECTING,
+    grpc.ChannelConnectivity.READY: ConnState.READY,
+    grpc.ChannelConnectivity.TRANSIENT_FAILURE: ConnState.TRANSIENT_FAILURE,
+    grpc.ChannelConnectivity.SHUTDOWN: ConnState.SHUTDOWN,
+}
+CONNECTIVITY_BY_STATE: dict[ConnState, grpc.ChannelConnectivity] = {
+    state: connectivity for connectivity, state in STATE_BY_CONNECTIVITY.items()
+}
+
+
+class Subchannel(Generic[C]):
+    """One real grpc channel to one address, shared by every node registered at that address."""
+
+    __slots__ = (
+        "address",
+        "callables",
+        "channel",
+        "code",
+        "core",
+        "drain_deadline",
+        "inflight",
+        "retired",
+        "state",
+        "task",
+    )
+
+    def __init__(self, address: str, channel: C) -> None:
+        self.address = address
+        self.channel = channel
+        self.state = ConnState.IDLE
+        self.code = -1  # last raw connectivity code seen (sync monitor)
+        self.core: Any = None  # sync twin: the cygrpc channel, polled for its state
+        # The real multicallables on this channel, created once per method (see MethodKey).
+        self.callables: dict[object, Any] = {}
+        # One item per call in flight: list.append/pop are atomic, so the sync hot path can
+        # count without a lock; len() is read when draining.
+        self.inflight: list[None] = []
+        # Set once no picker can return this sub-channel any more; it then drains and closes.
+        self.retired = False
+        self.drain_deadline = 0.0
+        self.task: Any = None  # asyncio twin: the task watching this channel's connectivity
+
+    @property
+    def error(self) -> str | None:
+        """The text a call sees when every matching node is failing."""
+        if self.state is ConnState.TRANSIENT_FAILURE:
+            return f"failed to connect to {self.address} (TRANSIENT_FAILURE)"
+        return None
+
+    def __repr__(self) -> str:
+        return f"<Subchannel {self.address} {self.state.value}>"
