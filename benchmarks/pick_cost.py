@@ -1,11 +1,14 @@
-"""Pick cost in ns at 3, 100 and 10,000 nodes: our version picker vs the seed's scan under a lock.
+"""Pick cost per policy at 3, 100 and 10,000 nodes, and the cost of a rebuild after one change.
 
-    .venv/bin/python benchmarks/pick_cost.py [--rounds 7] [--quick]
+    .venv/bin/python benchmarks/pick_cost.py [--rounds 5] [--quick] [--sizes 3 100 10000]
 
-The seed's picker (Go original, re-created in Python for a fair same-language comparison)
-locks, scans every node, keeps those of the wanted version and picks one at random. Ours is
-built once per change and picks with two dict lookups and a random index. Half of the nodes
-are v1, half v2; every pick asks for v1. Medians over several rounds, printed as markdown.
+Every pick goes through the picker a channel gets from :class:`grpc_etcd.policies.Balancer`
+(group choice, then the policy's child picker), so the figures are what a call pays. Half of
+the nodes are v1, half v2; the call pins v1 (as the seed's calls do), except the canary row
+(no pin, a 90/10 route between v1 and v2). The seed's picker (Go original, re-created in
+Python for a same-language comparison: a lock, a scan of every node, a random match) is the
+last row. The rebuild table times ``Balancer.build`` after one node changed state, the work
+a PUT/DELETE or a connectivity change costs the channel. Medians over rounds, as markdown.
 """
 
 from __future__ import annotations
@@ -14,12 +17,35 @@ import argparse
 import random
 import statistics
 import threading
+import time
 import timeit
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
+from grpc_etcd.config import parse_config
 from grpc_etcd.node import Node
-from grpc_etcd.policies import ConnState, Endpoint, VersionPolicy
+from grpc_etcd.policies import Balancer, ConnState, DoneInfo, Endpoint, Picker
 from grpc_etcd.routing import CallInfo
+
+POLICIES = (
+    "random",
+    "pick_first",
+    "round_robin",
+    "weighted_round_robin",
+    "least_request",
+    "p2c_ewma",
+    "ring_hash",
+)
+CANARY = {
+    "routes": [
+        {
+            "to": [
+                {"subset": {"version": "v1"}, "weight": 90},
+                {"subset": {"version": "v2"}, "weight": 10},
+            ]
+        }
+    ]
+}
 
 
 class SeedStylePicker:
@@ -37,10 +63,16 @@ class SeedStylePicker:
             return random.choice(matches)
 
 
-def endpoints(n: int) -> list[Endpoint[str]]:
+def endpoints(n: int, weighted: bool = False) -> list[Endpoint[str]]:
     return [
         Endpoint(
-            Node("s", f"n{i}", f"127.0.0.1:{1000 + i}", "v1" if i % 2 == 0 else "v2"),
+            Node(
+                "s",
+                f"n{i}",
+                f"127.0.0.1:{1000 + i}",
+                "v1" if i % 2 == 0 else "v2",
+                {"weight": str(1 + i % 5)} if weighted else {},
+            ),
             f"sub{i}",
             ConnState.READY,
         )
@@ -55,27 +87,92 @@ def ns_per_call(fn: Callable[[], object], budget: float = 0.2) -> float:
     return min(timer.repeat(repeat=3, number=number)) / number * 1e9
 
 
+def _pickers(n: int) -> list[tuple[str, Callable[[], object]]]:
+    eps = endpoints(n)
+    pinned = CallInfo("/proto.Api/ApiTest", version="v1")
+    hashed = CallInfo("/proto.Api/ApiTest", "v1", {"hash_key": "user-42"})
+    rows: list[tuple[str, Callable[[], object]]] = []
+    for name in POLICIES:
+        picker: Picker[str] = Balancer[str](policy=name).build(eps)
+        call = hashed if name == "ring_hash" else pinned
+        rows.append((name, lambda p=picker, c=call: p.pick(c)))  # type: ignore[misc]
+    weighted: Picker[str] = Balancer[str](policy="random").build(endpoints(n, weighted=True))
+    rows.append(("random, weights 1-5", lambda p=weighted: p.pick(pinned)))  # type: ignore[misc]
+    canary: Picker[str] = Balancer[str](parse_config(CANARY)).build(eps)
+    unpinned = CallInfo("/proto.Api/ApiTest")
+    rows.append(("random, canary route 90/10", lambda p=canary: p.pick(unpinned)))  # type: ignore[misc]
+    seed = SeedStylePicker(eps)
+    rows.append(("seed-style scan + lock", lambda p=seed: p.pick(pinned)))  # type: ignore[misc]
+    return rows
+
+
+def pick_table(sizes: Sequence[int], rounds: int) -> None:
+    results: dict[str, dict[int, float]] = {}
+    for n in sizes:
+        rows = _pickers(n)
+        samples: dict[str, list[float]] = {name: [] for name, _ in rows}
+        for _ in range(rounds):  # alternate so every row sees the same machine noise
+            for name, fn in rows:
+                budget = 0.02 if name.startswith("seed") and n > 1000 else 0.1
+                samples[name].append(ns_per_call(fn, budget))
+        for name, values in samples.items():
+            results.setdefault(name, {})[n] = statistics.median(values)
+    print("| policy | " + " | ".join(f"{n:,} nodes (ns/pick)" for n in sizes) + " | largest / 3 |")
+    print("|---|" + "---:|" * (len(sizes) + 1))
+    for name, by_size in results.items():
+        cells = " | ".join(f"{by_size[n]:,.0f}" for n in sizes)
+        print(f"| {name} | {cells} | {by_size[sizes[-1]] / by_size[sizes[0]]:,.2f}x |")
+
+
+def done_cost(rounds: int) -> None:
+    info = DoneInfo("OK", 0.001)
+    print("\n| done callback | ns/call |\n|---|---:|")
+    for name in ("least_request", "p2c_ewma"):
+        picker: Picker[str] = Balancer[str](policy=name).build(endpoints(100))
+        done = picker.pick(CallInfo("/m", "v1")).done
+        assert done is not None
+        values = [ns_per_call(lambda d=done: d(info)) for _ in range(rounds)]  # type: ignore[misc]
+        print(f"| {name} | {statistics.median(values):,.0f} |")
+
+
+def rebuild_table(sizes: Sequence[int], rounds: int) -> None:
+    print(
+        "\n| policy | "
+        + " | ".join(f"{n:,} nodes: build after 1 change (ms)" for n in sizes)
+        + " |"
+    )
+    print("|---|" + "---:|" * len(sizes))
+    for name in ("random", "round_robin", "least_request", "ring_hash"):
+        cells = []
+        for n in sizes:
+            eps = endpoints(n)
+            balancer = Balancer[str](policy=name)
+            balancer.build(eps)
+            times = []
+            for i in range(max(rounds * 4, 20)):
+                index = i % n
+                state = (
+                    ConnState.CONNECTING if eps[index].state is ConnState.READY else ConnState.READY
+                )
+                eps[index] = replace(eps[index], state=state)
+                started = time.perf_counter()
+                balancer.build(eps)
+                times.append((time.perf_counter() - started) * 1e3)
+            cells.append(f"{statistics.median(times):,.2f} (p99 {max(times):,.2f})")
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--sizes", type=int, nargs="+", default=[3, 100, 10_000])
-    parser.add_argument("--quick", action="store_true", help="3 rounds")
+    parser.add_argument("--quick", action="store_true", help="2 rounds")
     args = parser.parse_args()
-    rounds = min(3, args.rounds) if args.quick else args.rounds
-    call = CallInfo("/proto.Api/ApiTest", version="v1")
-    print("| nodes | ours (ns/pick) | seed-style scan+lock (ns/pick) | speed-up |")
-    print("|---:|---:|---:|---:|")
-    for n in args.sizes:
-        eps = endpoints(n)
-        ours = VersionPolicy().build(eps)
-        seed = SeedStylePicker(eps)
-        ours_ns, seed_ns = [], []
-        for _ in range(rounds):  # alternate so both see the same machine noise
-            ours_ns.append(ns_per_call(lambda p=ours: p.pick(call)))  # type: ignore[misc]
-            budget = 0.05 if n > 1000 else 0.2
-            seed_ns.append(ns_per_call(lambda p=seed: p.pick(call), budget))  # type: ignore[misc]
-        o, s = statistics.median(ours_ns), statistics.median(seed_ns)
-        print(f"| {n:,} | {o:,.0f} | {s:,.0f} | {s / o:,.1f}x |")
+    rounds = min(2, args.rounds) if args.quick else args.rounds
+    random.seed(1)
+    pick_table(args.sizes, rounds)
+    done_cost(rounds)
+    rebuild_table([3, 1000, *[n for n in args.sizes if n > 1000]], rounds)
 
 
 if __name__ == "__main__":

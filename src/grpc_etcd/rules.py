@@ -28,6 +28,8 @@ __all__ = [
     "version_selector",
 ]
 
+_rand = random.random
+
 #: A subset selector in a hashable form: its (label, value) pairs, sorted.
 Selector = tuple[tuple[str, str], ...]
 
@@ -67,7 +69,16 @@ def method_is_offline(offline: frozenset[str], method: str) -> bool:
 
 
 class _CompiledRoute:
-    __slots__ = ("headers", "method", "prefix", "route", "targets", "total", "weights")
+    __slots__ = (
+        "always",
+        "headers",
+        "method",
+        "prefix",
+        "route",
+        "targets",
+        "total",
+        "weights",
+    )
 
     def __init__(self, route: Route, index_of: dict[Selector, int]) -> None:
         match = route.match
@@ -79,6 +90,8 @@ class _CompiledRoute:
         self.targets = tuple(index_of.setdefault(selector(p.subset), len(index_of)) for p in parts)
         self.weights = tuple(accumulate(part.weight for part in parts))
         self.total = self.weights[-1]
+        #: An empty match (after the source test) holds for every call.
+        self.always = not (self.headers or self.route or self.method)
 
     def holds(self, call: CallInfo) -> bool:
         if self.method is not None:
@@ -93,12 +106,6 @@ class _CompiledRoute:
                 if values.get(name) != value:
                     return False
         return all(_has_header(call.metadata, name, value) for name, value in self.headers)
-
-    def target(self) -> int:
-        if len(self.targets) == 1:
-            return self.targets[0]
-        # The canary split: a weighted draw, a binary search over the cumulative weights.
-        return self.targets[bisect_right(self.weights, random.random() * self.total)]
 
 
 def _has_header(metadata: Sequence[tuple[str, str | bytes]], name: str, value: str) -> bool:
@@ -138,6 +145,9 @@ class RouteTable:
     def choose(self, call: CallInfo) -> int:
         """The index in ``selectors`` of the subset this (unpinned) call goes to."""
         for route in self._routes:
-            if route.holds(call):
-                return route.target()
+            if route.always or route.holds(call):
+                if len(route.targets) == 1:
+                    return route.targets[0]
+                # The canary split: a weighted draw, a binary search over cumulative weights.
+                return route.targets[bisect_right(route.weights, _rand() * route.total)]
         return 0

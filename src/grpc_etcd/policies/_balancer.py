@@ -14,7 +14,8 @@ it returns may be used from any number of threads.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Generic, TypeVar
 
 from ..config import ServiceConfig, parse_config
@@ -36,6 +37,8 @@ __all__ = ["Balancer"]
 
 T = TypeVar("T")
 
+_READY = ConnState.READY
+_NONE: frozenset[str] = frozenset()
 # States in which a node may still become usable: a call waits for it rather than falling back.
 _COMING = frozenset({ConnState.IDLE, ConnState.CONNECTING, ConnState.SHUTDOWN})
 
@@ -76,23 +79,27 @@ class _Group(Generic[T]):
 
     __slots__ = ("_by_method", "_policy", "failure", "members", "offline", "picker", "waiting")
 
-    def __init__(self, members: Sequence[Endpoint[T]], policy: Policy) -> None:
+    def __init__(
+        self,
+        members: Sequence[Endpoint[T]],
+        policy: Policy,
+        offline: frozenset[str] = frozenset(),
+    ) -> None:
         self.members = tuple(members)
         self._policy = policy
         usable: dict[int, Endpoint[T]] = {}
         waiting = False
-        offline: set[str] = set()
         for endpoint in members:
-            if endpoint.usable:
+            if endpoint.state is _READY and endpoint.serving and not endpoint.ejected:
                 # One sub-channel per address: two records at one address get one share.
                 usable.setdefault(id(endpoint.subchannel), endpoint)
             elif endpoint.state in _COMING:
                 waiting = True
-            offline.update(offline_methods(endpoint.node))
         self.picker: Picker[T] | None = policy.build(list(usable.values())) if usable else None
         self.waiting = waiting
         self.failure = _failure(members) if members and not usable and not waiting else None
-        self.offline = frozenset(offline)
+        #: Methods some member's record marks offline (the rare case that needs a filter).
+        self.offline = offline
         self._by_method: dict[str, _Group[T]] = {}
 
     def for_method(self, method: str) -> _Group[T]:
@@ -104,8 +111,17 @@ class _Group(Generic[T]):
             kept = [
                 e for e in self.members if not method_is_offline(offline_methods(e.node), method)
             ]
-            group = self._by_method[method] = _Group(kept, self._policy)
+            group = self._by_method[method] = _Group(kept, self._policy)  # none offline left
         return group
+
+
+def _chain_picker(chain: tuple[_Group[T], ...]) -> Callable[[CallInfo], Pick[T]]:
+    """How a call that chose ``chain`` picks: straight to the first group's child picker in
+    the usual case (it has usable nodes and no offline method), else through :func:`_pick`."""
+    first = chain[0]
+    if first.picker is not None and not first.offline:
+        return first.picker.pick
+    return partial(_pick, chain)
 
 
 def _pick(chain: tuple[_Group[T], ...], call: CallInfo) -> Pick[T]:
@@ -131,38 +147,36 @@ def _pick(chain: tuple[_Group[T], ...], call: CallInfo) -> Pick[T]:
 class _BalancedPicker(Generic[T]):
     """The picker a Balancer builds: chooses the call's group chain, then its child picker."""
 
-    __slots__ = ("_any", "_chains", "_pinned", "_table", "_unknown")
+    __slots__ = ("_any", "_chains", "_choose", "_pinned", "_unknown")
 
     def __init__(
         self,
         table: RouteTable | None,
-        chains: tuple[tuple[_Group[T], ...], ...],
+        chains: Sequence[tuple[_Group[T], ...]],
         pinned: dict[str, tuple[_Group[T], ...]],
         unknown: tuple[_Group[T], ...],
     ) -> None:
-        self._table = table
-        self._chains = chains
-        self._any = chains[0]
-        self._pinned = pinned
-        self._unknown = unknown
+        self._choose = None if table is None else table.choose
+        self._chains = tuple(_chain_picker(chain) for chain in chains)
+        self._any = self._chains[0]
+        self._pinned = {version: _chain_picker(chain) for version, chain in pinned.items()}
+        self._unknown = partial(_pick, unknown)
 
     def pick(self, call: CallInfo) -> Pick[T]:
         """Choose a sub-channel, or raise NoMatchError / NotReadyError."""
-        version = call.version
-        if version:
-            chain = self._pinned.get(version, self._unknown)
-        elif self._table is None:
-            chain = self._any
-        else:
-            chain = self._chains[self._table.choose(call)]
-        return _pick(chain, call)
+        if call.version:
+            return self._pinned.get(call.version, self._unknown)(call)
+        if self._choose is None:
+            return self._any(call)
+        return self._chains[self._choose(call)](call)
 
 
 class _NodeInfo:
-    __slots__ = ("node", "selectors")
+    __slots__ = ("node", "offline", "selectors")
 
     def __init__(self, node: Node, table: RouteTable) -> None:
         self.node = node
+        self.offline = offline_methods(node) if node.methods else frozenset()
         labels = node_labels(node)
         mine = [ANY, version_selector(node.version)]
         mine += [s for s in table.selectors if s not in mine and selects(s, labels)]
@@ -242,6 +256,7 @@ class Balancer(Generic[T]):
         known = self._nodes
         nodes: dict[int, _NodeInfo] = {}
         members: dict[Selector, list[Endpoint[T]]] = {ANY: []}
+        offline: dict[Selector, frozenset[str]] = {}
         for endpoint in endpoints:
             node = endpoint.node
             info = known.get(id(node))
@@ -254,6 +269,8 @@ class Balancer(Generic[T]):
                     members[wanted] = [endpoint]
                 else:
                     group.append(endpoint)
+                if info.offline:
+                    offline[wanted] = offline.get(wanted, frozenset()) | info.offline
         self._nodes = nodes
 
         old = self._groups
@@ -263,7 +280,7 @@ class Balancer(Generic[T]):
             if previous is not None and _same(previous.members, group_members):
                 groups[wanted] = previous
             else:
-                groups[wanted] = _Group(group_members, self._policy)
+                groups[wanted] = _Group(group_members, self._policy, offline.get(wanted, _NONE))
         self._groups = groups
 
         empty = _Group[T]((), self._policy)

@@ -19,6 +19,7 @@ from .base import Endpoint, Pick
 __all__ = ["LeastRequestPicker", "LeastRequestPolicy"]
 
 T = TypeVar("T")
+_rand = _random.random
 
 
 class LeastRequestPicker(Generic[T]):
@@ -38,11 +39,10 @@ class LeastRequestPicker(Generic[T]):
         """The least loaded of the random choices; counted in flight until its done callback."""
         n = self._n
         loads = self._loads
-        rand = _random.random
-        best = int(rand() * n)
+        best = int(_rand() * n)
         fewest = len(loads[best].calls)
         for _ in self._choices:
-            other = int(rand() * n)
+            other = int(_rand() * n)
             calls = len(loads[other].calls)
             if calls < fewest:
                 best, fewest = other, calls

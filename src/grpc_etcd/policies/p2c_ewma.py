@@ -49,6 +49,9 @@ PENALTY = float(2**31 - 1)
 #: Draws of a pair looking for two healthy nodes before taking what came (go-zero: 3).
 PICK_TIMES = 3
 
+_PICK_TRIES = range(PICK_TIMES)
+_rand = _random.random
+
 #: Outcomes that count against a node (go-zero's ``codes.Acceptable`` complement).
 FAILURE_CODES = frozenset(
     {
@@ -114,10 +117,9 @@ class P2CEwmaPicker(Generic[T]):
         if n == 1:
             chosen = 0
         else:
-            rand = _random.random
-            for _ in range(PICK_TIMES):
-                a = int(rand() * n)
-                b = int(rand() * (n - 1))
+            for _ in _PICK_TRIES:
+                a = int(_rand() * n)
+                b = int(_rand() * (n - 1))
                 b += b >= a
                 if stats[a].success > THROTTLE_SUCCESS and stats[b].success > THROTTLE_SUCCESS:
                     break

@@ -30,12 +30,16 @@ class RandomPicker(Generic[T]):
 
     def __init__(self, ready: Sequence[Endpoint[T]]) -> None:
         weights = weights_of(ready)
-        kept = [(e, w) for e, w in zip(ready, weights, strict=True) if w > 0]
-        self._picks = tuple(Pick(e.subchannel) for e, _ in kept)
+        self._cumulative: tuple[int, ...] | None = None
+        self._total = 0.0
+        if weights is None or len(set(weights)) == 1:
+            self._picks = tuple(Pick(e.subchannel) for e in ready)
+        else:
+            kept = [(e, w) for e, w in zip(ready, weights, strict=True) if w > 0]
+            self._picks = tuple(Pick(e.subchannel) for e, _ in kept)
+            self._cumulative = tuple(accumulate(w for _, w in kept))
+            self._total = float(self._cumulative[-1])
         self._n = len(self._picks)
-        uniform = len({w for _, w in kept}) == 1
-        self._cumulative = None if uniform else tuple(accumulate(w for _, w in kept))
-        self._total = float(self._cumulative[-1]) if self._cumulative else 0.0
 
     def pick(self, call: CallInfo) -> Pick[T]:
         """A random endpoint (weighted)."""

@@ -69,7 +69,7 @@ class RingHashPicker(Generic[T]):
     __slots__ = ("_header", "_keys", "_n", "_picks", "_points")
 
     def __init__(self, ready: Sequence[Endpoint[T]], policy: RingHashPolicy) -> None:
-        weights = weights_of(ready)
+        weights = weights_of(ready) or [1] * len(ready)
         kept = [(e, w) for e, w in zip(ready, weights, strict=True) if w > 0]
         divisor = math.gcd(*(w for _, w in kept))
         units = [w // divisor for _, w in kept]
@@ -85,17 +85,14 @@ class RingHashPicker(Generic[T]):
         self._header = policy.request_hash_header
         self._keys: dict[str | bytes, int] = {}
 
-    def _key(self, call: CallInfo) -> str | bytes | None:
-        key = call.route.get(HASH_KEY)
+    def pick(self, call: CallInfo) -> Pick[T]:
+        """The owner of the call's key; a random point when the call has none."""
+        key: str | bytes | None = call.route.get(HASH_KEY) if call.route else None
         if key is None and self._header:
             for name, value in call.metadata:
                 if name == self._header:
-                    return value
-        return key
-
-    def pick(self, call: CallInfo) -> Pick[T]:
-        """The owner of the call's key; a random point when the call has none."""
-        key = self._key(call) if call.route or self._header else None
+                    key = value
+                    break
         if key is None:
             return self._picks[int(_random.random() * self._n)]
         point = self._keys.get(key)

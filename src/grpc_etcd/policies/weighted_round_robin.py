@@ -49,7 +49,9 @@ class WeightedRoundRobinPicker(Generic[T]):
     def __init__(self, ready: Sequence[Endpoint[T]]) -> None:
         ordered = sorted(ready, key=lambda e: e.node.address)
         picks = [Pick(e.subchannel) for e in ordered]
-        self._picks = tuple(picks[i] for i in schedule(weights_of(ordered)))
+        weights = weights_of(ordered)
+        order = range(len(picks)) if weights is None else schedule(weights)
+        self._picks = tuple(picks[i] for i in order)
         self._n = len(self._picks)
         self._next = count(_random.randrange(self._n)).__next__
 
