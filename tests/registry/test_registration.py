@@ -254,3 +254,22 @@ def test_a_registration_only_deletes_a_key_bound_to_its_own_lease(etcd: EtcdServ
         reg.close()
         assert client.get(reg.key) == taken  # neither rewritten nor deleted by the first
         client.lease_revoke(other)
+
+
+def test_a_key_overwritten_without_a_lease_is_taken_back(etcd: EtcdServer) -> None:
+    ttl = 3
+    with grpc_etcd.Registry(etcd.endpoint) as registry, EtcdClient(etcd.endpoint) as client:
+        reg = registry.register(SERVICE, address="127.0.0.1:5000", ttl=ttl)
+        mine = etcd_value(etcd, reg.key)
+        etcd.etcdctl("put", reg.key, '{"node":{"address":"127.0.0.1:6000"}}')  # no lease
+        wait_for(lambda: etcd_value(etcd, reg.key) == mine, ttl / 3 + 1, "our record back")
+        kv = client.get(reg.key)
+        assert kv is not None and kv.lease == reg.lease_id
+        assert reg.state is RegistrationState.REGISTERED
+
+
+def test_registering_over_a_stray_key_without_a_lease(etcd: EtcdServer) -> None:
+    etcd.etcdctl("put", "/hwholiday/srv/app/stray", '{"node":{"address":"127.0.0.1:6000"}}')
+    with grpc_etcd.Registry(etcd.endpoint) as registry:
+        reg = registry.register(SERVICE, address="127.0.0.1:5000", instance_id="stray")
+        assert json.loads(etcd_value(etcd, reg.key))["node"]["address"] == "127.0.0.1:5000"

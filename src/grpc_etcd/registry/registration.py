@@ -51,6 +51,7 @@ class KeyState(enum.Enum):
     OURS = "ours"  #: bound to our lease, with our record
     MISSING = "missing"  #: deleted: create it again
     CHANGED = "changed"  #: bound to our lease, another value: write ours again
+    STRAY = "stray"  #: written without a lease (by hand?): no registration holds it, take it
     TAKEN = "taken"  #: bound to another lease: another registration holds it
 
 
@@ -58,6 +59,8 @@ def judge_key(kv: KeyValue | None, lease_id: int, record: bytes) -> KeyState:
     """The state of the key as read, for a registration holding ``lease_id``."""
     if kv is None:
         return KeyState.MISSING
+    if kv.lease == 0:
+        return KeyState.STRAY
     if kv.lease != lease_id:
         return KeyState.TAKEN
     return KeyState.OURS if kv.value == record else KeyState.CHANGED
@@ -209,12 +212,15 @@ class Registration:
         kv = await self._client.get(self.key)
         if kv is None and await self._client.put_if_absent(self.key, self._record, lease=lease_id):
             return  # deleted in between
-        ours = kv is not None and self.lease_id != 0 and kv.lease == self.lease_id
-        if ours and await self._client.put_if_lease(
-            self.key, self._record, held_by=self.lease_id, lease=lease_id
+        # bound to none at all (written by hand), or still to our previous lease (lost only
+        # in our eyes): ours to take
+        takeable = kv is not None and kv.lease in (0, self.lease_id)
+        if takeable and await self._client.put_if_lease(
+            self.key, self._record, held_by=kv.lease if kv else 0, lease=lease_id
         ):
-            with contextlib.suppress(EtcdError):
-                await self._client.lease_revoke(self.lease_id)
+            if kv is not None and kv.lease:
+                with contextlib.suppress(EtcdError):
+                    await self._client.lease_revoke(kv.lease)
             return
         raise DuplicateRegistrationError(self.key)
 
@@ -244,12 +250,18 @@ class Registration:
             log.warning(
                 "registration %s: key was %s; writing it again",
                 self.key,
-                "deleted" if verdict is KeyState.MISSING else "changed under our lease",
+                {
+                    KeyState.MISSING: "deleted",
+                    KeyState.STRAY: "overwritten without a lease",
+                }.get(verdict, "changed under our lease"),
             )
             if verdict is KeyState.MISSING:
                 await self._client.put_if_absent(self.key, self._record, lease=self.lease_id)
             else:
-                await self._client.put_if_lease(self.key, self._record, held_by=self.lease_id)
+                held_by = 0 if verdict is KeyState.STRAY else self.lease_id
+                await self._client.put_if_lease(
+                    self.key, self._record, held_by=held_by, lease=self.lease_id
+                )
 
     async def _maintain(self) -> None:
         check_every = self.ttl / 3

@@ -216,8 +216,9 @@ class AsyncEtcdClient:
         lease: int | None = None,
         timeout: float | None = None,  # noqa: ASYNC109 - a gRPC deadline over all retries
     ) -> bool:
-        """Write the key only if it exists bound to lease ``held_by`` (one txn), with lease
-        ``lease`` (default: ``held_by``); True if written."""
+        """Write the key only if it is bound to lease ``held_by`` (one txn), with lease
+        ``lease`` (default: ``held_by``); True if written. ``held_by=0``: only if the key has
+        no lease (or does not exist)."""
         k = _b(key)
         new_lease = int(held_by if lease is None else lease)
         written = await self._txn_if_lease(
@@ -236,7 +237,8 @@ class AsyncEtcdClient:
         held_by: int,
         timeout: float | None = None,  # noqa: ASYNC109 - a gRPC deadline over all retries
     ) -> bool:
-        """Delete the key only if it is bound to lease ``held_by`` (one txn); True if deleted."""
+        """Delete the key only if it is bound to lease ``held_by`` (one txn); True if deleted.
+        ``held_by=0``: only if the key has no lease."""
         k = _b(key)
         return await self._txn_if_lease(
             k,
@@ -255,8 +257,6 @@ class AsyncEtcdClient:
         timeout: float | None,  # noqa: ASYNC109 - a gRPC deadline over all retries
         lease_id: int,
     ) -> bool:
-        if not held_by:
-            raise ValueError("held_by must be a lease id (a key without a lease has lease 0)")
         compare = pb.Compare(
             result=pb.Compare.EQUAL, target=pb.Compare.LEASE, key=key, lease=held_by
         )
