@@ -18,6 +18,7 @@ import grpc
 from .._channel._aio import BalancedChannel
 from .._channel._base import DEFAULT_DRAIN_TIMEOUT
 from ..allowlist import AllowList, allow_list
+from ..errors import ClosedError
 from ..naming import validate_service
 from ..node import Node
 from ..registry._options import Methods, build_node, endpoints_or_default
@@ -220,7 +221,7 @@ class Registry:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise RuntimeError("this Registry is closed")
+            raise ClosedError("this Registry")
 
 
 class _Updatable(Protocol):
