@@ -40,12 +40,12 @@ another unused port of that server, until its first call (``wait_for_ready``) su
 
 Figures 1 and 2 are the steady state: each channel first sees one untimed PUT/DELETE. The
 start-up row is the other case: a PUT written as soon as a new channel has its first snapshot
-(a new ``Registry.channel()`` each time, ``--startups`` of them). The watcher reads at revision
-R and only then creates its watch from R + 1; a write that lands in between (a window of a
-millisecond or two) finds the watch "unsynced", and etcd delivers it from its
-syncWatchersLoop, which runs every 100 ms - so such a change arrives up to ~100 ms late
-(nothing is lost). At 1,000 nodes this row also includes the new channel opening and
-connecting its 1,000 sub-channels.
+(a new ``Registry.channel()`` each time, ``--startups`` of them). The watcher opens its watch
+first, waits for etcd's "created" response, and only then reads (dropping events at or below
+the read's revision), so a write right after the read is delivered by the synced watch at
+once. (It used to read at R and then watch from R + 1: a write in between made the watch
+"unsynced", delivered by etcd's 100 ms syncWatchersLoop, up to ~100 ms late.) At 1,000 nodes
+this row also includes the new channel opening and connecting its 1,000 sub-channels.
 
 Markdown output: p50 / p90 / p99 / max (nearest rank) per mode and change.
 """
