@@ -22,12 +22,12 @@ import grpc
 from ..config import ServiceConfig
 from ..naming import validate_service
 from ..node import parse_address
+from ..registry.config_watch import watch_config
 from ..registry.etcd import AsyncEtcdClient
 from ..registry.watcher import watch_snapshots
 from ..snapshot import Snapshot
 from . import _protos as pb
 from ._ads import PENDING, AdsStream
-from ._config_watch import watch_service_config
 from .names import service_of
 from .translate import ServiceState, Translation
 
@@ -201,7 +201,7 @@ class ControlPlane:
             self._changed(watched)
 
     async def _follow_config(self, watched: _Service) -> None:
-        async for config in watch_service_config(self._client, watched.name, self.root):
+        async for config in watch_config(self._client, watched.name, self.root):
             watched.config = config
             watched.config_read = True
             self._changed(watched)
