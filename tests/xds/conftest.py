@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from xds_harness import CLIENT_KINDS, Client, PlaneProcess, Servers, client_command
+from xds_harness import CLIENT_KINDS, Client, PlaneProcess, Servers, client_command, npm_prefix
 
 import grpc_etcd
 from grpc_etcd.registry.etcd import EtcdClient
@@ -49,8 +49,7 @@ def client(
 ) -> Iterator[Client]:
     """An unmodified client of each kind, bootstrapped to the module's control plane."""
     kind: str = request.param
-    assert request.config.cache is not None
-    command, env = client_command(kind, plane.address, request.config.cache)
+    command, env = client_command(kind, plane.address, npm_prefix(request.config, tmp_path_factory))
     made = Client(kind, command, env, tmp_path_factory.mktemp("client") / f"{kind}.log")
     yield made
     made.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 from xds_harness import Client, PlaneProcess, Servers, client_command
 
@@ -139,12 +138,10 @@ def test_caller_labels_from_the_bootstrap_drive_source_routes(
     servers: Servers,
     plane: PlaneProcess,
     kv: EtcdClient,
-    request: pytest.FixtureRequest,
     tmp_path: Path,
 ) -> None:
     service = "xds.source-routes.grpcio"
-    assert request.config.cache is not None
-    command, env = client_command("grpcio", plane.address, request.config.cache, {"version": "v2"})
+    command, env = client_command("grpcio", plane.address, tmp_path, {"version": "v2"})
     caller_v2 = Client("grpcio", command, env, tmp_path / "client.log")
     document = {
         "routes": [{"match": {"source": {"version": "v2"}}, "to": [{"subset": {"version": "v3"}}]}]

@@ -197,11 +197,17 @@ class Client:
                 self.process.wait(5)
 
 
-def node_modules(cache: pytest.Cache) -> Path:
-    """``node_modules`` with grpc-js and grpc-js-xds, installed once into pytest's cache."""
+def npm_prefix(config: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where grpc-js is installed: pytest's cache (once for every run), else a temp dir."""
+    if config.cache is not None:
+        return config.cache.mkdir("grpc-js-xds")
+    return tmp_path_factory.mktemp("grpc-js-xds")
+
+
+def node_modules(prefix: Path) -> Path:
+    """``node_modules`` with grpc-js and grpc-js-xds under ``prefix``, installed if missing."""
     if shutil.which("node") is None or shutil.which("npm") is None:
         pytest.skip("grpc-js clients need node and npm on PATH")
-    prefix = cache.mkdir("grpc-js-xds")
     modules = prefix / "node_modules"
     if not (modules / "@grpc" / "grpc-js-xds" / "package.json").exists():
         try:
@@ -227,7 +233,7 @@ def node_modules(cache: pytest.Cache) -> Path:
 
 
 def client_command(
-    kind: str, plane_address: str, cache: pytest.Cache, source: dict[str, str] | None = None
+    kind: str, plane_address: str, npm: Path, source: dict[str, str] | None = None
 ) -> tuple[list[str], dict[str, str]]:
     """The command and environment of an unmodified ``kind`` client of the control plane,
     with the caller's labels ``source`` in its bootstrap."""
@@ -235,5 +241,5 @@ def client_command(
     env = {**os.environ, "GRPC_XDS_BOOTSTRAP_CONFIG": bootstrap}
     if kind == "grpcio":
         return [sys.executable, str(HERE / "xds_client.py")], env
-    env["NODE_PATH"] = str(node_modules(cache))
+    env["NODE_PATH"] = str(node_modules(npm))
     return ["node", str(HERE / "xds_client.js")], env
