@@ -16,6 +16,8 @@ started just before the write (so it includes the write's round trip to etcd):
     fails with the control plane's "no match found conn" drop, every 0.5 ms.
   - "new node": a record of an existing version for an idle server, until round robin sends
     a call to it (EDS only; includes the new connection).
+  - "raw ADS stream": the same kind of record, until the control plane's EDS push reaches a
+    bare ADS stream in this process: our part of the chain alone, without grpcio's xDS client.
 Each record is deleted again before the next sample and the client waits until it is gone.
 
 Throughput: sequential unary calls from 1 thread, then 8 threads, over ``--rounds`` rounds of
@@ -224,6 +226,47 @@ def _load() -> str:
     return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
+def _plane_only(kv: Any, plane_address: str, samples: int) -> list[float]:
+    """etcd write -> the control plane's EDS push on a raw ADS stream: our part alone."""
+    import queue
+
+    from grpc_etcd.naming import instance_key
+    from grpc_etcd.node import Node, encode_record
+    from grpc_etcd.xds._protos import AdsStub, DiscoveryRequest
+    from grpc_etcd.xds.translate import EDS
+
+    requests: queue.Queue[Any] = queue.Queue()
+    cluster = f"{SERVICE}|version=v1"
+
+    def ask(nonce: str = "", version: str = "") -> None:
+        request = DiscoveryRequest(type_url=EDS, resource_names=[cluster])
+        request.response_nonce, request.version_info = nonce, version
+        request.node.id = "bench"
+        requests.put(request)
+
+    channel = grpc.insecure_channel(plane_address)
+    responses = AdsStub(channel).StreamAggregatedResources(iter(requests.get, None))
+    try:
+        ask()
+        first = next(responses)
+        ask(first.nonce, first.version_info)
+        results: list[float] = []
+        for i in range(samples):
+            node = Node(SERVICE, f"raw-{i}", f"127.0.0.1:{40000 + i}", "v1")
+            start = time.monotonic()
+            kv.put(instance_key(SERVICE, node.id), encode_record(node))
+            response = next(responses)
+            results.append((time.monotonic() - start) * 1000)
+            ask(response.nonce, response.version_info)
+            kv.delete(instance_key(SERVICE, node.id))
+            response = next(responses)
+            ask(response.nonce, response.version_info)
+        return results
+    finally:
+        requests.put(None)
+        channel.close()
+
+
 def _machine() -> str:
     cpu = "unknown"
     try:
@@ -284,6 +327,9 @@ def main() -> None:
         try:
             with EtcdClient(etcd.endpoint) as kv:
                 latency = _latency(kv, client, servers, args.samples)
+                latency["new node, raw ADS stream (the control plane alone)"] = _plane_only(
+                    kv, address, args.samples
+                )
             print(f"\n## etcd write -> xDS client routing ({args.samples} samples each)\n")
             print("| change | p50 ms | p90 ms | p99 ms | max ms |")
             print("|---|---:|---:|---:|---:|")
