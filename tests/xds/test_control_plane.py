@@ -158,6 +158,7 @@ def test_bad_arguments_are_refused() -> None:
     [
         (["xds", "--listen", "nowhere"], "host:port"),
         (["xds", "--services", "a/b"], "must be dotted"),
+        (["xds", "--allow", "10.0.0.0/33"], "10.0.0.0/33"),
         (["xds", "bootstrap", "--server", "x"], "host:port"),
         (["xds", "bootstrap", "--server", "127.0.0.1:1", "--source", "v2"], "key=value"),
     ],
@@ -179,3 +180,14 @@ def test_cli_bootstrap_carries_source_labels_and_locality() -> None:
     assert "ignore_resource_deletion" in server["server_features"]
     assert document["node"]["locality"] == {"zone": ""}
     assert document["node"]["metadata"]["grpc-etcd.source"] == {"version": "v2", "zone": "a"}
+
+
+async def test_nodes_outside_the_allowed_networks_are_left_out(etcd: EtcdServer) -> None:
+    async with grpc_etcd.aio.Registry(etcd.endpoint) as registry:
+        await registry.register(SERVICE, address="127.0.0.1:9001", version="v1")
+        await registry.register(SERVICE, address="127.0.0.2:9001", version="v2")
+        async with ControlPlane(registry, services=[SERVICE], allow=["127.0.0.2/32"]) as plane:
+            await plane.wait_synced(10)
+            translation = plane.translation(SERVICE)
+            assert translation is not None
+            assert [node.address for node in translation.state.nodes] == ["127.0.0.2:9001"]

@@ -12,6 +12,7 @@ import sys
 
 import click
 
+from ..allowlist import allow_list
 from ..cli._common import Options, friendly_errors, validate_cli_service
 
 __all__ = ["xds"]
@@ -23,7 +24,9 @@ def _services(text: str | None) -> list[str] | None:
     return [validate_cli_service(part.strip()) for part in text.split(",") if part.strip()]
 
 
-async def _serve(opts: Options, listen: str, services: list[str] | None) -> None:
+async def _serve(
+    opts: Options, listen: str, services: list[str] | None, allow: list[str] | None
+) -> None:
     from ..registry.etcd import AsyncEtcdClient
     from ._plane import ControlPlane
 
@@ -35,7 +38,7 @@ async def _serve(opts: Options, listen: str, services: list[str] | None) -> None
         timeout=opts.timeout,
     )
     async with client:
-        plane = ControlPlane(client, services=services, listen=listen, root=opts.root)
+        plane = ControlPlane(client, services=services, listen=listen, root=opts.root, allow=allow)
         await plane.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -52,8 +55,11 @@ async def _serve(opts: Options, listen: str, services: list[str] | None) -> None
 @click.group(name="xds", invoke_without_command=True)
 @click.option("--listen", default="127.0.0.1:18000", show_default=True, help="ADS address.")
 @click.option("--services", default=None, help="Serve only these (comma-separated).")
+@click.option(
+    "--allow", default=None, help="Only nodes in these networks: 10.0.0.0/8,127.0.0.1/32."
+)
 @click.pass_context
-def xds(ctx: click.Context, listen: str, services: str | None) -> None:
+def xds(ctx: click.Context, listen: str, services: str | None, allow: str | None) -> None:
     """Serve etcd's services over xDS to unmodified gRPC clients (xds:///SERVICE)."""
     if ctx.invoked_subcommand is not None:
         return
@@ -65,8 +71,10 @@ def xds(ctx: click.Context, listen: str, services: str | None) -> None:
             raise ValueError("grpc-etcd xds needs the extra: pip install grpc-etcd[xds]") from None
         check_listen(listen)
         wanted = _services(services)
+        networks = [part.strip() for part in allow.split(",") if part.strip()] if allow else None
+        allow_list(networks)
         opts.check_reachable()
-        asyncio.run(_serve(opts, listen, wanted))
+        asyncio.run(_serve(opts, listen, wanted, networks))
 
 
 @xds.command()

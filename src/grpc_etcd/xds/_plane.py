@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from ..allowlist import AllowList, Network, allow_list
 from ..config import ServiceConfig
 from ..naming import validate_service
 from ..node import parse_address
@@ -78,7 +79,8 @@ class ControlPlane:
 
     ``ControlPlane(registry_or_client, services=["a.srv.app"], listen="127.0.0.1:18000")``:
     ``registry_or_client`` is a ``grpc_etcd.aio.Registry`` (its root is used) or an
-    ``AsyncEtcdClient``; ``services=None`` serves every service a client asks for. Use it as
+    ``AsyncEtcdClient``; ``services=None`` serves every service a client asks for; ``allow``
+    lists the IP networks a node's address must be in (see ``grpc_etcd.allowlist``). Use it as
     ``async with`` (or ``await start()`` / ``await close()``) on the event loop of its client.
     """
 
@@ -89,6 +91,7 @@ class ControlPlane:
         services: Iterable[str] | None = None,
         listen: str = "127.0.0.1:0",
         root: str | None = None,
+        allow: Iterable[str | Network] | AllowList | None = None,
     ) -> None:
         if isinstance(registry_or_client, AsyncEtcdClient):
             self._client = registry_or_client
@@ -100,6 +103,7 @@ class ControlPlane:
             None if services is None else frozenset(validate_service(s) for s in services)
         )
         self._listen = check_listen(listen)
+        self._allow = allow_list(allow)
         self._server: grpc.aio.Server | None = None
         self.port = 0
         self._watched: dict[str, _Service] = {}
@@ -196,7 +200,9 @@ class ControlPlane:
         return watched
 
     async def _follow_nodes(self, watched: _Service) -> None:
-        async for snapshot in watch_snapshots(self._client, watched.name, self.root):
+        async for snapshot in watch_snapshots(
+            self._client, watched.name, self.root, allow=self._allow
+        ):
             watched.snapshot = snapshot
             self._changed(watched)
 
