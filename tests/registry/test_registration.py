@@ -250,7 +250,7 @@ def test_a_registration_only_deletes_a_key_bound_to_its_own_lease(etcd: EtcdServ
         other = client.lease_grant(30)
         client.put(reg.key, b'{"node":{"address":"127.0.0.1:5001"}}', lease=other)
         taken = client.get(reg.key)
-        wait_for(lambda: reg.state is RegistrationState.LOST, 3, "the first to give the key up")
+        wait_for(lambda: reg.state is RegistrationState.LOST, 6, "the first to give the key up")
         reg.close()
         assert client.get(reg.key) == taken  # neither rewritten nor deleted by the first
         client.lease_revoke(other)
@@ -262,7 +262,7 @@ def test_a_key_overwritten_without_a_lease_is_taken_back(etcd: EtcdServer) -> No
         reg = registry.register(SERVICE, address="127.0.0.1:5000", ttl=ttl)
         mine = etcd_value(etcd, reg.key)
         etcd.etcdctl("put", reg.key, '{"node":{"address":"127.0.0.1:6000"}}')  # no lease
-        wait_for(lambda: etcd_value(etcd, reg.key) == mine, ttl / 3 + 1, "our record back")
+        wait_for(lambda: etcd_value(etcd, reg.key) == mine, ttl / 3 + 2, "our record back")
         kv = client.get(reg.key)
         assert kv is not None and kv.lease == reg.lease_id
         assert reg.state is RegistrationState.REGISTERED
