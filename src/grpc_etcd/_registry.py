@@ -28,6 +28,7 @@ from .snapshot import Snapshot
 from .targets import parse_target
 
 if TYPE_CHECKING:
+    from .config import ServiceConfig
     from .policies import Policy
     from .registry.etcd import TLSConfig
 
@@ -194,15 +195,20 @@ class Registry:
         self,
         service: str,
         *,
-        policy: str | Policy = "version",
+        policy: str | Policy | None = None,
         version: str | None = None,
         credentials: grpc.ChannelCredentials | None = None,
         options: Sequence[tuple[str, Any]] | None = None,
         drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
         allow: Iterable[str] | AllowList | None = None,
+        config: ServiceConfig | Mapping[str, Any] | None = None,
+        source: Mapping[str, str] | None = None,
     ) -> BalancedChannel:
         """A ``grpc.Channel`` that balances each call over the nodes of ``service``.
 
+        ``config`` (ROUTING.md's document; ``policy`` is a shortcut for its
+        ``loadBalancingConfig``) is the code's; the document at ``/grpc-etcd/config/<service>``
+        is laid over it, live. ``source``: this caller's labels, for routes' ``match.source``.
         ``allow``: the IP networks node addresses must lie in (``["10.0.0.0/8"]``); a record
         outside them is ignored with a warning naming its key."""
         allowed = allow_list(allow)
@@ -213,6 +219,8 @@ class Registry:
             credentials=credentials,
             options=options,
             drain_timeout=drain_timeout,
+            config=config,
+            source=source,
         )
 
         async def attach() -> asyncio.Task[None]:

@@ -13,13 +13,14 @@ import contextlib
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Generator, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 import grpc.aio
 
+from ..config import ServiceConfig
 from ..policies.base import DoneCallback, DoneInfo, Pick, PickError, Policy
 from ..routing import CallInfo
 from ..snapshot import Snapshot
@@ -119,12 +120,14 @@ class BalancedChannel(ChannelBase[grpc.aio.Channel], grpc.aio.Channel):
         self,
         service: str,
         *,
-        policy: str | Policy = "version",
+        policy: str | Policy | None = None,
         version: str | None = None,
         credentials: grpc.ChannelCredentials | None = None,
         options: Sequence[tuple[str, Any]] | None = None,
         interceptors: Sequence[Any] | None = None,
         drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
+        config: ServiceConfig | Mapping[str, Any] | None = None,
+        source: Mapping[str, str] | None = None,
     ) -> None:
         # Everything runs on the event loop's one thread: the base's lock is a no-op.
         self._lock = contextlib.nullcontext()
@@ -136,6 +139,8 @@ class BalancedChannel(ChannelBase[grpc.aio.Channel], grpc.aio.Channel):
             credentials=credentials,
             options=options,
             drain_timeout=drain_timeout,
+            config=config,
+            source=source,
         )
         self._interceptors = list(interceptors) if interceptors else None
         self._publish_pending = False

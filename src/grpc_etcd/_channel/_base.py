@@ -13,6 +13,7 @@ from typing import Any, ClassVar, Generic, TypeVar, cast
 
 import grpc
 
+from ..config import ServiceConfig, parse_config
 from ..policies import Balancer
 from ..policies.base import (
     ConnState,
@@ -114,14 +115,18 @@ class ChannelBase(Generic[C]):
         self,
         service: str,
         *,
-        policy: str | Policy,
+        policy: str | Policy | None,
         version: str | None,
         credentials: grpc.ChannelCredentials | None,
         options: Sequence[tuple[str, Any]] | None,
         drain_timeout: float,
+        config: ServiceConfig | Mapping[str, Any] | None,
+        source: Mapping[str, str] | None,
     ) -> None:
         self._service = service
-        self._balancer = Balancer[Subchannel[C]](policy=policy)
+        if config is not None and not isinstance(config, ServiceConfig):
+            config = parse_config(config)
+        self._balancer = Balancer[Subchannel[C]](config, policy=policy, source=source)
         self._version = version or None
         self._credentials = credentials
         self._options = tuple(options) if options else ()
@@ -189,6 +194,21 @@ class ChannelBase(Generic[C]):
             self._unresolved = None if error is None else f"cannot resolve {self._service}: {error}"
             if self._snapshot is None:
                 self._publish()
+        self._after_update([])
+
+    @property
+    def config(self) -> ServiceConfig:
+        """The service config in force: the code's, with etcd's keys over it."""
+        return self._balancer.config
+
+    def configure(self, config: ServiceConfig | None) -> None:
+        """Lay ``config`` (the document from etcd) over the code's config, key by key; ``None``
+        returns to the code's. Calls picked from now on follow it."""
+        with self._lock:
+            if self._closed:
+                return
+            self._balancer.configure(config if config is not None else ServiceConfig())
+            self._publish()
         self._after_update([])
 
     def subchannel_states(self) -> dict[str, grpc.ChannelConnectivity]:

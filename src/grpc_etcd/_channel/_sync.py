@@ -16,12 +16,13 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
 
+from ..config import ServiceConfig
 from ..policies.base import DoneCallback, DoneInfo, PickError, Policy
 from ..routing import CallInfo
 from ._base import DEFAULT_DRAIN_TIMEOUT, ChannelBase, MultiCallableBase
@@ -189,7 +190,8 @@ def _track(call: Any, sub: _Sub, done: DoneCallback | None) -> None:
 
 class BalancedChannel(ChannelBase[grpc.Channel], grpc.Channel):
     """A ``grpc.Channel`` over every node of one service; each call goes to the node its policy
-    picks (``"version"``: a random READY node of the version the call asks for).
+    picks (by default ``random``, alias ``version``: a random READY node of the version the call
+    asks for).
 
     The owner feeds it the service's node sets with :meth:`update` (the registry's watcher does
     this). Calls made before the first snapshot wait for it; within their deadline, calls wait
@@ -197,6 +199,9 @@ class BalancedChannel(ChannelBase[grpc.Channel], grpc.Channel):
     metadata, else ``grpc_etcd.route(version=...)``, else ``version=``; a version that does not
     come from the metadata is added to it, so the server sees it.
 
+    ``config`` is the service config of ROUTING.md (a ``ServiceConfig`` or its JSON as a
+    mapping), ``policy`` a shortcut for its ``loadBalancingConfig``, ``source`` the labels of the
+    caller that routes' ``match.source`` test; :meth:`configure` lays etcd's document over it.
     ``credentials`` (TLS) and ``options`` apply to every sub-channel. A removed node's calls in
     flight finish (for at most ``drain_timeout`` seconds) before its connection is closed.
     """
@@ -205,11 +210,13 @@ class BalancedChannel(ChannelBase[grpc.Channel], grpc.Channel):
         self,
         service: str,
         *,
-        policy: str | Policy = "version",
+        policy: str | Policy | None = None,
         version: str | None = None,
         credentials: grpc.ChannelCredentials | None = None,
         options: Sequence[tuple[str, Any]] | None = None,
         drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
+        config: ServiceConfig | Mapping[str, Any] | None = None,
+        source: Mapping[str, str] | None = None,
     ) -> None:
         self._lock = threading.Lock()
         # Set (and replaced) whenever a new picker is published: waiting calls sleep on it.
@@ -221,6 +228,8 @@ class BalancedChannel(ChannelBase[grpc.Channel], grpc.Channel):
             credentials=credentials,
             options=options,
             drain_timeout=drain_timeout,
+            config=config,
+            source=source,
         )
         self._retired: list[_Sub] = []
         self._subscribers: list[list[Any]] = []

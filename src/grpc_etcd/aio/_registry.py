@@ -18,10 +18,12 @@ import grpc
 from .._channel._aio import BalancedChannel
 from .._channel._base import DEFAULT_DRAIN_TIMEOUT
 from ..allowlist import AllowList, allow_list
+from ..config import ServiceConfig
 from ..errors import ClosedError
 from ..naming import validate_service
 from ..node import Node
 from ..registry._options import Methods, build_node, endpoints_or_default
+from ..registry.config_watch import watch_config
 from ..registry.etcd import AsyncEtcdClient, TLSConfig
 from ..registry.registration import Registration, RegistrationState
 from ..registry.watcher import read_nodes, watch_snapshots
@@ -145,19 +147,24 @@ class Registry:
         self,
         service: str,
         *,
-        policy: str | Policy = "version",
+        policy: str | Policy | None = None,
         version: str | None = None,
         credentials: grpc.ChannelCredentials | None = None,
         options: Sequence[tuple[str, Any]] | None = None,
         interceptors: Sequence[Any] | None = None,
         drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
         allow: Iterable[str] | AllowList | None = None,
+        config: ServiceConfig | Mapping[str, Any] | None = None,
+        source: Mapping[str, str] | None = None,
     ) -> BalancedChannel:
         """A ``grpc.aio.Channel`` that balances each call over the nodes of ``service``.
 
+        ``config`` (ROUTING.md's document; ``policy`` is a shortcut for its
+        ``loadBalancingConfig``) is the code's; the document at ``/grpc-etcd/config/<service>``
+        is laid over it, live. ``source``: this caller's labels, for routes' ``match.source``.
         ``allow``: the IP networks node addresses must lie in (``["10.0.0.0/8"]``); a record
         outside them is ignored with a warning naming its key. Must be called with an event
-        loop running (the watcher is a task on it).
+        loop running (the watchers are tasks on it).
         """
         self._check_open()
         allowed = allow_list(allow)
@@ -169,6 +176,8 @@ class Registry:
             options=options,
             interceptors=interceptors,
             drain_timeout=drain_timeout,
+            config=config,
+            source=source,
         )
         task = self._attach(service, channel, allowed)
         self._channels.add(channel)
@@ -183,8 +192,8 @@ class Registry:
     def _attach(
         self, service: str, channel: _Updatable, allow: AllowList | None = None
     ) -> asyncio.Task[None]:
-        """Feed ``channel`` (sync or aio) from the watcher of ``service``: a task on the
-        running loop, until it is cancelled. Both twins attach their channels here."""
+        """Feed ``channel`` (sync or aio) the nodes and the config of ``service`` from etcd: a
+        task on the running loop, until it is cancelled. Both twins attach their channels here."""
         self._check_open()
 
         def unreadable(exc: Exception) -> None:
@@ -193,8 +202,9 @@ class Registry:
         snapshots = watch_snapshots(
             self._client, validate_service(service), self._root, allow=allow, on_error=unreadable
         )
+        configs = watch_config(self._client, service, self._root)
         return asyncio.get_running_loop().create_task(
-            feed_channel(snapshots, channel), name=f"grpc-etcd watch {service}"
+            feed_channel(snapshots, channel, configs), name=f"grpc-etcd watch {service}"
         )
 
     async def close(self) -> None:
@@ -229,15 +239,37 @@ class _Updatable(Protocol):
 
     def resolver_error(self, error: str | None) -> None: ...
 
+    def configure(self, config: ServiceConfig | None) -> None: ...
 
-async def feed_channel(snapshots: AsyncIterator[Snapshot], channel: _Updatable) -> None:
-    """Hand each snapshot to ``channel.update`` until cancelled (sync and aio channels alike)."""
-    try:
+
+async def feed_channel(
+    snapshots: AsyncIterator[Snapshot],
+    channel: _Updatable,
+    configs: AsyncIterator[ServiceConfig | None] | None = None,
+) -> None:
+    """Hand each snapshot to ``channel.update`` and each config from etcd to
+    ``channel.configure`` until cancelled (sync and aio channels alike)."""
+
+    async def follow_nodes() -> None:
         async for snapshot in snapshots:
             channel.update(snapshot)
+
+    async def follow_config(configs: AsyncIterator[ServiceConfig | None]) -> None:
+        async for config in configs:
+            try:
+                channel.configure(config)
+            except Exception:  # a config that validates but cannot apply: keep the last
+                log.exception("cannot apply the config of the channel of %s", channel)
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(follow_nodes())
+            if configs is not None:
+                group.create_task(follow_config(configs))
     finally:
-        with contextlib.suppress(Exception):
-            await snapshots.aclose()  # type: ignore[attr-defined]
+        for stream in (snapshots, configs):
+            with contextlib.suppress(Exception):
+                await stream.aclose()  # type: ignore[union-attr]
 
 
 def channel(
