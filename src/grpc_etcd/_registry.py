@@ -20,6 +20,7 @@ from ._channel._sync import BalancedChannel
 from ._loop import LoopThread
 from .aio._registry import Registry as AsyncRegistry
 from .allowlist import AllowList, allow_list
+from .errors import ClosedError
 from .node import Node
 from .registry import registration as _aio_registration
 from .registry._options import Methods, endpoints_or_default
@@ -162,6 +163,7 @@ class Registry:
 
         See :meth:`grpc_etcd.aio.Registry.register` for the arguments.
         """
+        self._check_open()
         inner = self._loop.run(
             self._inner.register(
                 service,
@@ -179,6 +181,7 @@ class Registry:
 
     def nodes(self, service: str) -> list[Node]:
         """The nodes of ``service`` registered now."""
+        self._check_open()
         return self._loop.run(self._inner.nodes(service))
 
     def watch(
@@ -189,6 +192,7 @@ class Registry:
 
         Close the iterator (or break out of a ``with contextlib.closing(...)``) to stop watching.
         """
+        self._check_open()
         return self._loop.iterate(self._inner.watch(service, allow=allow_list(allow)))
 
     def channel(
@@ -211,6 +215,7 @@ class Registry:
         is laid over it, live. ``source``: this caller's labels, for routes' ``match.source``.
         ``allow``: the IP networks node addresses must lie in (``["10.0.0.0/8"]``); a record
         outside them is ignored with a warning naming its key."""
+        self._check_open()
         allowed = allow_list(allow)
         channel = BalancedChannel(
             service,
@@ -252,6 +257,10 @@ class Registry:
             self._client.close()  # already closed by the aio registry: marks the twin closed
         finally:
             self._loop.close()
+
+    def _check_open(self) -> None:
+        if self._loop.closed:
+            raise ClosedError("this Registry")
 
     def __enter__(self) -> Registry:
         return self
