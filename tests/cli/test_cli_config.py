@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -177,3 +179,34 @@ def test_split_and_fallback_parsing() -> None:
         {"version": "stable"},
         {},
     ]
+
+
+ROUTING_DOC = Path(__file__).resolve().parents[2] / "docs" / "routing.md"
+
+
+def _canary_commands() -> list[list[str]]:
+    """The grpc-etcd commands of docs/routing.md's canary walk, in order."""
+    section = ROUTING_DOC.read_text().split("## A canary release", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"^```sh\n(.*?)^```", section, re.MULTILINE | re.DOTALL)
+    lines = [line.split("#")[0].strip() for block in blocks for line in block.splitlines()]
+    return [shlex.split(line)[1:] for line in lines if line.startswith("grpc-etcd ")]
+
+
+def test_the_canary_walk_of_the_routing_doc_runs_as_written(etcd: EtcdServer) -> None:
+    commands = _canary_commands()
+    assert len(commands) >= 6, commands
+    splits = []
+    for args in commands:
+        result = _cli(etcd, *args)
+        assert result.exit_code == 0, (args, result.output)
+        if args[:2] == ["route", "set"]:
+            raw = _stored(etcd)
+            assert raw is not None
+            (only,) = json.loads(raw)["routes"]
+            splits.append({p["subset"]["version"]: p["weight"] for p in only["to"]})
+    assert splits[0] == {"v1": 100, "v2": 0}  # from 0%
+    assert {"v1": 0, "v2": 100} in splits  # to 100%
+    assert {"v1": 100, "v2": 0} in splits[1:]  # and back
+    raw = _stored(etcd)
+    assert raw is not None
+    assert json.loads(raw)["fallback"] == [{"version": "v2"}, {}]
