@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
 import sys
@@ -72,7 +73,9 @@ def etcd(port: int | None, data_dir: Path | None) -> None:
     """Run a local etcd on 127.0.0.1 until Ctrl-C (for trying things, not for production)."""
     from ..testing import EtcdServer
 
-    with friendly_errors():
+    # Ctrl-C (or SIGTERM) at any moment, even while etcd starts, is a clean stop: exit 0.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    with contextlib.suppress(KeyboardInterrupt), friendly_errors():
         client_port, notice = choose_port(port)
         if notice:
             click.echo(notice, err=True)
@@ -84,10 +87,6 @@ def etcd(port: int | None, data_dir: Path | None) -> None:
             )
             click.echo(f"try: {ENV_ENDPOINTS}={server.endpoint} grpc-etcd ls")
             click.echo("Ctrl-C to stop")
-            signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-            try:
-                while server.running:
-                    time.sleep(0.5)
-            except KeyboardInterrupt:
-                return
+            while server.running:
+                time.sleep(0.5)
             raise click.ClickException(f"etcd exited on its own: {server.log_tail(1)}")

@@ -34,33 +34,33 @@ class Liveness(logging.Filter):
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="grpc-etcd-liveness", daemon=True)
         self._lock = threading.Lock()
+        self._answers = 0  # counts answered(): a probe that failed before one is out of date
         self.down = False
 
     def probe(self) -> None:
         """Ask etcd once; report a change of state."""
         from ..registry.etcd import EtcdError
 
+        answers = self._answers
         try:
             self._client.status(timeout=PROBE_TIMEOUT)
         except (EtcdError, OSError, TimeoutError) as exc:
             error: str | None = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         else:
             error = None
-        self._report(error)
+        with self._lock:
+            if error is not None and answers != self._answers:
+                return  # etcd answered the watch meanwhile
+            self._set(error)
 
     def answered(self) -> None:
-        """etcd just answered something else (a watch event): it is back, if it was down.
-
-        The watch can reconnect before the next probe; its news must not come before the line
-        that says etcd answers again.
-        """
-        if self.down:
-            self._report(None)
-
-    def _report(self, error: str | None) -> None:
+        """etcd just answered (the watch delivered a change): it is up, whatever a probe says."""
         with self._lock:
-            if (error is not None) == self.down:
-                return
+            self._answers += 1
+            self._set(None)
+
+    def _set(self, error: str | None) -> None:
+        if (error is not None) != self.down:
             self.down = error is not None
             self._on_change(error)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Sequence
@@ -153,7 +154,7 @@ def watch(opts: Options, service: str, as_json: bool) -> None:
         else:
             say("! etcd answers again: changes follow")
 
-    with friendly_errors():
+    with contextlib.suppress(KeyboardInterrupt), friendly_errors():  # Ctrl-C: a clean stop
         validate_cli_service(service)
         with (
             opts.registry() as reg,
@@ -163,11 +164,9 @@ def watch(opts: Options, service: str, as_json: bool) -> None:
             snapshots = reg.watch(service)
             try:
                 for snapshot in snapshots:
-                    liveness.answered()
+                    liveness.answered()  # said before the change it brings
                     for line in _change_lines(snapshot, as_json):
                         say(line)
-            except KeyboardInterrupt:
-                pass
             finally:
                 close = getattr(snapshots, "close", None)
                 if close is not None:
