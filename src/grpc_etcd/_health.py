@@ -79,7 +79,7 @@ class HealthWatch:
         name: str = "",
     ) -> None:
         self._watch = health_pb2_grpc.HealthStub(channel).Watch
-        self._service_name = service_name
+        self.service_name = service_name
         self._on_change = on_change
         self._state = HealthState()
         self._closed = threading.Event()
@@ -107,7 +107,7 @@ class HealthWatch:
         while not self._closed.is_set():
             code: grpc.StatusCode | None = None
             try:
-                call = self._watch(_request(self._service_name), wait_for_ready=True)
+                call = self._watch(_request(self.service_name), wait_for_ready=True)
                 with self._lock:
                     self._call = call
                 if self._closed.is_set():
@@ -140,7 +140,7 @@ class AsyncHealthWatch:
         name: str = "",
     ) -> None:
         self._watch = health_pb2_grpc.HealthStub(channel).Watch
-        self._service_name = service_name
+        self.service_name = service_name
         self._on_change = on_change
         self._state = HealthState()
         self._task = asyncio.get_running_loop().create_task(
@@ -165,7 +165,7 @@ class AsyncHealthWatch:
         while True:
             code: grpc.StatusCode | None = None
             try:
-                call = self._watch(_request(self._service_name), wait_for_ready=True)
+                call = self._watch(_request(self.service_name), wait_for_ready=True)
                 async for response in call:
                     if self._state.on_status(response.status):
                         self._on_change()

@@ -20,12 +20,22 @@ from typing import TYPE_CHECKING, Any, cast
 import grpc
 import grpc.aio
 
+from .._health import AsyncHealthWatch
 from ..config import ServiceConfig
 from ..policies.base import DoneCallback, DoneInfo, Pick, PickError, Policy
+from ..retry import AVOID_TRIES, PUSHBACK_KEY, never_reached_server
 from ..routing import CallInfo
 from ..snapshot import Snapshot
 from ._base import DEFAULT_DRAIN_TIMEOUT, ChannelBase, MultiCallableBase
-from ._call import CLOSED, Refusal, deadline_after, deadline_refusal, refusal, time_left
+from ._call import (
+    CLOSED,
+    THROWN_AWAY,
+    Refusal,
+    deadline_after,
+    deadline_refusal,
+    refusal,
+    time_left,
+)
 from ._subchannel import CONNECTIVITY_BY_STATE, STATE_BY_CONNECTIVITY, Subchannel
 
 __all__ = ["BalancedChannel"]
@@ -145,6 +155,7 @@ class BalancedChannel(ChannelBase[grpc.aio.Channel], grpc.aio.Channel):
         self._interceptors = list(interceptors) if interceptors else None
         self._publish_pending = False
         self._draining: dict[asyncio.Task[None], _Sub] = {}  # removed nodes' closes
+        self._ticker: asyncio.Task[None] | None = None  # the outlier detector's interval
 
     def update(self, snapshot: Snapshot) -> None:
         """Follow a new node set (call from the event loop's thread).
@@ -186,6 +197,8 @@ class BalancedChannel(ChannelBase[grpc.aio.Channel], grpc.aio.Channel):
         if subs is None:
             return
         watchers = [sub.task for sub in subs if sub.task is not None]
+        if self._ticker is not None:
+            watchers.append(self._ticker)
         for task in watchers:
             task.cancel()
         await asyncio.gather(
@@ -268,6 +281,8 @@ class BalancedChannel(ChannelBase[grpc.aio.Channel], grpc.aio.Channel):
         loop = asyncio.get_running_loop()
         for sub in opened:
             sub.task = loop.create_task(self._watch(sub))
+        if self._resilience.outlier_detection:
+            self._after_configure()  # a config given to the constructor
 
     def _wake(self) -> None:
         changed, self._changed = self._changed, asyncio.Event()
@@ -312,6 +327,21 @@ class BalancedChannel(ChannelBase[grpc.aio.Channel], grpc.aio.Channel):
             for call in list(getattr(sub.channel, "_active_calls", ())):
                 call.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _watch_health(self, sub: _Sub, service_name: str) -> AsyncHealthWatch:
+        return AsyncHealthWatch(sub.channel, service_name, self._republish, name=sub.address)
+
+    def _after_configure(self) -> None:
+        if self._ticker is None or self._ticker.done():
+            self._ticker = asyncio.get_running_loop().create_task(self._tick())
+
+    async def _tick(self) -> None:
+        """Run the outlier detector's interval while it is configured."""
+        while not self._closed:
+            wait = self._resilience.tick()
+            if wait is None:
+                return
+            await asyncio.sleep(wait)
 
     def _publish_soon(self) -> None:
         # Many sub-channels change at once (start-up, a network blip): one picker for them all.
@@ -375,6 +405,7 @@ class _MultiCallable(MultiCallableBase[grpc.aio.Channel]):
     ) -> Any:
         """Start the call on the picked ``sub``, counted in flight until it ends."""
         sub.inflight.append(None)
+        done = self._channel._resilience.observe(sub.address, done)
         try:
             call = (sub.callables.get(self._key) or self._bind(sub))(
                 first,
@@ -562,6 +593,67 @@ class _DeferredUnaryUnary(_Deferred, _UnaryUnaryCallBase):
     pass
 
 
+class _RetryingUnaryUnary(_DeferredUnaryUnary):
+    """A unary call of a method with a retry policy: attempts until one succeeds, the policy
+    gives up or the deadline comes; each on a node the call has not tried yet."""
+
+    def __init__(
+        self, channel: BalancedChannel, info: CallInfo, start: _Start, timeout: float | None
+    ) -> None:
+        self._retry = channel._resilience.call_retry(info.method)
+        super().__init__(channel, info, None, start, timeout)
+
+    async def _start(self, channel: BalancedChannel, info: CallInfo, start: _Start) -> None:
+        retry = self._retry
+        while True:
+            try:
+                sub, done = await self._pick(channel, info, retry.tried)
+            except grpc.aio.AioRpcError as exc:
+                self._error = exc
+                return
+            retry.started(sub.address)
+            call = start(sub, done, time_left(self._deadline, self._loop.time()))
+            try:
+                await call
+            except grpc.aio.AioRpcError as exc:
+                code = exc.code().name
+                delay = retry.next_delay(
+                    code,
+                    reached_server=not never_reached_server(
+                        code, exc.details() or "", got_response=bool(exc.initial_metadata())
+                    ),
+                    pushback=_pushback(exc.trailing_metadata()),
+                    time_left=time_left(self._deadline, self._loop.time()),
+                )
+                if delay is None:
+                    self._call = call
+                    return
+                await asyncio.sleep(delay)  # the policy's backoff, within the deadline
+                continue
+            except asyncio.CancelledError:
+                call.cancel()
+                raise
+            channel._resilience.succeeded()
+            self._call = call
+            return
+
+    async def _pick(self, channel: BalancedChannel, info: CallInfo, tried: set[str]) -> Any:
+        for _ in range(AVOID_TRIES):
+            sub, done = await channel._wait_pick(info, self._deadline)
+            if sub.address not in tried:
+                return sub, done
+            if done is not None:
+                done(THROWN_AWAY)
+        return await channel._wait_pick(info, self._deadline)
+
+
+def _pushback(trailers: Any) -> str | None:
+    for key, value in trailers or ():
+        if key == PUSHBACK_KEY:
+            return value if isinstance(value, str) else bytes(value).decode("ascii", "replace")
+    return None
+
+
 class _DeferredUnaryStream(_Deferred, _UnaryStreamCallBase):
     pass
 
@@ -586,7 +678,18 @@ class _UnaryUnary(_MultiCallable, _UnaryUnaryBase):
         wait_for_ready: bool | None = None,
         compression: grpc.Compression | None = None,
     ) -> Any:
-        return self._invoke(request, timeout, metadata, credentials, wait_for_ready, compression)
+        if not self._channel._resilience.retries(self._method):
+            return self._invoke(
+                request, timeout, metadata, credentials, wait_for_ready, compression
+            )
+        info, metadata = self._resolve(metadata, wait_for_ready)
+
+        def start(sub: _Sub, done: DoneCallback | None, left: float | None) -> Any:
+            return self._begin(
+                sub, done, request, left, metadata, credentials, wait_for_ready, compression
+            )
+
+        return _RetryingUnaryUnary(self._channel, info, start, timeout)
 
 
 class _UnaryStream(_MultiCallable, _UnaryStreamBase):

@@ -26,6 +26,7 @@ from ..policies.base import (
 from ..routing import CallRouter
 from ..snapshot import Snapshot
 from ._call import THROWN_AWAY, ClosedPicker, UnresolvedPicker
+from ._resilience import ChannelResilience
 from ._subchannel import CONNECTIVITY_BY_STATE, Subchannel
 
 __all__ = [
@@ -63,16 +64,21 @@ def plan_update(snapshot: Snapshot, current: Mapping[str, object]) -> tuple[list
 
 
 def build_endpoints(
-    snapshot: Snapshot | None, subchannels: Mapping[str, Subchannel[C]]
+    snapshot: Snapshot | None,
+    subchannels: Mapping[str, Subchannel[C]],
+    ejected: Callable[[str], bool] = lambda address: False,
 ) -> list[Endpoint[Subchannel[C]]]:
-    """One endpoint per node (so each node's version is indexed), with its sub-channel's state."""
+    """One endpoint per node (so each node's version is indexed), with its sub-channel's state,
+    its health and whether outlier detection ejected it."""
     if snapshot is None:
         return []
     endpoints: list[Endpoint[Subchannel[C]]] = []
     for node in snapshot.nodes.values():
         sub = subchannels.get(node.address)
         if sub is not None:
-            endpoints.append(Endpoint(node, sub, sub.state, sub.error))
+            endpoints.append(
+                Endpoint(node, sub, sub.state, sub.error, sub.serving, ejected(node.address))
+            )
     return endpoints
 
 
@@ -140,6 +146,8 @@ class ChannelBase(Generic[C]):
         self._close_callbacks: list[Callable[[], object]] = []
         self._method_keys: dict[MethodKey, object] = {}
         self._closed = False
+        self._resilience = ChannelResilience(service, self._republish)
+        self._resilience.configure(self._balancer.config)
 
     # ------------------------------------------------------------ public, beyond grpc
 
@@ -172,12 +180,15 @@ class ChannelBase(Generic[C]):
                 sub = self._subs[address] = self._open(address)
                 opened.append(sub)
             retired = [self._subs.pop(address) for address in gone]
+            self._resilience.track(self._subs)
+            self._follow_health(opened)
             self._snapshot = snapshot
             self._publish()
             # Only now, with a picker that cannot return them published, mark them retired:
             # a call that picked one from an older picker sees the flag and picks again.
             for sub in retired:
                 sub.retired = True
+                self._stop_health(sub)
             self._retire(retired)
         self._after_update(opened)
 
@@ -203,13 +214,17 @@ class ChannelBase(Generic[C]):
 
     def configure(self, config: ServiceConfig | None) -> None:
         """Lay ``config`` (the document from etcd) over the code's config, key by key; ``None``
-        returns to the code's. Calls picked from now on follow it."""
+        returns to the code's. Calls picked from now on follow it, health checking, outlier
+        detection and retry policies included."""
         with self._lock:
             if self._closed:
                 return
             self._balancer.configure(config if config is not None else ServiceConfig())
+            self._resilience.configure(self._balancer.config)
+            self._follow_health(list(self._subs.values()))
             self._publish()
         self._after_update([])
+        self._after_configure()
 
     def subchannel_states(self) -> dict[str, grpc.ChannelConnectivity]:
         """The connectivity of the connection to each address of the current nodes."""
@@ -303,7 +318,8 @@ class ChannelBase(Generic[C]):
         elif self._snapshot is None:
             picker = QueuePicker()
         else:
-            picker = self._balancer.build(build_endpoints(self._snapshot, self._subs))
+            endpoints = build_endpoints(self._snapshot, self._subs, self._resilience.is_ejected)
+            picker = self._balancer.build(endpoints)
         self._picker = picker
         self._connectivity = aggregate_state(
             (sub.state for sub in self._subs.values()),
@@ -323,7 +339,30 @@ class ChannelBase(Generic[C]):
             self._publish()
             subs = list(self._subs.values())
             self._subs.clear()
+            for sub in subs:
+                self._stop_health(sub)
             return subs
+
+    def _republish(self) -> None:
+        """A node's health or ejection changed: publish a picker that knows it."""
+        with self._lock:
+            if not self._closed:
+                self._publish()
+
+    def _follow_health(self, subs: Iterable[Subchannel[C]]) -> None:
+        """Start, stop or re-aim each sub-channel's health watch to match the config."""
+        name = self._resilience.health_service
+        for sub in subs:
+            if sub.health is not None and sub.health.service_name != name:
+                self._stop_health(sub)
+            if name is not None and sub.health is None:
+                sub.health = self._watch_health(sub, name)
+
+    @staticmethod
+    def _stop_health(sub: Subchannel[C]) -> None:
+        health, sub.health = sub.health, None
+        if health is not None:
+            health.close()
 
     @staticmethod
     def _discard(sub: Subchannel[C], done: DoneCallback | None) -> None:
@@ -349,6 +388,13 @@ class ChannelBase(Generic[C]):
     def _wake(self) -> None:
         """Wake every call waiting for a new picker (under the lock)."""
         raise NotImplementedError
+
+    def _watch_health(self, sub: Subchannel[C], service_name: str) -> Any:
+        """A health watch on ``sub`` that calls ``self._republish`` on a change (under the lock)."""
+        raise NotImplementedError
+
+    def _after_configure(self) -> None:
+        """After a new config, outside the lock: (re)start the outlier detector's timer."""
 
 
 class MultiCallableBase(Generic[C]):

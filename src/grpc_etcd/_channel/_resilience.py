@@ -136,6 +136,17 @@ class ChannelResilience:
 
     # ------------------------------------------------------------ retries
 
+    def succeeded(self) -> None:
+        """An attempt succeeded: the retry throttle gets its token ratio back."""
+        throttle = self._throttle
+        if throttle is not None:
+            with self._lock:
+                throttle.on_success()
+
+    def retries(self, method: str) -> bool:
+        """Whether calls of ``method`` have a retry policy."""
+        return retry_policy_for(self._config, method) is not None
+
     def call_retry(self, method: str) -> CallRetry:
         """A new retry state for one call of ``method`` (transparent retry only without a
         policy for it)."""

@@ -47,6 +47,7 @@ class Subchannel(Generic[C]):
         "code",
         "core",
         "drain_deadline",
+        "health",
         "inflight",
         "retired",
         "state",
@@ -68,6 +69,12 @@ class Subchannel(Generic[C]):
         self.retired = False
         self.drain_deadline = 0.0
         self.task: Any = None  # asyncio twin: the task watching this channel's connectivity
+        self.health: Any = None  # a HealthWatch when the config asks for health checking
+
+    @property
+    def serving(self) -> bool:
+        """False while the node's health service answers anything but SERVING."""
+        return self.health is None or self.health.serving
 
     @property
     def error(self) -> str | None:

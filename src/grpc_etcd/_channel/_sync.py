@@ -22,8 +22,10 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
 
+from .._health import HealthWatch
 from ..config import ServiceConfig
 from ..policies.base import DoneCallback, DoneInfo, PickError, Policy
+from ..retry import AVOID_TRIES, PUSHBACK_KEY, never_reached_server
 from ..routing import CallInfo
 from ._base import DEFAULT_DRAIN_TIMEOUT, ChannelBase, MultiCallableBase
 from ._call import CLOSED, Refusal, deadline_after, deadline_refusal, refusal, time_left
@@ -151,6 +153,24 @@ def _code_name(call: Any) -> str:
 def _outcome(exc: BaseException) -> DoneInfo:
     """What a done callback hears about a call that raised ``exc`` as it started."""
     return DoneInfo(_code_name(exc) if isinstance(exc, grpc.RpcError) else "UNKNOWN", 0.0)
+
+
+def _never_reached(error: grpc.RpcError) -> bool:
+    details = getattr(error, "details", None)
+    initial = getattr(error, "initial_metadata", None)
+    return never_reached_server(
+        _code_name(error),
+        (details() if details is not None else "") or "",
+        got_response=bool(initial()) if initial is not None else False,
+    )
+
+
+def _pushback(error: grpc.RpcError) -> str | None:
+    trailers = getattr(error, "trailing_metadata", None)
+    for key, value in (trailers() if trailers is not None else None) or ():
+        if key == PUSHBACK_KEY:
+            return value if isinstance(value, str) else value.decode("ascii", "replace")
+    return None
 
 
 def _failed(refused: Refusal) -> BaseException:
@@ -315,7 +335,18 @@ class BalancedChannel(ChannelBase[grpc.Channel], grpc.Channel):
         if sub.retired:
             self._discard(sub, done)
             return self._wait(info, timeout)
-        return sub, done, timeout
+        return sub, self._resilience.observe(sub.address, done), timeout
+
+    def _acquire_avoiding(
+        self, info: CallInfo, timeout: float | None, tried: set[str]
+    ) -> _Acquired:
+        """Like :meth:`_acquire`, but a node this call already tried only when no other comes."""
+        for _ in range(AVOID_TRIES):
+            sub, done, left = self._acquire(info, timeout)
+            if sub.address not in tried:
+                return sub, done, left
+            self._discard(sub, done)
+        return self._acquire(info, timeout)
 
     def _wait(self, info: CallInfo, timeout: float | None) -> _Acquired:
         """The slow path: wait for a picker that has a node for this call, or fail it."""
@@ -332,6 +363,7 @@ class BalancedChannel(ChannelBase[grpc.Channel], grpc.Channel):
             else:
                 sub.inflight.append(None)
                 if not sub.retired:
+                    done = self._resilience.observe(sub.address, done)
                     return sub, done, time_left(deadline, time.monotonic())
                 self._discard(sub, done)
                 continue
@@ -368,6 +400,12 @@ class BalancedChannel(ChannelBase[grpc.Channel], grpc.Channel):
     def _wake(self) -> None:
         changed, self._changed = self._changed, threading.Event()
         changed.set()
+
+    def _watch_health(self, sub: _Sub, service_name: str) -> HealthWatch:
+        return HealthWatch(sub.channel, service_name, self._republish, name=sub.address)
+
+    def _after_configure(self) -> None:
+        self._kick.set()  # the monitor runs the outlier detector's interval
 
     # ------------------------------------------------------------ monitoring and draining
 
@@ -430,6 +468,7 @@ class BalancedChannel(ChannelBase[grpc.Channel], grpc.Channel):
                         self._publish()
                 self._drain()
                 self._deliver()
+                self._resilience.tick()
             except Exception:  # never let one bad round stop the monitoring
                 log.exception("monitor of the channel of %s failed", self._service)
                 moved = False
@@ -449,6 +488,48 @@ class _MultiCallable(MultiCallableBase[grpc.Channel]):
         if name is not None:
             callable_ = getattr(callable_, name)
         return callable_(*args)
+
+    def _retry(
+        self,
+        error: grpc.RpcError,
+        sub: _Sub,
+        info: CallInfo,
+        name: str | None,
+        started: float,
+        request: Any,
+        timeout: float | None,
+        *args: Any,
+    ) -> Any:
+        """After a failed blocking unary attempt: retry per the method's policy (and once,
+        transparently, a call that never reached a server), each time on an untried node."""
+        channel = self._channel
+        retry = channel._resilience.call_retry(self._method)
+        deadline = deadline_after(timeout, started)
+        while True:
+            retry.started(sub.address)
+            delay = retry.next_delay(
+                _code_name(error),
+                reached_server=not _never_reached(error),
+                pushback=_pushback(error),
+                time_left=time_left(deadline, time.monotonic()),
+            )
+            if delay is None:
+                raise error
+            if delay:
+                time.sleep(delay)  # the policy's backoff; bounded by the call's deadline
+            left = time_left(deadline, time.monotonic())
+            sub, done, left = channel._acquire_avoiding(info, left, retry.tried)
+            try:
+                if done is None:
+                    result = self._on(sub, name, request, left, *args)
+                else:
+                    result = _timed(done, self._on, sub, name, request, left, *args)
+                channel._resilience.succeeded()
+                return result
+            except grpc.RpcError as exc:
+                error = exc
+            finally:
+                sub.inflight.pop()
 
     def _blocking(
         self,
@@ -510,37 +591,42 @@ class _UnaryUnary(_MultiCallable, _UnaryUnaryBase):
         wait_for_ready: bool | None = None,
         compression: grpc.Compression | None = None,
     ) -> Any:
+        started = time.monotonic()
         info, metadata = self._resolve(metadata, wait_for_ready)
         # _acquire and _on inlined: this is the hottest path.
         channel = self._channel
         try:
             sub, done = channel._picker.pick(info)
         except PickError:
-            sub, done, timeout = channel._wait(info, timeout)
+            sub, done, left = channel._wait(info, timeout)
         else:
+            left = timeout
             sub.inflight.append(None)
             if sub.retired:
                 channel._discard(sub, done)
-                sub, done, timeout = channel._wait(info, timeout)
+                sub, done, left = channel._wait(info, timeout)
+            else:
+                done = channel._resilience.observe(sub.address, done)
         try:
             if done is None:
-                return (sub.callables.get(self._key) or self._bind(sub))(
-                    request, timeout, metadata, credentials, wait_for_ready, compression
+                result = (sub.callables.get(self._key) or self._bind(sub))(
+                    request, left, metadata, credentials, wait_for_ready, compression
                 )
-            return _timed(
-                done,
-                self._on,
-                sub,
-                None,
-                request,
-                timeout,
-                metadata,
-                credentials,
-                wait_for_ready,
-                compression,
-            )
+            else:
+                result = _timed(
+                    done, self._on, sub, None, request, left, metadata, credentials,
+                    wait_for_ready, compression,
+                )  # fmt: skip
+            channel._resilience.succeeded()
+            return result
+        except grpc.RpcError as exc:
+            error = exc
         finally:
             sub.inflight.pop()
+        return self._retry(
+            error, sub, info, None, started, request, timeout, metadata, credentials,
+            wait_for_ready, compression,
+        )  # fmt: skip
 
     def with_call(
         self,
@@ -551,10 +637,26 @@ class _UnaryUnary(_MultiCallable, _UnaryUnaryBase):
         wait_for_ready: bool | None = None,
         compression: grpc.Compression | None = None,
     ) -> tuple[Any, grpc.Call]:
-        outcome: tuple[Any, grpc.Call] = self._blocking(
-            "with_call", request, timeout, metadata, credentials, wait_for_ready, compression
+        started = time.monotonic()
+        info, metadata = self._resolve(metadata, wait_for_ready)
+        sub, done, left = self._channel._acquire(info, timeout)
+        args = (request, left, metadata, credentials, wait_for_ready, compression)
+        try:
+            outcome: tuple[Any, grpc.Call] = (
+                self._on(sub, "with_call", *args)
+                if done is None
+                else _timed(done, self._on, sub, "with_call", *args)
+            )
+            self._channel._resilience.succeeded()
+            return outcome
+        except grpc.RpcError as exc:
+            error = exc
+        finally:
+            sub.inflight.pop()
+        retried: tuple[Any, grpc.Call] = self._retry(
+            error, sub, info, "with_call", started, *args[:1], timeout, *args[2:]
         )
-        return outcome
+        return retried
 
     def future(
         self,

@@ -1,0 +1,249 @@
+"""Health, outlier ejection and retries in a real BalancedChannel against real servers."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent import futures
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from server_process import SERVICE, ServerProcess
+
+import grpc_etcd
+import grpc_etcd.aio
+from grpc_etcd import Node, Snapshot
+from grpc_etcd.config import parse_config
+from grpc_etcd.demo import api_pb2, api_pb2_grpc
+from grpc_etcd.testing import EtcdServer
+
+Request = api_pb2.Request
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+RETRY = {
+    "methodConfig": [
+        {
+            "name": [{"service": "proto.Api"}],
+            "retryPolicy": {
+                "maxAttempts": 3,
+                "initialBackoff": "0.01s",
+                "maxBackoff": "0.1s",
+                "backoffMultiplier": 2,
+                "retryableStatusCodes": ["UNAVAILABLE"],
+            },
+        }
+    ]
+}
+
+
+class Api(api_pb2_grpc.ApiServicer):
+    def __init__(self, name: str, fail: bool = False) -> None:
+        self.name = name
+        self.fail = fail
+        self.calls = 0
+
+    def ApiTest(self, request: Any, context: grpc.ServicerContext) -> Any:
+        self.calls += 1
+        if self.fail:
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"{self.name} fails")
+        return api_pb2.Response(output=f"{self.name}||{request.input}")
+
+
+class Server:
+    """An in-process server with the demo Api and a health servicer."""
+
+    def __init__(self, name: str, fail: bool = False) -> None:
+        self.api = Api(name, fail)
+        self.health = health.HealthServicer()
+        self.health.set(SERVICE, SERVING)
+        self.server = grpc.server(futures.ThreadPoolExecutor(8))
+        api_pb2_grpc.add_ApiServicer_to_server(self.api, self.server)  # type: ignore[no-untyped-call]
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self.address = f"127.0.0.1:{self.server.add_insecure_port('127.0.0.1:0')}"
+        self.server.start()
+
+
+@pytest.fixture
+def servers() -> Iterator[list[Server]]:
+    made = [Server("a"), Server("b"), Server("c", fail=True)]
+    yield made
+    for each in made:
+        each.server.stop(None)
+
+
+def snapshot(*servers: Server) -> Snapshot:
+    nodes = {}
+    for server in servers:
+        key = f"/test/srv/echo/{server.api.name}"
+        nodes[key] = Node(SERVICE, server.api.name, server.address, "v1", key=key)
+    return Snapshot(SERVICE, nodes, 1)
+
+
+def call(channel: grpc_etcd.BalancedChannel) -> str:
+    stub = api_pb2_grpc.ApiStub(channel)  # type: ignore[no-untyped-call]
+    reply = stub.ApiTest(Request(input="x"), timeout=5, wait_for_ready=True)
+    return str(reply.output.split("|")[0])
+
+
+def test_a_not_serving_node_gets_no_calls_until_serving_again(servers: list[Server]) -> None:
+    a, b, _ = servers
+    with grpc_etcd.BalancedChannel(SERVICE, policy="version") as channel:
+        channel.configure(parse_config({"healthCheckConfig": {"serviceName": SERVICE}}))
+        channel.update(snapshot(a, b))
+        assert {call(channel) for _ in range(40)} == {"a", "b"}
+        b.health.set(SERVICE, NOT_SERVING)
+        deadline = time.monotonic() + 5
+        while "b" in {call(channel) for _ in range(5)} and time.monotonic() < deadline:
+            pass  # the Watch stream brings NOT_SERVING within milliseconds
+        assert Counter(call(channel) for _ in range(100)) == {"a": 100}
+        b.health.set(SERVICE, SERVING)
+        deadline = time.monotonic() + 5
+        while "b" not in {call(channel) for _ in range(10)}:
+            assert time.monotonic() < deadline, "b never came back"
+
+
+def test_a_failing_node_is_ejected_within_ten_calls(servers: list[Server]) -> None:
+    config = {
+        "outlierDetection": {
+            "interval": "10s",
+            "baseEjectionTime": "30s",
+            "maxEjectionPercent": 34,
+            "consecutiveErrors": 3,
+        }
+    }
+    failures = 0
+    with grpc_etcd.BalancedChannel(SERVICE, policy="version") as channel:
+        channel.configure(parse_config(config))
+        channel.update(snapshot(*servers))
+        for _ in range(200):
+            try:
+                call(channel)
+            except grpc.RpcError:
+                failures += 1
+    assert failures == 3  # consecutiveErrors: the third failure ejects it
+    assert servers[2].api.calls == 3
+
+
+def test_retry_policy_turns_a_failing_node_into_successes(servers: list[Server]) -> None:
+    with grpc_etcd.BalancedChannel(SERVICE, policy="version") as channel:
+        channel.configure(parse_config(RETRY))
+        channel.update(snapshot(*servers))
+        answered = Counter(call(channel) for _ in range(100))
+    assert set(answered) == {"a", "b"} and sum(answered.values()) == 100
+    assert servers[2].api.calls > 10  # it was picked, failed, and the retry went elsewhere
+
+
+def test_without_a_policy_the_failing_node_fails_calls(servers: list[Server]) -> None:
+    with grpc_etcd.BalancedChannel(SERVICE, policy="version") as channel:
+        channel.update(snapshot(*servers))
+        with pytest.raises(grpc.RpcError):
+            for _ in range(100):
+                call(channel)
+
+
+def test_kill9_of_one_of_three_with_a_retry_policy_fails_no_call(etcd: EtcdServer) -> None:
+    processes = [ServerProcess(etcd.endpoint, name) for name in ("a", "b", "c")]
+    failures: list[str] = []
+    answered: Counter[str] = Counter()
+    stop = threading.Event()
+    try:
+        with grpc_etcd.Registry(etcd.endpoint) as registry:
+            channel = registry.channel(SERVICE)
+            channel.configure(parse_config(RETRY))
+            stub = api_pb2_grpc.ApiStub(channel)  # type: ignore[no-untyped-call]
+            stub.ApiTest(Request(input="first"), timeout=5, wait_for_ready=True)
+
+            def load() -> None:
+                while not stop.is_set():
+                    try:
+                        reply = stub.ApiTest(Request(input="x"), timeout=5)
+                        answered[reply.output.split("|")[0]] += 1
+                    except grpc.RpcError as exc:
+                        failures.append(f"{exc.code()}: {exc.details()}")  # type: ignore[attr-defined]
+
+            with futures.ThreadPoolExecutor(4) as pool:
+                workers = [pool.submit(load) for _ in range(4)]
+                deadline = time.monotonic() + 10
+                while answered["a"] < 50 and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                processes[0].kill()
+                after = sum(answered.values())
+                while sum(answered.values()) < after + 300 and time.monotonic() < deadline + 10:
+                    time.sleep(0.01)
+                stop.set()
+                for worker in workers:
+                    worker.result()
+    finally:
+        stop.set()
+        for process in processes:
+            process.kill()
+    assert failures == []
+    assert answered["a"] >= 50 and answered["b"] + answered["c"] >= 300
+
+
+def test_aio_health_and_ejection(servers: list[Server]) -> None:
+    a, b, c = servers
+    config = {
+        "healthCheckConfig": {"serviceName": SERVICE},
+        "outlierDetection": {
+            "interval": "10s",
+            "baseEjectionTime": "30s",
+            "maxEjectionPercent": 34,
+            "consecutiveErrors": 3,
+        },
+    }
+
+    async def main() -> None:
+        async with grpc_etcd.aio.BalancedChannel(SERVICE, policy="version") as channel:
+            channel.configure(parse_config(config))
+            channel.update(snapshot(a, b, c))
+            stub = api_pb2_grpc.ApiStub(channel)  # type: ignore[no-untyped-call]
+
+            async def one() -> str:
+                reply = await stub.ApiTest(Request(input="x"), timeout=5, wait_for_ready=True)
+                return str(reply.output.split("|")[0])
+
+            failures = 0
+            answered: Counter[str] = Counter()
+            for _ in range(100):
+                try:
+                    answered[await one()] += 1
+                except grpc.aio.AioRpcError:
+                    failures += 1
+            assert failures == 3 and set(answered) == {"a", "b"}
+            b.health.set(SERVICE, NOT_SERVING)
+            deadline = time.monotonic() + 5
+            while "b" in {await one() for _ in range(5)}:
+                assert time.monotonic() < deadline, "b still picked"
+            assert {await one() for _ in range(50)} == {"a"}
+
+    asyncio.run(main())
+
+
+def test_aio_retry_policy_turns_a_failing_node_into_successes(servers: list[Server]) -> None:
+    async def main() -> Counter[str]:
+        async with grpc_etcd.aio.BalancedChannel(SERVICE, policy="version") as channel:
+            channel.configure(parse_config(RETRY))
+            channel.update(snapshot(*servers))
+            stub = api_pb2_grpc.ApiStub(channel)  # type: ignore[no-untyped-call]
+            answered: Counter[str] = Counter()
+            for _ in range(100):
+                call = stub.ApiTest(Request(input="x"), timeout=5, wait_for_ready=True)
+                reply = await call
+                assert await call.code() == grpc.StatusCode.OK
+                answered[reply.output.split("|")[0]] += 1
+            no_policy = api_pb2_grpc.ApiStub(channel)  # type: ignore[no-untyped-call]
+            channel.configure(None)
+            with pytest.raises(grpc.aio.AioRpcError):
+                for _ in range(100):
+                    await no_policy.ApiTest(Request(input="x"), timeout=5)
+            return answered
+
+    answered = asyncio.run(main())
+    assert set(answered) == {"a", "b"} and sum(answered.values()) == 100
+    assert servers[2].api.calls > 10
