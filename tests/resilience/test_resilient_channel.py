@@ -13,10 +13,13 @@ from typing import Any
 import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from server_process import SERVICE, ServerProcess
 
 import grpc_etcd
 import grpc_etcd.aio
+import grpc_etcd.metrics
 from grpc_etcd import Node, Snapshot
 from grpc_etcd.config import parse_config
 from grpc_etcd.demo import api_pb2, api_pb2_grpc
@@ -95,7 +98,11 @@ def test_a_not_serving_node_gets_no_calls_until_serving_again(servers: list[Serv
     with grpc_etcd.BalancedChannel(SERVICE, policy="version") as channel:
         channel.configure(parse_config({"healthCheckConfig": {"serviceName": SERVICE}}))
         channel.update(snapshot(a, b))
-        assert {call(channel) for _ in range(40)} == {"a", "b"}
+        seen: set[str] = set()
+        deadline = time.monotonic() + 5
+        while seen != {"a", "b"}:  # each turns usable when its first SERVING arrives
+            assert time.monotonic() < deadline, f"only {seen} answered"
+            seen.add(call(channel))
         b.health.set(SERVICE, NOT_SERVING)
         deadline = time.monotonic() + 5
         while "b" in {call(channel) for _ in range(5)} and time.monotonic() < deadline:
@@ -247,3 +254,43 @@ def test_aio_retry_policy_turns_a_failing_node_into_successes(servers: list[Serv
     answered = asyncio.run(main())
     assert set(answered) == {"a", "b"} and sum(answered.values()) == 100
     assert servers[2].api.calls > 10
+
+
+def test_calls_by_node_status_and_version_and_nodes_by_state(
+    servers: list[Server], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reader = InMemoryMetricReader()
+    monkeypatch.setattr(
+        grpc_etcd.metrics, "_default", grpc_etcd.metrics.Metrics(MeterProvider([reader]))
+    )
+    a, _, c = servers
+    with grpc_etcd.BalancedChannel(SERVICE, policy="version") as channel:
+        channel.update(snapshot(a, c))
+        outcomes: Counter[str] = Counter()
+        for _ in range(40):
+            try:
+                outcomes[call(channel)] += 1
+            except grpc.RpcError:
+                outcomes["failed"] += 1
+    data = reader.get_metrics_data()
+    assert data is not None
+    points = {
+        metric.name: metric.data.data_points
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+    }
+    by_node = {
+        (
+            p.attributes["grpc_etcd.node"],
+            p.attributes["grpc.status"],
+            p.attributes["grpc_etcd.version"],
+        ): p.count  # type: ignore[index, attr-defined]
+        for p in points["grpc.client.attempt.duration"]
+    }
+    assert by_node == {
+        (a.address, "OK", "v1"): outcomes["a"],
+        (c.address, "UNAVAILABLE", "v1"): outcomes["failed"],
+    }
+    nodes = {p.attributes["grpc_etcd.state"]: p.value for p in points["grpc_etcd.lb.nodes"]}  # type: ignore[index, attr-defined]
+    assert nodes["ready"] == 2 and nodes["ejected"] == 0

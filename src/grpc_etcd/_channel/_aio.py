@@ -405,7 +405,7 @@ class _MultiCallable(MultiCallableBase[grpc.aio.Channel]):
     ) -> Any:
         """Start the call on the picked ``sub``, counted in flight until it ends."""
         sub.inflight.append(None)
-        done = self._channel._resilience.observe(sub.address, done)
+        done = self._channel._resilience.observe(sub.address, done, self._method)
         try:
             call = (sub.callables.get(self._key) or self._bind(sub))(
                 first,

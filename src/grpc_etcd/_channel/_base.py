@@ -105,6 +105,21 @@ def aggregate_state(
     return grpc.ChannelConnectivity.TRANSIENT_FAILURE
 
 
+def _node_states(endpoints: Sequence[Endpoint[Any]]) -> dict[str, int]:
+    """Nodes per state for the metrics: ejected, else not_serving, else the connectivity."""
+    counts = dict.fromkeys(("ready", "connecting", "idle", "transient_failure"), 0)
+    counts.update(not_serving=0, ejected=0)
+    for endpoint in endpoints:
+        if endpoint.ejected:
+            state = "ejected"
+        elif not endpoint.serving:
+            state = "not_serving"
+        else:
+            state = endpoint.state.value.lower()
+        counts[state] = counts.get(state, 0) + 1
+    return counts
+
+
 class ChannelBase(Generic[C]):
     """The state of a BalancedChannel and every decision about it that is not I/O.
 
@@ -180,7 +195,9 @@ class ChannelBase(Generic[C]):
                 sub = self._subs[address] = self._open(address)
                 opened.append(sub)
             retired = [self._subs.pop(address) for address in gone]
-            self._resilience.track(self._subs)
+            self._resilience.track(
+                self._subs, {node.address: node.version for node in snapshot.nodes.values()}
+            )
             self._follow_health(opened)
             self._snapshot = snapshot
             self._publish()
@@ -320,6 +337,7 @@ class ChannelBase(Generic[C]):
         else:
             endpoints = build_endpoints(self._snapshot, self._subs, self._resilience.is_ejected)
             picker = self._balancer.build(endpoints)
+            self._resilience.count_nodes(_node_states(endpoints))
         self._picker = picker
         self._connectivity = aggregate_state(
             (sub.state for sub in self._subs.values()),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from ..config import ServiceConfig
 from ..metrics import get_metrics
@@ -41,6 +41,8 @@ class ChannelResilience:
         self._throttle: RetryThrottle | None = None
         self._addresses: frozenset[str] = frozenset()
         self._ejected: frozenset[str] = frozenset()
+        self._versions: Mapping[str, str] = {}
+        self._metrics = get_metrics()
 
     # ------------------------------------------------------------ configuration
 
@@ -81,10 +83,11 @@ class ChannelResilience:
 
     # ------------------------------------------------------------ ejection
 
-    def track(self, addresses: Iterable[str]) -> None:
-        """The channel's addresses now (after a snapshot)."""
+    def track(self, addresses: Iterable[str], versions: Mapping[str, str] | None = None) -> None:
+        """The channel's addresses now (after a snapshot), with each one's version."""
         with self._lock:
             self._addresses = frozenset(addresses)
+            self._versions = versions or {}
             if self._detector is not None:
                 self._detector.track(self._addresses)
                 self._ejected = self._detector.ejected
@@ -93,17 +96,29 @@ class ChannelResilience:
         """Whether outlier detection ejected ``address``."""
         return address in self._ejected
 
-    def observe(self, address: str, done: DoneCallback | None) -> DoneCallback | None:
-        """``done`` wrapped to also count the call's outcome for ``address``."""
-        if self._detector is None:
+    def observe(
+        self, address: str, done: DoneCallback | None, method: str = ""
+    ) -> DoneCallback | None:
+        """``done`` wrapped to also count the attempt's outcome on ``address`` (outlier
+        detection, metrics); ``done`` itself when neither wants it."""
+        metrics = self._metrics
+        if self._detector is None and not metrics.enabled:
             return done
+        metrics.attempt_started(self._target, method)
+        version = self._versions.get(address, "")
 
         def observed(info: DoneInfo) -> None:
             if done is not None:
                 done(info)
-            self.record(address, info.code)
+            metrics.attempt_ended(self._target, method, info.code, info.latency, address, version)
+            if self._detector is not None:
+                self.record(address, info.code)
 
         return observed
+
+    def count_nodes(self, counts: Mapping[str, int]) -> None:
+        """Report how many nodes are in each state (after a new picker)."""
+        self._metrics.nodes(self._target, counts)
 
     def record(self, address: str, code: str) -> None:
         """Count one call's outcome on ``address`` (consecutive errors may eject it now)."""

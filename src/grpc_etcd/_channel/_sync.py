@@ -335,7 +335,7 @@ class BalancedChannel(ChannelBase[grpc.Channel], grpc.Channel):
         if sub.retired:
             self._discard(sub, done)
             return self._wait(info, timeout)
-        return sub, self._resilience.observe(sub.address, done), timeout
+        return sub, self._resilience.observe(sub.address, done, info.method), timeout
 
     def _acquire_avoiding(
         self, info: CallInfo, timeout: float | None, tried: set[str]
@@ -363,7 +363,7 @@ class BalancedChannel(ChannelBase[grpc.Channel], grpc.Channel):
             else:
                 sub.inflight.append(None)
                 if not sub.retired:
-                    done = self._resilience.observe(sub.address, done)
+                    done = self._resilience.observe(sub.address, done, info.method)
                     return sub, done, time_left(deadline, time.monotonic())
                 self._discard(sub, done)
                 continue
@@ -606,7 +606,7 @@ class _UnaryUnary(_MultiCallable, _UnaryUnaryBase):
                 channel._discard(sub, done)
                 sub, done, left = channel._wait(info, timeout)
             else:
-                done = channel._resilience.observe(sub.address, done)
+                done = channel._resilience.observe(sub.address, done, info.method)
         try:
             if done is None:
                 result = (sub.callables.get(self._key) or self._bind(sub))(
