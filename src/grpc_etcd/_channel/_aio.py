@@ -98,10 +98,10 @@ def _keep(future: asyncio.Future[Any]) -> None:
 
 def _track(call: Any, sub: _Sub, done: DoneCallback | None) -> None:
     """Count the call as in flight on ``sub`` until it ends; then report to ``done``."""
-    inflight = sub.inflight
     if done is None:
-        call.add_done_callback(lambda _call: inflight.pop())
+        call.add_done_callback(sub.release)
         return
+    inflight = sub.inflight
     start = time.perf_counter()
     loop = asyncio.get_running_loop()
 
@@ -388,9 +388,26 @@ class _MultiCallable(MultiCallableBase[grpc.aio.Channel]):
 
             failure = None if refused is None else _rpc_error(refused)
             return self._deferred(self._channel, info, failure, start, timeout)
-        return self._begin(
-            sub, done, first, timeout, metadata, credentials, wait_for_ready, compression
-        )
+        if done is not None:
+            return self._begin(
+                sub, done, first, timeout, metadata, credentials, wait_for_ready, compression
+            )
+        # _begin inlined for picks without a done callback: this is the hottest path.
+        sub.inflight.append(None)
+        try:
+            call = (sub.callables.get(self._key) or self._bind(sub))(
+                first,
+                timeout=timeout,
+                metadata=metadata,
+                credentials=credentials,
+                wait_for_ready=wait_for_ready,
+                compression=compression,
+            )
+        except BaseException:
+            sub.inflight.pop()
+            raise
+        call.add_done_callback(sub.release)
+        return call
 
     def _begin(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 import grpc
@@ -49,6 +50,7 @@ class Subchannel(Generic[C]):
         "drain_deadline",
         "health",
         "inflight",
+        "release",
         "retired",
         "state",
         "task",
@@ -64,7 +66,10 @@ class Subchannel(Generic[C]):
         self.callables: dict[object, Any] = {}
         # One item per call in flight: list.append/pop are atomic, so the sync hot path can
         # count without a lock; len() is read when draining.
-        self.inflight: list[None] = []
+        inflight: list[None] = []
+        self.inflight = inflight
+        # A call's done callback that takes it off the count: made once, not once per call.
+        self.release: Callable[[object], object] = lambda _ended: inflight.pop()
         # Set once no picker can return this sub-channel any more; it then drains and closes.
         self.retired = False
         self.drain_deadline = 0.0

@@ -195,10 +195,10 @@ def _timed(done: DoneCallback, fn: Callable[..., Any], *args: Any) -> Any:
 
 def _track(call: Any, sub: _Sub, done: DoneCallback | None) -> None:
     """Count a non-blocking call (future, stream) as in flight on ``sub`` until it ends."""
-    inflight = sub.inflight
     if done is None:
-        call.add_done_callback(lambda _call: inflight.pop())
+        call.add_done_callback(sub.release)
         return
+    inflight = sub.inflight
     start = time.perf_counter()
 
     def finished(ended: Any) -> None:
