@@ -234,13 +234,17 @@ def test_ttl_beyond_etcds_maximum_is_refused_before_etcd_sees_it(etcd: EtcdServe
 
 def test_a_second_live_registration_of_one_instance_id_is_refused(etcd: EtcdServer) -> None:
     with grpc_etcd.Registry(etcd.endpoint) as first, grpc_etcd.Registry(etcd.endpoint) as second:
-        reg = first.register(SERVICE, address="127.0.0.1:5000", instance_id="twin")
+        reg = first.register(SERVICE, address="127.0.0.1:5000", instance_id="twin", ttl=3)
         with EtcdClient(etcd.endpoint) as client:
             before = client.get(reg.key)
+            started = time.monotonic()
             with pytest.raises(DuplicateRegistrationError, match=reg.key) as info:
                 second.register(SERVICE, address="127.0.0.1:5001", instance_id="twin")
+            # it waited for the first one's lease to run out, which it never did
+            assert time.monotonic() - started >= 2
             assert info.value.key == reg.key
-            assert client.get(reg.key) == before  # the first one's record, untouched
+            assert client.get(reg.key).value == before.value  # type: ignore[union-attr]
+            assert client.get(reg.key).lease == reg.lease_id  # type: ignore[union-attr]
 
 
 def test_a_registration_only_deletes_a_key_bound_to_its_own_lease(etcd: EtcdServer) -> None:
@@ -273,3 +277,15 @@ def test_registering_over_a_stray_key_without_a_lease(etcd: EtcdServer) -> None:
     with grpc_etcd.Registry(etcd.endpoint) as registry:
         reg = registry.register(SERVICE, address="127.0.0.1:5000", instance_id="stray")
         assert json.loads(etcd_value(etcd, reg.key))["node"]["address"] == "127.0.0.1:5000"
+
+
+def test_a_restart_after_a_crash_waits_for_the_dead_lease(etcd: EtcdServer) -> None:
+    with EtcdClient(etcd.endpoint) as client, grpc_etcd.Registry(etcd.endpoint) as registry:
+        # what a process killed without closing leaves: a key on a lease nobody keeps alive
+        dead = client.lease_grant(3)
+        key = "/hwholiday/srv/app/stable-id"
+        client.put(key, b'{"node":{"address":"127.0.0.1:6000"}}', lease=dead)
+        reg = registry.register(SERVICE, address="127.0.0.1:5000", instance_id="stable-id")
+        kv = client.get(key)
+        assert kv is not None and kv.lease == reg.lease_id
+        assert json.loads(kv.value)["node"]["address"] == "127.0.0.1:5000"

@@ -97,7 +97,13 @@ class Registration:
         return self._node.key
 
     async def start(self) -> Registration:
-        """Register for the first time (raises if etcd cannot be reached), then keep it up."""
+        """Register for the first time (raises if etcd cannot be reached), then keep it up.
+
+        If another lease holds the key, wait until that lease could have expired (its TTL
+        left, plus 2 s for etcd to revoke it): a process that died without closing (restarted
+        with the same ``instance_id``) frees it by then; one that is still alive does not, and
+        ``DuplicateRegistrationError`` is raised."""
+        await self._wait_for_free_key()
         await self._register()
         self._task = asyncio.get_running_loop().create_task(
             self._maintain(), name=f"grpc-etcd registration {self.key}"
@@ -185,6 +191,27 @@ class Registration:
         keep_alive, self._keep_alive = self._keep_alive, None
         if keep_alive is not None:
             await keep_alive.stop()  # type: ignore[attr-defined]
+
+    async def _wait_for_free_key(self) -> None:
+        kv = await self._client.get(self.key)
+        if kv is None or kv.lease == 0:
+            return
+        left = await self._client.lease_time_to_live(kv.lease)
+        if left < 0:
+            return
+        log.info(
+            "registration %s: the key is held by lease %x; waiting up to %d s for it to expire",
+            self.key,
+            kv.lease,
+            left + 2,
+        )
+        events = self._client.watch(self.key, start_revision=kv.mod_revision + 1)
+        async with contextlib.aclosing(events):
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(left + 2.0):
+                    async for response in events:
+                        if any(event.type == "delete" for event in response.events):
+                            return
 
     async def _register(self) -> None:
         """Grant a lease, write the record with it and keep the lease alive."""
