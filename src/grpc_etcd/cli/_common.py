@@ -14,12 +14,15 @@ import click
 
 from ..errors import GrpcEtcdError
 from ..naming import validate_service
+from ..registry._options import DEFAULT_ENDPOINT
+from ..registry._options import ENDPOINTS_ENV as ENV_ENDPOINTS
 
 if TYPE_CHECKING:
     from .._registry import Registry
     from ..registry.etcd import EtcdClient, TLSConfig
 
 __all__ = [
+    "DEFAULT_ENDPOINT",
     "ENV_ENDPOINTS",
     "ENV_PASSWORD",
     "Options",
@@ -28,9 +31,7 @@ __all__ = [
     "validate_cli_service",
 ]
 
-ENV_ENDPOINTS = "GRPC_ETCD_ENDPOINTS"
 ENV_PASSWORD = "GRPC_ETCD_PASSWORD"
-DEFAULT_ENDPOINT = "127.0.0.1:2379"
 _ETCD_PORT = 2379
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
