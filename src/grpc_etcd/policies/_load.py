@@ -7,7 +7,6 @@ free-threaded build), where ``n += 1`` on an attribute is not.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterable
 
 from .base import DoneInfo
@@ -34,8 +33,11 @@ class Load:
         return len(self.calls)
 
     def _finish(self, info: DoneInfo) -> None:
-        with contextlib.suppress(IndexError):  # called twice: never below zero
+        # Not contextlib.suppress: this runs once per call, and try is 5x cheaper.
+        try:  # noqa: SIM105
             self.calls.pop()
+        except IndexError:  # called twice: never below zero
+            pass
 
 
 class LoadTable:

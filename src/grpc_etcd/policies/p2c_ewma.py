@@ -68,30 +68,40 @@ FAILURE_CODES = frozenset(
 class _Stats(Load):
     """One address's calls in flight, latency EWMA (seconds) and success EWMA."""
 
-    __slots__ = ("clock", "lag", "last", "picked", "success")
+    __slots__ = ("clock", "cost", "lag", "last", "penalty", "picked", "success")
 
     def __init__(self, clock: Callable[[], float]) -> None:
         super().__init__()
         self.clock = clock
         self.lag = 0.0
         self.success = INIT_SUCCESS
+        # Kept from the averages when a call ends, so a pick only multiplies and adds:
+        # go-zero's load is sqrt(lag in ns + 1) x (inflight + 1); the root damps a spike.
+        self.cost = 1.0
+        self.penalty = 0.0
         self.last = clock()
         self.picked = self.last
 
     def load(self) -> float:
-        # go-zero: sqrt(lag in ns + 1) * (inflight + 1); the root damps a latency spike.
-        load = math.sqrt(self.lag * 1e9 + 1) * (len(self.calls) + 1)
-        return load if self.success > THROTTLE_SUCCESS else load + PENALTY
+        """go-zero's load: sqrt(EWMA latency in ns + 1) x (calls in flight + 1), plus the
+        penalty while the success average is below ``THROTTLE_SUCCESS``."""
+        return self.cost * (len(self.calls) + 1) + self.penalty
 
     def _finish(self, info: DoneInfo) -> None:
-        super()._finish(info)
+        try:  # noqa: SIM105  (see Load._finish)
+            self.calls.pop()
+        except IndexError:
+            pass
         now = self.clock()
         elapsed = max(now - self.last, 0.0)
         self.last = now
+        # The first sample is taken as it is (go-zero); later ones weigh by the time since.
         keep = math.exp(-elapsed / DECAY_TIME) if self.lag else 0.0
-        self.lag = self.lag * keep + info.latency * (1 - keep)
+        self.lag = lag = self.lag * keep + info.latency * (1 - keep)
         outcome = 0.0 if info.code in FAILURE_CODES else INIT_SUCCESS
-        self.success = self.success * keep + outcome * (1 - keep)
+        self.success = success = self.success * keep + outcome * (1 - keep)
+        self.cost = math.sqrt(lag * 1e9 + 1)
+        self.penalty = 0.0 if success > THROTTLE_SUCCESS else PENALTY
 
 
 class P2CEwmaPicker(Generic[T]):
@@ -121,11 +131,14 @@ class P2CEwmaPicker(Generic[T]):
                 a = int(_rand() * n)
                 b = int(_rand() * (n - 1))
                 b += b >= a
-                if stats[a].success > THROTTLE_SUCCESS and stats[b].success > THROTTLE_SUCCESS:
-                    break
-            if stats[a].load() > stats[b].load():
-                a, b = b, a
-            chosen = b if now - stats[b].picked > FORCE_PICK else a
+                first, second = stats[a], stats[b]
+                if not (first.penalty or second.penalty):
+                    break  # two healthy nodes (go-zero draws up to PICK_TIMES pairs for it)
+            load_a = first.cost * (len(first.calls) + 1) + first.penalty
+            load_b = second.cost * (len(second.calls) + 1) + second.penalty
+            if load_a > load_b:
+                a, b, second = b, a, first
+            chosen = b if now - second.picked > FORCE_PICK else a
         node = stats[chosen]
         node.picked = now
         node.calls.append(None)
