@@ -191,3 +191,13 @@ async def test_nodes_outside_the_allowed_networks_are_left_out(etcd: EtcdServer)
             translation = plane.translation(SERVICE)
             assert translation is not None
             assert [node.address for node in translation.state.nodes] == ["127.0.0.2:9001"]
+
+
+async def test_a_port_in_use_is_refused_in_one_line(etcd: EtcdServer) -> None:
+    async with (
+        grpc_etcd.aio.Registry(etcd.endpoint) as registry,
+        ControlPlane(registry) as first,
+    ):
+        second = ControlPlane(registry, listen=first.address)
+        with pytest.raises(OSError, match=r"cannot listen on 127\.0\.0\.1:\d+ \(address in use"):
+            await second.start()

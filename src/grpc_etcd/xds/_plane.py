@@ -118,11 +118,16 @@ class ControlPlane:
 
     async def start(self) -> None:
         """Watch the named services and start serving ADS."""
-        server = grpc.aio.server()
+        # Without SO_REUSEPORT a second control plane on the port fails instead of sharing it.
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         pb.add_ads_servicer(_Servicer(self), server)
-        self.port = server.add_insecure_port(self._listen)
+        try:
+            self.port = server.add_insecure_port(self._listen)
+        except RuntimeError:  # grpc's "Failed to bind"
+            self.port = 0
         if not self.port:
-            raise OSError(f"cannot listen on {self._listen}")
+            await server.stop(None)
+            raise OSError(f"cannot listen on {self._listen} (address in use?)")
         for service in sorted(self.services or ()):
             self._watch(service)
         await server.start()
@@ -196,6 +201,8 @@ class ControlPlane:
             asyncio.create_task(self._follow_nodes(watched), name=f"xds nodes {service}"),
             asyncio.create_task(self._follow_config(watched), name=f"xds config {service}"),
         ]
+        for task in watched.tasks:
+            task.add_done_callback(_log_failure)
         log.info("watching %s", service)
         return watched
 
@@ -225,6 +232,14 @@ class ControlPlane:
             yield event
         finally:
             self._wakers.discard(event)
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    """A watch that ends with an error leaves its service as it was: say so, loudly."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error(
+            "%s stopped: %r; its resources stay as they were", task.get_name(), task.exception()
+        )
 
 
 class _Servicer(pb.AdsServicer):  # type: ignore[misc]
