@@ -188,9 +188,10 @@ class Balancer(Generic[T]):
     """Turns the channel's endpoints into pickers, under a service config.
 
     ``config`` is the code's config; ``policy`` a shortcut for its ``loadBalancingConfig``
-    (a name, or a Policy instance of your own); ``source`` the labels of the calling channel
-    that routes' ``match.source`` test. :meth:`configure` lays a config from etcd over the
-    code's one (key by key); ``configure(ServiceConfig())`` returns to the code's.
+    (a name, or a Policy instance of your own; it wins over ``config``'s); ``source`` the
+    labels of the calling channel that routes' ``match.source`` test. :meth:`configure` lays
+    a config from etcd over the code's one (key by key); ``configure(ServiceConfig())``
+    returns to the code's.
     """
 
     def __init__(

@@ -121,9 +121,12 @@ class RingHashPolicy:
 
     def points(self, address: str, count: int) -> list[int]:
         """The first ``count`` ring points of ``address`` (computed once, kept across builds)."""
-        points = self._points.setdefault(address, [])
-        while len(points) < count:
-            points.append(hash64(f"{address}_{len(points)}"))
+        points = self._points.get(address, [])
+        if len(points) < count:
+            # A new list, published whole: a build on a call's thread (an offline method's
+            # group) may run at the same time as the channel's, and must see the same points.
+            points = points + [hash64(f"{address}_{i}") for i in range(len(points), count)]
+            self._points[address] = points
         return points[:count]
 
     def build(self, ready: Sequence[Endpoint[T]]) -> RingHashPicker[T]:
