@@ -106,16 +106,6 @@ class ServiceState:
                 nodes.append(node)
         return cls(snapshot.service, tuple(nodes), config or ServiceConfig(), tuple(skipped))
 
-    def select(self, subset: Mapping[str, str], method: str = "") -> tuple[Node, ...]:
-        """The nodes whose labels hold every value of ``subset`` (and that do not mark
-        ``method`` offline, when given)."""
-        return tuple(
-            node
-            for node in self.nodes
-            if _matches(node_labels(node), subset)
-            and not (method and method_is_offline(offline_methods(node), method))
-        )
-
     def offline(self) -> list[str]:
         """Every method some node marks offline: full names first, then last parts."""
         names = {name for node in self.nodes for name in offline_methods(node)}
@@ -280,7 +270,8 @@ class Translation:
         return cluster_name(self.service, subset, method)
 
     def _select(self, subset: Mapping[str, str], method: str) -> tuple[Node, ...]:
-        """:meth:`ServiceState.select`, once per subset and method of this translation."""
+        """The nodes whose labels hold every value of ``subset`` and that do not mark
+        ``method`` offline (when given); once per subset and method of this translation."""
         wanted = selector(subset)
         key = (wanted, method)
         found = self._selected.get(key)
