@@ -10,7 +10,8 @@ CLOCK_MONOTONIC, which they share.
 
 Latency, two kinds of change, each written by our etcd client in this process, the clock
 started just before the write (so it includes the write's round trip to etcd):
-  - "new version": a record with a version nobody had, until a call pinned to it
+  - "new version": a record with a version nobody had (each record names a port of the "idle"
+    server that nobody has connected to yet, as a new server would be), until a call pinned to it
     (``x-version``) succeeds - the whole chain: RDS gains a route, CDS a cluster, EDS its
     endpoints, the client connects and calls. The client retries every call at once while it
     fails with the control plane's "no match found conn" drop, every 0.5 ms.
@@ -131,8 +132,12 @@ def _client_main() -> None:
 
 
 class _Servers:
-    def __init__(self, names: list[str]) -> None:
+    """Named servers; ``idle_ports`` more ports for the one named ``idle``, so that every
+    sample can register an address no client has connected to yet."""
+
+    def __init__(self, names: list[str], idle_ports: int = 0) -> None:
         self.addresses: dict[str, str] = {}
+        self.idle: list[str] = []
         self._servers: list[grpc.Server] = []
         for name in names:
 
@@ -145,6 +150,11 @@ class _Servers:
             )
             server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), handlers=[handler])
             port = server.add_insecure_port("127.0.0.1:0")
+            if name == "idle":
+                self.idle = [f"127.0.0.1:{port}"] + [
+                    f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
+                    for _ in range(idle_ports)
+                ]
             server.start()
             self._servers.append(server)
             self.addresses[name] = f"127.0.0.1:{port}"
@@ -200,7 +210,8 @@ def _latency(kv: Any, client: _Process, servers: _Servers, samples: int) -> dict
         for kind in results:
             version = f"n{i}" if kind == "new version" else "v1"
             name = "idle"
-            node = Node(SERVICE, f"bench-{kind[4:7]}-{i}", servers.addresses[name], version)
+            address = servers.idle[2 * i + (kind == "new node")]
+            node = Node(SERVICE, f"bench-{kind[4:7]}-{i}", address, version)
             key = instance_key(SERVICE, node.id)
             wait = {"op": "wait", "version": version, "server": name}
             # The client polls from the moment it reads the command; the write follows it.
@@ -304,7 +315,7 @@ def main() -> None:
 
     print(f"machine: {_machine()}")
     with EtcdServer() as etcd, grpc_etcd.Registry(etcd.endpoint) as registry:
-        servers = _Servers(["s1", "s2", "s3", "idle"])
+        servers = _Servers(["s1", "s2", "s3", "idle"], idle_ports=2 * args.samples + 2)
         registrations = [
             registry.register(SERVICE, address=servers.addresses[n], version="v1")
             for n in ("s1", "s2", "s3")
