@@ -382,12 +382,14 @@ class _MultiCallable(MultiCallableBase[grpc.aio.Channel]):
                 raise grpc.aio.UsageError("Channel is closed.") from None
 
             def start(sub: _Sub, done: DoneCallback | None, timeout: float | None) -> Any:
+                done = self._channel._resilience.observe(sub.address, done, self._method)
                 return self._begin(
                     sub, done, first, timeout, metadata, credentials, wait_for_ready, compression
                 )
 
             failure = None if refused is None else _rpc_error(refused)
             return self._deferred(self._channel, info, failure, start, timeout)
+        done = self._channel._resilience.observe(sub.address, done, self._method)
         if done is not None:
             return self._begin(
                 sub, done, first, timeout, metadata, credentials, wait_for_ready, compression
@@ -420,9 +422,9 @@ class _MultiCallable(MultiCallableBase[grpc.aio.Channel]):
         wait_for_ready: bool | None,
         compression: grpc.Compression | None,
     ) -> Any:
-        """Start the call on the picked ``sub``, counted in flight until it ends."""
+        """Start the call on the picked ``sub`` (``done`` already observed by the channel's
+        resilience), counted in flight until it ends."""
         sub.inflight.append(None)
-        done = self._channel._resilience.observe(sub.address, done, self._method)
         try:
             call = (sub.callables.get(self._key) or self._bind(sub))(
                 first,
@@ -702,6 +704,7 @@ class _UnaryUnary(_MultiCallable, _UnaryUnaryBase):
         info, metadata = self._resolve(metadata, wait_for_ready)
 
         def start(sub: _Sub, done: DoneCallback | None, left: float | None) -> Any:
+            done = self._channel._resilience.observe(sub.address, done, self._method)
             return self._begin(
                 sub, done, request, left, metadata, credentials, wait_for_ready, compression
             )
