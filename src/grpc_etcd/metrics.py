@@ -13,7 +13,7 @@ the rest are ours, under ``grpc_etcd.*``:
 ``grpc.client.attempt.duration``            histogram  seconds per attempt (+ status, node, version)
 ``grpc.client.call.retries``                histogram  retries per call that retried
 ``grpc.client.call.transparent_retries``    histogram  transparent retries per call
-``grpc_etcd.lb.picks``                      counter    picks by result (ok, no_match, not_ready)
+``grpc_etcd.lb.picks``                      counter    picks: ok, or the refusal's status code
 ``grpc_etcd.lb.ejections``                  counter    outlier ejections (node, reason)
 ``grpc_etcd.lb.nodes``                      gauge      nodes per state (ready, connecting, ...)
 ``grpc_etcd.registration.state``            gauge      1 for a registration's current state
@@ -127,7 +127,8 @@ class Metrics:
             self._transparent.record(transparent, attributes)
 
     def picked(self, target: str, result: str) -> None:
-        """One pick: ``ok``, ``no_match`` or ``not_ready``."""
+        """One pick: ``ok``, or how a refused call failed (``unavailable``,
+        ``deadline_exceeded``)."""
         if self.enabled:
             self._picks.add(1, {"grpc.target": target, "grpc_etcd.result": result})
 

@@ -160,8 +160,7 @@ def test_kill9_of_one_of_three_with_a_retry_policy_fails_no_call(etcd: EtcdServe
     stop = threading.Event()
     try:
         with grpc_etcd.Registry(etcd.endpoint) as registry:
-            channel = registry.channel(SERVICE)
-            channel.configure(parse_config(RETRY))
+            channel = registry.channel(SERVICE, config=RETRY)
             stub = api_pb2_grpc.ApiStub(channel)  # type: ignore[no-untyped-call]
             stub.ApiTest(Request(input="first"), timeout=5, wait_for_ready=True)
 
@@ -272,6 +271,9 @@ def test_calls_by_node_status_and_version_and_nodes_by_state(
                 outcomes[call(channel)] += 1
             except grpc.RpcError:
                 outcomes["failed"] += 1
+        stub = api_pb2_grpc.ApiStub(channel)  # type: ignore[no-untyped-call]
+        with pytest.raises(grpc.RpcError):  # no v9 node: refused at the pick
+            stub.ApiTest(Request(input="x"), timeout=5, metadata=[("x-version", "v9")])
     data = reader.get_metrics_data()
     assert data is not None
     points = {
@@ -294,3 +296,5 @@ def test_calls_by_node_status_and_version_and_nodes_by_state(
     }
     nodes = {p.attributes["grpc_etcd.state"]: p.value for p in points["grpc_etcd.lb.nodes"]}  # type: ignore[index, attr-defined]
     assert nodes["ready"] == 2 and nodes["ejected"] == 0
+    picks = {p.attributes["grpc_etcd.result"]: p.value for p in points["grpc_etcd.lb.picks"]}  # type: ignore[index, attr-defined]
+    assert picks == {"ok": 40, "unavailable": 1}

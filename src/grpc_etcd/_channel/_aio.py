@@ -247,9 +247,11 @@ class BalancedChannel(ChannelBase[grpc.aio.Channel], grpc.aio.Channel):
             except PickError as exc:
                 refused = refusal(exc, info, waited=True)
                 if refused is not None:
+                    self._resilience.refused(refused.code)
                     raise _rpc_error(refused) from None
             left = time_left(deadline, loop.time())
             if left == 0.0:
+                self._resilience.refused("DEADLINE_EXCEEDED")
                 raise _rpc_error(deadline_refusal(self._service, info))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), left)
@@ -387,7 +389,10 @@ class _MultiCallable(MultiCallableBase[grpc.aio.Channel]):
                     sub, done, first, timeout, metadata, credentials, wait_for_ready, compression
                 )
 
-            failure = None if refused is None else _rpc_error(refused)
+            failure = None
+            if refused is not None:
+                self._channel._resilience.refused(refused.code)
+                failure = _rpc_error(refused)
             return self._deferred(self._channel, info, failure, start, timeout)
         done = self._channel._resilience.observe(sub.address, done, self._method)
         if done is not None:

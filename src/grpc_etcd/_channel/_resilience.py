@@ -104,6 +104,7 @@ class ChannelResilience:
         metrics = self._metrics
         if self._detector is None and not metrics.enabled:
             return done
+        metrics.picked(self._target, "ok")
         metrics.attempt_started(self._target, method)
         version = self._versions.get(address, "")
 
@@ -115,6 +116,11 @@ class ChannelResilience:
                 self.record(address, info.code)
 
         return observed
+
+    def refused(self, code: str) -> None:
+        """A call failed at the pick (no node for it, or none in time): count it."""
+        if code:  # "": a call on a closed channel, a usage error rather than a pick
+            self._metrics.picked(self._target, code.lower())
 
     def count_nodes(self, counts: Mapping[str, int]) -> None:
         """Report how many nodes are in each state (after a new picker)."""

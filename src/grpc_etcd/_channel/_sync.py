@@ -359,6 +359,7 @@ class BalancedChannel(ChannelBase[grpc.Channel], grpc.Channel):
             except PickError as exc:
                 refused = refusal(exc, info, waited=waited)
                 if refused is not None:
+                    self._resilience.refused(refused.code)
                     raise _failed(refused) from None
             else:
                 sub.inflight.append(None)
@@ -369,6 +370,7 @@ class BalancedChannel(ChannelBase[grpc.Channel], grpc.Channel):
                 continue
             left = time_left(deadline, time.monotonic())
             if left == 0.0:
+                self._resilience.refused("DEADLINE_EXCEEDED")
                 raise _failed(deadline_refusal(self._service, info))
             self._kick.set()  # a call is waiting: have the monitor look closely
             changed.wait(left)
