@@ -96,13 +96,18 @@ class ChannelResilience:
         """Whether outlier detection ejected ``address``."""
         return address in self._ejected
 
+    @property
+    def observing(self) -> bool:
+        """Whether :meth:`observe` wraps done callbacks (outlier detection or metrics on)."""
+        return self._detector is not None or self._metrics.enabled
+
     def observe(
         self, address: str, done: DoneCallback | None, method: str = ""
     ) -> DoneCallback | None:
         """``done`` wrapped to also count the attempt's outcome on ``address`` (outlier
         detection, metrics); ``done`` itself when neither wants it."""
         metrics = self._metrics
-        if self._detector is None and not metrics.enabled:
+        if not self.observing:
             return done
         metrics.picked(self._target, "ok")
         metrics.attempt_started(self._target, method)
