@@ -40,6 +40,9 @@ class HealthState:
 
     def __init__(self, backoff: Backoff | None = None) -> None:
         self.serving = False
+        self.answered = False
+        """True once the server answered (or said UNIMPLEMENTED): until then the node counts
+        as still connecting, as gRPC keeps such a sub-channel CONNECTING."""
         self.finished = False
         """True once the server said UNIMPLEMENTED: it serves, no more watching."""
         self._backoff = backoff or Backoff(RETRY_BASE, RETRY_CAP)
@@ -47,13 +50,14 @@ class HealthState:
     def on_status(self, status: int) -> bool:
         """An answer (a HealthCheckResponse status); True when ``serving`` changed."""
         self._backoff.reset()
+        self.answered = True
         return self._set(status == _SERVING)
 
     def on_end(self, code: grpc.StatusCode | None) -> tuple[bool, float | None]:
         """The stream ended (``code`` None: without an error). Returns (changed, delay before
         the next stream or None for never)."""
         if code is grpc.StatusCode.UNIMPLEMENTED:
-            self.finished = True
+            self.finished = self.answered = True
             return self._set(True), None
         return self._set(False), self._backoff.next_delay()
 
@@ -94,6 +98,11 @@ class HealthWatch:
     def serving(self) -> bool:
         """Whether the node's last answer was SERVING (or it has no health service)."""
         return self._state.serving
+
+    @property
+    def answered(self) -> bool:
+        """Whether the node has answered at all (before that it counts as connecting)."""
+        return self._state.answered
 
     def close(self) -> None:
         """Stop watching (cancels the stream); returns at once."""
@@ -151,6 +160,11 @@ class AsyncHealthWatch:
     def serving(self) -> bool:
         """Whether the node's last answer was SERVING (or it has no health service)."""
         return self._state.serving
+
+    @property
+    def answered(self) -> bool:
+        """Whether the node has answered at all (before that it counts as connecting)."""
+        return self._state.answered
 
     def close(self) -> None:
         """Stop watching (cancels the task); returns at once."""

@@ -21,8 +21,8 @@ FAST = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff
 
 def test_state_rules() -> None:
     state = HealthState(Backoff(0.1, 0.1))
-    assert not state.serving  # not serving before the first answer
-    assert state.on_status(SERVING) and state.serving
+    assert not state.serving and not state.answered  # connecting until the first answer
+    assert state.on_status(SERVING) and state.serving and state.answered
     assert not state.on_status(SERVING)
     assert state.on_status(NOT_SERVING) and not state.serving
     state.on_status(SERVING)

@@ -298,3 +298,36 @@ def test_calls_by_node_status_and_version_and_nodes_by_state(
     assert nodes["ready"] == 2 and nodes["ejected"] == 0
     picks = {p.attributes["grpc_etcd.result"]: p.value for p in points["grpc_etcd.lb.picks"]}  # type: ignore[index, attr-defined]
     assert picks == {"ok": 40, "unavailable": 1}
+
+
+def test_health_and_ejection_emptying_a_subset_bring_the_fallback(servers: list[Server]) -> None:
+    a, b, c = servers  # c fails every call
+    config = {
+        "healthCheckConfig": {"serviceName": SERVICE},
+        "outlierDetection": {"maxEjectionPercent": 50, "consecutiveErrors": 2},
+        "fallback": [{"version": "v1"}],
+    }
+    nodes = {}
+    for server, version in ((a, "v1"), (b, "v2"), (c, "v3")):
+        key = f"/test/srv/echo/{server.api.name}"
+        nodes[key] = Node(SERVICE, server.api.name, server.address, version, key=key)
+    with grpc_etcd.BalancedChannel(SERVICE, config=config) as channel:
+        channel.update(Snapshot(SERVICE, nodes, 1))
+        stub = api_pb2_grpc.ApiStub(channel)  # type: ignore[no-untyped-call]
+
+        def to(version: str) -> str:
+            metadata = [("x-version", version)]
+            reply = stub.ApiTest(
+                Request(input="x"), timeout=5, metadata=metadata, wait_for_ready=True
+            )
+            return str(reply.output.split("|")[0])
+
+        assert to("v2") == "b"
+        b.health.set(SERVICE, NOT_SERVING)
+        deadline = time.monotonic() + 5
+        while to("v2") != "a":
+            assert time.monotonic() < deadline, "v2 never fell back to v1"
+        for _ in range(2):  # two failures in a row eject c, the only v3 node
+            with pytest.raises(grpc.RpcError):
+                to("v3")
+        assert {to("v3") for _ in range(20)} == {"a"}

@@ -77,7 +77,7 @@ def build_endpoints(
         sub = subchannels.get(node.address)
         if sub is not None:
             endpoints.append(
-                Endpoint(node, sub, sub.state, sub.error, sub.serving, ejected(node.address))
+                Endpoint(node, sub, sub.usable_state, sub.error, sub.serving, ejected(node.address))
             )
     return endpoints
 

@@ -82,6 +82,14 @@ class Subchannel(Generic[C]):
         return self.health is None or self.health.serving
 
     @property
+    def usable_state(self) -> ConnState:
+        """The state a policy sees: READY only once a health check (if any) has answered;
+        until then CONNECTING, as gRPC reports a sub-channel whose health is unknown."""
+        if self.state is ConnState.READY and self.health is not None and not self.health.answered:
+            return ConnState.CONNECTING
+        return self.state
+
+    @property
     def error(self) -> str | None:
         """The text a call sees when every matching node is failing."""
         if self.state is ConnState.TRANSIENT_FAILURE:
