@@ -57,6 +57,20 @@ class Api(api_pb2_grpc.ApiServicer):
         return api_pb2.Response(output=f"{self.name}||{request.input}")
 
 
+def _stream_handler(api: Api) -> grpc.GenericRpcHandler:
+    def unary_stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        first = api.ApiTest(request, context)
+        for i in range(3):
+            yield api_pb2.Response(output=f"{first.output}{i}")
+
+    handler = grpc.unary_stream_rpc_method_handler(
+        unary_stream,
+        request_deserializer=Request.FromString,
+        response_serializer=api_pb2.Response.SerializeToString,
+    )
+    return grpc.method_handlers_generic_handler("test.Echo", {"UnaryStream": handler})
+
+
 class Server:
     """An in-process server with the demo Api and a health servicer."""
 
@@ -67,6 +81,7 @@ class Server:
         self.server = grpc.server(futures.ThreadPoolExecutor(8))
         api_pb2_grpc.add_ApiServicer_to_server(self.api, self.server)  # type: ignore[no-untyped-call]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self.server.add_generic_rpc_handlers([_stream_handler(self.api)])
         self.address = f"127.0.0.1:{self.server.add_insecure_port('127.0.0.1:0')}"
         self.server.start()
 
@@ -331,3 +346,20 @@ def test_health_and_ejection_emptying_a_subset_bring_the_fallback(servers: list[
             with pytest.raises(grpc.RpcError):
                 to("v3")
         assert {to("v3") for _ in range(20)} == {"a"}
+
+
+def test_server_streams_are_retried_before_their_first_response(servers: list[Server]) -> None:
+    retry = {"methodConfig": [{**RETRY["methodConfig"][0], "name": [{"service": "test.Echo"}]}]}
+    with grpc_etcd.BalancedChannel(SERVICE, config=retry) as channel:
+        channel.update(snapshot(*servers))
+        stream = channel.unary_stream(
+            "/test.Echo/UnaryStream",
+            request_serializer=Request.SerializeToString,
+            response_deserializer=api_pb2.Response.FromString,
+        )
+        for _ in range(50):
+            call = stream(Request(input="x"), timeout=5, wait_for_ready=True)
+            outputs = [reply.output for reply in call]
+            assert len(outputs) == 3 and outputs[0].split("|")[0] in ("a", "b")
+            assert call.code() == grpc.StatusCode.OK
+    assert servers[2].api.calls > 5  # picked, failed before its first response, retried

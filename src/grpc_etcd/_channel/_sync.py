@@ -684,9 +684,89 @@ class _UnaryStream(_MultiCallable, _UnaryStreamBase):
         wait_for_ready: bool | None = None,
         compression: grpc.Compression | None = None,
     ) -> Any:
+        if self._channel._resilience.retries(self._method):
+            started = time.monotonic()
+            info, metadata = self._resolve(metadata, wait_for_ready)
+            rest = (metadata, credentials, wait_for_ready, compression)
+            return _RetryingStream(self, info, request, timeout, rest, started)
         return self._start(
             None, request, timeout, metadata, credentials, wait_for_ready, compression
         )
+
+
+class _RetryingStream:
+    """A server-streaming call of a method with a retry policy: until its first response
+    arrives, a failed attempt is retried (on an untried node) as gRPC does; after it, the
+    call is committed. Everything else is the current attempt's grpc call."""
+
+    def __init__(
+        self,
+        multicallable: _UnaryStream,
+        info: CallInfo,
+        request: Any,
+        timeout: float | None,
+        rest: tuple[Any, ...],
+        started: float,
+    ) -> None:
+        self._multicallable = multicallable
+        self._channel = multicallable._channel
+        self._info = info
+        self._request = request
+        self._rest = rest
+        self._deadline = deadline_after(timeout, started)
+        self._retry = self._channel._resilience.call_retry(info.method)
+        self._committed = False
+        self._call: Any = self._attempt()
+
+    def _attempt(self) -> Any:
+        left = time_left(self._deadline, time.monotonic())
+        sub, done, left = self._channel._acquire_avoiding(self._info, left, self._retry.tried)
+        self._retry.started(sub.address)
+        try:
+            call = self._multicallable._on(sub, None, self._request, left, *self._rest)
+        except BaseException as exc:
+            sub.inflight.pop()
+            if done is not None:
+                done(_outcome(exc))
+            raise
+        _track(call, sub, done)
+        return call
+
+    def __iter__(self) -> _RetryingStream:
+        return self
+
+    def __next__(self) -> Any:
+        while True:
+            try:
+                response = next(self._call)
+            except grpc.RpcError as error:
+                if self._committed:
+                    raise
+                delay = self._retry.next_delay(
+                    _code_name(error),
+                    reached_server=not _never_reached(error),
+                    pushback=_pushback(error),
+                    time_left=time_left(self._deadline, time.monotonic()),
+                )
+                if delay is None:
+                    raise
+                if delay:
+                    time.sleep(delay)  # the policy's backoff, bounded by the deadline
+                self._call = self._attempt()
+                continue
+            except StopIteration:
+                self._commit()
+                raise
+            self._commit()
+            return response
+
+    def _commit(self) -> None:
+        if not self._committed:
+            self._committed = True
+            self._channel._resilience.succeeded()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._call, name)
 
 
 class _StreamUnary(_MultiCallable, _StreamUnaryBase):
