@@ -363,3 +363,31 @@ def test_server_streams_are_retried_before_their_first_response(servers: list[Se
             assert len(outputs) == 3 and outputs[0].split("|")[0] in ("a", "b")
             assert call.code() == grpc.StatusCode.OK
     assert servers[2].api.calls > 5  # picked, failed before its first response, retried
+
+
+def test_aio_server_streams_are_retried_before_their_first_response(
+    servers: list[Server],
+) -> None:
+    retry = {"methodConfig": [{**RETRY["methodConfig"][0], "name": [{"service": "test.Echo"}]}]}
+
+    async def main() -> None:
+        async with grpc_etcd.aio.BalancedChannel(SERVICE, config=retry) as channel:
+            channel.update(snapshot(*servers))
+            stream = channel.unary_stream(
+                "/test.Echo/UnaryStream",
+                request_serializer=Request.SerializeToString,
+                response_deserializer=api_pb2.Response.FromString,
+            )
+            for i in range(50):
+                call = stream(Request(input="x"), timeout=5, wait_for_ready=True)
+                if i % 2:
+                    outputs = [reply.output async for reply in call]
+                else:
+                    outputs = []
+                    while (reply := await call.read()) is not grpc.aio.EOF:  # type: ignore[attr-defined]
+                        outputs.append(reply.output)
+                assert len(outputs) == 3 and outputs[0].split("|")[0] in ("a", "b")
+                assert await call.code() == grpc.StatusCode.OK
+
+    asyncio.run(main())
+    assert servers[2].api.calls > 5

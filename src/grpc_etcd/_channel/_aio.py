@@ -617,15 +617,42 @@ class _DeferredUnaryUnary(_Deferred, _UnaryUnaryCallBase):
     pass
 
 
-class _RetryingUnaryUnary(_DeferredUnaryUnary):
-    """A unary call of a method with a retry policy: attempts until one succeeds, the policy
-    gives up or the deadline comes; each on a node the call has not tried yet."""
+_EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from grpc-stubs
+
+
+def _pushback(trailers: Any) -> str | None:
+    for key, value in trailers or ():
+        if key == PUSHBACK_KEY:
+            return value if isinstance(value, str) else bytes(value).decode("ascii", "replace")
+    return None
+
+
+class _DeferredUnaryStream(_Deferred, _UnaryStreamCallBase):
+    pass
+
+
+class _DeferredStreamUnary(_Deferred, _StreamUnaryCallBase):
+    pass
+
+
+class _DeferredStreamStream(_Deferred, _StreamStreamCallBase):
+    pass
+
+
+class _Retrying(_Deferred):
+    """A call of a method with a retry policy: attempts until one succeeds (for a stream: its
+    first response arrives), the policy gives up or the deadline comes; each attempt on a node
+    the call has not tried yet. Once it succeeds the call is committed: the real one."""
 
     def __init__(
         self, channel: BalancedChannel, info: CallInfo, start: _Start, timeout: float | None
     ) -> None:
         self._retry = channel._resilience.call_retry(info.method)
         super().__init__(channel, info, None, start, timeout)
+
+    async def _first_step(self, call: Any) -> None:
+        """Wait until the attempt counts as a success (raises its AioRpcError if it fails)."""
+        raise NotImplementedError
 
     async def _start(self, channel: BalancedChannel, info: CallInfo, start: _Start) -> None:
         retry = self._retry
@@ -638,7 +665,7 @@ class _RetryingUnaryUnary(_DeferredUnaryUnary):
             retry.started(sub.address)
             call = start(sub, done, time_left(self._deadline, self._loop.time()))
             try:
-                await call
+                await self._first_step(call)
             except grpc.aio.AioRpcError as exc:
                 code = exc.code().name
                 delay = retry.next_delay(
@@ -671,23 +698,35 @@ class _RetryingUnaryUnary(_DeferredUnaryUnary):
         return await channel._wait_pick(info, self._deadline)
 
 
-def _pushback(trailers: Any) -> str | None:
-    for key, value in trailers or ():
-        if key == PUSHBACK_KEY:
-            return value if isinstance(value, str) else bytes(value).decode("ascii", "replace")
-    return None
+class _RetryingUnaryUnary(_Retrying, _DeferredUnaryUnary):
+    async def _first_step(self, call: Any) -> None:
+        await call
 
 
-class _DeferredUnaryStream(_Deferred, _UnaryStreamCallBase):
-    pass
+class _RetryingUnaryStream(_Retrying, _DeferredUnaryStream):
+    """Retried until the first response, which is kept and handed out first."""
 
+    _first: Any = None
 
-class _DeferredStreamUnary(_Deferred, _StreamUnaryCallBase):
-    pass
+    async def _first_step(self, call: Any) -> None:
+        self._first = await call.read()  # EOF when the stream ended cleanly without one
 
+    def _take_first(self) -> Any:
+        first, self._first = self._first, None
+        return first
 
-class _DeferredStreamStream(_Deferred, _StreamStreamCallBase):
-    pass
+    async def _responses(self) -> AsyncIterator[Any]:
+        call = await self._resolved()
+        response = self._take_first()
+        while response is not _EOF:
+            if response is not None:
+                yield response
+            response = await call.read()  # read() all along: grpc.aio forbids mixing styles
+
+    async def read(self) -> Any:
+        call = await self._resolved()
+        first = self._take_first()
+        return first if first is not None else await call.read()
 
 
 class _UnaryUnary(_MultiCallable, _UnaryUnaryBase):
@@ -729,7 +768,19 @@ class _UnaryStream(_MultiCallable, _UnaryStreamBase):
         wait_for_ready: bool | None = None,
         compression: grpc.Compression | None = None,
     ) -> Any:
-        return self._invoke(request, timeout, metadata, credentials, wait_for_ready, compression)
+        if not self._channel._resilience.retries(self._method):
+            return self._invoke(
+                request, timeout, metadata, credentials, wait_for_ready, compression
+            )
+        info, metadata = self._resolve(metadata, wait_for_ready)
+
+        def start(sub: _Sub, done: DoneCallback | None, left: float | None) -> Any:
+            done = self._channel._resilience.observe(sub.address, done, self._method)
+            return self._begin(
+                sub, done, request, left, metadata, credentials, wait_for_ready, compression
+            )
+
+        return _RetryingUnaryStream(self._channel, info, start, timeout)
 
 
 class _StreamUnary(_MultiCallable, _StreamUnaryBase):
