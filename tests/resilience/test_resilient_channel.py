@@ -151,13 +151,32 @@ def test_a_failing_node_is_ejected_within_ten_calls(servers: list[Server]) -> No
     assert servers[2].api.calls == 3
 
 
-def test_retry_policy_turns_a_failing_node_into_successes(servers: list[Server]) -> None:
+def test_retry_policy_turns_a_failing_node_into_successes(
+    servers: list[Server], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reader = InMemoryMetricReader()
+    monkeypatch.setattr(
+        grpc_etcd.metrics, "_default", grpc_etcd.metrics.Metrics(MeterProvider([reader]))
+    )
     with grpc_etcd.BalancedChannel(SERVICE, policy="version") as channel:
         channel.configure(parse_config(RETRY))
         channel.update(snapshot(*servers))
         answered = Counter(call(channel) for _ in range(100))
     assert set(answered) == {"a", "b"} and sum(answered.values()) == 100
-    assert servers[2].api.calls > 10  # it was picked, failed, and the retry went elsewhere
+    failed_first = servers[2].api.calls
+    assert failed_first > 10  # it was picked, failed, and the retry went elsewhere
+    data = reader.get_metrics_data()
+    assert data is not None
+    [retries] = [
+        point
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name == "grpc.client.call.retries"
+        for point in metric.data.data_points
+    ]
+    # One retry per call that first met c: the retry avoids the node it tried.
+    assert (retries.count, retries.sum) == (failed_first, failed_first)  # type: ignore[attr-defined]
 
 
 def test_without_a_policy_the_failing_node_fails_calls(servers: list[Server]) -> None:

@@ -677,6 +677,7 @@ class _Retrying(_Deferred):
                     time_left=time_left(self._deadline, self._loop.time()),
                 )
                 if delay is None:
+                    channel._resilience.call_ended(info.method, retry)
                     self._call = call
                     return
                 await asyncio.sleep(delay)  # the policy's backoff, within the deadline
@@ -685,6 +686,7 @@ class _Retrying(_Deferred):
                 call.cancel()
                 raise
             channel._resilience.succeeded()
+            channel._resilience.call_ended(info.method, retry)
             self._call = call
             return
 

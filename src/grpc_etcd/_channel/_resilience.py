@@ -173,6 +173,11 @@ class ChannelResilience:
         """Whether calls of ``method`` have a retry policy."""
         return retry_policy_for(self._config, method) is not None
 
+    def call_ended(self, method: str, retry: CallRetry) -> None:
+        """A call that went through the retry logic ended: record its retries (A96)."""
+        retries = max(0, retry.attempts - 1)
+        self._metrics.call_ended(self._target, method, retries, retry.transparent)
+
     def call_retry(self, method: str) -> CallRetry:
         """A new retry state for one call of ``method`` (transparent retry only without a
         policy for it)."""

@@ -516,6 +516,7 @@ class _MultiCallable(MultiCallableBase[grpc.Channel]):
                 time_left=time_left(deadline, time.monotonic()),
             )
             if delay is None:
+                channel._resilience.call_ended(self._method, retry)
                 raise error
             if delay:
                 time.sleep(delay)  # the policy's backoff; bounded by the call's deadline
@@ -527,6 +528,8 @@ class _MultiCallable(MultiCallableBase[grpc.Channel]):
                 else:
                     result = _timed(done, self._on, sub, name, request, left, *args)
                 channel._resilience.succeeded()
+                retry.started(sub.address)  # the attempt that succeeded counts too
+                channel._resilience.call_ended(self._method, retry)
                 return result
             except grpc.RpcError as exc:
                 error = exc
@@ -749,6 +752,7 @@ class _RetryingStream:
                     time_left=time_left(self._deadline, time.monotonic()),
                 )
                 if delay is None:
+                    self._channel._resilience.call_ended(self._info.method, self._retry)
                     raise
                 if delay:
                     time.sleep(delay)  # the policy's backoff, bounded by the deadline
@@ -764,6 +768,7 @@ class _RetryingStream:
         if not self._committed:
             self._committed = True
             self._channel._resilience.succeeded()
+            self._channel._resilience.call_ended(self._info.method, self._retry)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._call, name)
