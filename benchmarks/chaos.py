@@ -124,8 +124,9 @@ class Server:
 class Load:
     """Calls at a fixed rate from a thread pool; ``stop()`` returns every call's outcome."""
 
-    def __init__(self, api: Any, rate: float) -> None:
+    def __init__(self, api: Any, rate: float, wait_for_ready: bool = False) -> None:
         self._api = api
+        self._wait_for_ready = wait_for_ready
         self._interval = 1.0 / rate
         self._calls: list[Call] = []
         self._lock = threading.Lock()
@@ -137,7 +138,9 @@ class Load:
     def _one(self) -> None:
         started = time.monotonic()
         try:
-            self._api.ApiTest(api_pb2.Request(input="x"), timeout=DEADLINE)
+            self._api.ApiTest(
+                api_pb2.Request(input="x"), timeout=DEADLINE, wait_for_ready=self._wait_for_ready
+            )
             code = "OK"
         except grpc.RpcError as exc:
             code = exc.code().name  # type: ignore[attr-defined]
@@ -260,6 +263,7 @@ class Scenario:
     cluster: bool = False
     config: dict[str, Any] | None = None
     settle: float = 3.0
+    wait_for_ready: bool = False
 
 
 SCENARIOS = [
@@ -267,6 +271,8 @@ SCENARIOS = [
     Scenario("rolling", "rolling restart of all three", rolling_restart, "0 failed"),
     Scenario("kill9", "kill -9 of one (no retry policy)", kill9, "0 late"),
     Scenario("kill9-retry", "kill -9 of one, retry policy", kill9, "0 failed", config=RETRY_CONFIG),
+    Scenario("kill9-wfr", "kill -9 of one, retry policy, wait_for_ready calls", kill9, "0 failed",
+             config=RETRY_CONFIG, wait_for_ready=True),
     Scenario("etcd-restart", "etcd stopped 1 s and restarted", etcd_restart, "0 failed"),
     Scenario("etcd-wipe", "etcd restarted empty", etcd_wipe, "0 failed"),
     Scenario("leader", "etcd leader stopped (3 members)", leader_loss, "0 failed", cluster=True),
@@ -281,7 +287,7 @@ SCENARIOS = [
 def run(scenario: Scenario, rate: float) -> Result:
     lab = Lab(cluster=scenario.cluster, config=scenario.config)
     try:
-        load = Load(lab.api, rate)
+        load = Load(lab.api, rate, scenario.wait_for_ready)
         time.sleep(WARMUP)  # steady load before the fault, at the benchmark's fixed rate
         fault_at = time.monotonic()
         scenario.fault(lab)

@@ -201,7 +201,9 @@ def test_kill9_of_one_of_three_with_a_retry_policy_fails_no_call(etcd: EtcdServe
             def load() -> None:
                 while not stop.is_set():
                     try:
-                        reply = stub.ApiTest(Request(input="x"), timeout=5)
+                        # wait_for_ready: a call picked onto the killed server's connection
+                        # must fail over, not wait for that connection until its deadline.
+                        reply = stub.ApiTest(Request(input="x"), timeout=5, wait_for_ready=True)
                         answered[reply.output.split("|")[0]] += 1
                     except grpc.RpcError as exc:
                         failures.append(f"{exc.code()}: {exc.details()}")  # type: ignore[attr-defined]

@@ -407,7 +407,7 @@ class _MultiCallable(MultiCallableBase[grpc.aio.Channel]):
                 timeout=timeout,
                 metadata=metadata,
                 credentials=credentials,
-                wait_for_ready=wait_for_ready,
+                wait_for_ready=False,  # it stays with the pick, see the sync twin's _on
                 compression=compression,
             )
         except BaseException:
@@ -436,7 +436,7 @@ class _MultiCallable(MultiCallableBase[grpc.aio.Channel]):
                 timeout=timeout,
                 metadata=metadata,
                 credentials=credentials,
-                wait_for_ready=wait_for_ready,
+                wait_for_ready=False,  # it stays with the pick, see the sync twin's _on
                 compression=compression,
             )
         except BaseException:

@@ -484,12 +484,27 @@ class _MultiCallable(MultiCallableBase[grpc.Channel]):
         super().__init__(channel, *args)
         self._channel = channel
 
-    def _on(self, sub: _Sub, name: str | None, *args: Any) -> Any:
-        """Start the call on ``sub``'s own multicallable (its ``name`` method if given)."""
+    def _on(
+        self,
+        sub: _Sub,
+        name: str | None,
+        request: Any,
+        timeout: float | None,
+        metadata: Any,
+        credentials: grpc.CallCredentials | None,
+        wait_for_ready: bool | None,
+        compression: grpc.Compression | None,
+    ) -> Any:
+        """Start the call on ``sub``'s own multicallable (its ``name`` method if given).
+
+        ``wait_for_ready`` is the pick's business (the channel waits for a usable node); on the
+        node's own connection it would make a call picked onto a connection that just died wait
+        for it until the deadline instead of failing over, so it is not passed on.
+        """
         callable_ = sub.callables.get(self._key) or self._bind(sub)
         if name is not None:
             callable_ = getattr(callable_, name)
-        return callable_(*args)
+        return callable_(request, timeout, metadata, credentials, False, compression)
 
     def _retry(
         self,
@@ -615,8 +630,8 @@ class _UnaryUnary(_MultiCallable, _UnaryUnaryBase):
         try:
             if done is None:
                 result = (sub.callables.get(self._key) or self._bind(sub))(
-                    request, left, metadata, credentials, wait_for_ready, compression
-                )
+                    request, left, metadata, credentials, False, compression
+                )  # wait_for_ready stays with the pick: see _on
             else:
                 result = _timed(
                     done, self._on, sub, None, request, left, metadata, credentials,
