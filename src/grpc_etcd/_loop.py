@@ -25,8 +25,9 @@ import logging
 import queue
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from types import TracebackType
 from typing import Any, Generic, TypeVar, cast
+
+from ._closing import Closing
 
 __all__ = ["LoopClosedError", "LoopThread", "SyncIterator"]
 
@@ -41,7 +42,7 @@ class LoopClosedError(RuntimeError):
     """The LoopThread is closed (or closing): it runs nothing any more."""
 
 
-class LoopThread:
+class LoopThread(Closing):
     """An asyncio event loop running forever on its own daemon thread.
 
     Thread-safe: ``run``/``submit``/``iterate``/``call_soon``/``close`` may be called from any
@@ -172,17 +173,6 @@ class LoopThread:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    def __enter__(self) -> LoopThread:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         state = "closed" if self._closing else "running"
         return f"<LoopThread {self._name} {state}>"
@@ -262,7 +252,7 @@ class _Pump(Generic[T]):
             self.credits.release()
 
 
-class SyncIterator(Generic[T]):
+class SyncIterator(Closing, Generic[T]):
     """The synchronous view of an async iterator, made by :meth:`LoopThread.iterate`.
 
     Iterate it from one thread at a time. ``close()`` is thread-safe and idempotent.
@@ -307,17 +297,6 @@ class SyncIterator(Generic[T]):
             return
         if not self._runner.in_loop_thread():
             self._pump.done.wait(timeout)
-
-    def __enter__(self) -> SyncIterator[T]:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __del__(self) -> None:
         # garbage collected: stop the pump without waiting (we may be on any thread)

@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
 from ._channel._base import DEFAULT_DRAIN_TIMEOUT
 from ._channel._sync import BalancedChannel
+from ._closing import Closing
 from ._loop import LoopThread
 from .aio._registry import Registry as AsyncRegistry
 from .allowlist import AllowList, allow_list
@@ -40,7 +40,7 @@ log = logging.getLogger("grpc_etcd.registry")
 RegistrationState = _aio_registration.RegistrationState
 
 
-class Registration:
+class Registration(Closing):
     """A registered server instance (sync). Made by :meth:`Registry.register`."""
 
     def __init__(self, loop: LoopThread, inner: _aio_registration.Registration) -> None:
@@ -87,22 +87,11 @@ class Registration:
         if self._inner.state is not RegistrationState.CLOSED and not self._loop.closed:
             self._loop.run(self._inner.close())
 
-    def __enter__(self) -> Registration:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         return repr(self._inner)
 
 
-class Registry:
+class Registry(Closing):
     """A handle on an etcd cluster for registering and finding gRPC servers (sync).
 
     Same arguments as :class:`grpc_etcd.aio.Registry`. Closing it closes the registrations
@@ -261,17 +250,6 @@ class Registry:
     def _check_open(self) -> None:
         if self._loop.closed:
             raise ClosedError("this Registry")
-
-    def __enter__(self) -> Registry:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def channel(

@@ -10,13 +10,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 
 from .._channel._aio import BalancedChannel
 from .._channel._base import DEFAULT_DRAIN_TIMEOUT
+from .._closing import AsyncClosing
 from ..allowlist import AllowList, allow_list
 from ..config import ServiceConfig
 from ..errors import ClosedError
@@ -38,7 +38,7 @@ __all__ = ["Registry", "channel", "feed_channel"]
 log = logging.getLogger("grpc_etcd.registry")
 
 
-class Registry:
+class Registry(AsyncClosing):
     """A handle on an etcd cluster for registering and finding gRPC servers (asyncio).
 
     ``Registry("10.0.0.1:2379,10.0.0.2:2379", username=..., password=..., tls=TLSConfig(...))``;
@@ -217,17 +217,6 @@ class Registry:
         # Concurrently: with etcd unreachable each close waits for the request timeout.
         await asyncio.gather(*(r.close() for r in self._registrations))
         await self._client.close()
-
-    async def __aenter__(self) -> Registry:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     def _check_open(self) -> None:
         if self._closed:

@@ -20,8 +20,8 @@ import contextlib
 import enum
 import logging
 from collections.abc import Mapping
-from types import TracebackType
 
+from .._closing import AsyncClosing
 from ..backoff import Backoff
 from ..errors import ClosedError, DuplicateRegistrationError
 from ..metrics import get_metrics
@@ -66,7 +66,7 @@ def judge_key(kv: KeyValue | None, lease_id: int, record: bytes) -> KeyState:
     return KeyState.OURS if kv.value == record else KeyState.CHANGED
 
 
-class Registration:
+class Registration(AsyncClosing):
     """A registered instance (asyncio). Made by ``grpc_etcd.aio.Registry.register``."""
 
     def __init__(self, client: AsyncEtcdClient, node: Node, *, ttl: int, root: str = "") -> None:
@@ -157,17 +157,6 @@ class Registration:
                     self.ttl,
                 )
         log.info("registration %s closed", self.key)
-
-    async def __aenter__(self) -> Registration:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     def __repr__(self) -> str:
         return f"<Registration {self.key} {self._node.version} {self.state.value}>"

@@ -5,9 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from types import TracebackType
-from typing import Self
 
+from .._closing import OpenClosing
 from ._binary import _run_etcdctl
 from ._errors import EtcdServerError, EtcdStartError
 from ._server import _START_ATTEMPTS, EtcdServer, _ClusterConfig, _empty_dir, _free_ports
@@ -17,7 +16,7 @@ __all__ = ["EtcdCluster"]
 log = logging.getLogger("grpc_etcd.testing")
 
 
-class EtcdCluster:
+class EtcdCluster(OpenClosing):
     """``size`` etcd members on loopback, each with its own temp dir; a context manager.
 
     ``members[i]`` are ``EtcdServer`` objects (``stop()``, ``kill()``, ``etcdctl()``, ...);
@@ -44,21 +43,8 @@ class EtcdCluster:
         """The client endpoints (``"127.0.0.1:PORT"``) of all members, running or not."""
         return [m.endpoint for m in self.members]
 
-    def __enter__(self) -> Self:
-        try:
-            self.start_all()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+    def _open(self) -> None:  # what ``with`` starts
+        self.start_all()
 
     def __repr__(self) -> str:
         return f"<EtcdCluster {self.members!r}>"

@@ -12,12 +12,13 @@ import contextlib
 import selectors
 import socket
 import threading
-from types import TracebackType
+
+from .._closing import Closing
 
 __all__ = ["TcpProxy"]
 
 
-class TcpProxy:
+class TcpProxy(Closing):
     """Forwards 127.0.0.1:<port> to ``target``; ``cut()`` / ``restore()`` simulate a partition."""
 
     def __init__(self, target: str) -> None:
@@ -52,17 +53,6 @@ class TcpProxy:
         self._stop.set()
         self._wake()
         self._thread.join(5)
-
-    def __enter__(self) -> TcpProxy:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _wake(self) -> None:
         with contextlib.suppress(OSError):

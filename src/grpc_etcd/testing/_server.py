@@ -19,9 +19,9 @@ import uuid
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal
 
+from .._closing import OpenClosing
 from ._binary import _etcd_env, _run_etcdctl, _version_of, find_etcd, find_etcdctl
 from ._certs import TLSFiles, make_certs
 from ._errors import _ADDRESS_IN_USE, EtcdServerError, EtcdStartError
@@ -99,7 +99,7 @@ class _ClusterConfig:
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
-class EtcdServer:
+class EtcdServer(OpenClosing):
     """One real etcd on free 127.0.0.1 ports with a temporary data dir; a context manager.
 
     ``auth=(user, password)`` creates that user (and ``root``) with the root role and enables
@@ -243,21 +243,8 @@ class EtcdServer:
 
     # ---- life cycle
 
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+    def _open(self) -> None:  # what ``with`` starts
+        self.start()
 
     def __repr__(self) -> str:
         state = f"pid={self.pid}" if self.running else "stopped"

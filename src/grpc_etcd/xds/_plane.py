@@ -14,11 +14,11 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterable, Mapping
-from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import grpc
 
+from .._closing import AsyncClosing
 from ..allowlist import AllowList, Network, allow_list
 from ..config import ServiceConfig
 from ..naming import validate_service
@@ -74,7 +74,7 @@ class _Service:
         return True
 
 
-class ControlPlane:
+class ControlPlane(AsyncClosing):
     """An xDS (ADS, state of the world, v3) control plane fed by etcd.
 
     ``ControlPlane(registry_or_client, services=["a.srv.app"], listen="127.0.0.1:18000")``:
@@ -156,17 +156,9 @@ class ControlPlane:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def __aenter__(self) -> ControlPlane:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # ------------------------------------------------------------ state
 

@@ -11,9 +11,9 @@ stream, re-created from the last revision delivered + 1 when it breaks.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable, Sequence
-from types import TracebackType
 from typing import Any, TypeVar
 
+from ..._closing import AsyncClosing
 from ._keepalive import KeepAlive, KeepAliver
 from ._proto import etcd_pb2 as pb
 from ._session import Session
@@ -71,7 +71,7 @@ def _prefix_range(prefix: Key) -> tuple[bytes, bytes]:
     return key, prefix_range_end(key)
 
 
-class AsyncEtcdClient:
+class AsyncEtcdClient(AsyncClosing):
     """A small etcd v3 client on grpc.aio (see the module docstring for the retry rules).
 
     ``endpoints``: ``"host:port"`` strings, a sequence or one comma-separated string;
@@ -468,17 +468,6 @@ class AsyncEtcdClient:
             return
         await self._keepaliver.close()
         await self._session.close()
-
-    async def __aenter__(self) -> AsyncEtcdClient:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def _call(
         self,

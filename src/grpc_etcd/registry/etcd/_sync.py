@@ -8,9 +8,9 @@ and watches run on that thread too, so they go on while the caller's thread does
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from types import TracebackType
 from typing import Any, TypeVar
 
+from grpc_etcd._closing import Closing
 from grpc_etcd._loop import LoopThread, SyncIterator
 
 from ._aio import AsyncEtcdClient
@@ -63,7 +63,7 @@ class SyncKeepAlive:
         return repr(self._handle).replace("<KeepAlive", "<SyncKeepAlive", 1)
 
 
-class EtcdClient:
+class EtcdClient(Closing):
     """Synchronous etcd client; see :class:`AsyncEtcdClient` for the meaning of everything.
 
     ``loop``: run on this :class:`LoopThread` (shared with other sync objects, and not closed
@@ -256,14 +256,3 @@ class EtcdClient:
             self._runner.run(self._aio.close())
         if self._owns_loop:
             self._runner.close()
-
-    def __enter__(self) -> EtcdClient:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
