@@ -71,28 +71,19 @@ def _request(service_name: str) -> Any:
     return health_pb2.HealthCheckRequest(service=service_name)
 
 
-class HealthWatch:
-    """Watches one sync sub-channel's health in a daemon thread until :meth:`close`."""
+class _Watch:
+    """What both watches share: the stub, the state, and telling the channel of a change."""
 
     def __init__(
         self,
-        channel: grpc.Channel,
+        channel: grpc.Channel | grpc.aio.Channel,
         service_name: str,
         on_change: Callable[[], None],
-        *,
-        name: str = "",
     ) -> None:
         self._watch = health_pb2_grpc.HealthStub(channel).Watch
         self.service_name = service_name
         self._on_change = on_change
         self._state = HealthState()
-        self._closed = threading.Event()
-        self._lock = threading.Lock()
-        self._call: Any = None
-        self._thread = threading.Thread(
-            target=self._run, name=f"grpc-etcd health {name}", daemon=True
-        )
-        self._thread.start()
 
     @property
     def serving(self) -> bool:
@@ -103,6 +94,41 @@ class HealthWatch:
     def answered(self) -> bool:
         """Whether the node has answered at all (before that it counts as connecting)."""
         return self._state.answered
+
+    def _open(self) -> Any:
+        return self._watch(_request(self.service_name), wait_for_ready=True)
+
+    def _on_answer(self, response: Any) -> None:
+        if self._state.on_status(response.status):
+            self._on_change()
+
+    def _on_end(self, code: grpc.StatusCode | None) -> float | None:
+        """The stream ended: the delay before the next one (None: never)."""
+        changed, delay = self._state.on_end(code)
+        if changed:
+            self._on_change()
+        return delay
+
+
+class HealthWatch(_Watch):
+    """Watches one sync sub-channel's health in a daemon thread until :meth:`close`."""
+
+    def __init__(
+        self,
+        channel: grpc.Channel,
+        service_name: str,
+        on_change: Callable[[], None],
+        *,
+        name: str = "",
+    ) -> None:
+        super().__init__(channel, service_name, on_change)
+        self._closed = threading.Event()
+        self._lock = threading.Lock()
+        self._call: Any = None
+        self._thread = threading.Thread(
+            target=self._run, name=f"grpc-etcd health {name}", daemon=True
+        )
+        self._thread.start()
 
     def close(self) -> None:
         """Stop watching (cancels the stream); returns at once."""
@@ -116,28 +142,25 @@ class HealthWatch:
         while not self._closed.is_set():
             code: grpc.StatusCode | None = None
             try:
-                call = self._watch(_request(self.service_name), wait_for_ready=True)
+                call = self._open()
                 with self._lock:
                     self._call = call
                 if self._closed.is_set():
                     call.cancel()
                 for response in call:
-                    if self._state.on_status(response.status):
-                        self._on_change()
+                    self._on_answer(response)
             except grpc.RpcError as exc:
                 code = exc.code()
             except ValueError:  # the channel was closed under us: nothing left to watch
                 return
             if self._closed.is_set():
                 return
-            changed, delay = self._state.on_end(code)
-            if changed:
-                self._on_change()
+            delay = self._on_end(code)
             if delay is None or self._closed.wait(delay):
                 return
 
 
-class AsyncHealthWatch:
+class AsyncHealthWatch(_Watch):
     """The asyncio twin of :class:`HealthWatch`: a task on the running loop."""
 
     def __init__(
@@ -148,23 +171,10 @@ class AsyncHealthWatch:
         *,
         name: str = "",
     ) -> None:
-        self._watch = health_pb2_grpc.HealthStub(channel).Watch
-        self.service_name = service_name
-        self._on_change = on_change
-        self._state = HealthState()
+        super().__init__(channel, service_name, on_change)
         self._task = asyncio.get_running_loop().create_task(
             self._run(), name=f"grpc-etcd health {name}"
         )
-
-    @property
-    def serving(self) -> bool:
-        """Whether the node's last answer was SERVING (or it has no health service)."""
-        return self._state.serving
-
-    @property
-    def answered(self) -> bool:
-        """Whether the node has answered at all (before that it counts as connecting)."""
-        return self._state.answered
 
     def close(self) -> None:
         """Stop watching (cancels the task); returns at once."""
@@ -179,17 +189,13 @@ class AsyncHealthWatch:
         while True:
             code: grpc.StatusCode | None = None
             try:
-                call = self._watch(_request(self.service_name), wait_for_ready=True)
-                async for response in call:
-                    if self._state.on_status(response.status):
-                        self._on_change()
+                async for response in self._open():
+                    self._on_answer(response)
             except grpc.aio.AioRpcError as exc:
                 code = exc.code()
             except grpc.aio.UsageError:  # the channel was closed under us
                 return
-            changed, delay = self._state.on_end(code)
-            if changed:
-                self._on_change()
+            delay = self._on_end(code)
             if delay is None:
                 return
             await asyncio.sleep(delay)
