@@ -1,8 +1,12 @@
-"""The ``grpc-etcd`` command: run a local etcd, list and watch registered nodes.
+"""The ``grpc-etcd`` command: a local etcd, the registered nodes, a service's routing, xDS.
 
     grpc-etcd etcd                      # a throwaway etcd in the foreground (for trying things)
     grpc-etcd ls [SERVICE] [--json]     # id, version, address, metadata, lease TTL left
     grpc-etcd watch SERVICE             # one line per change
+    grpc-etcd top SERVICE               # a live table of the nodes (the cli extra)
+    grpc-etcd config show|set|delete|schema ...   # the service config in etcd (ROUTING.md)
+    grpc-etcd route set SERVICE --split v1=90,v2=10   # a canary split, live on every client
+    grpc-etcd xds --listen HOST:PORT    # an xDS control plane fed by etcd (the xds extra)
 
 ``--etcd HOST:PORT[,HOST:PORT...]`` or ``GRPC_ETCD_ENDPOINTS`` chooses the cluster.
 Errors are one line on stderr and exit status 1, never a traceback.
@@ -17,6 +21,8 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
+from collections.abc import Sequence
+from typing import Any
 
 import click
 
@@ -37,8 +43,45 @@ COMMANDS: dict[str, str] = {
 }
 
 
+# click >= 8.2 raises this for a group called with nothing; older clicks print the help.
+_NoArgsIsHelp: type[click.UsageError] = getattr(
+    click.exceptions, "NoArgsIsHelpError", type("_NeverRaised", (click.UsageError,), {})
+)
+
+
 class _LazyGroup(click.Group):
-    """A group whose commands are imported on first use (keeps ``--help`` and start-up fast)."""
+    """A group whose commands are imported on first use (keeps ``--help`` and start-up fast).
+
+    A usage error (a missing argument, an unknown option) is one line and exit status 1, like
+    every other error of the command, instead of click's usage block and status 2.
+    """
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            super().main(args, prog_name, complete_var, False, **extra)
+        except _NoArgsIsHelp as exc:  # `grpc-etcd` or `grpc-etcd config` alone: the help
+            click.echo(exc.format_message())
+            sys.exit(0)
+        except click.UsageError as exc:
+            hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+            click.echo(f"Error: {exc.format_message()}{hint}", err=True)
+            sys.exit(1)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(0)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *COMMANDS})
