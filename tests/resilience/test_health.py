@@ -10,7 +10,7 @@ import grpc
 import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from grpc_etcd._health import AsyncHealthWatch, HealthState, HealthWatch
+from grpc_etcd._channel._health import AsyncHealthWatch, HealthState, HealthWatch
 from grpc_etcd.backoff import Backoff
 
 SERVING = health_pb2.HealthCheckResponse.SERVING

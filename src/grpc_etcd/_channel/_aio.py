@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any, cast
 import grpc
 import grpc.aio
 
-from .._health import AsyncHealthWatch
 from ..config import ServiceConfig
 from ..policies.base import DoneCallback, DoneInfo, Pick, PickError, Policy
 from ..retry import AVOID_TRIES, PUSHBACK_KEY, never_reached_server
@@ -36,6 +35,7 @@ from ._call import (
     refusal,
     time_left,
 )
+from ._health import AsyncHealthWatch
 from ._subchannel import CONNECTIVITY_BY_STATE, STATE_BY_CONNECTIVITY, Subchannel
 
 __all__ = ["BalancedChannel"]

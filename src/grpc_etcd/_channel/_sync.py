@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
 
-from .._health import HealthWatch
 from ..config import ServiceConfig
 from ..policies.base import DoneCallback, DoneInfo, PickError, Policy
 from ..retry import AVOID_TRIES, PUSHBACK_KEY, never_reached_server
 from ..routing import CallInfo
 from ._base import DEFAULT_DRAIN_TIMEOUT, ChannelBase, MultiCallableBase
 from ._call import CLOSED, Refusal, deadline_after, deadline_refusal, refusal, time_left
+from ._health import HealthWatch
 from ._subchannel import STATE_BY_CODE, Subchannel
 
 __all__ = ["BalancedChannel", "FailedCall"]

@@ -22,7 +22,7 @@ import grpc
 import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from .backoff import Backoff
+from ..backoff import Backoff
 
 __all__ = ["AsyncHealthWatch", "HealthState", "HealthWatch"]
 
