@@ -18,8 +18,10 @@ re-picks, avoiding the addresses the call already tried (:func:`pick_avoiding`).
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import Callable, Container
+from contextlib import AbstractContextManager
 from typing import TypeVar
 
 from .config import RetryPolicy, RetryThrottling, ServiceConfig
@@ -73,13 +75,20 @@ def retry_policy_for(config: ServiceConfig | None, method: str) -> RetryPolicy |
 
 
 class RetryThrottle:
-    """gRPC's retry token bucket; one per channel, shared by its calls. Not thread-safe."""
+    """gRPC's retry token bucket; one per channel, shared by its calls.
 
-    def __init__(self, throttling: RetryThrottling) -> None:
+    Every update of the count happens under ``lock`` (a ``threading.Lock`` where calls run on
+    several threads; none by default), so concurrent calls lose no token.
+    """
+
+    def __init__(
+        self, throttling: RetryThrottling, *, lock: AbstractContextManager[object] | None = None
+    ) -> None:
         # Milli-tokens: gRPC keeps tokenRatio to three decimals and counts in integers.
         self._max = throttling.max_tokens * 1000
         self._ratio = round(throttling.token_ratio * 1000)
         self._tokens = self._max
+        self._lock = lock if lock is not None else contextlib.nullcontext()
 
     @property
     def tokens(self) -> float:
@@ -88,11 +97,15 @@ class RetryThrottle:
 
     def on_success(self) -> None:
         """An attempt succeeded: give back ``tokenRatio``."""
-        self._tokens = min(self._max, self._tokens + self._ratio)
+        with self._lock:
+            self._tokens = min(self._max, self._tokens + self._ratio)
 
-    def on_failure(self) -> None:
-        """An attempt failed with a retryable code: take one token."""
-        self._tokens = max(0, self._tokens - 1000)
+    def on_failure(self) -> bool:
+        """An attempt failed with a retryable code: take one token; whether retries are still
+        allowed after it (one step, so that no other call's update comes in between)."""
+        with self._lock:
+            self._tokens = tokens = max(0, self._tokens - 1000)
+        return tokens > self._max // 2
 
     @property
     def allows_retry(self) -> bool:
@@ -151,11 +164,8 @@ class CallRetry:
         policy = self._policy
         if policy is None or code not in policy.retryable_status_codes:
             return None
-        if self._throttle is not None:
-            self._throttle.on_failure()
-        if self.attempts >= policy.attempts:
-            return None
-        if self._throttle is not None and not self._throttle.allows_retry:
+        allowed = self._throttle.on_failure() if self._throttle is not None else True
+        if self.attempts >= policy.attempts or not allowed:
             return None
         if pushback is not None:
             delay = _pushback_delay(pushback)

@@ -412,3 +412,36 @@ def test_aio_server_streams_are_retried_before_their_first_response(
 
     asyncio.run(main())
     assert servers[2].api.calls > 5
+
+
+def test_retry_throttling_bounds_the_retries_of_calls_on_many_threads() -> None:
+    # Every node fails: each failure takes a token, and with maxTokens 10 only the first four
+    # failures (tokens left 9..6, more than half) may be retried, in whatever order the
+    # threads' failures come. A token lost to a race would let more through.
+    failing = [Server(name, fail=True) for name in ("x", "y", "z")]
+    policy = {**RETRY["methodConfig"][0]["retryPolicy"], "maxAttempts": 5}  # type: ignore[dict-item]
+    config = {
+        "methodConfig": [{"name": [{"service": "proto.Api"}], "retryPolicy": policy}],
+        "retryThrottling": {"maxTokens": 10, "tokenRatio": 0.1},
+    }
+    try:
+        with grpc_etcd.BalancedChannel(SERVICE, config=config) as channel:
+            channel.update(snapshot(*failing))
+            stub = api_pb2_grpc.ApiStub(channel)  # type: ignore[no-untyped-call]
+
+            def calls() -> int:
+                failed = 0
+                for _ in range(10):
+                    try:
+                        stub.ApiTest(Request(input="x"), timeout=5, wait_for_ready=True)
+                    except grpc.RpcError:
+                        failed += 1
+                return failed
+
+            with futures.ThreadPoolExecutor(8) as pool:
+                failed = sum(pool.map(lambda _: calls(), range(8)))
+    finally:
+        for server in failing:
+            server.server.stop(None)
+    assert failed == 80
+    assert sum(server.api.calls for server in failing) == 80 + 4

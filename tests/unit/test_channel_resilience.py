@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+import threading
+
 from grpc_etcd._channel._resilience import ChannelResilience
 from grpc_etcd.config import parse_config
 from grpc_etcd.policies.base import DoneInfo
@@ -86,3 +89,33 @@ def test_retry_policy_for_named_methods_and_dropping_outlier_config_returns_all(
     assert state.is_ejected(A)
     state.configure(parse_config({}))
     assert not state.is_ejected(A) and changes == [1, 1]
+
+
+def test_the_retry_throttle_loses_no_token_across_threads() -> None:
+    # tokenRatio 1: each thread's failure then success nets zero and the count never reaches
+    # the cap, so any lost update leaves it below maxTokens. A tiny switch interval makes the
+    # threads interleave inside the updates (without the throttle's lock this loses tokens).
+    config = {**CONFIG, "retryThrottling": {"maxTokens": 1000, "tokenRatio": 1}}
+    state = ChannelResilience("t", lambda: None)
+    state.configure(parse_config(config))
+    start = threading.Barrier(8)
+
+    def work() -> None:
+        start.wait()
+        for _ in range(2000):
+            retry = state.call_retry("/proto.Api/Get")
+            retry.started(A)
+            retry.next_delay("UNAVAILABLE")  # takes a token
+            state.succeeded()  # gives it back
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=work) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    finally:
+        sys.setswitchinterval(interval)
+    assert state._throttle is not None and state._throttle.tokens == 1000

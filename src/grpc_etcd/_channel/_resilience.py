@@ -64,7 +64,11 @@ class ChannelResilience:
             throttling = config.retry_throttling if config is not None else None
             old_throttling = old.retry_throttling if old is not None else None
             if throttling != old_throttling:
-                self._throttle = RetryThrottle(throttling) if throttling is not None else None
+                self._throttle = (
+                    RetryThrottle(throttling, lock=threading.Lock())
+                    if throttling is not None
+                    else None
+                )
         if changed:
             self._on_change()
 
@@ -165,9 +169,8 @@ class ChannelResilience:
     def succeeded(self) -> None:
         """An attempt succeeded: the retry throttle gets its token ratio back."""
         throttle = self._throttle
-        if throttle is not None:
-            with self._lock:
-                throttle.on_success()
+        if throttle is not None:  # the throttle locks its own count
+            throttle.on_success()
 
     def retries(self, method: str) -> bool:
         """Whether calls of ``method`` have a retry policy."""
