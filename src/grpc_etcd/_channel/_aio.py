@@ -731,92 +731,68 @@ class _RetryingUnaryStream(_Retrying, _DeferredUnaryStream):
         return first if first is not None else await call.read()
 
 
-class _UnaryUnary(_MultiCallable, _UnaryUnaryBase):
+class _UnaryRequest(_MultiCallable):
+    """The calls with one request: retried per the method's policy (the request is kept)."""
+
+    _retrying: type[_Retrying]
+
+    def __call__(
+        self,
+        request: Any,
+        timeout: float | None = None,
+        metadata: Any = None,
+        credentials: grpc.CallCredentials | None = None,
+        wait_for_ready: bool | None = None,
+        compression: grpc.Compression | None = None,
+    ) -> Any:
+        if not self._channel._resilience.retries(self._method):
+            return self._invoke(
+                request, timeout, metadata, credentials, wait_for_ready, compression
+            )
+        info, metadata = self._resolve(metadata, wait_for_ready)
+
+        def start(sub: _Sub, done: DoneCallback | None, left: float | None) -> Any:
+            done = self._channel._resilience.observe(sub.address, done, self._method)
+            return self._begin(
+                sub, done, request, left, metadata, credentials, wait_for_ready, compression
+            )
+
+        return self._retrying(self._channel, info, start, timeout)
+
+
+class _StreamRequest(_MultiCallable):
+    """The calls with a request stream: never retried (the requests are gone once sent)."""
+
+    def __call__(
+        self,
+        request_iterator: Any = None,
+        timeout: float | None = None,
+        metadata: Any = None,
+        credentials: grpc.CallCredentials | None = None,
+        wait_for_ready: bool | None = None,
+        compression: grpc.Compression | None = None,
+    ) -> Any:
+        return self._invoke(
+            request_iterator, timeout, metadata, credentials, wait_for_ready, compression
+        )
+
+
+class _UnaryUnary(_UnaryRequest, _UnaryUnaryBase):
     _deferred = _DeferredUnaryUnary
-
-    def __call__(
-        self,
-        request: Any,
-        timeout: float | None = None,
-        metadata: Any = None,
-        credentials: grpc.CallCredentials | None = None,
-        wait_for_ready: bool | None = None,
-        compression: grpc.Compression | None = None,
-    ) -> Any:
-        if not self._channel._resilience.retries(self._method):
-            return self._invoke(
-                request, timeout, metadata, credentials, wait_for_ready, compression
-            )
-        info, metadata = self._resolve(metadata, wait_for_ready)
-
-        def start(sub: _Sub, done: DoneCallback | None, left: float | None) -> Any:
-            done = self._channel._resilience.observe(sub.address, done, self._method)
-            return self._begin(
-                sub, done, request, left, metadata, credentials, wait_for_ready, compression
-            )
-
-        return _RetryingUnaryUnary(self._channel, info, start, timeout)
+    _retrying = _RetryingUnaryUnary
 
 
-class _UnaryStream(_MultiCallable, _UnaryStreamBase):
+class _UnaryStream(_UnaryRequest, _UnaryStreamBase):
     _deferred = _DeferredUnaryStream
-
-    def __call__(
-        self,
-        request: Any,
-        timeout: float | None = None,
-        metadata: Any = None,
-        credentials: grpc.CallCredentials | None = None,
-        wait_for_ready: bool | None = None,
-        compression: grpc.Compression | None = None,
-    ) -> Any:
-        if not self._channel._resilience.retries(self._method):
-            return self._invoke(
-                request, timeout, metadata, credentials, wait_for_ready, compression
-            )
-        info, metadata = self._resolve(metadata, wait_for_ready)
-
-        def start(sub: _Sub, done: DoneCallback | None, left: float | None) -> Any:
-            done = self._channel._resilience.observe(sub.address, done, self._method)
-            return self._begin(
-                sub, done, request, left, metadata, credentials, wait_for_ready, compression
-            )
-
-        return _RetryingUnaryStream(self._channel, info, start, timeout)
+    _retrying = _RetryingUnaryStream
 
 
-class _StreamUnary(_MultiCallable, _StreamUnaryBase):
+class _StreamUnary(_StreamRequest, _StreamUnaryBase):
     _deferred = _DeferredStreamUnary
 
-    def __call__(
-        self,
-        request_iterator: Any = None,
-        timeout: float | None = None,
-        metadata: Any = None,
-        credentials: grpc.CallCredentials | None = None,
-        wait_for_ready: bool | None = None,
-        compression: grpc.Compression | None = None,
-    ) -> Any:
-        return self._invoke(
-            request_iterator, timeout, metadata, credentials, wait_for_ready, compression
-        )
 
-
-class _StreamStream(_MultiCallable, _StreamStreamBase):
+class _StreamStream(_StreamRequest, _StreamStreamBase):
     _deferred = _DeferredStreamStream
-
-    def __call__(
-        self,
-        request_iterator: Any = None,
-        timeout: float | None = None,
-        metadata: Any = None,
-        credentials: grpc.CallCredentials | None = None,
-        wait_for_ready: bool | None = None,
-        compression: grpc.Compression | None = None,
-    ) -> Any:
-        return self._invoke(
-            request_iterator, timeout, metadata, credentials, wait_for_ready, compression
-        )
 
 
 BalancedChannel._MULTICALLABLES = {

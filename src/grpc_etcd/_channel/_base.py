@@ -53,6 +53,28 @@ Serializer = Callable[[Any], bytes] | None
 Deserializer = Callable[[bytes], Any] | None
 
 
+def _factory(kind: str) -> Callable[..., Any]:
+    """``grpc.Channel``'s factory of one kind (``"unary_unary"``, ...), written once."""
+
+    def make(
+        self: ChannelBase[Any],
+        method: str,
+        request_serializer: Serializer = None,
+        response_deserializer: Deserializer = None,
+        _registered_method: bool | None = False,
+    ) -> Any:
+        return self._multicallable(
+            kind, method, request_serializer, response_deserializer, _registered_method
+        )
+
+    make.__name__ = kind
+    make.__qualname__ = f"ChannelBase.{kind}"
+    make.__doc__ = (
+        f"A {kind.replace('_', '-')} multicallable whose every call is balanced over the nodes."
+    )
+    return make
+
+
 def plan_update(snapshot: Snapshot, current: Mapping[str, object]) -> tuple[list[str], list[str]]:
     """The addresses that need a new sub-channel, and those whose sub-channel must go.
 
@@ -251,53 +273,10 @@ class ChannelBase(Generic[C]):
 
     # ------------------------------------------------------------ the four factories
 
-    def unary_unary(
-        self,
-        method: str,
-        request_serializer: Serializer = None,
-        response_deserializer: Deserializer = None,
-        _registered_method: bool | None = False,
-    ) -> Any:
-        """A unary-unary multicallable whose every call is balanced over the nodes."""
-        return self._multicallable(
-            "unary_unary", method, request_serializer, response_deserializer, _registered_method
-        )
-
-    def unary_stream(
-        self,
-        method: str,
-        request_serializer: Serializer = None,
-        response_deserializer: Deserializer = None,
-        _registered_method: bool | None = False,
-    ) -> Any:
-        """A unary-stream multicallable whose every call is balanced over the nodes."""
-        return self._multicallable(
-            "unary_stream", method, request_serializer, response_deserializer, _registered_method
-        )
-
-    def stream_unary(
-        self,
-        method: str,
-        request_serializer: Serializer = None,
-        response_deserializer: Deserializer = None,
-        _registered_method: bool | None = False,
-    ) -> Any:
-        """A stream-unary multicallable whose every call is balanced over the nodes."""
-        return self._multicallable(
-            "stream_unary", method, request_serializer, response_deserializer, _registered_method
-        )
-
-    def stream_stream(
-        self,
-        method: str,
-        request_serializer: Serializer = None,
-        response_deserializer: Deserializer = None,
-        _registered_method: bool | None = False,
-    ) -> Any:
-        """A stream-stream multicallable whose every call is balanced over the nodes."""
-        return self._multicallable(
-            "stream_stream", method, request_serializer, response_deserializer, _registered_method
-        )
+    unary_unary = _factory("unary_unary")
+    unary_stream = _factory("unary_stream")
+    stream_unary = _factory("stream_unary")
+    stream_stream = _factory("stream_stream")
 
     def __repr__(self) -> str:
         return (
