@@ -71,6 +71,11 @@ def _prefix_range(prefix: Key) -> tuple[bytes, bytes]:
     return key, prefix_range_end(key)
 
 
+def _bound_to(key: bytes, lease: int) -> pb.Compare:
+    """The txn test "``key`` is bound to ``lease``" (0: to no lease)."""
+    return pb.Compare(result=pb.Compare.EQUAL, target=pb.Compare.LEASE, key=key, lease=lease)
+
+
 class AsyncEtcdClient(AsyncClosing):
     """A small etcd v3 client on grpc.aio (see the module docstring for the retry rules).
 
@@ -131,13 +136,7 @@ class AsyncEtcdClient(AsyncClosing):
         timeout: float | None = None,  # noqa: ASYNC109 - a gRPC deadline over all retries
     ) -> KeyValue | None:
         """The key, or ``None`` if it does not exist (linearizable read)."""
-        resp = await self._call(
-            KV_RANGE,
-            pb.RangeRequest(key=_b(key)),
-            pb.RangeResponse,
-            idempotent=True,
-            timeout=timeout,
-        )
+        resp = await self._range(_b(key), b"", timeout)
         return to_kv(resp.kvs[0]) if resp.kvs else None
 
     async def get_prefix(
@@ -148,15 +147,22 @@ class AsyncEtcdClient(AsyncClosing):
     ) -> tuple[list[KeyValue], int]:
         """Every key starting with ``prefix`` (sorted by key), and the store revision of the
         read: watch from that revision + 1 to miss nothing."""
-        key, end = _prefix_range(prefix)
-        resp = await self._call(
+        resp = await self._range(*_prefix_range(prefix), timeout)
+        return [to_kv(m) for m in resp.kvs], resp.header.revision
+
+    async def _range(
+        self,
+        key: bytes,
+        end: bytes,
+        timeout: float | None,  # noqa: ASYNC109 - a gRPC deadline over all retries
+    ) -> Any:
+        return await self._call(
             KV_RANGE,
             pb.RangeRequest(key=key, range_end=end),
             pb.RangeResponse,
             idempotent=True,
             timeout=timeout,
         )
-        return [to_kv(m) for m in resp.kvs], resp.header.revision
 
     async def put(
         self,
@@ -187,25 +193,12 @@ class AsyncEtcdClient(AsyncClosing):
     ) -> bool:
         """Write the key only if it does not exist (one txn); True if written."""
         k = _b(key)
-        request = pb.TxnRequest(
-            compare=[
-                pb.Compare(
-                    result=pb.Compare.EQUAL, target=pb.Compare.CREATE, key=k, create_revision=0
-                )
-            ],
-            success=[
-                pb.RequestOp(request_put=pb.PutRequest(key=k, value=_b(value), lease=int(lease)))
-            ],
-        )
-        resp = await self._call(
-            KV_TXN,
-            request,
-            pb.TxnResponse,
-            idempotent=False,
+        return await self._txn(
+            pb.Compare(result=pb.Compare.EQUAL, target=pb.Compare.CREATE, key=k, create_revision=0),
+            pb.RequestOp(request_put=pb.PutRequest(key=k, value=_b(value), lease=int(lease))),
             timeout=timeout,
             lease_id=int(lease),
         )
-        return bool(resp.succeeded)
 
     async def put_if_lease(
         self,
@@ -221,14 +214,12 @@ class AsyncEtcdClient(AsyncClosing):
         no lease (or does not exist)."""
         k = _b(key)
         new_lease = int(held_by if lease is None else lease)
-        written = await self._txn_if_lease(
-            k,
-            int(held_by),
+        return await self._txn(
+            _bound_to(k, int(held_by)),
             pb.RequestOp(request_put=pb.PutRequest(key=k, value=_b(value), lease=new_lease)),
             timeout=timeout,
             lease_id=new_lease,
         )
-        return written
 
     async def delete_if_lease(
         self,
@@ -240,26 +231,22 @@ class AsyncEtcdClient(AsyncClosing):
         """Delete the key only if it is bound to lease ``held_by`` (one txn); True if deleted.
         ``held_by=0``: only if the key has no lease."""
         k = _b(key)
-        return await self._txn_if_lease(
-            k,
-            int(held_by),
+        return await self._txn(
+            _bound_to(k, int(held_by)),
             pb.RequestOp(request_delete_range=pb.DeleteRangeRequest(key=k)),
             timeout=timeout,
             lease_id=int(held_by),
         )
 
-    async def _txn_if_lease(
+    async def _txn(
         self,
-        key: bytes,
-        held_by: int,
+        compare: pb.Compare,
         op: pb.RequestOp,
         *,
         timeout: float | None,  # noqa: ASYNC109 - a gRPC deadline over all retries
         lease_id: int,
     ) -> bool:
-        compare = pb.Compare(
-            result=pb.Compare.EQUAL, target=pb.Compare.LEASE, key=key, lease=held_by
-        )
+        """``op`` if ``compare`` holds (one txn); True if it did."""
         resp = await self._call(
             KV_TXN,
             pb.TxnRequest(compare=[compare], success=[op]),
@@ -277,14 +264,7 @@ class AsyncEtcdClient(AsyncClosing):
         timeout: float | None = None,  # noqa: ASYNC109 - a gRPC deadline over all retries
     ) -> int:
         """Delete the key; return how many keys were deleted (0 or 1)."""
-        resp = await self._call(
-            KV_DELETE_RANGE,
-            pb.DeleteRangeRequest(key=_b(key)),
-            pb.DeleteRangeResponse,
-            idempotent=False,
-            timeout=timeout,
-        )
-        return int(resp.deleted)
+        return await self._delete_range(_b(key), b"", timeout)
 
     async def delete_prefix(
         self,
@@ -293,7 +273,14 @@ class AsyncEtcdClient(AsyncClosing):
         timeout: float | None = None,  # noqa: ASYNC109 - a gRPC deadline over all retries
     ) -> int:
         """Delete every key starting with ``prefix``; return how many were deleted."""
-        key, end = _prefix_range(prefix)
+        return await self._delete_range(*_prefix_range(prefix), timeout)
+
+    async def _delete_range(
+        self,
+        key: bytes,
+        end: bytes,
+        timeout: float | None,  # noqa: ASYNC109 - a gRPC deadline over all retries
+    ) -> int:
         resp = await self._call(
             KV_DELETE_RANGE,
             pb.DeleteRangeRequest(key=key, range_end=end),
