@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/run_all.py [--quick] [--only NAME ...] [--log FILE]
 
-Runs pick_cost.py, channel_throughput.py, channel_idle_cpu.py and update_latency.py one after
+Runs pick_cost.py, channel_throughput.py, channel_idle_cpu.py, slow_node.py and update_latency.py
+one after
 the other with this interpreter (``--quick`` is passed through to each), prints each script's
 output as it comes, and before the first one prints the machine: core count, CPU model,
 Python, grpcio, protobuf and etcd versions, and the load average; the load average is printed
@@ -24,7 +25,13 @@ from pathlib import Path
 from typing import TextIO
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ("pick_cost.py", "channel_throughput.py", "channel_idle_cpu.py", "update_latency.py")
+SCRIPTS = (
+    "pick_cost.py",
+    "channel_throughput.py",
+    "channel_idle_cpu.py",
+    "slow_node.py",
+    "update_latency.py",
+)
 TIME_LIMIT = 900.0  # seconds per script
 
 

@@ -89,19 +89,49 @@ def build_endpoints(
     snapshot: Snapshot | None,
     subchannels: Mapping[str, Subchannel[C]],
     ejected: Callable[[str], bool] = lambda address: False,
+    reuse: dict[str, Endpoint[Subchannel[C]]] | None = None,
 ) -> list[Endpoint[Subchannel[C]]]:
     """One endpoint per node (so each node's version is indexed), with its sub-channel's state,
-    its health and whether outlier detection ejected it."""
+    its health and whether outlier detection ejected it.
+
+    ``reuse`` (snapshot key -> endpoint, refilled here) keeps the endpoint object of every
+    node whose facts did not change, so the balancer sees which ones did by identity and a
+    change of one node allocates one endpoint, not one per node.
+    """
     if snapshot is None:
+        if reuse is not None:
+            reuse.clear()
         return []
-    endpoints: list[Endpoint[Subchannel[C]]] = []
-    for node in snapshot.nodes.values():
-        sub = subchannels.get(node.address)
-        if sub is not None:
-            endpoints.append(
-                Endpoint(node, sub, sub.usable_state, sub.error, sub.serving, ejected(node.address))
-            )
-    return endpoints
+    old = reuse if reuse is not None else {}
+    kept: dict[str, Endpoint[Subchannel[C]]] = {}
+    failing = ConnState.TRANSIENT_FAILURE
+    for key, node in snapshot.nodes.items():
+        address = node.address
+        sub = subchannels.get(address)
+        if sub is None:
+            continue
+        if sub.health is None:
+            state, serving = sub.state, True
+        else:
+            state, serving = sub.usable_state, sub.serving
+        error = sub.error if sub.state is failing else None
+        out = ejected(address)
+        endpoint = old.get(key)
+        if (
+            endpoint is None
+            or endpoint.node is not node
+            or endpoint.subchannel is not sub
+            or endpoint.state is not state
+            or endpoint.serving is not serving
+            or endpoint.ejected is not out
+            or endpoint.error != error
+        ):
+            endpoint = Endpoint(node, sub, state, error, serving, out)
+        kept[key] = endpoint
+    if reuse is not None:
+        reuse.clear()
+        reuse.update(kept)
+    return list(kept.values())
 
 
 def aggregate_state(
@@ -113,32 +143,47 @@ def aggregate_state(
     """
     if closed:
         return grpc.ChannelConnectivity.SHUTDOWN
-    seen = set(states)
     if not has_snapshot:
         # Waiting for the registry's first snapshot is the channel's "resolving" phase; a
         # resolver that reports an error puts grpc's channels in TRANSIENT_FAILURE.
         if unresolved:
             return grpc.ChannelConnectivity.TRANSIENT_FAILURE
         return grpc.ChannelConnectivity.CONNECTING
-    for state in (ConnState.READY, ConnState.CONNECTING, ConnState.IDLE):
-        if state in seen:
-            return CONNECTIVITY_BY_STATE[state]
+    # One pass with identity tests (an enum's hash runs Python code): READY ends it at once.
+    best = None
+    for state in states:
+        if state is ConnState.READY:
+            return grpc.ChannelConnectivity.READY
+        if state is ConnState.CONNECTING or (state is ConnState.IDLE and best is None):
+            best = state
+    if best is not None:
+        return CONNECTIVITY_BY_STATE[best]
     # Every node failing, or no node at all: calls fail fast, as on a channel in failure.
     return grpc.ChannelConnectivity.TRANSIENT_FAILURE
 
 
 def _node_states(endpoints: Sequence[Endpoint[Any]]) -> dict[str, int]:
     """Nodes per state for the metrics: ejected, else not_serving, else the connectivity."""
-    counts = dict.fromkeys(("ready", "connecting", "idle", "transient_failure"), 0)
-    counts.update(not_serving=0, ejected=0)
-    for endpoint in endpoints:
+    ready = connecting = idle = failing = not_serving = ejected = 0
+    for endpoint in endpoints:  # identity tests: an enum's hash runs Python code
+        state = endpoint.state
         if endpoint.ejected:
-            state = "ejected"
+            ejected += 1
         elif not endpoint.serving:
-            state = "not_serving"
-        else:
-            state = endpoint.state.value.lower()
-        counts[state] = counts.get(state, 0) + 1
+            not_serving += 1
+        elif state is ConnState.READY:
+            ready += 1
+        elif state is ConnState.CONNECTING:
+            connecting += 1
+        elif state is ConnState.IDLE:
+            idle += 1
+        elif state is ConnState.TRANSIENT_FAILURE:
+            failing += 1
+    counts = {"ready": ready, "connecting": connecting, "idle": idle}
+    counts.update(transient_failure=failing, not_serving=not_serving, ejected=ejected)
+    shutdown = len(endpoints) - sum(counts.values())
+    if shutdown:
+        counts["shutdown"] = shutdown
     return counts
 
 
@@ -176,6 +221,8 @@ class ChannelBase(Generic[C]):
         self._drain_timeout = drain_timeout
         self._snapshot: Snapshot | None = None
         self._subs: dict[str, Subchannel[C]] = {}
+        # Snapshot key -> the endpoint last handed to the balancer (reused while unchanged).
+        self._endpoints: dict[str, Endpoint[Subchannel[C]]] = {}
         # The per-call path reads only this attribute: no lock, no scan.
         self._picker: Picker[Subchannel[C]] = cast("Picker[Subchannel[C]]", QueuePicker())
         self._connectivity = grpc.ChannelConnectivity.CONNECTING
@@ -314,9 +361,12 @@ class ChannelBase(Generic[C]):
         elif self._snapshot is None:
             picker = QueuePicker()
         else:
-            endpoints = build_endpoints(self._snapshot, self._subs, self._resilience.is_ejected)
+            endpoints = build_endpoints(
+                self._snapshot, self._subs, self._resilience.is_ejected, self._endpoints
+            )
             picker = self._balancer.build(endpoints)
-            self._resilience.count_nodes(_node_states(endpoints))
+            if self._resilience.counts_nodes:
+                self._resilience.count_nodes(_node_states(endpoints))
         self._picker = picker
         self._connectivity = aggregate_state(
             (sub.state for sub in self._subs.values()),

@@ -131,6 +131,11 @@ class ChannelResilience:
         if code:  # "": a call on a closed channel, a usage error rather than a pick
             self._metrics.picked(self._target, code.lower())
 
+    @property
+    def counts_nodes(self) -> bool:
+        """Whether :meth:`count_nodes` reports anywhere (else the counting can be skipped)."""
+        return self._metrics.enabled
+
     def count_nodes(self, counts: Mapping[str, int]) -> None:
         """Report how many nodes are in each state (after a new picker)."""
         self._metrics.nodes(self._target, counts)

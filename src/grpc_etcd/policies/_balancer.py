@@ -39,8 +39,9 @@ T = TypeVar("T")
 
 _READY = ConnState.READY
 _NONE: frozenset[str] = frozenset()
-# States in which a node may still become usable: a call waits for it rather than falling back.
-_COMING = frozenset({ConnState.IDLE, ConnState.CONNECTING, ConnState.SHUTDOWN})
+# Every other state (IDLE, CONNECTING, SHUTDOWN) may still become usable: a call waits for
+# it rather than falling back.
+_FAILING = ConnState.TRANSIENT_FAILURE
 
 
 def _same(old: Sequence[Endpoint[T]], new: Sequence[Endpoint[T]]) -> bool:
@@ -93,8 +94,8 @@ class _Group(Generic[T]):
             if endpoint.state is _READY and endpoint.serving and not endpoint.ejected:
                 # One sub-channel per address: two records at one address get one share.
                 usable.setdefault(id(endpoint.subchannel), endpoint)
-            elif endpoint.state in _COMING:
-                waiting = True
+            elif endpoint.state is not _FAILING and endpoint.state is not _READY:
+                waiting = True  # IDLE, CONNECTING or SHUTDOWN: may still become usable
         self.picker: Picker[T] | None = policy.build(list(usable.values())) if usable else None
         self.waiting = waiting
         self.failure = _failure(members) if members and not usable and not waiting else None
@@ -216,6 +217,10 @@ class Balancer(Generic[T]):
         self._policy_key: tuple[str, object] | None = None
         self._groups: dict[Selector, _Group[T]] = {}
         self._nodes: dict[int, _NodeInfo] = {}
+        # The endpoints of the last build (by id) and, per group, its members by node id:
+        # the next build applies only what differs. None: index everything again.
+        self._last: dict[int, Endpoint[T]] = {}
+        self._members: dict[Selector, dict[int, Endpoint[T]]] | None = None
         self._apply()
 
     @property
@@ -250,14 +255,42 @@ class Balancer(Generic[T]):
         self._config = config
         self._table = RouteTable(config, self._source)
         self._nodes = {}
+        self._members = None  # the groups a node belongs to may differ under this config
 
     def build(self, endpoints: Sequence[Endpoint[T]]) -> Picker[T]:
         """The picker for these endpoints (one per node of the snapshot, in any state)."""
+        current = {id(e): e for e in endpoints}
+        if self._members is None:
+            dirty = self._index_all(endpoints)
+        else:
+            dirty = self._index_changes(current)
+        self._last = current
+
+        old = self._groups
+        members = self._members
+        assert members is not None
+        groups: dict[Selector, _Group[T]] = {}
+        for wanted, group_members in members.items():
+            previous = old.get(wanted)
+            if previous is not None and wanted not in dirty:
+                groups[wanted] = previous
+            elif wanted is ANY or group_members:
+                listed = tuple(group_members.values())
+                if previous is not None and _same(previous.members, listed):
+                    groups[wanted] = previous
+                else:
+                    groups[wanted] = _Group(listed, self._policy, self._offline(listed))
+        for wanted in [w for w, m in members.items() if not m and w is not ANY]:
+            del members[wanted]
+        self._groups = groups
+        return self._picker(groups)
+
+    def _index_all(self, endpoints: Sequence[Endpoint[T]]) -> set[Selector]:
+        """Group every endpoint from scratch (the first build, or after a new config)."""
         table = self._table
         known = self._nodes
         nodes: dict[int, _NodeInfo] = {}
-        members: dict[Selector, list[Endpoint[T]]] = {ANY: []}
-        offline: dict[Selector, frozenset[str]] = {}
+        members: dict[Selector, dict[int, Endpoint[T]]] = {ANY: {}}
         for endpoint in endpoints:
             node = endpoint.node
             info = known.get(id(node))
@@ -267,23 +300,59 @@ class Balancer(Generic[T]):
             for wanted in info.selectors:
                 group = members.get(wanted)
                 if group is None:
-                    members[wanted] = [endpoint]
+                    members[wanted] = {id(node): endpoint}
                 else:
-                    group.append(endpoint)
-                if info.offline:
-                    offline[wanted] = offline.get(wanted, frozenset()) | info.offline
+                    group[id(node)] = endpoint
         self._nodes = nodes
+        self._members = members
+        return set(members)
 
-        old = self._groups
-        groups: dict[Selector, _Group[T]] = {}
-        for wanted, group_members in members.items():
-            previous = old.get(wanted)
-            if previous is not None and _same(previous.members, group_members):
-                groups[wanted] = previous
-            else:
-                groups[wanted] = _Group(group_members, self._policy, offline.get(wanted, _NONE))
-        self._groups = groups
+    def _index_changes(self, current: dict[int, Endpoint[T]]) -> set[Selector]:
+        """Apply to the groups only the endpoints that differ (by identity) from the last
+        build: O(changed) but for two C-level set differences. Returns the groups touched."""
+        last = self._last
+        members = self._members
+        assert members is not None
+        nodes = self._nodes
+        table = self._table
+        dirty: set[Selector] = set()
+        everyone = members[ANY]
+        for key in current.keys() - last.keys():  # new, or a node's new facts: in place
+            endpoint = current[key]
+            node = endpoint.node
+            info = nodes.get(id(node))
+            if info is None or info.node is not node:
+                info = nodes[id(node)] = _NodeInfo(node, table)
+            for wanted in info.selectors:
+                group = members.get(wanted)
+                if group is None:
+                    members[wanted] = {id(node): endpoint}
+                else:
+                    group[id(node)] = endpoint
+                dirty.add(wanted)
+        for key in last.keys() - current.keys():
+            endpoint = last[key]
+            node = endpoint.node
+            if everyone.get(id(node), endpoint) is not endpoint:
+                continue  # replaced above by the same node's new endpoint
+            info = nodes.pop(id(node), None)
+            for wanted in info.selectors if info is not None else ():
+                group = members.get(wanted)
+                if group is not None and group.get(id(node)) is endpoint:
+                    del group[id(node)]
+                    dirty.add(wanted)
+            if everyone.get(id(node)) is endpoint:  # an offline node is in no group
+                del everyone[id(node)]
+                dirty.add(ANY)
+        return dirty
 
+    def _offline(self, members: Sequence[Endpoint[T]]) -> frozenset[str]:
+        nodes = self._nodes
+        found = [info.offline for e in members if (info := nodes[id(e.node)]).offline]
+        return frozenset().union(*found) if found else _NONE
+
+    def _picker(self, groups: dict[Selector, _Group[T]]) -> _BalancedPicker[T]:
+        table = self._table
         empty = _Group[T]((), self._policy)
         fallback = tuple(groups.get(f, empty) for f in table.fallback)
 
