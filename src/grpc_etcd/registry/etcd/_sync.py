@@ -7,7 +7,7 @@ and watches run on that thread too, so they go on while the caller's thread does
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 from grpc_etcd._closing import Closing
@@ -124,35 +124,29 @@ class EtcdClient(Closing):
     def __repr__(self) -> str:
         return f"<EtcdClient {','.join(self.endpoints)}{' closed' if self._closed else ''}>"
 
-    def _run(self, coro: Any) -> Any:
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self._runner.run(coro)
 
     # KV
     def get(self, key: Key, *, timeout: float | None = None) -> KeyValue | None:
         """Blocking twin of :meth:`AsyncEtcdClient.get`."""
-        result: KeyValue | None = self._run(self._aio.get(key, timeout=timeout))
-        return result
+        return self._run(self._aio.get(key, timeout=timeout))
 
     def get_prefix(
         self, prefix: Key, *, timeout: float | None = None
     ) -> tuple[list[KeyValue], int]:
         """Blocking twin of :meth:`AsyncEtcdClient.get_prefix`."""
-        result: tuple[list[KeyValue], int] = self._run(
-            self._aio.get_prefix(prefix, timeout=timeout)
-        )
-        return result
+        return self._run(self._aio.get_prefix(prefix, timeout=timeout))
 
     def put(self, key: Key, value: Key, *, lease: int = 0, timeout: float | None = None) -> int:
         """Blocking twin of :meth:`AsyncEtcdClient.put`."""
-        result: int = self._run(self._aio.put(key, value, lease=lease, timeout=timeout))
-        return result
+        return self._run(self._aio.put(key, value, lease=lease, timeout=timeout))
 
     def put_if_absent(
         self, key: Key, value: Key, *, lease: int = 0, timeout: float | None = None
     ) -> bool:
         """Blocking twin of :meth:`AsyncEtcdClient.put_if_absent`."""
-        result: bool = self._run(self._aio.put_if_absent(key, value, lease=lease, timeout=timeout))
-        return result
+        return self._run(self._aio.put_if_absent(key, value, lease=lease, timeout=timeout))
 
     def put_if_lease(
         self,
@@ -164,25 +158,21 @@ class EtcdClient(Closing):
         timeout: float | None = None,
     ) -> bool:
         """Blocking twin of :meth:`AsyncEtcdClient.put_if_lease`."""
-        result: bool = self._run(
+        return self._run(
             self._aio.put_if_lease(key, value, held_by=held_by, lease=lease, timeout=timeout)
         )
-        return result
 
     def delete_if_lease(self, key: Key, *, held_by: int, timeout: float | None = None) -> bool:
         """Blocking twin of :meth:`AsyncEtcdClient.delete_if_lease`."""
-        result: bool = self._run(self._aio.delete_if_lease(key, held_by=held_by, timeout=timeout))
-        return result
+        return self._run(self._aio.delete_if_lease(key, held_by=held_by, timeout=timeout))
 
     def delete(self, key: Key, *, timeout: float | None = None) -> int:
         """Blocking twin of :meth:`AsyncEtcdClient.delete`."""
-        result: int = self._run(self._aio.delete(key, timeout=timeout))
-        return result
+        return self._run(self._aio.delete(key, timeout=timeout))
 
     def delete_prefix(self, prefix: Key, *, timeout: float | None = None) -> int:
         """Blocking twin of :meth:`AsyncEtcdClient.delete_prefix`."""
-        result: int = self._run(self._aio.delete_prefix(prefix, timeout=timeout))
-        return result
+        return self._run(self._aio.delete_prefix(prefix, timeout=timeout))
 
     def compact(
         self, revision: int, *, physical: bool = True, timeout: float | None = None
@@ -193,8 +183,7 @@ class EtcdClient(Closing):
     # leases
     def lease_grant(self, ttl: int, *, timeout: float | None = None) -> Lease:
         """Blocking twin of :meth:`AsyncEtcdClient.lease_grant`."""
-        result: Lease = self._run(self._aio.lease_grant(ttl, timeout=timeout))
-        return result
+        return self._run(self._aio.lease_grant(ttl, timeout=timeout))
 
     def lease_revoke(self, lease_id: int, *, timeout: float | None = None) -> None:
         """Blocking twin of :meth:`AsyncEtcdClient.lease_revoke`."""
@@ -202,8 +191,7 @@ class EtcdClient(Closing):
 
     def lease_time_to_live(self, lease_id: int, *, timeout: float | None = None) -> int:
         """Blocking twin of :meth:`AsyncEtcdClient.lease_time_to_live`."""
-        result: int = self._run(self._aio.lease_time_to_live(lease_id, timeout=timeout))
-        return result
+        return self._run(self._aio.lease_time_to_live(lease_id, timeout=timeout))
 
     def keep_alive(
         self, lease_id: int, ttl: int, on_lost: Callable[[int], None] | None = None
@@ -242,8 +230,7 @@ class EtcdClient(Closing):
     # maintenance
     def status(self, *, endpoint: str | None = None, timeout: float | None = None) -> Status:
         """Blocking twin of :meth:`AsyncEtcdClient.status`."""
-        result: Status = self._run(self._aio.status(endpoint=endpoint, timeout=timeout))
-        return result
+        return self._run(self._aio.status(endpoint=endpoint, timeout=timeout))
 
     # lifecycle
     def close(self) -> None:
