@@ -14,12 +14,12 @@ import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Generator, Mapping, Sequence
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 import grpc.aio
 
+from .._closing import AsyncClosing
 from ..config import ServiceConfig
 from ..policies.base import DoneCallback, DoneInfo, Pick, PickError, Policy
 from ..retry import AVOID_TRIES, PUSHBACK_KEY, never_reached_server
@@ -113,7 +113,7 @@ def _track(call: Any, sub: _Sub, done: DoneCallback | None) -> None:
     call.add_done_callback(finished)
 
 
-class BalancedChannel(ChannelBase[grpc.aio.Channel], grpc.aio.Channel):
+class BalancedChannel(ChannelBase[grpc.aio.Channel], AsyncClosing, grpc.aio.Channel):
     """A ``grpc.aio.Channel`` over every node of one service; each call goes to the node its
     policy picks (``"version"``: a random READY node of the version the call asks for).
 
@@ -179,17 +179,6 @@ class BalancedChannel(ChannelBase[grpc.aio.Channel], grpc.aio.Channel):
             _keep(asyncio.ensure_future(result))
 
     # ------------------------------------------------------------ grpc.aio.Channel
-
-    async def __aenter__(self) -> BalancedChannel:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_val: BaseException | None,
-        exc_tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def close(self, grace: float | None = None) -> None:
         """Close every sub-channel; calls in flight get ``grace`` seconds, then are cancelled."""

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
 
+from .._closing import Closing
 from ..config import ServiceConfig
 from ..policies.base import DoneCallback, DoneInfo, PickError, Policy
 from ..retry import AVOID_TRIES, PUSHBACK_KEY, never_reached_server
@@ -208,7 +209,7 @@ def _track(call: Any, sub: _Sub, done: DoneCallback | None) -> None:
     call.add_done_callback(finished)
 
 
-class BalancedChannel(ChannelBase[grpc.Channel], grpc.Channel):
+class BalancedChannel(ChannelBase[grpc.Channel], Closing, grpc.Channel):
     """A ``grpc.Channel`` over every node of one service; each call goes to the node its policy
     picks (by default ``random``, alias ``version``: a random READY node of the version the call
     asks for).
@@ -311,17 +312,6 @@ class BalancedChannel(ChannelBase[grpc.Channel], grpc.Channel):
                 callback()
             except Exception:
                 log.exception("close callback of the channel of %s failed", self._service)
-
-    def __enter__(self) -> BalancedChannel:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_val: BaseException | None,
-        exc_tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # ------------------------------------------------------------ picking
 
@@ -789,73 +779,37 @@ class _RetryingStream:
         return getattr(self._call, name)
 
 
+def _stream_request_call(start: Callable[..., Any], name: str | None) -> Callable[..., Any]:
+    """One method of a request-stream multicallable, written once for the three of
+    ``stream_unary`` and the one of ``stream_stream``: ``start`` is ``_MultiCallable._blocking``
+    or ``._start``, ``name`` the method of the node's own multicallable (None: the call)."""
+
+    def call(
+        self: _MultiCallable,
+        request_iterator: Iterator[Any],
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+        credentials: grpc.CallCredentials | None = None,
+        wait_for_ready: bool | None = None,
+        compression: grpc.Compression | None = None,
+    ) -> Any:
+        return start(
+            self, name, request_iterator, timeout, metadata, credentials, wait_for_ready,
+            compression,
+        )  # fmt: skip
+
+    call.__name__ = call.__qualname__ = name or "__call__"
+    return call
+
+
 class _StreamUnary(_MultiCallable, _StreamUnaryBase):
-    def __call__(
-        self,
-        request_iterator: Iterator[Any],
-        timeout: float | None = None,
-        metadata: Metadata | None = None,
-        credentials: grpc.CallCredentials | None = None,
-        wait_for_ready: bool | None = None,
-        compression: grpc.Compression | None = None,
-    ) -> Any:
-        return self._blocking(
-            None, request_iterator, timeout, metadata, credentials, wait_for_ready, compression
-        )
-
-    def with_call(
-        self,
-        request_iterator: Iterator[Any],
-        timeout: float | None = None,
-        metadata: Metadata | None = None,
-        credentials: grpc.CallCredentials | None = None,
-        wait_for_ready: bool | None = None,
-        compression: grpc.Compression | None = None,
-    ) -> tuple[Any, grpc.Call]:
-        outcome: tuple[Any, grpc.Call] = self._blocking(
-            "with_call",
-            request_iterator,
-            timeout,
-            metadata,
-            credentials,
-            wait_for_ready,
-            compression,
-        )
-        return outcome
-
-    def future(
-        self,
-        request_iterator: Iterator[Any],
-        timeout: float | None = None,
-        metadata: Metadata | None = None,
-        credentials: grpc.CallCredentials | None = None,
-        wait_for_ready: bool | None = None,
-        compression: grpc.Compression | None = None,
-    ) -> Any:
-        return self._start(
-            "future",
-            request_iterator,
-            timeout,
-            metadata,
-            credentials,
-            wait_for_ready,
-            compression,
-        )
+    __call__ = _stream_request_call(_MultiCallable._blocking, None)
+    with_call = _stream_request_call(_MultiCallable._blocking, "with_call")
+    future = _stream_request_call(_MultiCallable._start, "future")
 
 
 class _StreamStream(_MultiCallable, _StreamStreamBase):
-    def __call__(
-        self,
-        request_iterator: Iterator[Any],
-        timeout: float | None = None,
-        metadata: Metadata | None = None,
-        credentials: grpc.CallCredentials | None = None,
-        wait_for_ready: bool | None = None,
-        compression: grpc.Compression | None = None,
-    ) -> Any:
-        return self._start(
-            None, request_iterator, timeout, metadata, credentials, wait_for_ready, compression
-        )
+    __call__ = _stream_request_call(_MultiCallable._start, None)
 
 
 BalancedChannel._MULTICALLABLES = {
