@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING
+
+from .._closing import OpenClosing
 
 if TYPE_CHECKING:
     from ..registry.etcd import EtcdClient
@@ -24,7 +25,7 @@ PROBE_INTERVAL = 1.0
 PROBE_TIMEOUT = 2.0
 
 
-class Liveness(logging.Filter):
+class Liveness(OpenClosing, logging.Filter):
     """Probes ``client`` until closed; ``on_change(error)`` gets ``None`` when etcd is back."""
 
     def __init__(self, client: EtcdClient, on_change: Callable[[str | None], None]) -> None:
@@ -72,20 +73,16 @@ class Liveness(logging.Filter):
         while not self._stop.wait(PROBE_INTERVAL):
             self.probe()
 
-    def __enter__(self) -> Self:
+    def _open(self) -> None:  # what ``with`` starts
         self.probe()
         for handler in logging.getLogger().handlers:
             handler.addFilter(self)
         self._thread.start()
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def close(self) -> None:
+        """Stop probing and let the library's warnings through again."""
         self._stop.set()
-        self._thread.join(PROBE_TIMEOUT + PROBE_INTERVAL)
+        if self._thread.is_alive():
+            self._thread.join(PROBE_TIMEOUT + PROBE_INTERVAL)
         for handler in logging.getLogger().handlers:
             handler.removeFilter(self)
