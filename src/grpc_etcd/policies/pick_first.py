@@ -6,11 +6,11 @@ node, and it changes only when that node stops being usable.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, Generic, TypeVar
+from collections.abc import Sequence
+from typing import Generic, TypeVar
 
-from ..config import validate_policy_settings
 from ..routing import CallInfo
+from ._stateless import StatelessPolicy
 from .base import Endpoint, Pick
 
 __all__ = ["PickFirstPicker", "PickFirstPolicy"]
@@ -32,14 +32,8 @@ class PickFirstPicker(Generic[T]):
         return self._pick
 
 
-class PickFirstPolicy:
-    """Builds :class:`PickFirstPicker`s."""
+class PickFirstPolicy(StatelessPolicy):
+    """Builds :class:`PickFirstPicker`s: every call to the first of ``ready`` by address."""
 
     name = "pick_first"
-
-    def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
-        validate_policy_settings(self.name, settings)
-
-    def build(self, ready: Sequence[Endpoint[T]]) -> PickFirstPicker[T]:
-        """A picker that always returns the first of ``ready`` by address."""
-        return PickFirstPicker(ready)
+    picker = PickFirstPicker

@@ -7,12 +7,12 @@ client does not begin with the same node.
 from __future__ import annotations
 
 import random as _random
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from itertools import count
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
-from ..config import validate_policy_settings
 from ..routing import CallInfo
+from ._stateless import StatelessPolicy
 from .base import Endpoint, Pick
 
 __all__ = ["RoundRobinPicker", "RoundRobinPolicy"]
@@ -26,7 +26,11 @@ class RoundRobinPicker(Generic[T]):
     __slots__ = ("_n", "_next", "_picks")
 
     def __init__(self, ready: Sequence[Endpoint[T]]) -> None:
-        self._picks = tuple(Pick(e.subchannel) for e in sorted(ready, key=lambda e: e.node.address))
+        self._cycle([Pick(e.subchannel) for e in sorted(ready, key=lambda e: e.node.address)])
+
+    def _cycle(self, picks: Sequence[Pick[T]]) -> None:
+        """Hand out ``picks`` in turn, from a random place in the cycle."""
+        self._picks = tuple(picks)
         self._n = len(self._picks)
         self._next = count(_random.randrange(self._n)).__next__
 
@@ -35,14 +39,8 @@ class RoundRobinPicker(Generic[T]):
         return self._picks[self._next() % self._n]
 
 
-class RoundRobinPolicy:
-    """Builds :class:`RoundRobinPicker`s."""
+class RoundRobinPolicy(StatelessPolicy):
+    """Builds :class:`RoundRobinPicker`s: each of ``ready`` in turn."""
 
     name = "round_robin"
-
-    def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
-        validate_policy_settings(self.name, settings)
-
-    def build(self, ready: Sequence[Endpoint[T]]) -> RoundRobinPicker[T]:
-        """A picker that returns each of ``ready`` in turn."""
-        return RoundRobinPicker(ready)
+    picker = RoundRobinPicker

@@ -10,15 +10,13 @@ by their gcd; past ``MAX_SCHEDULE`` slots they are scaled down (every node keeps
 from __future__ import annotations
 
 import math
-import random as _random
-from collections.abc import Mapping, Sequence
-from itertools import count
-from typing import Any, Generic, TypeVar
+from collections.abc import Sequence
+from typing import TypeVar
 
-from ..config import validate_policy_settings
-from ..routing import CallInfo
+from ._stateless import StatelessPolicy
 from ._weights import weights_of
 from .base import Endpoint, Pick
+from .round_robin import RoundRobinPicker
 
 __all__ = ["MAX_SCHEDULE", "WeightedRoundRobinPicker", "WeightedRoundRobinPolicy"]
 
@@ -41,33 +39,21 @@ def schedule(weights: Sequence[int]) -> list[int]:
     return [i for _, i in slots]
 
 
-class WeightedRoundRobinPicker(Generic[T]):
+class WeightedRoundRobinPicker(RoundRobinPicker[T]):
     """Walks a precomputed schedule; ``next()`` on an ``itertools.count`` is atomic."""
 
-    __slots__ = ("_n", "_next", "_picks")
+    __slots__ = ()
 
     def __init__(self, ready: Sequence[Endpoint[T]]) -> None:
         ordered = sorted(ready, key=lambda e: e.node.address)
         picks = [Pick(e.subchannel) for e in ordered]
         weights = weights_of(ordered)
         order = range(len(picks)) if weights is None else schedule(weights)
-        self._picks = tuple(picks[i] for i in order)
-        self._n = len(self._picks)
-        self._next = count(_random.randrange(self._n)).__next__
-
-    def pick(self, call: CallInfo) -> Pick[T]:
-        """The next endpoint of the schedule."""
-        return self._picks[self._next() % self._n]
+        self._cycle([picks[i] for i in order])
 
 
-class WeightedRoundRobinPolicy:
-    """Builds :class:`WeightedRoundRobinPicker`s."""
+class WeightedRoundRobinPolicy(StatelessPolicy):
+    """Builds :class:`WeightedRoundRobinPicker`s: ``ready`` in proportion to their weights."""
 
     name = "weighted_round_robin"
-
-    def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
-        validate_policy_settings(self.name, settings)
-
-    def build(self, ready: Sequence[Endpoint[T]]) -> WeightedRoundRobinPicker[T]:
-        """A picker that walks ``ready`` in proportion to their weights."""
-        return WeightedRoundRobinPicker(ready)
+    picker = WeightedRoundRobinPicker
