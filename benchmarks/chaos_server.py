@@ -3,9 +3,10 @@
     python benchmarks/chaos_server.py --etcd 127.0.0.1:2379 --name a [--fail] [--hang]
 
 Used by ``chaos.py`` and by the tests that signal or kill a real server. It answers
-``/proto.Api/ApiTest`` with ``name|x-version|input``; an input ``sleep:0.5`` holds the call for
-that long. ``--fail`` aborts every call (UNAVAILABLE), ``--hang`` never answers. When it is
-registered it prints ``ready <address> <key>``; on SIGTERM it drains and exits 0.
+``/proto.Api/ApiTest`` with ``name|x-version|input`` (and ``/test.Echo/UnaryStream`` with three
+such answers); an input ``sleep:0.5`` holds the call for that long. ``--fail`` aborts every
+call (UNAVAILABLE), ``--hang`` never answers. When it is registered it prints
+``ready <address> <key>``; on SIGTERM it drains and exits 0.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent import futures
+from typing import Any
 
 import grpc
 
@@ -38,10 +41,26 @@ class Echo(api_pb2_grpc.ApiServicer):
         if self.mode == "hang":
             self.hung.wait(HANG_LIMIT)
         if request.input.startswith("sleep:"):
-            print(f"begin {request.input}", flush=True)  # the tests wait for it
+            # One write per line (print writes the newline apart): calls print from many threads.
+            sys.stdout.write(f"begin {request.input}\n")  # the tests wait for it
+            sys.stdout.flush()
             time.sleep(float(request.input.split(":", 1)[1]))
         version = dict(context.invocation_metadata()).get("x-version", "")
         return api_pb2.Response(output=f"{self.name}|{version}|{request.input}")
+
+
+def _stream_handler(echo: Echo) -> grpc.GenericRpcHandler:
+    def unary_stream(request: api_pb2.Request, context: grpc.ServicerContext) -> Iterator[Any]:
+        first = echo.ApiTest(request, context)
+        for i in range(3):
+            yield api_pb2.Response(output=f"{first.output}{i}")
+
+    handler = grpc.unary_stream_rpc_method_handler(
+        unary_stream,
+        request_deserializer=api_pb2.Request.FromString,
+        response_serializer=api_pb2.Response.SerializeToString,
+    )
+    return grpc.method_handlers_generic_handler("test.Echo", {"UnaryStream": handler})
 
 
 def main() -> None:
@@ -61,7 +80,9 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=64))
-    api_pb2_grpc.add_ApiServicer_to_server(Echo(args.name, args.mode), server)  # type: ignore[no-untyped-call]
+    echo = Echo(args.name, args.mode)
+    api_pb2_grpc.add_ApiServicer_to_server(echo, server)  # type: ignore[no-untyped-call]
+    server.add_generic_rpc_handlers([_stream_handler(echo)])
     address = f"127.0.0.1:{server.add_insecure_port(f'127.0.0.1:{args.port}')}"
     server.start()
     with grpc_etcd.Registry(args.etcd) as registry:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-import selectors
+import queue
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 SCRIPT = Path(__file__).parents[2] / "benchmarks" / "chaos_server.py"
@@ -24,20 +25,26 @@ class ServerProcess:
             text=True,
             env=dict(os.environ, PYTHONUNBUFFERED="1"),
         )
+        # A thread reads the lines: a selector on the pipe misses lines the text buffer holds.
+        self._lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
         line = self.read_line(15)
         if not line.startswith("ready "):
             self.kill()
             raise AssertionError(f"server {name} did not start: {line!r}")
         _, self.address, self.key = line.split()
 
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.put(line.strip())
+
     def read_line(self, timeout: float) -> str:
         """The next line the server prints ("" if none within ``timeout``)."""
-        assert self.proc.stdout is not None
-        with selectors.DefaultSelector() as selector:
-            selector.register(self.proc.stdout, selectors.EVENT_READ)
-            if not selector.select(timeout):
-                return ""
-        return self.proc.stdout.readline().strip()
+        try:
+            return self._lines.get(timeout=timeout)
+        except queue.Empty:
+            return ""
 
     def terminate(self) -> None:
         self.proc.send_signal(signal.SIGTERM)

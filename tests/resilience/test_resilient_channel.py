@@ -445,3 +445,50 @@ def test_retry_throttling_bounds_the_retries_of_calls_on_many_threads() -> None:
             server.server.stop(None)
     assert failed == 80
     assert sum(server.api.calls for server in failing) == 80 + 4
+
+
+def _nodes(*processes: ServerProcess) -> Snapshot:
+    nodes = {p.key: Node(SERVICE, p.name, p.address, "v1", key=p.key) for p in processes}
+    return Snapshot(SERVICE, nodes, 1)
+
+
+def test_aio_calls_without_a_policy_are_retried_transparently_after_a_kill9(
+    etcd: EtcdServer,
+) -> None:
+    # Every call starts on a (the only node), b joins, a is killed with the calls on it: they
+    # never got an answer, so each is sent once more, to b. No retry policy anywhere.
+    a, b = ServerProcess(etcd.endpoint, "a"), ServerProcess(etcd.endpoint, "b")
+
+    async def main() -> list[str]:
+        async with grpc_etcd.aio.BalancedChannel(SERVICE) as channel:
+            channel.update(_nodes(a))
+            stub = api_pb2_grpc.ApiStub(channel)  # type: ignore[no-untyped-call]
+            await stub.ApiTest(Request(input="first"), timeout=5, wait_for_ready=True)
+            stream = channel.unary_stream(
+                "/test.Echo/UnaryStream",
+                request_serializer=Request.SerializeToString,
+                response_deserializer=api_pb2.Response.FromString,
+            )
+            unary = [stub.ApiTest(Request(input="sleep:3"), timeout=20) for _ in range(4)]
+            streams = [stream(Request(input="sleep:3"), timeout=20) for _ in range(2)]
+            begun = {await asyncio.to_thread(a.read_line, 10) for _ in range(6)}
+            assert begun == {"begin sleep:3"}  # all six are on a
+            channel.update(_nodes(a, b))
+            deadline = time.monotonic() + 10
+            while channel.subchannel_states().get(b.address) != grpc.ChannelConnectivity.READY:
+                assert time.monotonic() < deadline, "b never became ready"
+                await asyncio.sleep(0.005)
+            a.kill()
+            outputs = [str((await call).output) for call in unary]
+            outputs += [str((await streams[0].read()).output)]
+            outputs += [str(reply.output) async for reply in streams[1]]
+            assert await unary[0].code() == grpc.StatusCode.OK
+            return outputs
+
+    try:
+        outputs = asyncio.run(main())
+    finally:
+        a.kill()
+        b.kill()
+    assert [o.split("|")[0] for o in outputs] == ["b"] * 8
+    assert len(outputs) == 8  # 4 unary, the first of one stream, all 3 of the other

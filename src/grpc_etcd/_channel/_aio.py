@@ -22,7 +22,7 @@ import grpc.aio
 from .._closing import AsyncClosing
 from ..config import ServiceConfig
 from ..policies.base import DoneCallback, DoneInfo, Pick, PickError, Policy
-from ..retry import AVOID_TRIES, PUSHBACK_KEY, never_reached_server
+from ..retry import AVOID_TRIES
 from ..routing import CallInfo
 from ..snapshot import Snapshot
 from ._base import DEFAULT_DRAIN_TIMEOUT, ChannelBase, MultiCallableBase
@@ -36,6 +36,7 @@ from ._call import (
     time_left,
 )
 from ._health import AsyncHealthWatch
+from ._resilience import retry_delay
 from ._subchannel import CONNECTIVITY_BY_STATE, STATE_BY_CONNECTIVITY, Subchannel
 
 __all__ = ["BalancedChannel"]
@@ -350,6 +351,9 @@ class _MultiCallable(MultiCallableBase[grpc.aio.Channel]):
     """The aio twin's calls: pick, count in flight, report to the pick's done callback."""
 
     _deferred: type[_Deferred]
+    #: The call wrapper that retries a call that never reached a server (None: the kind is
+    #: not retried, its requests are not kept).
+    _transparent: type[_Transparent] | None = None
 
     def __init__(self, channel: BalancedChannel, *args: Any) -> None:
         super().__init__(channel, *args)
@@ -374,8 +378,14 @@ class _MultiCallable(MultiCallableBase[grpc.aio.Channel]):
 
             def start(sub: _Sub, done: DoneCallback | None, timeout: float | None) -> Any:
                 done = self._channel._resilience.observe(sub.address, done, self._method)
-                return self._begin(
+                call = self._begin(
                     sub, done, first, timeout, metadata, credentials, wait_for_ready, compression
+                )
+                transparent = self._transparent
+                if transparent is None:
+                    return call
+                return transparent(
+                    call, self, info, sub.address, first, metadata, credentials, compression
                 )
 
             failure = None
@@ -385,25 +395,58 @@ class _MultiCallable(MultiCallableBase[grpc.aio.Channel]):
             return self._deferred(self._channel, info, failure, start, timeout)
         done = self._channel._resilience.observe(sub.address, done, self._method)
         if done is not None:
-            return self._begin(
+            call = self._begin(
                 sub, done, first, timeout, metadata, credentials, wait_for_ready, compression
             )
-        # _begin inlined for picks without a done callback: this is the hottest path.
-        sub.inflight.append(None)
-        try:
-            call = (sub.callables.get(self._key) or self._bind(sub))(
-                first,
-                timeout=timeout,
-                metadata=metadata,
-                credentials=credentials,
-                wait_for_ready=False,  # it stays with the pick, see the sync twin's _on
-                compression=compression,
-            )
-        except BaseException:
-            sub.inflight.pop()
-            raise
-        call.add_done_callback(sub.release)
-        return call
+        else:
+            # _begin inlined for picks without a done callback: this is the hottest path.
+            sub.inflight.append(None)
+            try:
+                call = (sub.callables.get(self._key) or self._bind(sub))(
+                    first,
+                    timeout=timeout,
+                    metadata=metadata,
+                    credentials=credentials,
+                    wait_for_ready=False,  # it stays with the pick, see the sync twin's _on
+                    compression=compression,
+                )
+            except BaseException:
+                sub.inflight.pop()
+                raise
+            call.add_done_callback(sub.release)
+        transparent = self._transparent
+        if transparent is None:
+            return call
+        return transparent(call, self, info, sub.address, first, metadata, credentials, compression)
+
+    def _again(
+        self,
+        info: CallInfo,
+        tried: str,
+        first: Any,
+        timeout: float | None,
+        metadata: Any,
+        credentials: grpc.CallCredentials | None,
+        compression: grpc.Compression | None,
+    ) -> Any:
+        """The transparent retry's attempt: on a node other than ``tried`` if one comes
+        within a few picks (waiting for a node like any call if none is ready)."""
+        channel = self._channel
+
+        def start(sub: _Sub, done: DoneCallback | None, left: float | None) -> Any:
+            done = channel._resilience.observe(sub.address, done, self._method)
+            return self._begin(sub, done, first, left, metadata, credentials, False, compression)
+
+        for _ in range(AVOID_TRIES):
+            try:
+                sub, done = channel._picker.pick(info)
+            except PickError:
+                return self._deferred(channel, info, None, start, timeout)
+            if sub.address != tried:
+                break
+            if done is not None:
+                done(THROWN_AWAY)
+        return start(sub, done, timeout)
 
     def _begin(
         self,
@@ -609,13 +652,6 @@ class _DeferredUnaryUnary(_Deferred, _UnaryUnaryCallBase):
 _EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from grpc-stubs
 
 
-def _pushback(trailers: Any) -> str | None:
-    for key, value in trailers or ():
-        if key == PUSHBACK_KEY:
-            return value if isinstance(value, str) else bytes(value).decode("ascii", "replace")
-    return None
-
-
 class _DeferredUnaryStream(_Deferred, _UnaryStreamCallBase):
     pass
 
@@ -626,6 +662,199 @@ class _DeferredStreamUnary(_Deferred, _StreamUnaryCallBase):
 
 class _DeferredStreamStream(_Deferred, _StreamStreamCallBase):
     pass
+
+
+class _Transparent:
+    """A call of a method without a retry policy, as started on its node: everything is that
+    grpc.aio call's, except that an attempt which failed before reaching any server (see
+    :func:`~grpc_etcd.retry.never_reached_server`) is sent once more, on another node, when its
+    outcome is known: gRPC's transparent retry, without a task of its own for calls that
+    succeed."""
+
+    def __init__(
+        self,
+        call: Any,
+        owner: _MultiCallable,
+        info: CallInfo,
+        address: str,
+        first: Any,
+        metadata: Any,
+        credentials: grpc.CallCredentials | None,
+        compression: grpc.Compression | None,
+    ) -> None:
+        self._call = call
+        self._final = False  # no retry can come any more: self._call is the call
+        self._owner = owner
+        self._info = info
+        self._address = address
+        self._args = (first, metadata, credentials, compression)
+        call.add_done_callback(self._ended)
+
+    def _ended(self, call: Any) -> None:
+        """The first attempt ended: if it failed, retry now (not when someone looks)."""
+        if self._final:
+            return
+        # Whether it succeeded, without a task: grpc.aio's core call knows (grpcio 1.85 has
+        # it); without it, settle in a task.
+        core = getattr(call, "_cython_call", None)
+        if core is not None and core.is_ok():
+            return
+        _keep(asyncio.ensure_future(self._settled()))
+
+    def _failed(self, call: Any, error: grpc.aio.AioRpcError) -> Any:
+        """``call`` (the current attempt) failed with ``error``: the retry's call, or None if
+        it is not retried. A later look at the same failure gets the retry started by the
+        first."""
+        if call is not self._call:
+            return self._call
+        if self._final:
+            return None
+        self._final = True
+        resilience = self._owner._channel._resilience
+        retry = resilience.call_retry(self._info.method)
+        retry.started(self._address)
+        left = call.time_remaining()
+        if retry_delay(retry, error, left) is None:
+            return None
+        resilience.call_ended(self._info.method, retry)
+        first, metadata, credentials, compression = self._args
+        self._call = self._owner._again(
+            self._info, self._address, first, left, metadata, credentials, compression
+        )
+        return self._call
+
+    async def _settled(self) -> Any:
+        """The call for good: the current attempt once it ended, or the retry it needed."""
+        while not self._final:
+            call = self._call
+            if await call.code() is not grpc.StatusCode.UNAVAILABLE:
+                if call is self._call:
+                    self._final = True
+                continue
+            try:
+                await call.wait_for_connection()  # raises the attempt's AioRpcError
+            except grpc.aio.AioRpcError as exc:
+                self._failed(call, exc)
+            else:
+                if call is self._call:
+                    self._final = True
+        return self._call
+
+    # grpc.aio.RpcContext
+
+    def cancelled(self) -> bool:
+        return bool(self._call.cancelled())
+
+    def done(self) -> bool:
+        if not self._call.done():
+            return False
+        if self._final:
+            return True
+        _keep(asyncio.ensure_future(self._settled()))  # soon known whether a retry follows
+        return False
+
+    def time_remaining(self) -> float | None:
+        return cast("float | None", self._call.time_remaining())
+
+    def cancel(self) -> bool:
+        self._final = True
+        return bool(self._call.cancel())
+
+    def add_done_callback(self, callback: Callable[[Any], None]) -> None:
+        call = self._call
+        if self._final:
+            call.add_done_callback(lambda _call: callback(self))
+            return
+
+        async def when_settled() -> None:
+            (await self._settled()).add_done_callback(lambda _call: callback(self))
+
+        call.add_done_callback(lambda _call: _keep(asyncio.ensure_future(when_settled())))
+
+    # grpc.aio.Call
+
+    async def initial_metadata(self) -> grpc.aio.Metadata:
+        call = self._call
+        metadata = await call.initial_metadata()
+        if metadata or self._final or not call.done():  # headers came: it reached a server
+            return cast("grpc.aio.Metadata", metadata)
+        return cast("grpc.aio.Metadata", await (await self._settled()).initial_metadata())
+
+    async def trailing_metadata(self) -> grpc.aio.Metadata:
+        return cast("grpc.aio.Metadata", await (await self._settled()).trailing_metadata())
+
+    async def code(self) -> grpc.StatusCode:
+        return cast(grpc.StatusCode, await (await self._settled()).code())
+
+    async def details(self) -> str:
+        return cast(str, await (await self._settled()).details())
+
+    async def debug_error_string(self) -> str:
+        return cast(str, await (await self._settled()).debug_error_string())
+
+    async def wait_for_connection(self) -> None:
+        call = self._call
+        try:
+            await call.wait_for_connection()
+        except grpc.aio.AioRpcError as exc:
+            again = self._failed(call, exc)
+            if again is None:
+                raise
+            await again.wait_for_connection()
+
+    def __repr__(self) -> str:
+        return repr(self._call)
+
+
+class _TransparentUnaryUnary(_Transparent, _UnaryUnaryCallBase):
+    def __await__(self) -> Generator[Any, None, Any]:
+        call = self._call
+        try:
+            response = yield from call.__await__()
+        except grpc.aio.AioRpcError as exc:
+            again = self._failed(call, exc)
+            if again is None:
+                raise
+            return (yield from again.__await__())
+        self._final = True
+        return response
+
+
+class _TransparentUnaryStream(_Transparent, _UnaryStreamCallBase):
+    """Retried transparently before its first response (a call that never reached a server
+    has none); grpc.aio's rule holds: read() or iterate, not both."""
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._responses()
+
+    async def _responses(self) -> AsyncIterator[Any]:
+        call = self._call
+        try:
+            async for response in call:
+                self._final = True
+                yield response
+            self._final = True
+            return
+        except grpc.aio.AioRpcError as exc:
+            again = self._failed(call, exc)
+            if again is None:
+                raise
+        async for response in again:
+            yield response
+
+    async def read(self) -> Any:
+        call = self._call
+        if self._final:
+            return await call.read()
+        try:
+            response = await call.read()
+        except grpc.aio.AioRpcError as exc:
+            again = self._failed(call, exc)
+            if again is None:
+                raise
+            return await again.read()
+        self._final = True
+        return response
 
 
 class _Retrying(_Deferred):
@@ -656,15 +885,7 @@ class _Retrying(_Deferred):
             try:
                 await self._first_step(call)
             except grpc.aio.AioRpcError as exc:
-                code = exc.code().name
-                delay = retry.next_delay(
-                    code,
-                    reached_server=not never_reached_server(
-                        code, exc.details() or "", got_response=bool(exc.initial_metadata())
-                    ),
-                    pushback=_pushback(exc.trailing_metadata()),
-                    time_left=time_left(self._deadline, self._loop.time()),
-                )
+                delay = retry_delay(retry, exc, time_left(self._deadline, self._loop.time()))
                 if delay is None:
                     channel._resilience.call_ended(info.method, retry)
                     self._call = call
@@ -769,11 +990,13 @@ class _StreamRequest(_MultiCallable):
 class _UnaryUnary(_UnaryRequest, _UnaryUnaryBase):
     _deferred = _DeferredUnaryUnary
     _retrying = _RetryingUnaryUnary
+    _transparent = _TransparentUnaryUnary
 
 
 class _UnaryStream(_UnaryRequest, _UnaryStreamBase):
     _deferred = _DeferredUnaryStream
     _retrying = _RetryingUnaryStream
+    _transparent = _TransparentUnaryStream
 
 
 class _StreamUnary(_StreamRequest, _StreamUnaryBase):

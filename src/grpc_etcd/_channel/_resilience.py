@@ -12,14 +12,47 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import grpc
 
 from ..config import ServiceConfig
 from ..metrics import get_metrics
 from ..outlier import OutlierDetector
 from ..policies.base import DoneCallback, DoneInfo
-from ..retry import CallRetry, RetryThrottle, retry_policy_for
+from ..retry import PUSHBACK_KEY, CallRetry, RetryThrottle, never_reached_server, retry_policy_for
 
-__all__ = ["ChannelResilience"]
+__all__ = ["ChannelResilience", "retry_delay", "status_name"]
+
+
+def status_name(call: Any) -> str:
+    """The status code name of a finished call or its error ("UNKNOWN" when it has none)."""
+    code = getattr(call, "code", None)
+    if code is None:
+        return "UNKNOWN"
+    value = code()
+    return value.name if isinstance(value, grpc.StatusCode) else "UNKNOWN"
+
+
+def _ask(error: Any, name: str) -> Any:
+    method = getattr(error, name, None)
+    return method() if method is not None else None
+
+
+def retry_delay(retry: CallRetry, error: BaseException, time_left: float | None) -> float | None:
+    """After an attempt failed with ``error``: seconds until the next attempt, or None (the
+    call fails with it). The decision of both twins, for a policy's retry and a transparent
+    one: grpc's sync errors and grpc.aio's ``AioRpcError`` both answer ``code()``,
+    ``details()``, ``initial_metadata()`` and ``trailing_metadata()`` at once."""
+    code = status_name(error)
+    reached = not never_reached_server(
+        code, str(_ask(error, "details") or ""), got_response=bool(_ask(error, "initial_metadata"))
+    )
+    pushback = None
+    for key, value in _ask(error, "trailing_metadata") or ():
+        if key == PUSHBACK_KEY:
+            pushback = value if isinstance(value, str) else bytes(value).decode("ascii", "replace")
+    return retry.next_delay(code, reached_server=reached, pushback=pushback, time_left=time_left)
 
 
 class ChannelResilience:

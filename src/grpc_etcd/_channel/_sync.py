@@ -25,11 +25,13 @@ import grpc
 from .._closing import Closing
 from ..config import ServiceConfig
 from ..policies.base import DoneCallback, DoneInfo, PickError, Policy
-from ..retry import AVOID_TRIES, PUSHBACK_KEY, never_reached_server
+from ..retry import AVOID_TRIES
 from ..routing import CallInfo
 from ._base import DEFAULT_DRAIN_TIMEOUT, ChannelBase, MultiCallableBase
 from ._call import CLOSED, Refusal, deadline_after, deadline_refusal, refusal, time_left
 from ._health import HealthWatch
+from ._resilience import retry_delay
+from ._resilience import status_name as _code_name
 from ._subchannel import STATE_BY_CODE, Subchannel
 
 __all__ = ["BalancedChannel", "FailedCall"]
@@ -143,35 +145,9 @@ class FailedCall(grpc.RpcError, grpc.Call, _FutureBase):
     __repr__ = __str__
 
 
-def _code_name(call: Any) -> str:
-    code = getattr(call, "code", None)
-    if code is None:
-        return "UNKNOWN"
-    value = code()
-    return value.name if isinstance(value, grpc.StatusCode) else "UNKNOWN"
-
-
 def _outcome(exc: BaseException) -> DoneInfo:
     """What a done callback hears about a call that raised ``exc`` as it started."""
     return DoneInfo(_code_name(exc) if isinstance(exc, grpc.RpcError) else "UNKNOWN", 0.0)
-
-
-def _never_reached(error: grpc.RpcError) -> bool:
-    details = getattr(error, "details", None)
-    initial = getattr(error, "initial_metadata", None)
-    return never_reached_server(
-        _code_name(error),
-        (details() if details is not None else "") or "",
-        got_response=bool(initial()) if initial is not None else False,
-    )
-
-
-def _pushback(error: grpc.RpcError) -> str | None:
-    trailers = getattr(error, "trailing_metadata", None)
-    for key, value in (trailers() if trailers is not None else None) or ():
-        if key == PUSHBACK_KEY:
-            return value if isinstance(value, str) else value.decode("ascii", "replace")
-    return None
 
 
 def _failed(refused: Refusal) -> BaseException:
@@ -514,12 +490,7 @@ class _MultiCallable(MultiCallableBase[grpc.Channel]):
         deadline = deadline_after(timeout, started)
         while True:
             retry.started(sub.address)
-            delay = retry.next_delay(
-                _code_name(error),
-                reached_server=not _never_reached(error),
-                pushback=_pushback(error),
-                time_left=time_left(deadline, time.monotonic()),
-            )
+            delay = retry_delay(retry, error, time_left(deadline, time.monotonic()))
             if delay is None:
                 channel._resilience.call_ended(self._method, retry)
                 raise error
@@ -750,12 +721,7 @@ class _RetryingStream:
             except grpc.RpcError as error:
                 if self._committed:
                     raise
-                delay = self._retry.next_delay(
-                    _code_name(error),
-                    reached_server=not _never_reached(error),
-                    pushback=_pushback(error),
-                    time_left=time_left(self._deadline, time.monotonic()),
-                )
+                delay = retry_delay(self._retry, error, time_left(self._deadline, time.monotonic()))
                 if delay is None:
                     self._channel._resilience.call_ended(self._info.method, self._retry)
                     raise
