@@ -75,10 +75,38 @@ def _failure(members: Sequence[Endpoint[T]]) -> str:
     return "connection failed"
 
 
-class _Group(Generic[T]):
-    """The endpoints of one subset and the policy's child picker over the usable ones."""
+#: Below this many members a changed group is rebuilt from scratch (as cheap, and simpler).
+_INCREMENTAL_FROM = 32
 
-    __slots__ = ("_by_method", "_policy", "failure", "members", "offline", "picker", "waiting")
+
+def _usable(endpoint: Endpoint[T]) -> bool:
+    return endpoint.state is _READY and endpoint.serving and not endpoint.ejected
+
+
+def _coming(endpoint: Endpoint[T]) -> bool:
+    """IDLE, CONNECTING or SHUTDOWN: may still become usable."""
+    return endpoint.state is not _FAILING and endpoint.state is not _READY
+
+
+class _Group(Generic[T]):
+    """The endpoints of one subset and the policy's child picker over the usable ones.
+
+    Immutable once built: a change makes a new group (:meth:`changed`), which starts from
+    this one's usable endpoints instead of testing every member again.
+    """
+
+    __slots__ = (
+        "_by_method",
+        "_policy",
+        "coming",
+        "failure",
+        "members",
+        "offline",
+        "picker",
+        "shared",
+        "usable",
+        "waiting",
+    )
 
     def __init__(
         self,
@@ -86,22 +114,69 @@ class _Group(Generic[T]):
         policy: Policy,
         offline: frozenset[str] = frozenset(),
     ) -> None:
-        self.members = tuple(members)
-        self._policy = policy
         usable: dict[int, Endpoint[T]] = {}
-        waiting = False
+        coming = 0
+        shared = False
         for endpoint in members:
-            if endpoint.state is _READY and endpoint.serving and not endpoint.ejected:
+            if _usable(endpoint):
                 # One sub-channel per address: two records at one address get one share.
-                usable.setdefault(id(endpoint.subchannel), endpoint)
-            elif endpoint.state is not _FAILING and endpoint.state is not _READY:
-                waiting = True  # IDLE, CONNECTING or SHUTDOWN: may still become usable
+                if usable.setdefault(id(endpoint.subchannel), endpoint) is not endpoint:
+                    shared = True
+            elif _coming(endpoint):
+                coming += 1
+        self._finish(tuple(members), policy, offline, usable, coming, shared)
+
+    def _finish(
+        self,
+        members: tuple[Endpoint[T], ...],
+        policy: Policy,
+        offline: frozenset[str],
+        usable: dict[int, Endpoint[T]],
+        coming: int,
+        shared: bool,
+    ) -> None:
+        self.members = members
+        self._policy = policy
+        self.usable = usable
+        #: How many members are IDLE, CONNECTING or SHUTDOWN; ``shared``: two usable
+        #: members share one sub-channel (then a removal needs a full rebuild).
+        self.coming = coming
+        self.shared = shared
         self.picker: Picker[T] | None = policy.build(list(usable.values())) if usable else None
-        self.waiting = waiting
-        self.failure = _failure(members) if members and not usable and not waiting else None
+        self.waiting = coming > 0
+        self.failure = _failure(members) if members and not usable and not coming else None
         #: Methods some member's record marks offline (the rare case that needs a filter).
         self.offline = offline
         self._by_method: dict[str, _Group[T]] = {}
+
+    def changed(
+        self,
+        members: tuple[Endpoint[T], ...],
+        offline: frozenset[str],
+        added: Sequence[Endpoint[T]],
+        removed: Sequence[Endpoint[T]],
+    ) -> _Group[T]:
+        """This group after ``removed`` left and ``added`` joined (``members``: the result):
+        O(changed) but for one copy of the usable map and the policy's build."""
+        if self.shared or len(members) < _INCREMENTAL_FROM:
+            return _Group(members, self._policy, offline)
+        usable = self.usable.copy()
+        coming = self.coming
+        for endpoint in removed:
+            if _usable(endpoint):
+                usable.pop(id(endpoint.subchannel), None)
+            elif _coming(endpoint):
+                coming -= 1
+        shared = False
+        for endpoint in added:
+            if _usable(endpoint):
+                if usable.setdefault(id(endpoint.subchannel), endpoint) is not endpoint:
+                    shared = True
+            elif _coming(endpoint):
+                coming += 1
+        group: _Group[T] = _Group.__new__(_Group)
+        group._finish(members, self._policy, offline, usable, coming, shared)
+        return group
 
     def for_method(self, method: str) -> _Group[T]:
         """This group without the nodes whose record marks ``method`` offline."""
@@ -221,6 +296,8 @@ class Balancer(Generic[T]):
         # the next build applies only what differs. None: index everything again.
         self._last: dict[int, Endpoint[T]] = {}
         self._members: dict[Selector, dict[int, Endpoint[T]]] | None = None
+        #: Per group, the nodes in it that mark some method offline (by node id).
+        self._offline_nodes: dict[Selector, dict[int, _NodeInfo]] = {}
         self._apply()
 
     @property
@@ -260,37 +337,61 @@ class Balancer(Generic[T]):
     def build(self, endpoints: Sequence[Endpoint[T]]) -> Picker[T]:
         """The picker for these endpoints (one per node of the snapshot, in any state)."""
         current = {id(e): e for e in endpoints}
-        if self._members is None:
-            dirty = self._index_all(endpoints)
-        else:
-            dirty = self._index_changes(current)
-        self._last = current
-
-        old = self._groups
         members = self._members
-        assert members is not None
+        old = self._groups
         groups: dict[Selector, _Group[T]] = {}
-        for wanted, group_members in members.items():
-            previous = old.get(wanted)
-            if previous is not None and wanted not in dirty:
-                groups[wanted] = previous
-            elif wanted is ANY or group_members:
+        if members is None:
+            members = self._index_all(endpoints)
+            for wanted, group_members in members.items():
                 listed = tuple(group_members.values())
+                previous = old.get(wanted)
                 if previous is not None and _same(previous.members, listed):
                     groups[wanted] = previous
                 else:
-                    groups[wanted] = _Group(listed, self._policy, self._offline(listed))
-        for wanted in [w for w, m in members.items() if not m and w is not ANY]:
-            del members[wanted]
+                    groups[wanted] = _Group(listed, self._policy, self._offline(wanted))
+        else:
+            changes = self._index_changes(current, members)
+            for wanted, group_members in members.items():
+                previous = old.get(wanted)
+                change = changes.get(wanted)
+                if previous is not None and change is None:
+                    groups[wanted] = previous
+                elif wanted is ANY or group_members:
+                    listed = tuple(group_members.values())
+                    offline = self._offline(wanted)
+                    if previous is None or change is None:
+                        groups[wanted] = _Group(listed, self._policy, offline)
+                    else:
+                        groups[wanted] = previous.changed(listed, offline, *change)
+            for wanted in [w for w, m in members.items() if not m and w is not ANY]:
+                del members[wanted]
+        self._last = current
         self._groups = groups
         return self._picker(groups)
 
-    def _index_all(self, endpoints: Sequence[Endpoint[T]]) -> set[Selector]:
+    def _join(self, wanted: Selector, info: _NodeInfo, endpoint: Endpoint[T]) -> Endpoint[T] | None:
+        """Put ``endpoint`` in group ``wanted`` (in its node's place); the one it replaced."""
+        members = self._members
+        assert members is not None
+        key = id(info.node)
+        group = members.get(wanted)
+        if group is None:
+            group = members[wanted] = {}
+        replaced = group.get(key)
+        group[key] = endpoint
+        if info.offline:
+            self._offline_nodes.setdefault(wanted, {})[key] = info
+        return replaced
+
+    def _index_all(
+        self, endpoints: Sequence[Endpoint[T]]
+    ) -> dict[Selector, dict[int, Endpoint[T]]]:
         """Group every endpoint from scratch (the first build, or after a new config)."""
         table = self._table
         known = self._nodes
         nodes: dict[int, _NodeInfo] = {}
-        members: dict[Selector, dict[int, Endpoint[T]]] = {ANY: {}}
+        self._members = {ANY: {}}
+        self._offline_nodes = {}
         for endpoint in endpoints:
             node = endpoint.node
             info = known.get(id(node))
@@ -298,24 +399,27 @@ class Balancer(Generic[T]):
                 info = _NodeInfo(node, table)
             nodes[id(node)] = info
             for wanted in info.selectors:
-                group = members.get(wanted)
-                if group is None:
-                    members[wanted] = {id(node): endpoint}
-                else:
-                    group[id(node)] = endpoint
+                self._join(wanted, info, endpoint)
         self._nodes = nodes
-        self._members = members
-        return set(members)
+        return self._members
 
-    def _index_changes(self, current: dict[int, Endpoint[T]]) -> set[Selector]:
+    def _index_changes(
+        self, current: dict[int, Endpoint[T]], members: dict[Selector, dict[int, Endpoint[T]]]
+    ) -> dict[Selector, tuple[list[Endpoint[T]], list[Endpoint[T]]]]:
         """Apply to the groups only the endpoints that differ (by identity) from the last
-        build: O(changed) but for two C-level set differences. Returns the groups touched."""
+        build: O(changed) but for two C-level set differences. Returns, per group touched,
+        the endpoints that joined it and those that left."""
         last = self._last
-        members = self._members
-        assert members is not None
         nodes = self._nodes
         table = self._table
-        dirty: set[Selector] = set()
+        changes: dict[Selector, tuple[list[Endpoint[T]], list[Endpoint[T]]]] = {}
+
+        def change(wanted: Selector) -> tuple[list[Endpoint[T]], list[Endpoint[T]]]:
+            found = changes.get(wanted)
+            if found is None:
+                found = changes[wanted] = ([], [])
+            return found
+
         everyone = members[ANY]
         for key in current.keys() - last.keys():  # new, or a node's new facts: in place
             endpoint = current[key]
@@ -324,12 +428,11 @@ class Balancer(Generic[T]):
             if info is None or info.node is not node:
                 info = nodes[id(node)] = _NodeInfo(node, table)
             for wanted in info.selectors:
-                group = members.get(wanted)
-                if group is None:
-                    members[wanted] = {id(node): endpoint}
-                else:
-                    group[id(node)] = endpoint
-                dirty.add(wanted)
+                replaced = self._join(wanted, info, endpoint)
+                added, removed = change(wanted)
+                added.append(endpoint)
+                if replaced is not None:
+                    removed.append(replaced)
         for key in last.keys() - current.keys():
             endpoint = last[key]
             node = endpoint.node
@@ -340,16 +443,16 @@ class Balancer(Generic[T]):
                 group = members.get(wanted)
                 if group is not None and group.get(id(node)) is endpoint:
                     del group[id(node)]
-                    dirty.add(wanted)
-            if everyone.get(id(node)) is endpoint:  # an offline node is in no group
-                del everyone[id(node)]
-                dirty.add(ANY)
-        return dirty
+                    self._offline_nodes.get(wanted, {}).pop(id(node), None)
+                    change(wanted)[1].append(endpoint)
+        return changes
 
-    def _offline(self, members: Sequence[Endpoint[T]]) -> frozenset[str]:
-        nodes = self._nodes
-        found = [info.offline for e in members if (info := nodes[id(e.node)]).offline]
-        return frozenset().union(*found) if found else _NONE
+    def _offline(self, wanted: Selector) -> frozenset[str]:
+        """The methods some node of group ``wanted`` marks offline (usually none)."""
+        found = self._offline_nodes.get(wanted)
+        if not found:
+            return _NONE
+        return frozenset().union(*(info.offline for info in found.values()))
 
     def _picker(self, groups: dict[Selector, _Group[T]]) -> _BalancedPicker[T]:
         table = self._table

@@ -15,6 +15,7 @@ from typing import Any, Generic, TypeVar
 
 from ..config import validate_policy_settings
 from ..routing import CallInfo
+from ._picks import PickCache
 from ._weights import weights_of
 from .base import Endpoint, Pick
 
@@ -28,12 +29,12 @@ class RandomPicker(Generic[T]):
 
     __slots__ = ("_cumulative", "_n", "_picks", "_total")
 
-    def __init__(self, ready: Sequence[Endpoint[T]]) -> None:
+    def __init__(self, ready: Sequence[Endpoint[T]], cache: PickCache | None = None) -> None:
         weights = weights_of(ready)
         self._cumulative: tuple[int, ...] | None = None
         self._total = 0.0
         if weights is None or len(set(weights)) == 1:
-            self._picks = tuple(Pick(e.subchannel) for e in ready)
+            self._picks = (cache or PickCache()).picks(ready)
         else:
             kept = [(e, w) for e, w in zip(ready, weights, strict=True) if w > 0]
             self._picks = tuple(Pick(e.subchannel) for e, _ in kept)
@@ -54,7 +55,8 @@ class RandomPolicy:
     def __init__(self, settings: Mapping[str, Any] | None = None, *, name: str = "random") -> None:
         validate_policy_settings(name, settings)
         self.name = name
+        self._picks = PickCache()
 
     def build(self, ready: Sequence[Endpoint[T]]) -> RandomPicker[T]:
         """A weighted random picker over ``ready``."""
-        return RandomPicker(ready)
+        return RandomPicker(ready, self._picks)
