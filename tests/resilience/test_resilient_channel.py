@@ -492,3 +492,66 @@ def test_aio_calls_without_a_policy_are_retried_transparently_after_a_kill9(
         b.kill()
     assert [o.split("|")[0] for o in outputs] == ["b"] * 8
     assert len(outputs) == 8  # 4 unary, the first of one stream, all 3 of the other
+
+
+def test_futures_are_retried_per_the_policy_and_keep_the_future_semantics(
+    servers: list[Server],
+) -> None:
+    with grpc_etcd.BalancedChannel(SERVICE, policy="version") as channel:
+        channel.configure(parse_config(RETRY))
+        channel.update(snapshot(*servers))
+        stub = api_pb2_grpc.ApiStub(channel)  # type: ignore[no-untyped-call]
+        call(channel)  # every node connected
+        done: list[Any] = []
+        all_done = threading.Event()
+
+        def finished(future: Any) -> None:
+            done.append(future)
+            if len(done) == 100:
+                all_done.set()
+
+        pending = []
+        for _ in range(100):
+            future = stub.ApiTest.future(Request(input="x"), timeout=5)
+            future.add_done_callback(finished)
+            pending.append(future)
+        answered = Counter(f.result(timeout=10).output.split("|")[0] for f in pending)
+        assert all(f.done() and not f.running() and f.exception() is None for f in pending)
+        assert {f.code() for f in pending} == {grpc.StatusCode.OK}
+        assert all_done.wait(5), f"{len(done)} done callbacks"  # they run on grpc's threads
+        assert sorted(map(id, done)) == sorted(map(id, pending))
+        channel.configure(None)  # no policy: c's failures are the calls' outcome
+        failed = [stub.ApiTest.future(Request(input="x"), timeout=5) for _ in range(60)]
+        codes = Counter(f.exception(timeout=10) is None for f in failed)
+    assert set(answered) == {"a", "b"} and sum(answered.values()) == 100
+    assert servers[2].api.calls > 10
+    assert codes[False] > 5  # without a policy they fail
+
+
+def test_futures_without_a_policy_are_retried_transparently_after_a_kill9(
+    etcd: EtcdServer,
+) -> None:
+    a, b = ServerProcess(etcd.endpoint, "a"), ServerProcess(etcd.endpoint, "b")
+    try:
+        with grpc_etcd.BalancedChannel(SERVICE) as channel:
+            channel.update(_nodes(a))
+            stub = api_pb2_grpc.ApiStub(channel)  # type: ignore[no-untyped-call]
+            stub.ApiTest(Request(input="first"), timeout=5, wait_for_ready=True)
+            pending = [stub.ApiTest.future(Request(input="sleep:3"), timeout=20) for _ in range(4)]
+            assert {a.read_line(10) for _ in range(4)} == {"begin sleep:3"}  # all on a
+            channel.update(_nodes(a, b))
+            deadline = time.monotonic() + 10
+            while channel.subchannel_states().get(b.address) != grpc.ChannelConnectivity.READY:
+                assert time.monotonic() < deadline, "b never became ready"
+                time.sleep(0.005)
+            a.kill()
+            outputs = [f.result(timeout=15).output for f in pending]
+            cancelled = stub.ApiTest.future(Request(input="sleep:3"), timeout=20)
+            assert b.read_line(10) == "begin sleep:3"
+            assert cancelled.cancel() and cancelled.cancelled() and cancelled.done()
+            with pytest.raises(grpc.FutureCancelledError):
+                cancelled.result()
+    finally:
+        a.kill()
+        b.kill()
+    assert [o.split("|")[0] for o in outputs] == ["b"] * 4

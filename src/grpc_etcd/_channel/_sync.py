@@ -18,14 +18,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import grpc
 
 from .._closing import Closing
 from ..config import ServiceConfig
 from ..policies.base import DoneCallback, DoneInfo, PickError, Policy
-from ..retry import AVOID_TRIES
+from ..retry import AVOID_TRIES, CallRetry
 from ..routing import CallInfo
 from ._base import DEFAULT_DRAIN_TIMEOUT, ChannelBase, MultiCallableBase
 from ._call import CLOSED, Refusal, deadline_after, deadline_refusal, refusal, time_left
@@ -648,9 +648,186 @@ class _UnaryUnary(_MultiCallable, _UnaryUnaryBase):
         wait_for_ready: bool | None = None,
         compression: grpc.Compression | None = None,
     ) -> Any:
-        return self._start(
-            "future", request, timeout, metadata, credentials, wait_for_ready, compression
+        started = time.monotonic()
+        info, metadata = self._resolve(metadata, wait_for_ready)
+        try:
+            acquired = self._channel._acquire(info, timeout)
+        except FailedCall as failed:
+            return failed
+        rest = (metadata, credentials, wait_for_ready, compression)
+        return _RetryingFuture(
+            self, info, request, deadline_after(timeout, started), rest, acquired
         )
+
+
+class _RetryingFuture(_FutureBase, grpc.Call):
+    """A unary ``future()`` call: grpc's own future of the current attempt, sent again (on a
+    node the call has not tried) when an attempt fails in a way the method's retry policy or
+    gRPC's transparent retry retries; it completes with the last attempt. Attempts after the
+    first start on a thread of their own: picking one may wait for a node, which grpc's
+    callback thread must never do."""
+
+    def __init__(
+        self,
+        multicallable: _UnaryUnary,
+        info: CallInfo,
+        request: Any,
+        deadline: float | None,
+        rest: tuple[Any, ...],
+        acquired: _Acquired,
+    ) -> None:
+        self._multicallable = multicallable
+        self._info = info
+        self._request = request
+        self._deadline = deadline
+        self._rest = rest
+        self._retry: CallRetry | None = None  # made at the first failure
+        self._lock = threading.Lock()
+        self._finished = threading.Event()
+        self._callbacks: list[Callable[[Any], None]] = []
+        self._cancelled = False
+        self._call: Any = None
+        self._start(*acquired)
+
+    def _start(self, sub: _Sub, done: DoneCallback | None, left: float | None) -> None:
+        try:
+            call = self._multicallable._on(sub, "future", self._request, left, *self._rest)
+        except BaseException as exc:
+            sub.inflight.pop()
+            if done is not None:
+                done(_outcome(exc))
+            raise
+        _track(call, sub, done)
+        self._address = sub.address
+        self._call = call
+        call.add_done_callback(self._ended)
+
+    def _ended(self, call: Any) -> None:
+        """An attempt ended (on grpc's callback thread): finish, or start the next one."""
+        if call is not self._call:
+            return
+        resilience = self._multicallable._channel._resilience
+        error = None if self._cancelled or call.cancelled() else call.exception()
+        if error is None:
+            if not call.cancelled():
+                resilience.succeeded()
+            if self._retry is not None:
+                self._retry.started(self._address)
+                resilience.call_ended(self._info.method, self._retry)
+            self._finish()
+            return
+        retry = self._retry
+        if retry is None:
+            retry = self._retry = resilience.call_retry(self._info.method)
+        retry.started(self._address)
+        delay = retry_delay(retry, error, time_left(self._deadline, time.monotonic()))
+        if delay is None:
+            resilience.call_ended(self._info.method, retry)
+            self._finish()
+            return
+        timer = threading.Timer(delay, self._again)
+        timer.daemon = True
+        timer.start()
+
+    def _again(self) -> None:
+        if self._finished.is_set():  # cancelled meanwhile
+            return
+        assert self._retry is not None
+        channel = self._multicallable._channel
+        left = time_left(self._deadline, time.monotonic())
+        try:
+            acquired = channel._acquire_avoiding(self._info, left, self._retry.tried)
+            self._start(*acquired)
+        except FailedCall as failed:
+            self._call = failed
+            self._finish()
+        except BaseException:
+            log.exception("a retry of %s failed to start", self._info.method)
+            self._finish()
+
+    def _finish(self) -> None:
+        with self._lock:
+            if self._finished.is_set():
+                return
+            self._finished.set()
+            callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            try:
+                callback(self)
+            except Exception:
+                log.exception("done callback of a call of %s failed", self._info.method)
+
+    def _ended_call(self, timeout: float | None) -> Any:
+        if not self._finished.wait(timeout):
+            raise grpc.FutureTimeoutError()
+        if self._cancelled:
+            raise grpc.FutureCancelledError()
+        return self._call
+
+    # grpc.Future
+
+    def cancel(self) -> bool:
+        with self._lock:
+            if self._finished.is_set():
+                return False
+            self._cancelled = True
+            call = self._call
+        call.cancel()  # its done callback finishes this call ...
+        self._finish()  # ... unless it had ended (a retry was due)
+        return True
+
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    def running(self) -> bool:
+        return not self._finished.is_set()
+
+    def done(self) -> bool:
+        return self._finished.is_set()
+
+    def result(self, timeout: float | None = None) -> Any:
+        return self._ended_call(timeout).result()
+
+    def exception(self, timeout: float | None = None) -> Any:
+        return self._ended_call(timeout).exception()
+
+    def traceback(self, timeout: float | None = None) -> Any:
+        return self._ended_call(timeout).traceback()
+
+    def add_done_callback(self, fn: Callable[[Any], None]) -> None:
+        with self._lock:
+            if not self._finished.is_set():
+                self._callbacks.append(fn)
+                return
+        fn(self)
+
+    # grpc.Call (the last attempt's, once it ended)
+
+    def initial_metadata(self) -> Any:
+        return self._ended_call(None).initial_metadata()
+
+    def trailing_metadata(self) -> Any:
+        return self._ended_call(None).trailing_metadata()
+
+    def code(self) -> grpc.StatusCode:
+        if self._finished.wait() and self._cancelled:
+            return grpc.StatusCode.CANCELLED
+        return cast(grpc.StatusCode, self._call.code())
+
+    def details(self) -> str:
+        if self._finished.wait() and self._cancelled:
+            return "Locally cancelled by application!"
+        return cast(str, self._call.details())
+
+    def is_active(self) -> bool:
+        return not self._finished.is_set()
+
+    def time_remaining(self) -> float | None:  # type: ignore[override]  # grpc's own: None
+        return time_left(self._deadline, time.monotonic())
+
+    def add_callback(self, callback: Callable[[], None]) -> bool:
+        self.add_done_callback(lambda _future: callback())
+        return True
 
 
 class _UnaryStream(_MultiCallable, _UnaryStreamBase):
