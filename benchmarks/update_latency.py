@@ -81,7 +81,8 @@ from grpc_etcd.testing import EtcdServer
 
 SERVICE = "bench.update"
 BASE_NODES = [3, 1000]  # default for --base-nodes: a small service and a big one
-GOAL_P99_MS = 50.0
+GOAL_P99_MS = 20.0  # issue 7: p99 < 20 ms at 1,000 nodes; samples above it are listed
+SMALL_GOAL_P99_MS = 5.0  # and < 5 ms for a service of 3 nodes
 OP_TIMEOUT = 5.0  # one change not reflected within this counts as a timeout
 POLL = 0.0002
 # Hard bounds: the server process and the pollers stop on their own after this long.
@@ -744,9 +745,10 @@ def print_run(run: Run, pairs: int, gap_ms: float) -> None:
         f"{gap_ms:g} ms apart on average, etcd {run.etcd_version} (data dir {run.data_dir}), "
         f"{run.elapsed:.0f} s.\n"
     )
+    goal = SMALL_GOAL_P99_MS if run.bases <= 3 else GOAL_P99_MS
     print(
         "| client | change | n | p50 ms | p90 ms | p99 ms | max ms | write ack p50 ms "
-        f"| timeouts (>{OP_TIMEOUT:g} s) | p99 < {GOAL_P99_MS:g} ms |"
+        f"| timeouts (>{OP_TIMEOUT:g} s) | p99 < {goal:g} ms |"
     )
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for mode, change, series in (
@@ -754,7 +756,7 @@ def print_run(run: Run, pairs: int, gap_ms: float) -> None:
         *_rows("aio Registry.channel()", run.aio),
     ):
         p99 = quantile_ms(series.latencies, 0.99)
-        met = "met" if series.timeouts == 0 and p99 < GOAL_P99_MS else "**missed**"
+        met = "met" if series.timeouts == 0 and p99 < goal else "**missed**"
         if change.startswith("reference"):
             met, ack = "(no goal)", "-"
         else:

@@ -39,20 +39,45 @@ LATENCY_BUCKETS = (
 REGISTRATION_STATES = ("registered", "lost", "closed")
 
 
+#: While no MeterProvider is set, the channels look again for one every this many calls
+#: (and on each new picker): recording into OpenTelemetry's no-op proxy costs ~2 us a call.
+CHECK_EVERY = 1024
+
+
+def _live(otel: Any, provider: Any) -> bool:
+    """Whether ``provider`` records anywhere: not the no-op one, nor the global proxy before
+    ``set_meter_provider`` (which forwards to nothing until then)."""
+    if isinstance(provider, otel.NoOpMeterProvider):
+        return False
+    try:  # the proxy is private API: if it moved, assume a real provider (record, as before)
+        from opentelemetry.metrics import _internal
+    except ImportError:  # pragma: no cover
+        return True
+    return provider is not getattr(_internal, "_PROXY_METER_PROVIDER", None)
+
+
 class Metrics:
     """The instruments grpc-etcd records into; every method is cheap and never raises."""
 
     def __init__(self, meter_provider: Any = None) -> None:
         """``meter_provider``: an OpenTelemetry MeterProvider (the global one when None)."""
         self.enabled = False
-        """False when opentelemetry-api is not installed: nothing is recorded."""
+        """False when nothing would be recorded: opentelemetry-api is not installed, or no
+        MeterProvider is set yet (see :meth:`refresh`)."""
+        #: True while the global provider is unset: :meth:`poll` looks for it now and then.
+        self.pending = False
+        self._countdown = CHECK_EVERY
         try:
             from opentelemetry import metrics as otel
         except ImportError:
             return
+        self._otel = otel
+        self._global = meter_provider is None
         provider = meter_provider if meter_provider is not None else otel.get_meter_provider()
+        # Instruments of the global proxy start recording once a provider is set.
         meter = provider.get_meter(METER_NAME)
-        self.enabled = True
+        self.enabled = _live(otel, provider)
+        self.pending = not self.enabled and self._global
         self._attempt_started = meter.create_counter(
             "grpc.client.attempt.started", unit="{attempt}", description="Attempts started."
         )
@@ -95,6 +120,20 @@ class Metrics:
             description="Watches that read the whole prefix again (compaction, lost etcd).",
         )
 
+    def refresh(self) -> bool:
+        """Look again whether a global MeterProvider has been set; returns :attr:`enabled`."""
+        if self.pending and _live(self._otel, self._otel.get_meter_provider()):
+            self.enabled, self.pending = True, False
+        return self.enabled
+
+    def poll(self) -> bool:
+        """Called per call while disabled: every :data:`CHECK_EVERY` th call refreshes."""
+        self._countdown -= 1
+        if self._countdown > 0:
+            return False
+        self._countdown = CHECK_EVERY
+        return self.refresh()
+
     def attempt_started(self, target: str, method: str) -> None:
         """An attempt of ``method`` is about to be sent on the channel of ``target``."""
         if self.enabled:
@@ -134,7 +173,7 @@ class Metrics:
 
     def ejected(self, target: str, node: str, reason: str) -> None:
         """``node`` was ejected by outlier detection for ``reason``."""
-        if self.enabled:
+        if self.enabled or (self.pending and self.refresh()):
             attributes = {"grpc.target": target, "grpc_etcd.node": node, "grpc_etcd.reason": reason}
             self._ejections.add(1, attributes)
 
@@ -146,7 +185,7 @@ class Metrics:
 
     def registration_state(self, service: str, key: str, state: str) -> None:
         """A registration is now in ``state`` (one of :data:`REGISTRATION_STATES`)."""
-        if self.enabled:
+        if self.enabled or (self.pending and self.refresh()):
             for each in REGISTRATION_STATES:
                 attributes = {
                     "grpc_etcd.service": service,
@@ -157,12 +196,12 @@ class Metrics:
 
     def recovered(self, service: str) -> None:
         """A lost registration was written again."""
-        if self.enabled:
+        if self.enabled or (self.pending and self.refresh()):
             self._recoveries.add(1, {"grpc_etcd.service": service})
 
     def resynced(self, service: str) -> None:
         """A watch had to read the whole prefix again."""
-        if self.enabled:
+        if self.enabled or (self.pending and self.refresh()):
             self._resyncs.add(1, {"grpc_etcd.service": service})
 
 

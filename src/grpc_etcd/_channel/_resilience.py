@@ -76,6 +76,7 @@ class ChannelResilience:
         self._ejected: frozenset[str] = frozenset()
         self._versions: Mapping[str, str] = {}
         self._metrics = get_metrics()
+        self._metrics.refresh()  # a provider set before this channel: seen from its first call
 
     # ------------------------------------------------------------ configuration
 
@@ -144,7 +145,11 @@ class ChannelResilience:
         """``done`` wrapped to also count the attempt's outcome on ``address`` (outlier
         detection, metrics); ``done`` itself when neither wants it."""
         metrics = self._metrics
-        if not self.observing:
+        if (
+            self._detector is None
+            and not metrics.enabled
+            and not (metrics.pending and metrics.poll())
+        ):
             return done
         metrics.picked(self._target, "ok")
         metrics.attempt_started(self._target, method)
@@ -166,8 +171,10 @@ class ChannelResilience:
 
     @property
     def counts_nodes(self) -> bool:
-        """Whether :meth:`count_nodes` reports anywhere (else the counting can be skipped)."""
-        return self._metrics.enabled
+        """Whether :meth:`count_nodes` reports anywhere (else the counting can be skipped);
+        looks again for a MeterProvider set since (a new picker is rare enough)."""
+        metrics = self._metrics
+        return metrics.enabled or (metrics.pending and metrics.refresh())
 
     def count_nodes(self, counts: Mapping[str, int]) -> None:
         """Report how many nodes are in each state (after a new picker)."""
