@@ -14,7 +14,7 @@ it returns may be used from any number of threads.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from typing import Generic, TypeVar
 
@@ -88,6 +88,22 @@ def _coming(endpoint: Endpoint[T]) -> bool:
     return endpoint.state is not _FAILING and endpoint.state is not _READY
 
 
+def _admit(
+    endpoints: Iterable[Endpoint[T]], usable: dict[int, Endpoint[T]], coming: int
+) -> tuple[int, bool]:
+    """Add the usable ``endpoints`` to ``usable`` (keyed by sub-channel) and count the ones still
+    coming; the new count, and whether two usable ones share a sub-channel."""
+    shared = False
+    for endpoint in endpoints:
+        if _usable(endpoint):
+            # One sub-channel per address: two records at one address get one share.
+            if usable.setdefault(id(endpoint.subchannel), endpoint) is not endpoint:
+                shared = True
+        elif _coming(endpoint):
+            coming += 1
+    return coming, shared
+
+
 class _Group(Generic[T]):
     """The endpoints of one subset and the policy's child picker over the usable ones.
 
@@ -115,15 +131,7 @@ class _Group(Generic[T]):
         offline: frozenset[str] = frozenset(),
     ) -> None:
         usable: dict[int, Endpoint[T]] = {}
-        coming = 0
-        shared = False
-        for endpoint in members:
-            if _usable(endpoint):
-                # One sub-channel per address: two records at one address get one share.
-                if usable.setdefault(id(endpoint.subchannel), endpoint) is not endpoint:
-                    shared = True
-            elif _coming(endpoint):
-                coming += 1
+        coming, shared = _admit(members, usable, 0)
         self._finish(tuple(members), policy, offline, usable, coming, shared)
 
     def _finish(
@@ -167,13 +175,7 @@ class _Group(Generic[T]):
                 usable.pop(id(endpoint.subchannel), None)
             elif _coming(endpoint):
                 coming -= 1
-        shared = False
-        for endpoint in added:
-            if _usable(endpoint):
-                if usable.setdefault(id(endpoint.subchannel), endpoint) is not endpoint:
-                    shared = True
-            elif _coming(endpoint):
-                coming += 1
+        coming, shared = _admit(added, usable, coming)
         group: _Group[T] = _Group.__new__(_Group)
         group._finish(members, self._policy, offline, usable, coming, shared)
         return group
