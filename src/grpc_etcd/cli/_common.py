@@ -8,7 +8,7 @@ import re
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -143,28 +143,23 @@ class Options:
         """An etcd client for these options (reachability checked first)."""
         from ..registry.etcd import EtcdClient
 
-        self.check_reachable()
-        return EtcdClient(
-            self.endpoints,
-            username=self.user,
-            password=self.password,
-            tls=self.tls(),
-            timeout=self.timeout,
-        )
+        return EtcdClient(self.endpoints, **self._connection())
 
     def registry(self) -> Registry:
         """A registry for these options (reachability checked first)."""
         from .._registry import Registry
 
+        return Registry(self.endpoints, root=self.root, **self._connection())
+
+    def _connection(self) -> dict[str, Any]:
+        """The credentials, TLS and timeout both kinds of client take, once etcd is reachable."""
         self.check_reachable()
-        return Registry(
-            self.endpoints,
-            username=self.user,
-            password=self.password,
-            tls=self.tls(),
-            timeout=self.timeout,
-            root=self.root,
-        )
+        return {
+            "username": self.user,
+            "password": self.password,
+            "tls": self.tls(),
+            "timeout": self.timeout,
+        }
 
 
 @contextlib.contextmanager
