@@ -8,10 +8,22 @@ import signal
 import subprocess
 import sys
 import threading
+from collections import Counter
+from concurrent import futures
 from pathlib import Path
+from types import TracebackType
+
+import grpc
+
+from grpc_etcd.demo import api_pb2, api_pb2_grpc
 
 SCRIPT = Path(__file__).parents[2] / "benchmarks" / "chaos_server.py"
 SERVICE = "test.srv.echo"
+
+
+def who(reply: api_pb2.Response) -> str:
+    """The name of the server that answered (``chaos_server.py`` prints it before ``|``)."""
+    return str(reply.output.split("|")[0])
 
 
 class ServerProcess:
@@ -56,3 +68,43 @@ class ServerProcess:
 
     def wait(self, timeout: float) -> int:
         return self.proc.wait(timeout)
+
+
+class Load:
+    """``workers`` threads calling ``ApiTest`` on ``channel`` until the block ends.
+
+    ``answered`` counts replies by server name; ``failures`` lists the calls that failed.
+    """
+
+    def __init__(self, channel: grpc.Channel, workers: int = 4) -> None:
+        self.answered: Counter[str] = Counter()
+        self.failures: list[str] = []
+        self._stub = api_pb2_grpc.ApiStub(channel)  # type: ignore[no-untyped-call]
+        self._stop = threading.Event()
+        self._pool = futures.ThreadPoolExecutor(workers)
+        self._workers = [self._pool.submit(self._call) for _ in range(workers)]
+
+    def _call(self) -> None:
+        while not self._stop.is_set():
+            try:
+                # wait_for_ready: a call picked onto a dead server's connection
+                # must fail over, not wait for that connection until its deadline.
+                request = api_pb2.Request(input="x")
+                reply = self._stub.ApiTest(request, timeout=5, wait_for_ready=True)
+                self.answered[who(reply)] += 1
+            except grpc.RpcError as exc:
+                self.failures.append(f"{exc.code()}: {exc.details()}")  # type: ignore[attr-defined]
+
+    def __enter__(self) -> Load:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        self._pool.shutdown()
+        for worker in self._workers:
+            worker.result()

@@ -15,7 +15,7 @@ import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from server_process import SERVICE, ServerProcess
+from server_process import SERVICE, Load, ServerProcess
 
 import grpc_etcd
 import grpc_etcd.aio
@@ -189,43 +189,24 @@ def test_without_a_policy_the_failing_node_fails_calls(servers: list[Server]) ->
 
 def test_kill9_of_one_of_three_with_a_retry_policy_fails_no_call(etcd: EtcdServer) -> None:
     processes = [ServerProcess(etcd.endpoint, name) for name in ("a", "b", "c")]
-    failures: list[str] = []
-    answered: Counter[str] = Counter()
-    stop = threading.Event()
     try:
         with grpc_etcd.Registry(etcd.endpoint) as registry:
             channel = registry.channel(SERVICE, config=RETRY)
             stub = api_pb2_grpc.ApiStub(channel)  # type: ignore[no-untyped-call]
             stub.ApiTest(Request(input="first"), timeout=5, wait_for_ready=True)
-
-            def load() -> None:
-                while not stop.is_set():
-                    try:
-                        # wait_for_ready: a call picked onto the killed server's connection
-                        # must fail over, not wait for that connection until its deadline.
-                        reply = stub.ApiTest(Request(input="x"), timeout=5, wait_for_ready=True)
-                        answered[reply.output.split("|")[0]] += 1
-                    except grpc.RpcError as exc:
-                        failures.append(f"{exc.code()}: {exc.details()}")  # type: ignore[attr-defined]
-
-            with futures.ThreadPoolExecutor(4) as pool:
-                workers = [pool.submit(load) for _ in range(4)]
+            with Load(channel) as load:
                 deadline = time.monotonic() + 10
-                while answered["a"] < 50 and time.monotonic() < deadline:
+                while load.answered["a"] < 50 and time.monotonic() < deadline:
                     time.sleep(0.01)
                 processes[0].kill()
-                after = sum(answered.values())
-                while sum(answered.values()) < after + 300 and time.monotonic() < deadline + 10:
+                after = load.answered.total()
+                while load.answered.total() < after + 300 and time.monotonic() < deadline + 10:
                     time.sleep(0.01)
-                stop.set()
-                for worker in workers:
-                    worker.result()
     finally:
-        stop.set()
         for process in processes:
             process.kill()
-    assert failures == []
-    assert answered["a"] >= 50 and answered["b"] + answered["c"] >= 300
+    assert load.failures == []
+    assert load.answered["a"] >= 50 and load.answered["b"] + load.answered["c"] >= 300
 
 
 def test_aio_health_and_ejection(servers: list[Server]) -> None:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections import Counter
 from concurrent import futures
 
 import grpc
 import grpc.aio
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from server_process import SERVICE, ServerProcess
+from server_process import SERVICE, Load, ServerProcess, who
 
 import grpc_etcd
 import grpc_etcd.aio
@@ -22,47 +21,23 @@ from grpc_etcd.testing import EtcdServer
 Request = api_pb2.Request
 
 
-def who(response: api_pb2.Response) -> str:
-    return response.output.split("|")[0]
-
-
 def test_sigterm_under_load_fails_no_call(etcd: EtcdServer) -> None:
     servers = [ServerProcess(etcd.endpoint, name) for name in ("a", "b")]
-    answered: Counter[str] = Counter()
-    failures: list[str] = []
-    stop = threading.Event()
     try:
-        with grpc_etcd.Registry(etcd.endpoint) as registry:
-            channel = registry.channel(SERVICE)
-            api = api_pb2_grpc.ApiStub(channel)  # type: ignore[no-untyped-call]
-
-            def load() -> None:
-                while not stop.is_set():
-                    try:
-                        reply = api.ApiTest(Request(input="x"), timeout=5, wait_for_ready=True)
-                        answered[who(reply)] += 1
-                    except grpc.RpcError as exc:
-                        failures.append(f"{exc.code()}: {exc.details()}")  # type: ignore[attr-defined]
-
-            with futures.ThreadPoolExecutor(4) as pool:
-                workers = [pool.submit(load) for _ in range(4)]
-                deadline = time.monotonic() + 10
-                while answered["a"] < 50 and time.monotonic() < deadline:
-                    time.sleep(0.01)
-                servers[0].terminate()
-                assert servers[0].wait(15) == 0
-                before = answered["b"]
-                while answered["b"] < before + 50 and time.monotonic() < deadline + 10:
-                    time.sleep(0.01)
-                stop.set()
-                for worker in workers:
-                    worker.result()
+        with grpc_etcd.Registry(etcd.endpoint) as registry, Load(registry.channel(SERVICE)) as load:
+            deadline = time.monotonic() + 10
+            while load.answered["a"] < 50 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            servers[0].terminate()
+            assert servers[0].wait(15) == 0
+            before = load.answered["b"]
+            while load.answered["b"] < before + 50 and time.monotonic() < deadline + 10:
+                time.sleep(0.01)
     finally:
-        stop.set()
         for server in servers:
             server.kill()
-    assert failures == []
-    assert answered["a"] >= 50 and answered["b"] >= 50
+    assert load.failures == []
+    assert load.answered["a"] >= 50 and load.answered["b"] >= 50
 
 
 def test_a_call_in_flight_finishes_and_health_turns_not_serving(etcd: EtcdServer) -> None:
