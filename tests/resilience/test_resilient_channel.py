@@ -15,7 +15,7 @@ import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from server_process import SERVICE, Load, ServerProcess
+from server_process import SERVICE, Load, ServerProcess, who
 
 import grpc_etcd
 import grpc_etcd.aio
@@ -105,7 +105,7 @@ def snapshot(*servers: Server) -> Snapshot:
 def call(channel: grpc_etcd.BalancedChannel) -> str:
     stub = api_pb2_grpc.ApiStub(channel)  # type: ignore[no-untyped-call]
     reply = stub.ApiTest(Request(input="x"), timeout=5, wait_for_ready=True)
-    return str(reply.output.split("|")[0])
+    return who(reply)
 
 
 def test_a_not_serving_node_gets_no_calls_until_serving_again(servers: list[Server]) -> None:
@@ -229,7 +229,7 @@ def test_aio_health_and_ejection(servers: list[Server]) -> None:
 
             async def one() -> str:
                 reply = await stub.ApiTest(Request(input="x"), timeout=5, wait_for_ready=True)
-                return str(reply.output.split("|")[0])
+                return who(reply)
 
             failures = 0
             answered: Counter[str] = Counter()
@@ -259,7 +259,7 @@ def test_aio_retry_policy_turns_a_failing_node_into_successes(servers: list[Serv
                 call = stub.ApiTest(Request(input="x"), timeout=5, wait_for_ready=True)
                 reply = await call
                 assert await call.code() == grpc.StatusCode.OK
-                answered[reply.output.split("|")[0]] += 1
+                answered[who(reply)] += 1
             no_policy = api_pb2_grpc.ApiStub(channel)  # type: ignore[no-untyped-call]
             channel.configure(None)
             with pytest.raises(grpc.aio.AioRpcError):
@@ -337,7 +337,7 @@ def test_health_and_ejection_emptying_a_subset_bring_the_fallback(servers: list[
             reply = stub.ApiTest(
                 Request(input="x"), timeout=5, metadata=metadata, wait_for_ready=True
             )
-            return str(reply.output.split("|")[0])
+            return who(reply)
 
         assert to("v2") == "b"
         b.health.set(SERVICE, NOT_SERVING)
