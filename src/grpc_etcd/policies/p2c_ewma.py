@@ -82,11 +82,6 @@ class _Stats(Load):
         self.last = clock()
         self.picked = self.last
 
-    def load(self) -> float:
-        """go-zero's load: sqrt(EWMA latency in ns + 1) x (calls in flight + 1), plus the
-        penalty while the success average is below ``THROTTLE_SUCCESS``."""
-        return self.cost * (len(self.calls) + 1) + self.penalty
-
     def _finish(self, info: DoneInfo) -> None:
         try:  # noqa: SIM105  (see Load._finish)
             self.calls.pop()
@@ -134,6 +129,7 @@ class P2CEwmaPicker(Generic[T]):
                 first, second = stats[a], stats[b]
                 if not (first.penalty or second.penalty):
                     break  # two healthy nodes (go-zero draws up to PICK_TIMES pairs for it)
+            # go-zero's load: cost x (calls in flight + 1), plus the penalty of an unhealthy node.
             load_a = first.cost * (len(first.calls) + 1) + first.penalty
             load_b = second.cost * (len(second.calls) + 1) + second.penalty
             if load_a > load_b:
