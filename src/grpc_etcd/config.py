@@ -60,6 +60,9 @@ __all__ = [
     "validate_policy_settings",
 ]
 
+#: gRFC A6: larger ``maxAttempts`` values are treated as 5 (``retry`` re-exports it).
+MAX_ATTEMPTS = 5
+
 #: The policy of ``{}``: the seed's random pick (``version`` is its alias).
 DEFAULT_POLICY = "random"
 
@@ -341,7 +344,7 @@ class RetryPolicy(_Model):
     @property
     def attempts(self) -> int:
         """The number of attempts in force: ``maxAttempts`` capped at gRPC's 5."""
-        return min(self.max_attempts, 5)
+        return min(self.max_attempts, MAX_ATTEMPTS)
 
 
 class MethodConfig(_Model):

@@ -24,7 +24,7 @@ from collections.abc import Callable, Container
 from contextlib import AbstractContextManager
 from typing import TypeVar
 
-from .config import RetryPolicy, RetryThrottling, ServiceConfig
+from .config import MAX_ATTEMPTS, RetryPolicy, RetryThrottling, ServiceConfig
 
 __all__ = [
     "MAX_ATTEMPTS",
@@ -38,7 +38,6 @@ __all__ = [
 
 T = TypeVar("T")
 
-MAX_ATTEMPTS = 5  # gRFC A6: larger maxAttempts values are treated as 5
 PUSHBACK_KEY = "grpc-retry-pushback-ms"  # gRFC A6's server pushback trailer
 #: Re-picks to find an address the call has not tried, before settling for a tried one.
 AVOID_TRIES = 8
