@@ -79,10 +79,6 @@ def _failure(members: Sequence[Endpoint[T]]) -> str:
 _INCREMENTAL_FROM = 32
 
 
-def _usable(endpoint: Endpoint[T]) -> bool:
-    return endpoint.state is _READY and endpoint.serving and not endpoint.ejected
-
-
 def _coming(endpoint: Endpoint[T]) -> bool:
     """IDLE, CONNECTING or SHUTDOWN: may still become usable."""
     return endpoint.state is not _FAILING and endpoint.state is not _READY
@@ -95,7 +91,7 @@ def _admit(
     coming; the new count, and whether two usable ones share a sub-channel."""
     shared = False
     for endpoint in endpoints:
-        if _usable(endpoint):
+        if endpoint.usable:
             # One sub-channel per address: two records at one address get one share.
             if usable.setdefault(id(endpoint.subchannel), endpoint) is not endpoint:
                 shared = True
@@ -171,7 +167,7 @@ class _Group(Generic[T]):
         usable = self.usable.copy()
         coming = self.coming
         for endpoint in removed:
-            if _usable(endpoint):
+            if endpoint.usable:
                 usable.pop(id(endpoint.subchannel), None)
             elif _coming(endpoint):
                 coming -= 1
