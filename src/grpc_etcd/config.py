@@ -406,23 +406,23 @@ class ServiceConfig(_Model):
                     )
         return entries
 
+    def _policy(self) -> tuple[str, Mapping[str, Any]]:
+        """The first entry of ``loadBalancingConfig`` that we know (gRPC's rule), or the default."""
+        for entry in self.load_balancing_config:
+            for name, settings in entry.items():
+                if name in POLICY_SETTINGS:
+                    return name, settings
+        return DEFAULT_POLICY, {}
+
     @property
     def policy_name(self) -> str:
         """The first policy of ``loadBalancingConfig`` that we know; ``random`` when none is set."""
-        for entry in self.load_balancing_config:
-            for name in entry:
-                if name in POLICY_SETTINGS:
-                    return name
-        return DEFAULT_POLICY
+        return self._policy()[0]
 
     @property
     def policy_settings(self) -> Mapping[str, Any]:
         """That policy's settings as written (camelCase keys, validated); ``{}`` when none."""
-        for entry in self.load_balancing_config:
-            for name, settings in entry.items():
-                if name in POLICY_SETTINGS:
-                    return dict(settings)
-        return {}
+        return dict(self._policy()[1])
 
     def method_config_for(self, method: str) -> MethodConfig | None:
         """The methodConfig entry of a full method name ``/pkg.Service/Method``, as gRPC
