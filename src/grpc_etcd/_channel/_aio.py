@@ -378,9 +378,7 @@ class _MultiCallable(MultiCallableBase[grpc.aio.Channel]):
 
             def start(sub: _Sub, done: DoneCallback | None, timeout: float | None) -> Any:
                 done = self._channel._resilience.observe(sub.address, done, self._method)
-                call = self._begin(
-                    sub, done, first, timeout, metadata, credentials, wait_for_ready, compression
-                )
+                call = self._begin(sub, done, first, timeout, metadata, credentials, compression)
                 transparent = self._transparent
                 if transparent is None:
                     return call
@@ -395,9 +393,7 @@ class _MultiCallable(MultiCallableBase[grpc.aio.Channel]):
             return self._deferred(self._channel, info, failure, start, timeout)
         done = self._channel._resilience.observe(sub.address, done, self._method)
         if done is not None:
-            call = self._begin(
-                sub, done, first, timeout, metadata, credentials, wait_for_ready, compression
-            )
+            call = self._begin(sub, done, first, timeout, metadata, credentials, compression)
         else:
             # _begin inlined for picks without a done callback: this is the hottest path.
             sub.inflight.append(None)
@@ -435,7 +431,7 @@ class _MultiCallable(MultiCallableBase[grpc.aio.Channel]):
 
         def start(sub: _Sub, done: DoneCallback | None, left: float | None) -> Any:
             done = channel._resilience.observe(sub.address, done, self._method)
-            return self._begin(sub, done, first, left, metadata, credentials, False, compression)
+            return self._begin(sub, done, first, left, metadata, credentials, compression)
 
         for _ in range(AVOID_TRIES):
             try:
@@ -456,7 +452,6 @@ class _MultiCallable(MultiCallableBase[grpc.aio.Channel]):
         timeout: float | None,
         metadata: Any,
         credentials: grpc.CallCredentials | None,
-        wait_for_ready: bool | None,
         compression: grpc.Compression | None,
     ) -> Any:
         """Start the call on the picked ``sub`` (``done`` already observed by the channel's
@@ -963,9 +958,7 @@ class _UnaryRequest(_MultiCallable):
 
         def start(sub: _Sub, done: DoneCallback | None, left: float | None) -> Any:
             done = self._channel._resilience.observe(sub.address, done, self._method)
-            return self._begin(
-                sub, done, request, left, metadata, credentials, wait_for_ready, compression
-            )
+            return self._begin(sub, done, request, left, metadata, credentials, compression)
 
         return self._retrying(self._channel, info, start, timeout)
 
