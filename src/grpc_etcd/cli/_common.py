@@ -19,7 +19,7 @@ from ..registry._options import ENDPOINTS_ENV as ENV_ENDPOINTS
 
 if TYPE_CHECKING:
     from .._registry import Registry
-    from ..registry.etcd import EtcdClient, TLSConfig
+    from ..registry.etcd import AsyncEtcdClient, EtcdClient, TLSConfig
 
 __all__ = [
     "DEFAULT_ENDPOINT",
@@ -144,6 +144,12 @@ class Options:
         from ..registry.etcd import EtcdClient
 
         return EtcdClient(self.endpoints, **self._connection())
+
+    def async_client(self) -> AsyncEtcdClient:
+        """An asyncio etcd client for these options (reachability checked first)."""
+        from ..registry.etcd import AsyncEtcdClient
+
+        return AsyncEtcdClient(self.endpoints, **self._connection())
 
     def registry(self) -> Registry:
         """A registry for these options (reachability checked first)."""

@@ -27,17 +27,9 @@ def _services(text: str | None) -> list[str] | None:
 async def _serve(
     opts: Options, listen: str, services: list[str] | None, allow: list[str] | None
 ) -> None:
-    from ..registry.etcd import AsyncEtcdClient
     from ._plane import ControlPlane
 
-    client = AsyncEtcdClient(
-        opts.endpoints,
-        username=opts.user,
-        password=opts.password,
-        tls=opts.tls(),
-        timeout=opts.timeout,
-    )
-    async with client:
+    async with opts.async_client() as client:
         plane = ControlPlane(client, services=services, listen=listen, root=opts.root, allow=allow)
         await plane.start()
         stop = asyncio.Event()
@@ -73,7 +65,6 @@ def xds(ctx: click.Context, listen: str, services: str | None, allow: str | None
         wanted = _services(services)
         networks = [part.strip() for part in allow.split(",") if part.strip()] if allow else None
         allow_list(networks)
-        opts.check_reachable()
         asyncio.run(_serve(opts, listen, wanted, networks))
 
 
