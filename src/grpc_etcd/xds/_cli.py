@@ -14,6 +14,7 @@ import click
 
 from ..allowlist import allow_list
 from ..cli._common import Options, friendly_errors, validate_cli_service
+from .bootstrap import DEFAULT_NODE_ID, bootstrap_json, parse_labels
 
 __all__ = ["xds"]
 
@@ -72,10 +73,8 @@ def xds(ctx: click.Context, listen: str, services: str | None, allow: str | None
 @click.option("--server", required=True, help="HOST:PORT of the control plane.")
 @click.option("--source", default="", help="The caller's labels: version=v2,service=app.")
 @click.option("--zone", default="", help="The caller's locality zone.")
-@click.option("--node-id", default="grpc-etcd-client", show_default=True, help="xDS node id.")
+@click.option("--node-id", default=DEFAULT_NODE_ID, show_default=True, help="xDS node id.")
 def bootstrap(server: str, source: str, zone: str, node_id: str) -> None:
     """Print the bootstrap JSON for GRPC_XDS_BOOTSTRAP_CONFIG."""
-    from .bootstrap import bootstrap_json, parse_labels
-
     with friendly_errors():
         click.echo(bootstrap_json(server, source=parse_labels(source), node_id=node_id, zone=zone))
