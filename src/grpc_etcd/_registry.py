@@ -8,7 +8,6 @@ blocks, and every fix to the logic lands in both twins at once.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -34,8 +33,6 @@ if TYPE_CHECKING:
     from .registry.etcd import TLSConfig
 
 __all__ = ["Registration", "Registry", "channel"]
-
-log = logging.getLogger("grpc_etcd.registry")
 
 RegistrationState = _aio_registration.RegistrationState
 
