@@ -230,11 +230,14 @@ class Registration(AsyncClosing):
             return  # deleted in between
         # bound to none at all (written by hand), or still to our previous lease (lost only
         # in our eyes): ours to take
-        takeable = kv is not None and kv.lease in (0, self.lease_id)
-        if takeable and await self._client.put_if_lease(
-            self.key, self._record, held_by=kv.lease if kv else 0, lease=lease_id
+        if (
+            kv is not None
+            and kv.lease in (0, self.lease_id)
+            and await self._client.put_if_lease(
+                self.key, self._record, held_by=kv.lease, lease=lease_id
+            )
         ):
-            if kv is not None and kv.lease:
+            if kv.lease:
                 with contextlib.suppress(EtcdError):
                     await self._client.lease_revoke(kv.lease)
             return
