@@ -222,3 +222,17 @@ def test_docs_link_only_inside_the_repo(page: Path) -> None:
         resolved = (page.parent / target).resolve()
         assert resolved.is_relative_to(ROOT), f"{page.name} links outside the repo: {target}"
         assert resolved.exists(), f"{page.name} links to a missing file: {target}"
+
+
+def test_users_are_pointed_at_docs_routing_md() -> None:
+    """The spec ROUTING.md is not shipped: pages, docstrings and ``--help`` name docs/routing.md."""
+    from click.testing import CliRunner
+
+    from grpc_etcd.cli import main
+
+    pages = [README, *(ROOT / "docs").glob("*.md"), *(ROOT / "src").rglob("*.py")]
+    pages += list((ROOT / "examples").glob("*.py"))
+    naming = [str(p.relative_to(ROOT)) for p in pages if "ROUTING.md" in p.read_text()]
+    assert not naming, f"these name ROUTING.md, which users do not have: {naming}"
+    helped = CliRunner().invoke(main, ["config", "--help"])
+    assert helped.exit_code == 0 and "docs/routing.md" in helped.output

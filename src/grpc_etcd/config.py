@@ -1,4 +1,4 @@
-"""The service config of ROUTING.md: one JSON document per service, validated (pure, no I/O).
+"""The service config of docs/routing.md: one JSON document per service, validated (pure, no I/O).
 
 Keys and meanings are gRPC's service config (camelCase, durations as ``"0.5s"`` strings); the
 models here keep them as snake_case attributes holding plain Python values (durations in float
@@ -366,7 +366,7 @@ class RetryThrottling(_Model):
 
 
 class ServiceConfig(_Model):
-    """One service's routing document (ROUTING.md). ``ServiceConfig()`` is the seed's behaviour."""
+    """One service's routing document (docs/routing.md); ``ServiceConfig()`` is the seed's."""
 
     load_balancing_config: tuple[_LbEntry, ...] = ()
     routes: tuple[Route, ...] = ()

@@ -5,7 +5,7 @@ ContextVar, so it follows the code path of one request through sync code and asy
 (but not into threads you start yourself; copy the context with ``contextvars.copy_context``).
 
 Values that ``propagate_route()`` carried in from an incoming call live in a second ContextVar
-underneath, so a call can tell the caller's own word from an inherited one (ROUTING.md step 3:
+underneath, so a call can tell the caller's own word from an inherited one (docs/routing.md, step 2:
 the ``x-version`` of this call, else ``route()``, else the channel's ``version=``, else the
 propagated version).
 """
@@ -143,7 +143,7 @@ class CallRouter:
                     version = value.decode() if isinstance(value, bytes) else value
                     break
         if not version:
-            # ROUTING.md step 3: route() beats the channel's version=, which beats a propagated one.
+            # docs/routing.md, step 2: route() beats the channel's version=, then a propagated one.
             version = own.get("version") or self._default or inherited.get("version")
             if version is not None:
                 # Send the implied version along, so the server (and what it calls) sees it.

@@ -1,6 +1,6 @@
 """Which nodes a call may reach: labels, subsets, offline methods and the route table (pure).
 
-ROUTING.md's steps 1-5 without the balancing itself: a node's labels are its metadata plus
+docs/routing.md's steps 1-5 without the balancing itself: a node's labels are its metadata plus
 ``version``; a subset selector keeps the nodes whose labels hold every value it names; the
 route table (compiled once per config and calling channel) chooses the subset of a call that
 pins no version, with the canary split drawn in O(log k) over the route's k subsets.
@@ -43,7 +43,7 @@ def selector(labels: Mapping[str, str]) -> Selector:
 
 
 def version_selector(version: str) -> Selector:
-    """The subset a call pinned to ``version`` uses (ROUTING.md step 3)."""
+    """The subset a call pinned to ``version`` uses (docs/routing.md, step 2)."""
     return (("version", version),)
 
 
@@ -116,7 +116,7 @@ def _has_header(metadata: Sequence[tuple[str, str | bytes]], name: str, value: s
 
 
 class RouteTable:
-    """ROUTING.md step 4 for one config and one calling channel (``source`` labels).
+    """docs/routing.md, step 3, for one config and one calling channel (``source`` labels).
 
     ``selectors`` lists every subset the table can choose, ``ANY`` first; :meth:`choose`
     returns an index into it. Routes whose ``source`` does not hold for this channel are
@@ -133,7 +133,7 @@ class RouteTable:
             for route in config.routes
             if selects(selector(route.match.source), labels)
         )
-        #: The fallback selectors, in order (ROUTING.md step 5).
+        #: The fallback selectors, in order (docs/routing.md, step 5).
         self.fallback: tuple[Selector, ...] = tuple(selector(f) for f in config.fallback)
         self.selectors: tuple[Selector, ...] = tuple(index_of)
 

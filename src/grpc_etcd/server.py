@@ -4,7 +4,7 @@ A service in the middle of a call chain gets ``x-version`` in its incoming metad
 :func:`propagate_route` (or :func:`propagate_route_aio` for ``grpc.aio`` servers) installed,
 its handlers run with that version propagated, so the calls they make through a
 BalancedChannel pick that version too - and send it along in their own metadata - unless the
-handler's own ``route()`` or the channel's ``version=`` says otherwise (ROUTING.md step 3)::
+handler's own ``route()`` or the channel's ``version=`` says otherwise (docs/routing.md, step 2)::
 
     server = grpc.server(pool, interceptors=[grpc_etcd.server.propagate_route()])
     server = grpc.aio.server(interceptors=[grpc_etcd.server.propagate_route_aio()])

@@ -196,7 +196,7 @@ class BalancedChannel(ChannelBase[grpc.Channel], Closing, grpc.Channel):
     metadata, else ``grpc_etcd.route(version=...)``, else ``version=``; a version that does not
     come from the metadata is added to it, so the server sees it.
 
-    ``config`` is the service config of ROUTING.md (a ``ServiceConfig`` or its JSON as a
+    ``config`` is the service config of docs/routing.md (a ``ServiceConfig`` or its JSON as a
     mapping), ``policy`` a shortcut for its ``loadBalancingConfig``, ``source`` the labels of the
     caller that routes' ``match.source`` test; :meth:`configure` lays etcd's document over it.
     ``credentials`` (TLS) and ``options`` apply to every sub-channel. A removed node's calls in

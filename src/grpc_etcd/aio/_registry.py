@@ -159,7 +159,7 @@ class Registry(AsyncClosing):
     ) -> BalancedChannel:
         """A ``grpc.aio.Channel`` that balances each call over the nodes of ``service``.
 
-        ``config`` (ROUTING.md's document; ``policy`` is a shortcut for its
+        ``config`` (the document of docs/routing.md; ``policy`` is a shortcut for its
         ``loadBalancingConfig``) is the code's; the document at ``/grpc-etcd/config/<service>``
         is laid over it, live. ``source``: this caller's labels, for routes' ``match.source``.
         ``allow``: the IP networks node addresses must lie in (``["10.0.0.0/8"]``); a record

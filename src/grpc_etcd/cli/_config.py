@@ -1,7 +1,7 @@
 """``grpc-etcd config ...`` and ``grpc-etcd route set``: a service's routing document in etcd.
 
 Every channel of the service watches the document at ``<root>/grpc-etcd/config/<service>``
-(ROUTING.md), so a write here changes how every client routes, within a second, no restart.
+(docs/routing.md), so a write here changes how every client routes, within a second, no restart.
 Nothing is written that does not validate: a refused document is one line saying what is wrong
 and where, and the stored one stays as it was.
 """
@@ -22,7 +22,7 @@ __all__ = ["config", "parse_fallback", "parse_split", "route"]
 
 @click.group()
 def config() -> None:
-    """Show, set or delete a service's routing document (ROUTING.md)."""
+    """Show, set or delete a service's routing document (docs/routing.md)."""
 
 
 def _key(opts: Options, service: str) -> str:

@@ -1,6 +1,6 @@
 """Balancing policies and the balancer that runs them (pure, no I/O).
 
-Each policy (ROUTING.md's table) is one short module that builds an immutable picker from
+Each policy (the table of docs/routing.md) is one short module that builds an immutable picker from
 the usable endpoints of one group; :class:`Balancer` does the grouping, the rules and the
 fallbacks for all of them.
 """

@@ -199,7 +199,7 @@ def _chain_picker(chain: tuple[_Group[T], ...]) -> Callable[[CallInfo], Pick[T]]
 
 
 def _pick(chain: tuple[_Group[T], ...], call: CallInfo) -> Pick[T]:
-    """ROUTING.md step 5 and 6: the first group of the chain with a usable node picks."""
+    """docs/routing.md, steps 5 and 6: the first group of the chain with a usable node picks."""
     failure = None
     for group in chain:
         if group.offline:

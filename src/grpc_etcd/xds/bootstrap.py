@@ -14,7 +14,7 @@ from ..node import parse_address
 
 __all__ = ["SOURCE_KEY", "bootstrap_config", "bootstrap_json", "parse_labels", "source_of"]
 
-#: The ``node.metadata`` key holding the caller's labels (ROUTING.md ``match.source``).
+#: The ``node.metadata`` key holding the caller's labels (a route's ``match.source``).
 SOURCE_KEY = "grpc-etcd.source"
 DEFAULT_NODE_ID = "grpc-etcd-client"
 

@@ -1,11 +1,11 @@
 """One service's etcd state and service config -> xDS v3 resources (pure, no I/O).
 
-The mapping of ROUTING.md onto what gRPC's xDS clients (grpcio, grpc-go, grpc-java, grpc-js)
-understand:
+The mapping of the service config (docs/routing.md) onto what gRPC's xDS clients (grpcio,
+grpc-go, grpc-java, grpc-js) understand:
 
 * Listener ``<service>``: an API listener whose HTTP connection manager takes its routes from
   RDS over ADS and has the router filter (clients refuse a listener without it).
-* RouteConfiguration ``<service>``, first match wins, in ROUTING.md's order: one route per
+* RouteConfiguration ``<service>``, first match wins, in docs/routing.md's order: one route per
   registered version matching ``x-version`` exactly (pinned calls skip the route table), then
   any other ``x-version`` (unknown: the fallback, else a cluster that drops every call), then the
   route table (``headers`` and ``method`` become matchers; ``source`` is decided here, against
@@ -55,7 +55,7 @@ EDS = _PREFIX + "envoy.config.endpoint.v3.ClusterLoadAssignment"
 #: The four resource types, in the order a client needs them.
 TYPE_URLS = (LDS, RDS, CDS, EDS)
 
-#: The metadata key of a pinned version (ROUTING.md step 3).
+#: The metadata key of a pinned version (docs/routing.md, step 2).
 VERSION_HEADER = "x-version"
 _ROUTER_FILTER = "envoy.filters.http.router"
 #: Policies that honour node weights: their nodes get one locality each, weighted.
@@ -231,7 +231,7 @@ class Translation:
         return pb.RouteConfiguration(name=self.service, virtual_hosts=[host])
 
     def _table(self, source: Mapping[str, str], method: str) -> list[Any]:
-        """ROUTING.md's steps 3-4 as routes, restricted to ``method`` when given."""
+        """docs/routing.md's steps 2-3 as routes, restricted to ``method`` when given."""
         out: list[Any] = []
 
         def add(match: Any, parts: Sequence[tuple[Mapping[str, str] | None, int]]) -> None:
