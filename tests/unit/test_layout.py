@@ -28,6 +28,7 @@ PURE = [
     "errors.py",
     "allowlist.py",
     "registry/etcd/_cursor.py",
+    "registry/etcd/_endpoints.py",
     "policies",
     "_channel/_call.py",
 ]

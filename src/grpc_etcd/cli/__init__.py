@@ -103,7 +103,8 @@ class _LazyGroup(click.Group):
     envvar=ENV_ENDPOINTS,
     default=DEFAULT_ENDPOINT,
     show_default=True,
-    help=f"etcd endpoints, comma-separated (or ${ENV_ENDPOINTS}).",
+    help=f"etcd endpoints, comma-separated: HOST[:PORT], [IPV6]:PORT, ::1, https://HOST:PORT "
+    f"(or ${ENV_ENDPOINTS}).",
 )
 @click.option("--root", default="", help="Key prefix every service lives under.")
 @click.option("--timeout", default=5.0, show_default=True, help="Seconds per etcd request.")

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import ipaddress
-import re
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,6 +14,7 @@ from ..errors import GrpcEtcdError
 from ..naming import validate_service
 from ..registry._options import DEFAULT_ENDPOINT
 from ..registry._options import ENDPOINTS_ENV as ENV_ENDPOINTS
+from ..registry.etcd import split_endpoints
 
 if TYPE_CHECKING:
     from .._registry import Registry
@@ -27,60 +26,10 @@ __all__ = [
     "ENV_PASSWORD",
     "Options",
     "friendly_errors",
-    "parse_endpoints",
     "validate_cli_service",
 ]
 
 ENV_PASSWORD = "GRPC_ETCD_PASSWORD"
-_ETCD_PORT = 2379
-_HOSTNAME = re.compile(
-    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
-)
-
-
-def _host_port(raw: str) -> tuple[str, int]:
-    item = raw.strip()
-    for scheme in ("http://", "https://"):
-        if item.lower().startswith(scheme):
-            item = item[len(scheme) :]
-    item = item.rstrip("/")
-    if item.startswith("["):  # [v6]:port or [v6]
-        host, sep, rest = item[1:].partition("]")
-        port_text = rest[1:] if rest.startswith(":") else ""
-        if not sep or (rest and not rest.startswith(":")):
-            raise ValueError(f"malformed etcd endpoint {raw!r}")
-        with contextlib.suppress(ValueError):
-            ipaddress.IPv6Address(host)
-            return host, _port(port_text, raw)
-        raise ValueError(f"malformed etcd endpoint {raw!r}: {host!r} is not an IPv6 address")
-    host, _, port_text = item.partition(":")
-    if not (_HOSTNAME.match(host) or _is_ipv4(host)):
-        raise ValueError(f"malformed etcd endpoint {raw!r}: expected HOST:PORT")
-    return host, _port(port_text, raw)
-
-
-def _is_ipv4(host: str) -> bool:
-    try:
-        ipaddress.IPv4Address(host)
-    except ValueError:
-        return False
-    return True
-
-
-def _port(text: str, raw: str) -> int:
-    if not text:
-        return _ETCD_PORT
-    if not text.isdigit() or not 0 < int(text) < 65536:
-        raise ValueError(f"malformed etcd endpoint {raw!r}: bad port {text!r}")
-    return int(text)
-
-
-def parse_endpoints(endpoints: str) -> list[tuple[str, int]]:
-    """``"h1:2379,h2"`` -> ``[("h1", 2379), ("h2", 2379)]``; ``ValueError`` on a malformed one."""
-    items = [item for item in endpoints.split(",") if item.strip()]
-    if not items:
-        raise ValueError("no etcd endpoint given")
-    return [_host_port(item) for item in items]
 
 
 def validate_cli_service(service: str) -> str:
@@ -107,7 +56,7 @@ class Options:
 
     def validate(self) -> None:
         """Refuse malformed endpoints and half-given credentials before dialing anything."""
-        parse_endpoints(self.endpoints)
+        split_endpoints(self.endpoints)
         if self.timeout <= 0:
             raise ValueError(f"--timeout must be > 0, got {self.timeout}")
         if (self.user is None) != (self.password is None):
@@ -127,12 +76,14 @@ class Options:
         """Fail at once when every endpoint refuses the connection (instead of a long retry)."""
         self.validate()
         refused: list[str] = []
-        for host, port in parse_endpoints(self.endpoints):
+        for endpoint in split_endpoints(self.endpoints):
             try:
-                with socket.create_connection((host, port), timeout=min(self.timeout, 2.0)):
+                with socket.create_connection(
+                    (endpoint.host, endpoint.port), timeout=min(self.timeout, 2.0)
+                ):
                     return
             except ConnectionRefusedError:
-                refused.append(f"{host}:{port}")
+                refused.append(endpoint.address)
             except OSError:
                 return  # slow or unresolvable: let the client's own timeout say so
         raise ConnectionRefusedError(

@@ -8,6 +8,7 @@ it brings no other etcd library and cannot clash with one loaded in the same pro
 from __future__ import annotations
 
 from ._aio import AsyncEtcdClient, prefix_range_end
+from ._endpoints import EtcdEndpoint, parse_endpoint, split_endpoints
 from ._keepalive import KeepAlive
 from ._sync import EtcdClient, SyncKeepAlive
 from ._types import (
@@ -31,6 +32,7 @@ __all__ = [
     "CompactedError",
     "EtcdClient",
     "EtcdClientClosedError",
+    "EtcdEndpoint",
     "EtcdError",
     "EtcdUnavailableError",
     "KeepAlive",
@@ -42,5 +44,7 @@ __all__ = [
     "TLSConfig",
     "WatchEvent",
     "WatchResponse",
+    "parse_endpoint",
     "prefix_range_end",
+    "split_endpoints",
 ]

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import grpc
 import grpc.aio
 
+from ._endpoints import parse_endpoints
 from ._types import (
     AuthError,
     CompactedError,
@@ -32,8 +33,6 @@ from ._types import (
 )
 
 __all__ = ["EOF", "Endpoint", "ErrorKind", "classify", "map_error", "never_sent", "parse_endpoints"]
-
-DEFAULT_PORT = 2379
 
 #: what ``StreamStreamCall.read()`` returns at the end of the stream (missing from grpc-stubs)
 EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]
@@ -76,44 +75,6 @@ CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.max_reconnect_backoff_ms", 1_000),
     ("grpc.primary_user_agent", "grpc-etcd"),
 ]
-
-
-def parse_endpoints(endpoints: str | Sequence[str]) -> tuple[tuple[str, ...], bool]:
-    """Normalize endpoints to ``host:port``; return them and whether any asked for https.
-
-    Accepts a sequence or one comma-separated string; ``http://`` / ``https://`` prefixes and a
-    trailing ``/`` are tolerated; a missing port means 2379.
-    """
-    items = endpoints.split(",") if isinstance(endpoints, str) else list(endpoints)
-    result: list[str] = []
-    secure = False
-    for raw in items:
-        item = raw.strip()
-        if not item:
-            continue
-        lowered = item.lower()
-        if lowered.startswith("https://"):
-            secure = True
-            item = item[len("https://") :]
-        elif lowered.startswith("http://"):
-            item = item[len("http://") :]
-        elif "://" in item:
-            raise ValueError(f"unsupported etcd endpoint scheme: {raw!r}")
-        item = item.rstrip("/")
-        if not item:
-            raise ValueError(f"bad etcd endpoint: {raw!r}")
-        if item.startswith("["):  # [v6]:port or [v6]
-            if "]:" not in item:
-                item = f"{item}:{DEFAULT_PORT}"
-        elif item.count(":") == 0:
-            item = f"{item}:{DEFAULT_PORT}"
-        elif item.count(":") > 1:  # bare IPv6 address
-            item = f"[{item}]:{DEFAULT_PORT}"
-        if item not in result:
-            result.append(item)
-    if not result:
-        raise ValueError("no etcd endpoint given")
-    return tuple(result), secure
 
 
 def _read(path: str | None) -> bytes | None:
