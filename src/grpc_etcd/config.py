@@ -30,6 +30,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
+from ._words import did_you_mean
 from .errors import ConfigError
 from .naming import _normalize_root, validate_service
 
@@ -208,7 +209,7 @@ def _lb_entry(entry: dict[str, Any]) -> dict[str, Any]:
         validated = model.model_validate(settings)
     except ValidationError as exc:
         raise PydanticCustomError(
-            "lb_settings", "{name}: {fault}", {"name": name, "fault": _faults(exc)}
+            "lb_settings", "{name}: {fault}", {"name": name, "fault": _faults(exc, model)}
         ) from None
     return {name: validated.model_dump(by_alias=True, exclude_unset=True)}
 
@@ -223,7 +224,7 @@ def validate_policy_settings(name: str, settings: Mapping[str, Any] | None) -> B
     try:
         return model.model_validate(dict(settings or {}))
     except ValidationError as exc:
-        raise ConfigError("", f"settings of policy {name!r}: {_faults(exc)}") from None
+        raise ConfigError("", f"settings of policy {name!r}: {_faults(exc, model)}") from None
 
 
 _LB_ENTRY_SCHEMA = {
@@ -458,18 +459,123 @@ def _where(loc: Sequence[int | str]) -> str:
     return path
 
 
-def _faults(exc: ValidationError, limit: int = 3) -> str:
-    """One line for a pydantic error: ``routes[0].to[1].weight: <fault>``, the first few."""
+def _model_at(model: type[BaseModel], loc: Sequence[int | str]) -> type[BaseModel] | None:
+    """The model that validates the object at ``loc`` inside ``model`` (aliases in ``loc``)."""
+    current: type[BaseModel] | None = model
+    for part in loc:
+        if isinstance(part, int) or current is None:
+            continue  # an item of a tuple: the same model as the tuple's
+        fields = {f.alias or n: f for n, f in current.model_fields.items()}
+        field = fields.get(part)
+        current = _model_in(field.annotation) if field is not None else None
+    return current
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The model an annotation holds (``Model``, ``Model | None``, ``tuple[Model, ...]``)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _keys_of(model: type[BaseModel]) -> list[str]:
+    return [field.alias or name for name, field in model.model_fields.items()]
+
+
+def _shown(value: object) -> str:
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+#: pydantic's error types, in our words (``{got}``: the value found, as JSON).
+_MESSAGES = {
+    "missing": "is required",
+    "string_type": "must be a string, got {got}",
+    "int_type": "must be an integer, got {got}",
+    "int_parsing": "must be an integer, got {got}",
+    "int_from_float": "must be an integer, got {got}",
+    "float_type": "must be a number, got {got}",
+    "float_parsing": "must be a number, got {got}",
+    "bool_type": "must be true or false, got {got}",
+    "dict_type": "must be an object, got {got}",
+    "model_type": "must be an object, got {got}",
+    "model_attributes_type": "must be an object, got {got}",
+    "tuple_type": "must be a list, got {got}",
+    "list_type": "must be a list, got {got}",
+    "greater_than": "must be > {gt}, got {got}",
+    "greater_than_equal": "must be >= {ge}, got {got}",
+    "less_than": "must be < {lt}, got {got}",
+    "less_than_equal": "must be <= {le}, got {got}",
+    "too_short": "must have at least {min_length} item(s), got {actual_length}",
+    "too_long": "must have at most {max_length} item(s), got {actual_length}",
+}
+#: Keys whose pattern says nothing to a reader, in words.
+_PATTERNS = {"method": "must be a full method name /pkg.Service/Method or a prefix /pkg.Service/"}
+
+
+def _fault(error: Any, loc: list[int | str], model: type[BaseModel]) -> str:
+    """One pydantic error in our words (its location is said by the caller)."""
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        unknown = str(loc[-1]) if loc else "?"
+        owner = _model_at(model, loc[:-1])
+        known = _keys_of(owner) if owner is not None else []
+        if not known:
+            takes = "settings" if owner in POLICY_SETTINGS.values() else "keys"
+            return f"unknown key {unknown!r} (it takes no {takes})"
+        hint = did_you_mean(unknown, known)
+        return f"unknown key {unknown!r}" + (hint or f" (known: {', '.join(known)})")
+    if kind == "string_pattern_mismatch" and loc and loc[-1] in _PATTERNS:
+        return f"{_PATTERNS[str(loc[-1])]}, got {_shown(error['input'])}"
+    template = _MESSAGES.get(kind)
+    if template is None:  # ours (PydanticCustomError) are in our words; pydantic's rarer ones:
+        message = str(error["msg"])
+        if message.startswith("Input should be "):
+            message = f"must be {message[16:]}, got {_shown(error['input'])}"
+        return message
+    text = template.format(got=_shown(error["input"]), **(error.get("ctx") or {}))
+    return text.replace(" 1 item(s)", " 1 item").replace("item(s)", "items")
+
+
+def _faults(exc: ValidationError, model: type[BaseModel] | None = None, limit: int = 3) -> str:
+    """One line for a pydantic error in our words: ``routes[0].to[1].weight: <fault>``.
+
+    ``model`` is the model that raised (the document's by default), whose keys an unknown key
+    is compared with. A fault that only follows from another (a list left too short because
+    its one item was refused) is not repeated, and required keys missing from one object are
+    named together.
+    """
+    model = model or ServiceConfig
+    errors = [
+        (error, [part for part in error["loc"] if not _is_tag(part)])
+        for error in exc.errors(include_url=False)
+    ]
+    locs = [tuple(loc) for _, loc in errors]
     faults: list[str] = []
-    for error in exc.errors(include_url=False):
-        loc = [part for part in error["loc"] if not _is_tag(part)]
-        message = error["msg"]
-        if error["type"] == "extra_forbidden":
-            loc, unknown = loc[:-1], loc[-1] if loc else "?"
-            message = f"unknown key {unknown!r}"
-            if not loc:
-                message += f" (known: {', '.join(_TOP_LEVEL_KEYS)})"
-        faults.append(f"{_where(loc)}: {message}" if loc else message)
+    missing: dict[str, list[str]] = {}
+    for error, loc in errors:
+        if any(len(other) > len(loc) and other[: len(loc)] == tuple(loc) for other in locs):
+            continue  # a parent's fault caused by its child's
+        if error["type"] == "missing" and loc:
+            where = _where(loc[:-1])
+            if where not in missing:
+                missing[where] = []
+                faults.append(where)  # a placeholder, filled in below
+            missing[where].append(repr(str(loc[-1])))
+            continue
+        where = _where(loc[:-1] if error["type"] == "extra_forbidden" else loc)
+        message = _fault(error, loc, model)
+        faults.append(f"{where}: {message}" if where else message)
+    for where, keys in missing.items():
+        text = f"{'required key' if len(keys) == 1 else 'required keys'} {', '.join(keys)} missing"
+        faults[faults.index(where)] = f"{where}: {text}" if where else text
     extra = len(faults) - limit
     return "; ".join(faults[:limit]) + (f" (and {extra} more)" if extra > 0 else "")
 
@@ -477,9 +583,6 @@ def _faults(exc: ValidationError, limit: int = 3) -> str:
 def _is_tag(part: int | str) -> bool:
     # pydantic adds the validator's name for Annotated/union members ("function-after[...]").
     return isinstance(part, str) and ("[" in part and part.endswith("]"))
-
-
-_TOP_LEVEL_KEYS = tuple(field.alias or name for name, field in ServiceConfig.model_fields.items())
 
 
 def parse_config(

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from grpc_etcd.config import (
     POLICY_SETTINGS,
@@ -112,20 +114,22 @@ def test_empty_document_is_the_seed() -> None:
             {"routes": [{"to": [{"weight": 0}]}]},
             "routes[0].to: the weights sum to 0",
         ),
-        ({"routes": [{"to": [{"weight": -1}]}]}, "routes[0].to[0].weight: Input should be"),
-        ({"routes": [{"to": [{"weight": "9"}]}]}, "routes[0].to[0].weight: Input should be"),
+        ({"routes": [{"to": [{"weight": -1}]}]}, "routes[0].to[0].weight: must be >= 0, got -1"),
+        (
+            {"routes": [{"to": [{"weight": "9"}]}]},
+            'routes[0].to[0].weight: must be an integer, got "9"',
+        ),
         ({"routes": [{"to": []}]}, "routes[0].to: "),
-        ({"routes": [{}]}, "routes[0].to: Field required"),
+        ({"routes": [{}]}, "routes[0]: required key 'to' missing"),
         ({"routes": [{"match": {"method": "Api"}, "to": [{}]}]}, "routes[0].match.method"),
-        ({"fallback": [{"version": 1}]}, "fallback[0].version: Input should be a valid string"),
+        ({"fallback": [{"version": 1}]}, "fallback[0].version: must be a string, got 1"),
         (
             {"loadBalancingConfig": [{"least_request": {"choiceCount": 11}}]},
-            "loadBalancingConfig[0]: least_request: choiceCount: Input should be less than "
-            "or equal to 10",
+            "loadBalancingConfig[0]: least_request: choiceCount: must be <= 10, got 11",
         ),
         (
             {"loadBalancingConfig": [{"least_request": {"choiceCount": 1}}]},
-            "choiceCount: Input should be greater than or equal to 2",
+            "choiceCount: must be >= 2, got 1",
         ),
         ({"loadBalancingConfig": [{"round_robin": {"x": 1}}]}, "round_robin: unknown key 'x'"),
         (
@@ -135,7 +139,7 @@ def test_empty_document_is_the_seed() -> None:
         ),
         (
             {"loadBalancingConfig": [{"ring_hash": {"maxRingSize": 0}}]},
-            "ring_hash: maxRingSize: Input should be greater than or equal to 1",
+            "ring_hash: maxRingSize: must be >= 1, got 0",
         ),
         (
             {"loadBalancingConfig": [{"grpclb": {}}]},
@@ -152,7 +156,7 @@ def test_empty_document_is_the_seed() -> None:
             'like "0.5s", got "2"',
         ),
         ({"methodConfig": [{"name": [{}], "timeout": 2}]}, "timeout: a duration must be"),
-        ({"methodConfig": [{"name": [{}], "timeout": "0s"}]}, "timeout: Input should be greater"),
+        ({"methodConfig": [{"name": [{}], "timeout": "0s"}]}, "timeout: must be > 0, got"),
         ({"methodConfig": [{"name": [{"method": "M"}]}]}, "a method needs its service"),
         (
             {"methodConfig": [{"name": [{"service": "a"}]}, {"name": [{"service": "a"}]}]},
@@ -178,7 +182,7 @@ def test_empty_document_is_the_seed() -> None:
         ),
         (
             {"methodConfig": [{"name": [{}], "retryPolicy": {"maxAttempts": 1}}]},
-            "retryPolicy.maxAttempts: Input should be greater than or equal to 2",
+            "retryPolicy.maxAttempts: must be >= 2, got 1",
         ),
         ({"retryThrottling": {"maxTokens": 1001, "tokenRatio": 1}}, "retryThrottling.maxTokens"),
         ({"outlierDetection": {"maxEjectionPercent": 101}}, "outlierDetection.maxEjection"),
@@ -306,3 +310,66 @@ def test_json_schema_lists_every_key_and_policy() -> None:
     assert entry["maxProperties"] == 1
     timeout = schema["$defs"]["MethodConfig"]["properties"]["timeout"]
     assert "pattern" in json.dumps(timeout), "durations are strings in the schema"
+
+
+def test_a_typod_key_is_one_fault_in_our_words_with_what_was_meant() -> None:
+    """Issue 13: no pydantic text, no second fault that only follows from the first."""
+    document = {"routes": [{"to": [{"subset": {"version": "v1"}, "wieght": 5}]}]}
+    assert refusal(document) == (
+        f"bad service config at {KEY}: routes[0].to[0]: unknown key 'wieght' - did you mean "
+        "'weight'?"
+    )
+    assert refusal({"rotues": []}).endswith("unknown key 'rotues' - did you mean 'routes'?")
+    assert refusal({"load_balancing_config": []}).endswith("did you mean 'loadBalancingConfig'?")
+    assert refusal({"fallback": [{"version": 1}], "routes": [{"to": [{"subset": {"v": 2}}]}]}) == (
+        f"bad service config at {KEY}: routes[0].to[0].subset.v: must be a string, got 2; "
+        "fallback[0].version: must be a string, got 1"
+    )
+
+
+def test_a_typo_in_a_policys_settings_lists_that_policys_settings() -> None:
+    typo = {"loadBalancingConfig": [{"least_request": {"choiseCount": 3}}]}
+    assert refusal(typo).endswith(
+        "loadBalancingConfig[0]: least_request: unknown key 'choiseCount' - did you mean "
+        "'choiceCount'?"
+    )
+    far = {"loadBalancingConfig": [{"ring_hash": {"zzz": 3}}]}
+    assert refusal(far).endswith(
+        "ring_hash: unknown key 'zzz' (known: minRingSize, maxRingSize, requestHashHeader)"
+    )
+    assert "routes" not in refusal({"loadBalancingConfig": [{"pick_first": {"zzz": 1}}]})
+
+
+def test_missing_keys_of_one_object_are_named_together() -> None:
+    document = {"methodConfig": [{"name": [{}], "retryPolicy": {"maxAttempts": 3}}]}
+    assert refusal(document).endswith(
+        "methodConfig[0].retryPolicy: required keys 'initialBackoff', 'maxBackoff', "
+        "'backoffMultiplier', 'retryableStatusCodes' missing"
+    )
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 20) | st.sampled_from(["", "v1", "1s", "x"]),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(["to", "subset", "weight", "wieght", "match", "version", "name", "x"]),
+            inner,
+            max_size=3,
+        )
+    ),
+    max_leaves=12,
+)
+_KEYS = st.sampled_from([*EXAMPLE, "rotues", "fallbak"])
+#: Phrases of pydantic's own messages: a refusal is in our words, whatever the document.
+_LIBRARY_TEXT = re.compile(r"Input should|Field required|should have|Extra inputs|pydantic")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(_KEYS, _JSON, max_size=3))
+def test_no_refusal_speaks_the_validation_librarys_words(document: dict[str, Any]) -> None:
+    try:
+        parse_config(document, key=KEY)
+    except ConfigError as exc:
+        assert not _LIBRARY_TEXT.search(str(exc)), str(exc)
+        assert "\n" not in str(exc)

@@ -16,6 +16,7 @@ SRC = Path(grpc_etcd.__file__).parent
 # The pure core: no I/O, no threads, no event loop.
 PURE = [
     "config.py",
+    "_words.py",
     "rules.py",
     "outlier.py",
     "retry.py",

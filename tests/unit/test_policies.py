@@ -50,7 +50,7 @@ def test_get_policy_makes_a_new_instance_per_call_and_names_the_known_ones() -> 
     assert get_policy(mine) is mine
     with pytest.raises(ValueError, match=r"unknown balancing policy 'rr'; known: random, version"):
         get_policy("rr")
-    with pytest.raises(ConfigError, match=r"least_request.*choiceCount.*less than or equal to 10"):
+    with pytest.raises(ConfigError, match=r"least_request.*choiceCount: must be <= 10, got 11"):
         get_policy("least_request", {"choiceCount": 11})
     with pytest.raises(ConfigError, match="unknown key 'x'"):
         get_policy("round_robin", {"x": 1})
