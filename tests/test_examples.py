@@ -26,6 +26,7 @@ def test_server_and_client_examples(etcd: EtcdServer, kind: str) -> None:
             "v5",
         ],
         stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
     )
     try:
@@ -53,5 +54,10 @@ def test_server_and_client_examples(etcd: EtcdServer, kind: str) -> None:
             assert run("v6") == "UNAVAILABLE: no match found conn"
     finally:
         server.send_signal(signal.SIGTERM)
-        assert server.wait(15) == 0
+        _, err = server.communicate(timeout=15)
+        assert server.returncode == 0, err
+    # serve() says what it does on SIGTERM, though the example configures no logging.
+    said = [line.split("grpc_etcd.serve: ", 1)[-1] for line in err.splitlines()]
+    assert any(line.startswith("draining: NOT_SERVING, deregistering /hwholiday") for line in said)
+    assert said[-1].startswith("stopped: drained in "), err
     assert etcd.etcdctl("get", "--prefix", "/hwholiday/srv/app/", "--keys-only").strip() == ""

@@ -20,9 +20,11 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 import grpc
@@ -119,13 +121,14 @@ def serve(
         _add_health(server, servicer)
         for service in _services(registrations):
             servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
-    if stop is None:
-        stop = threading.Event()
-        with _signals_set(stop):
+    with _said_on_stderr():
+        if stop is None:
+            stop = threading.Event()
+            with _signals_set(stop):
+                _wait_forever(stop)
+        else:
             _wait_forever(stop)
-    else:
-        _wait_forever(stop)
-    drain(server, registrations, grace=grace, drain_delay=drain_delay, health=servicer)
+        drain(server, registrations, grace=grace, drain_delay=drain_delay, health=servicer)
 
 
 def drain(
@@ -139,13 +142,52 @@ def drain(
     """Stop losslessly now: NOT_SERVING, deregister, wait ``drain_delay``, ``stop(grace)``."""
     _check_times(grace, drain_delay)
     started = time.monotonic()
+    registrations = _as_list(registration)
+    _say_draining(registrations, grace, drain_delay)
     if health is not None and health is not True:
         health.enter_graceful_shutdown()
-    for each in _as_list(registration):
-        each.close()
+    if len(registrations) > 1:  # each close is a round trip or two to etcd: all at once
+        with ThreadPoolExecutor(len(registrations), thread_name_prefix="drain") as pool:
+            list(pool.map(lambda each: each.close(), registrations))
+    else:
+        for each in registrations:
+            each.close()
     time.sleep(drain_delay)
     server.stop(grace).wait()
-    log.info("drained in %.2fs", time.monotonic() - started)
+    _say_stopped(started)
+
+
+def _say_draining(registrations: list[Any], grace: float | None, drain_delay: float) -> None:
+    keys = ", ".join(str(getattr(each, "key", "?")) for each in registrations) or "nothing"
+    log.info(
+        "draining: NOT_SERVING, deregistering %s, stopping in %gs (calls in flight get %s)",
+        keys,
+        drain_delay,
+        "as long as they take" if grace is None else f"{grace:g}s",
+    )
+
+
+def _say_stopped(started: float) -> None:
+    log.info("stopped: drained in %.2fs", time.monotonic() - started)
+
+
+@contextlib.contextmanager
+def _said_on_stderr() -> Iterator[None]:
+    """While ``serve()`` runs, its lines reach stderr even when the program configured no
+    logging (then nothing would show them); a program that did configure logging decides."""
+    if log.hasHandlers():
+        yield
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s grpc_etcd.serve: %(message)s"))
+    level = log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
 
 
 def _wait_forever(stop: threading.Event) -> None:
@@ -164,7 +206,7 @@ def _signals_set(stop: threading.Event) -> Iterator[None]:
     previous: dict[signal.Signals, Any] = {}
 
     def on_signal(signum: int, frame: object) -> None:
-        log.info("%s received: draining", signal.Signals(signum).name)
+        log.info("%s received", signal.Signals(signum).name)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         stop.set()
@@ -199,13 +241,16 @@ async def serve_aio(
         _add_health(server, servicer)
         for service in _services(registrations):
             await servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
-    if stop is None:
-        stop = asyncio.Event()
-        with _loop_signals_set(stop.set):
+    with _said_on_stderr():
+        if stop is None:
+            stop = asyncio.Event()
+            with _loop_signals_set(stop.set):
+                await stop.wait()
+        else:
             await stop.wait()
-    else:
-        await stop.wait()
-    await drain_aio(server, registrations, grace=grace, drain_delay=drain_delay, health=servicer)
+        await drain_aio(
+            server, registrations, grace=grace, drain_delay=drain_delay, health=servicer
+        )
 
 
 async def drain_aio(
@@ -219,14 +264,16 @@ async def drain_aio(
     """``grpc_etcd.aio.drain``: the ``await`` twin of :func:`drain`."""
     _check_times(grace, drain_delay)
     started = time.monotonic()
+    registrations = _as_list(registration)
+    _say_draining(registrations, grace, drain_delay)
     if health is not None and health is not True:
         result = health.enter_graceful_shutdown()
         if asyncio.iscoroutine(result):
             await result
-    await asyncio.gather(*(each.close() for each in _as_list(registration)))
+    await asyncio.gather(*(each.close() for each in registrations))
     await asyncio.sleep(drain_delay)
     await server.stop(grace)
-    log.info("drained in %.2fs", time.monotonic() - started)
+    _say_stopped(started)
 
 
 @contextlib.contextmanager
@@ -234,7 +281,7 @@ def _loop_signals_set(on_stop: Callable[[], None]) -> Iterator[None]:
     loop = asyncio.get_running_loop()
 
     def on_signal(sig: signal.Signals) -> None:
-        log.info("%s received: draining", sig.name)
+        log.info("%s received", sig.name)
         for each in STOP_SIGNALS:  # a second signal does what it did before serve()
             loop.remove_signal_handler(each)
         on_stop()

@@ -136,3 +136,73 @@ def test_serve_outside_the_main_thread_needs_an_event() -> None:
 def test_negative_times_are_refused(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="must be >= 0"):
         grpc_etcd.serve(None, [], stop=threading.Event(), **kwargs)  # type: ignore[arg-type]
+
+
+class _SlowToClose:
+    """A registration whose close() returns only once every other one is closing too."""
+
+    def __init__(self, barrier: threading.Barrier) -> None:
+        self.barrier = barrier
+        self.key = f"/test/srv/echo/{id(self)}"
+
+    def close(self) -> None:
+        self.barrier.wait(timeout=10)  # one close at a time would break the barrier
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.barrier.wait, 10)
+
+
+def test_sync_drain_closes_the_registrations_at_once() -> None:
+    server, _ = _start_server()
+    barrier = threading.Barrier(3)
+    grpc_etcd.drain(server, [_SlowToClose(barrier) for _ in range(3)], drain_delay=0)  # type: ignore[list-item]
+    assert not barrier.broken
+
+
+def test_aio_drain_closes_the_registrations_at_once() -> None:
+    barrier = threading.Barrier(3)
+    closing = [_SlowToClose(barrier) for _ in range(3)]
+    for each in closing:
+        each.close = each.aclose  # type: ignore[method-assign]
+
+    async def main() -> None:
+        server = grpc.aio.server()
+        server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        await grpc_etcd.aio.drain(server, closing, drain_delay=0)  # type: ignore[arg-type]
+
+    asyncio.run(main())
+    assert not barrier.broken
+
+
+@pytest.mark.parametrize("kind", ["sync", "aio"])
+def test_serve_says_when_it_starts_draining_and_when_it_has_stopped(
+    etcd: EtcdServer, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="grpc_etcd.serve")
+    if kind == "sync":
+        server, address = _start_server()
+        stop = threading.Event()
+        stop.set()
+        with grpc_etcd.Registry(etcd.endpoint) as registry:
+            registration = registry.register(SERVICE, address=address)
+            grpc_etcd.serve(server, registration, stop=stop, drain_delay=0)
+            key = registration.key
+    else:
+
+        async def main() -> str:
+            server = grpc.aio.server()
+            address = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
+            await server.start()
+            stop = asyncio.Event()
+            stop.set()
+            async with grpc_etcd.aio.Registry(etcd.endpoint) as registry:
+                registration = await registry.register(SERVICE, address=address)
+                await grpc_etcd.aio.serve(server, registration, stop=stop, drain_delay=0)
+                return registration.key
+
+        key = asyncio.run(main())
+    said = [r.getMessage() for r in caplog.records if r.name == "grpc_etcd.serve"]
+    assert len(said) == 2, said
+    assert said[0].startswith(f"draining: NOT_SERVING, deregistering {key}, stopping in 0s")
+    assert said[1].startswith("stopped: drained in ")
