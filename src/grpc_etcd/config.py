@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
 from pydantic import (
     AfterValidator,
@@ -45,6 +45,7 @@ __all__ = [
     "MethodName",
     "NoSettings",
     "OutlierDetection",
+    "PolicySettings",
     "RetryPolicy",
     "RetryThrottling",
     "RingHashSettings",
@@ -147,18 +148,41 @@ class _Model(BaseModel):
 # ---------------------------------------------------------------- policy settings
 
 
-class NoSettings(_Model):
+class PolicySettings(_Model):
+    """The typed settings of one balancing policy (its ``{...}`` in ``loadBalancingConfig``),
+    defaults filled in. A config keeps them (:attr:`ServiceConfig.policy_config`) and the
+    policy reads them: they are validated once, and their defaults are written only here."""
+
+    @classmethod
+    def of(cls, name: str, settings: Mapping[str, Any] | PolicySettings | None) -> Self:
+        """``settings`` as this class: taken as they are when already typed, else validated
+        (``None`` = ``{}``); ConfigError naming policy ``name`` and the fault."""
+        if isinstance(settings, cls):
+            return settings
+        if isinstance(settings, PolicySettings):
+            raise ConfigError(
+                "",
+                f"settings of policy {name!r}: {type(settings).__name__} given, "
+                f"{cls.__name__} expected",
+            )
+        try:
+            return cls.model_validate(dict(settings or {}))
+        except ValidationError as exc:
+            raise ConfigError("", f"settings of policy {name!r}: {_faults(exc, cls)}") from None
+
+
+class NoSettings(PolicySettings):
     """Settings of a policy that takes none: only ``{}`` is valid."""
 
 
-class LeastRequestSettings(_Model):
+class LeastRequestSettings(PolicySettings):
     """``least_request``'s settings (gRPC A48)."""
 
     #: How many random nodes are compared per pick; A48 allows 2..10 and defaults to 2.
     choice_count: Annotated[StrictInt, Field(ge=2, le=10)] = 2
 
 
-class RingHashSettings(_Model):
+class RingHashSettings(PolicySettings):
     """``ring_hash``'s settings (gRPC A42: ring sizes 1..8M, defaults 1024 and 4096)."""
 
     min_ring_size: Annotated[StrictInt, Field(ge=1, le=8_388_608)] = 1024
@@ -177,8 +201,8 @@ class RingHashSettings(_Model):
         return self
 
 
-#: Every policy name we know, with the model that validates its settings.
-POLICY_SETTINGS: Mapping[str, type[_Model]] = {
+#: Every policy name we know, with the model of its settings.
+POLICY_SETTINGS: Mapping[str, type[PolicySettings]] = {
     "random": NoSettings,
     "version": NoSettings,
     "pick_first": NoSettings,
@@ -191,6 +215,7 @@ POLICY_SETTINGS: Mapping[str, type[_Model]] = {
 
 
 def _lb_entry(entry: dict[str, Any]) -> dict[str, Any]:
+    """One ``loadBalancingConfig`` entry, its settings typed when the policy is ours."""
     if len(entry) != 1:
         raise PydanticCustomError(
             "lb_entry",
@@ -201,30 +226,30 @@ def _lb_entry(entry: dict[str, Any]) -> dict[str, Any]:
     model = POLICY_SETTINGS.get(name)
     if model is None:
         return entry  # gRPC's rule: entries we don't know are skipped, the first known one wins
+    if isinstance(settings, model):
+        return entry
     if not isinstance(settings, Mapping):
         raise PydanticCustomError(
             "lb_settings", "{name}: settings must be an object", {"name": name}
         )
     try:
-        validated = model.model_validate(settings)
+        return {name: model.model_validate(settings)}
     except ValidationError as exc:
         raise PydanticCustomError(
             "lb_settings", "{name}: {fault}", {"name": name, "fault": _faults(exc, model)}
         ) from None
-    return {name: validated.model_dump(by_alias=True, exclude_unset=True)}
 
 
-def validate_policy_settings(name: str, settings: Mapping[str, Any] | None) -> BaseModel:
-    """The validated settings of policy ``name`` (``None`` = ``{}``); ConfigError if invalid."""
+def validate_policy_settings(
+    name: str, settings: Mapping[str, Any] | PolicySettings | None
+) -> PolicySettings:
+    """The typed settings of policy ``name`` (``None`` = ``{}``); ConfigError if invalid."""
     model = POLICY_SETTINGS.get(name)
     if model is None:
         raise ConfigError(
             "", f"unknown balancing policy {name!r}; known: {', '.join(POLICY_SETTINGS)}"
         )
-    try:
-        return model.model_validate(dict(settings or {}))
-    except ValidationError as exc:
-        raise ConfigError("", f"settings of policy {name!r}: {_faults(exc, model)}") from None
+    return model.of(name, settings)
 
 
 _LB_ENTRY_SCHEMA = {
@@ -407,13 +432,13 @@ class ServiceConfig(_Model):
                     )
         return entries
 
-    def _policy(self) -> tuple[str, Mapping[str, Any]]:
+    def _policy(self) -> tuple[str, PolicySettings]:
         """The first entry of ``loadBalancingConfig`` that we know (gRPC's rule), or the default."""
         for entry in self.load_balancing_config:
             for name, settings in entry.items():
                 if name in POLICY_SETTINGS:
                     return name, settings
-        return DEFAULT_POLICY, {}
+        return DEFAULT_POLICY, POLICY_SETTINGS[DEFAULT_POLICY]()
 
     @property
     def policy_name(self) -> str:
@@ -421,9 +446,14 @@ class ServiceConfig(_Model):
         return self._policy()[0]
 
     @property
+    def policy_config(self) -> PolicySettings:
+        """That policy's typed settings, defaults filled in (``RingHashSettings``, ...)."""
+        return self._policy()[1]
+
+    @property
     def policy_settings(self) -> Mapping[str, Any]:
         """That policy's settings as written (camelCase keys, validated); ``{}`` when none."""
-        return dict(self._policy()[1])
+        return self.policy_config.model_dump(mode="json", by_alias=True, exclude_unset=True)
 
     def method_config_for(self, method: str) -> MethodConfig | None:
         """The methodConfig entry of a full method name ``/pkg.Service/Method``, as gRPC

@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 
 from grpc_etcd.config import (
     POLICY_SETTINGS,
+    NoSettings,
+    RingHashSettings,
     ServiceConfig,
     config_json_schema,
     config_key,
@@ -21,6 +23,7 @@ from grpc_etcd.config import (
     parse_duration,
 )
 from grpc_etcd.errors import ConfigError, GrpcEtcdError
+from grpc_etcd.policies import get_policy
 
 ROUTING_MD = Path("/work/shared/ROUTING.md")
 KEY = "/grpc-etcd/config/user"
@@ -373,3 +376,25 @@ def test_no_refusal_speaks_the_validation_librarys_words(document: dict[str, Any
     except ConfigError as exc:
         assert not _LIBRARY_TEXT.search(str(exc)), str(exc)
         assert "\n" not in str(exc)
+
+
+def test_policy_settings_are_kept_typed_with_defaults_in_one_place() -> None:
+    config = parse_config({"loadBalancingConfig": [{"ring_hash": {"requestHashHeader": "x-k"}}]})
+    settings = config.policy_config
+    assert isinstance(settings, RingHashSettings)
+    assert (settings.min_ring_size, settings.max_ring_size) == (1024, 4096)
+    assert settings.request_hash_header == "x-k"
+    assert config.policy_settings == {"requestHashHeader": "x-k"}, "as written"
+    assert config.document() == {
+        "loadBalancingConfig": [{"ring_hash": {"requestHashHeader": "x-k"}}]
+    }
+    assert parse_config(config.document()) == config
+    assert isinstance(parse_config({}).policy_config, NoSettings)
+
+
+def test_a_policy_reads_the_configs_settings_without_validating_them_again() -> None:
+    config = parse_config({"loadBalancingConfig": [{"least_request": {"choiceCount": 4}}]})
+    policy = get_policy(config.policy_name, config.policy_config)
+    assert policy.settings is config.policy_config  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError, match="LeastRequestSettings given, RingHashSettings expected"):
+        get_policy("ring_hash", config.policy_config)

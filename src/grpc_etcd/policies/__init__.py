@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ..config import POLICY_SETTINGS
+from ..config import POLICY_SETTINGS, PolicySettings
 from ._balancer import Balancer
 from .base import (
     NO_MATCH_DETAILS,
@@ -63,7 +63,7 @@ __all__ = [
 ]
 
 #: Every policy by name, with how to make a new instance from its settings.
-POLICIES: Mapping[str, Callable[[Mapping[str, Any] | None], Policy]] = {
+POLICIES: Mapping[str, Callable[[Mapping[str, Any] | PolicySettings | None], Policy]] = {
     "random": RandomPolicy,
     "version": lambda settings: RandomPolicy(settings, name="version"),
     "pick_first": PickFirstPolicy,
@@ -76,9 +76,12 @@ POLICIES: Mapping[str, Callable[[Mapping[str, Any] | None], Policy]] = {
 assert set(POLICIES) == set(POLICY_SETTINGS), "config.POLICY_SETTINGS names every policy"
 
 
-def get_policy(policy: str | Policy, settings: Mapping[str, Any] | None = None) -> Policy:
+def get_policy(
+    policy: str | Policy, settings: Mapping[str, Any] | PolicySettings | None = None
+) -> Policy:
     """A NEW instance of the policy named ``policy`` with ``settings`` (its ``{}`` in
-    ``loadBalancingConfig``), or ``policy`` itself if it is already one.
+    ``loadBalancingConfig``, or its typed settings from a config), or ``policy`` itself if it
+    is already one.
 
     Raises ``ValueError`` for an unknown name (naming the known ones) or invalid settings.
     """

@@ -322,9 +322,9 @@ class Balancer(Generic[T]):
         if custom is not None:
             key: tuple[str, object] = ("", id(custom))
         else:
-            key = (config.policy_name, repr(sorted(config.policy_settings.items())))
+            key = (config.policy_name, config.policy_config)
         if key != self._policy_key:
-            self._policy = custom or get_policy(config.policy_name, config.policy_settings)
+            self._policy = custom or get_policy(config.policy_name, config.policy_config)
             self._policy_key = key
             self._groups = {}  # a new policy builds every child picker anew
         self._config = config

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from ..config import validate_policy_settings
+from ..config import NoSettings, PolicySettings
 from .base import Endpoint, Picker
 
 __all__ = ["StatelessPolicy"]
@@ -23,8 +23,8 @@ class StatelessPolicy:
     name: str
     picker: Callable[[Sequence[Endpoint[Any]]], Picker[Any]]
 
-    def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
-        validate_policy_settings(self.name, settings)
+    def __init__(self, settings: Mapping[str, Any] | PolicySettings | None = None) -> None:
+        self.settings = NoSettings.of(self.name, settings)
 
     def build(self, ready: Sequence[Endpoint[T]]) -> Picker[T]:
         """A new picker over ``ready``."""

@@ -11,7 +11,7 @@ import random as _random
 from collections.abc import Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
-from ..config import LeastRequestSettings, validate_policy_settings
+from ..config import LeastRequestSettings, PolicySettings
 from ..routing import CallInfo
 from ._load import Load, LoadTable
 from .base import Endpoint, Pick
@@ -55,10 +55,9 @@ class LeastRequestPolicy:
 
     name = "least_request"
 
-    def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
-        validated = validate_policy_settings(self.name, settings)
-        assert isinstance(validated, LeastRequestSettings)
-        self.choice_count = validated.choice_count
+    def __init__(self, settings: Mapping[str, Any] | PolicySettings | None = None) -> None:
+        self.settings = LeastRequestSettings.of(self.name, settings)
+        self.choice_count = self.settings.choice_count
         self._loads = LoadTable()
 
     def inflight(self, address: str) -> int:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
-from ..config import validate_policy_settings
+from ..config import NoSettings, PolicySettings
 from ..routing import CallInfo
 from ._load import Load, LoadTable
 from .base import DoneInfo, Endpoint, Pick
@@ -148,11 +148,11 @@ class P2CEwmaPolicy:
 
     def __init__(
         self,
-        settings: Mapping[str, Any] | None = None,
+        settings: Mapping[str, Any] | PolicySettings | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        validate_policy_settings(self.name, settings)
+        self.settings = NoSettings.of(self.name, settings)
         self._clock = clock
         self._stats = LoadTable(lambda: _Stats(clock))
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from itertools import accumulate
 from typing import Any, Generic, TypeVar
 
-from ..config import validate_policy_settings
+from ..config import NoSettings, PolicySettings
 from ..routing import CallInfo
 from ._picks import PickCache
 from ._weights import weights_of
@@ -52,8 +52,10 @@ class RandomPicker(Generic[T]):
 class RandomPolicy:
     """Builds :class:`RandomPicker`s. ``name`` is ``random`` or its alias ``version``."""
 
-    def __init__(self, settings: Mapping[str, Any] | None = None, *, name: str = "random") -> None:
-        validate_policy_settings(name, settings)
+    def __init__(
+        self, settings: Mapping[str, Any] | PolicySettings | None = None, *, name: str = "random"
+    ) -> None:
+        self.settings = NoSettings.of(name, settings)
         self.name = name
         self._picks = PickCache()
 

@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from hashlib import blake2b
 from typing import Any, Generic, TypeVar
 
-from ..config import RingHashSettings, validate_policy_settings
+from ..config import PolicySettings, RingHashSettings
 from ..routing import CallInfo
 from ._weights import weights_of
 from .base import Endpoint, Pick
@@ -110,12 +110,11 @@ class RingHashPolicy:
 
     name = "ring_hash"
 
-    def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
-        validated = validate_policy_settings(self.name, settings)
-        assert isinstance(validated, RingHashSettings)
-        self.min_ring_size = validated.min_ring_size
-        self.max_ring_size = validated.max_ring_size
-        self.request_hash_header = validated.request_hash_header.lower()
+    def __init__(self, settings: Mapping[str, Any] | PolicySettings | None = None) -> None:
+        self.settings = RingHashSettings.of(self.name, settings)
+        self.min_ring_size = self.settings.min_ring_size
+        self.max_ring_size = self.settings.max_ring_size
+        self.request_hash_header = self.settings.request_hash_header.lower()
         self._points: dict[str, list[int]] = {}
         self._largest = 0
 

@@ -29,7 +29,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import MethodConfig, MethodName, OutlierDetection, RetryPolicy, ServiceConfig
+from ..config import (
+    MethodConfig,
+    MethodName,
+    OutlierDetection,
+    RetryPolicy,
+    RingHashSettings,
+    ServiceConfig,
+)
 from ..node import Node, parse_address
 from ..rules import method_is_offline, node_labels, offline_methods, selector, selects
 from ..snapshot import Snapshot
@@ -144,7 +151,8 @@ class Translation:
                 )
             policy = "round_robin"
         self.policy = policy
-        self._hash_header = str(config.policy_settings.get("requestHashHeader", ""))
+        settings = config.policy_config
+        self._ring = settings if isinstance(settings, RingHashSettings) else RingHashSettings()
         if config.outlier_detection and config.outlier_detection.consecutive_errors is not None:
             self.warnings.append(
                 f"{self.service}: outlierDetection.consecutiveErrors has no equivalent in gRPC's "
@@ -303,9 +311,10 @@ class Translation:
                     ]
                 )
             )
-        if self.policy == "ring_hash" and self._hash_header:
+        if self.policy == "ring_hash" and self._ring.request_hash_header:
+            header = self._ring.request_hash_header
             policy = pb.RouteAction.HashPolicy(
-                header=pb.RouteAction.HashPolicy.Header(header_name=self._hash_header)
+                header=pb.RouteAction.HashPolicy.Header(header_name=header)
             )
             action.hash_policy.append(policy)
         return action
@@ -338,12 +347,11 @@ class Translation:
             ),
         )
         if self.policy == "ring_hash":
-            settings = self.state.config.policy_settings
             cluster.lb_policy = pb.Cluster.RING_HASH
             cluster.ring_hash_lb_config.CopyFrom(
                 pb.Cluster.RingHashLbConfig(
-                    minimum_ring_size=pb.UInt64Value(value=int(settings.get("minRingSize", 1024))),
-                    maximum_ring_size=pb.UInt64Value(value=int(settings.get("maxRingSize", 4096))),
+                    minimum_ring_size=pb.UInt64Value(value=self._ring.min_ring_size),
+                    maximum_ring_size=pb.UInt64Value(value=self._ring.max_ring_size),
                     hash_function=pb.Cluster.RingHashLbConfig.XX_HASH,
                 )
             )
