@@ -20,7 +20,7 @@ from ._loop import LoopThread
 from .aio._registry import Registry as AsyncRegistry
 from .allowlist import AllowList, allow_list
 from .errors import ClosedError
-from .node import Node
+from .node import Node, check_version
 from .registry import registration as _aio_registration
 from .registry._options import Methods, endpoints_or_default
 from .registry.etcd import EtcdClient
@@ -202,6 +202,8 @@ class Registry(Closing):
         ``allow``: the IP networks node addresses must lie in (``["10.0.0.0/8"]``); a record
         outside them is ignored with a warning naming its key."""
         self._check_open()
+        if version is not None:
+            check_version(version)  # "" too: it would silently mean no version
         allowed = allow_list(allow)
         channel = BalancedChannel(
             service,

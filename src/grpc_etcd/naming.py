@@ -5,7 +5,12 @@ The Go original maps the dotted service name ``hwholiday.srv.app`` to the key pa
 *with* its trailing slash, so ``/app/`` never matches ``/application/...``.
 
 A name that already contains ``/`` is taken as a raw etcd target (etcd's own Go ``naming``
-package uses such targets, e.g. ``foo/bar/my-service``) and is not rewritten.
+package uses such targets, e.g. ``foo/bar/my-service``, whose keys have no leading ``/``) and is
+not rewritten: channels, ``nodes()`` and ``watch()`` read Go services registered that way.
+``register()`` takes dotted names only (:func:`validate_dotted`): it writes our own record
+format, which etcd's naming resolvers do not read, so a raw target there only ever made a key
+(``hwholiday/srv/bad/<id>``, no leading ``/``) that no dotted channel and no ``grpc-etcd ls``
+would see.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ __all__ = [
     "service_name",
     "service_path",
     "service_prefix",
+    "validate_dotted",
     "validate_service",
 ]
 
@@ -42,6 +48,18 @@ def validate_service(service: str) -> str:
                 f"'_' or '-' (bad part {part!r})"
             )
     return service
+
+
+def validate_dotted(service: str) -> str:
+    """A dotted service name, as ``register()`` and the CLI take it; a raw ``a/b/c`` target
+    is refused with the dotted name it probably meant."""
+    if isinstance(service, str) and "/" in service:
+        dotted = service.strip("/").replace("/", ".")
+        raise ValueError(
+            f"service name {service!r} must be dotted (e.g. {dotted!r}); a name with '/' is a "
+            "raw etcd naming target, which a channel can read but register() does not write"
+        )
+    return validate_service(service)
 
 
 def _normalize_root(root: str) -> str:

@@ -28,7 +28,13 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from .errors import RecordError
-from .naming import instance_key, new_instance_id, service_name, service_path, validate_service
+from .naming import (
+    instance_key,
+    new_instance_id,
+    service_name,
+    service_path,
+    validate_dotted,
+)
 
 __all__ = [
     "DEFAULT_LIMITING",
@@ -242,7 +248,7 @@ def build_node(
     root: str,
 ) -> Node:
     """The node a ``register()`` call describes, with every argument checked."""
-    validate_service(service)
+    validate_dotted(service)
     dial = check_address(address, advertise)
     meta = check_metadata(metadata, weight)
     method_map = _method_map(methods)

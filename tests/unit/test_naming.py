@@ -12,6 +12,7 @@ from grpc_etcd.naming import (
     service_name,
     service_path,
     service_prefix,
+    validate_dotted,
 )
 
 
@@ -60,3 +61,11 @@ def test_name_prefix_round_trip(parts: list[str]) -> None:
     prefix = service_prefix(name)
     assert prefix.strip("/").replace("/", ".") == name
     assert service_name(name) == parts[-1]
+
+
+@pytest.mark.parametrize("raw", ["hwholiday/srv/bad", "/hwholiday/srv/bad", "foo/bar/my-service"])
+def test_only_dotted_names_are_registered(raw: str) -> None:
+    dotted = raw.strip("/").replace("/", ".")
+    with pytest.raises(ValueError, match=rf"must be dotted \(e.g. '{dotted}'\)"):
+        validate_dotted(raw)
+    assert validate_dotted(dotted) == dotted

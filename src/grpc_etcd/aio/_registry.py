@@ -21,7 +21,7 @@ from ..allowlist import AllowList, allow_list
 from ..config import ServiceConfig
 from ..errors import ClosedError
 from ..naming import validate_service
-from ..node import Node
+from ..node import Node, check_version
 from ..registry._options import Methods, build_node, endpoints_or_default
 from ..registry.config_watch import watch_config
 from ..registry.etcd import AsyncEtcdClient, TLSConfig
@@ -167,6 +167,8 @@ class Registry(AsyncClosing):
         loop running (the watchers are tasks on it).
         """
         self._check_open()
+        if version is not None:
+            check_version(version)  # "" too: it would silently mean no version
         allowed = allow_list(allow)
         channel = BalancedChannel(
             service,

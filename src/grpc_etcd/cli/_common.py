@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..errors import GrpcEtcdError
-from ..naming import validate_service
+from ..naming import validate_dotted
 from ..registry._options import DEFAULT_ENDPOINT
 from ..registry._options import ENDPOINTS_ENV as ENV_ENDPOINTS
 from ..registry.etcd import split_endpoints
@@ -34,10 +34,7 @@ ENV_PASSWORD = "GRPC_ETCD_PASSWORD"
 
 def validate_cli_service(service: str) -> str:
     """A dotted service name as the CLI takes it (raw ``a/b/c`` targets are refused)."""
-    if "/" in service:
-        dotted = service.strip("/").replace("/", ".")
-        raise ValueError(f"service name {service!r} must be dotted (e.g. {dotted!r})")
-    return validate_service(service)
+    return validate_dotted(service)
 
 
 @dataclass(frozen=True, slots=True)
