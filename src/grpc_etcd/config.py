@@ -32,7 +32,7 @@ from pydantic_core import PydanticCustomError
 
 from ._words import did_you_mean
 from .errors import ConfigError
-from .naming import _normalize_root, validate_service
+from .naming import RESERVED_PREFIX, _normalize_root, validate_service
 
 __all__ = [
     "DEFAULT_POLICY",
@@ -641,7 +641,7 @@ def parse_config(
 def config_key(service: str, root: str = "") -> str:
     """The etcd key of a service's config: ``<root>/grpc-etcd/config/<service>``."""
     validate_service(service)
-    return f"{_normalize_root(root)}/grpc-etcd/config/{service}"
+    return f"{_normalize_root(root)}{RESERVED_PREFIX}config/{service}"
 
 
 def config_json_schema() -> dict[str, Any]:

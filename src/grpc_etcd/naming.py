@@ -19,6 +19,7 @@ import re
 import uuid
 
 __all__ = [
+    "RESERVED_PREFIX",
     "instance_key",
     "new_instance_id",
     "service_name",
@@ -30,6 +31,10 @@ __all__ = [
 
 _DOTTED_PART = re.compile(r"^[A-Za-z0-9_\-]+$")
 
+#: grpc-etcd's own keys live under ``<root>/grpc-etcd/`` (service configs, and the like): no
+#: service's nodes do, so a listing of every service skips it.
+RESERVED_PREFIX = "/grpc-etcd/"
+
 
 def validate_service(service: str) -> str:
     """Return ``service`` if it is a usable service name, else raise ``ValueError`` naming it."""
@@ -40,7 +45,11 @@ def validate_service(service: str) -> str:
     if "/" in service:
         if "//" in service.strip("/"):
             raise ValueError(f"service target {service!r} has an empty path segment")
+        if ("/" + service.lstrip("/")).startswith(RESERVED_PREFIX):
+            raise ValueError(f"service target {service!r} is under grpc-etcd's own {RESERVED_PREFIX}")
         return service
+    if service.split(".", 1)[0] == RESERVED_PREFIX.strip("/"):
+        raise ValueError(f"service name {service!r}: the name 'grpc-etcd' is grpc-etcd's own")
     for part in service.split("."):
         if not _DOTTED_PART.match(part):
             raise ValueError(

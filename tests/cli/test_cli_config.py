@@ -148,7 +148,9 @@ def test_route_set_on_a_service_with_no_config_creates_one(etcd: EtcdServer) -> 
     ("args", "fault"),
     [
         (["--split", "v1=90,v2"], "'v2' is not VERSION=WEIGHT"),
-        (["--split", "v1=-5"], "'v1=-5' is not VERSION=WEIGHT"),
+        (["--split", "v1=-5"], "'v1=-5': a weight is an integer >= 0, got '-5'"),
+        (["--split", "v1=1.5"], "'v1=1.5': a weight is an integer >= 0, got '1.5'"),
+        (["--split", "v1="], "'v1=' is not VERSION=WEIGHT"),
         (["--split", "v1=0,v2=0"], "the weights sum to 0"),
         (["--split", "v1=1,v1=2"], "names a version twice"),
         (["--fallback", "stable"], "'stable' is not LABEL=VALUE or 'any'"),
@@ -210,3 +212,13 @@ def test_the_canary_walk_of_the_routing_doc_runs_as_written(etcd: EtcdServer) ->
     raw = _stored(etcd)
     assert raw is not None
     assert json.loads(raw)["fallback"] == [{"version": "v2"}, {}]
+
+
+def test_route_set_on_a_stored_document_that_is_not_json_says_what_replaces_it(
+    etcd: EtcdServer,
+) -> None:
+    etcd.etcdctl("put", KEY, "{not json")
+    line = _one_line_error(_cli(etcd, "route", "set", SERVICE, "--split", "v1=100"))
+    assert "the stored document is not valid JSON" in line
+    assert "'grpc-etcd config set' (a whole document) or 'config delete' replaces it" in line
+    assert _stored(etcd) == b"{not json"

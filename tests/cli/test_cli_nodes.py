@@ -107,3 +107,30 @@ def test_bad_service_names_are_refused(
     result = CliRunner().invoke(main, ["--etcd", etcd.endpoint, command, name])
     assert result.exit_code == 1
     assert fault in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_ls_skips_grpc_etcds_own_keys_and_uses_one_order(etcd: EtcdServer) -> None:
+    """Issue 13: a stored config is no bad node record; the table and --json agree on order."""
+    etcd.etcdctl("put", "/grpc-etcd/config/hwholiday.srv.app", '{"fallback": [{}]}')
+    etcd.etcdctl("put", "/grpc-etcd/clients/hwholiday.srv.app/c1", '{"zone": "a"}')
+    with grpc_etcd.Registry(etcd.endpoint) as registry:
+        for i, version in enumerate(["v2", "v1", "v3", "v1"]):
+            registry.register(
+                "hwholiday.srv.app", address=f"127.0.0.1:{5001 + i}", version=version
+            )
+        runner = CliRunner()
+        table = runner.invoke(main, ["--etcd", etcd.endpoint, "ls"])
+        as_json = runner.invoke(main, ["--etcd", etcd.endpoint, "ls", "--json"])
+    assert table.exit_code == 0 and as_json.exit_code == 0, table.output + as_json.output
+    assert table.stderr == "" and as_json.stderr == ""
+    in_table = [line.split()[1] for line in table.stdout.splitlines()[1:]]
+    in_json = [json.loads(line)["id"] for line in as_json.stdout.splitlines()]
+    assert len(in_table) == 4 and in_table == in_json
+    versions = [json.loads(line)["version"] for line in as_json.stdout.splitlines()]
+    assert versions == sorted(versions)
+
+
+@pytest.mark.parametrize("name", ["grpc-etcd.config.app", "grpc-etcd/config/app"])
+def test_grpc_etcds_own_namespace_is_no_service_name(name: str) -> None:
+    with pytest.raises(ValueError, match="grpc-etcd"):
+        grpc_etcd.naming.service_prefix(name)

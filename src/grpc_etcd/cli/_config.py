@@ -35,12 +35,13 @@ def _stored(opts: Options, key: str) -> dict[str, Any] | None:
         kv = client.get(key)
     if kv is None:
         return None
+    replace = "'grpc-etcd config set' (a whole document) or 'config delete' replaces it"
     try:
         document = json.loads(kv.value)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ConfigError(key, f"the stored document is not valid JSON ({exc})") from None
+        raise ConfigError(key, f"the stored document is not valid JSON ({exc}); {replace}") from None
     if not isinstance(document, dict):
-        raise ConfigError(key, "the stored document is not a JSON object")
+        raise ConfigError(key, f"the stored document is not a JSON object; {replace}")
     return document
 
 
@@ -118,8 +119,10 @@ def parse_split(text: str) -> list[dict[str, Any]]:
     to: list[dict[str, Any]] = []
     for item in (part.strip() for part in text.split(",")):
         version, sep, weight = item.partition("=")
-        if not sep or not version.strip() or not weight.strip().isdigit():
+        if not sep or not version.strip() or not weight.strip():
             raise ValueError(f"--split: {item!r} is not VERSION=WEIGHT (e.g. v1=90,v2=10)")
+        if not weight.strip().isdigit():
+            raise ValueError(f"--split: {item!r}: a weight is an integer >= 0, got {weight!r}")
         to.append({"subset": {"version": version.strip()}, "weight": int(weight)})
     versions = [part["subset"]["version"] for part in to]
     if len(set(versions)) != len(versions):

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from ..errors import RecordError
-from ..naming import service_prefix
+from ..naming import RESERVED_PREFIX, service_prefix
 from ..node import Node, decode_record
 from ..snapshot import Snapshot
 from ._common import Options, friendly_errors, validate_cli_service
@@ -30,13 +30,18 @@ def _service_of_key(key: str, root: str) -> str:
 
 
 def read_nodes(opts: Options, service: str | None) -> list[tuple[Node, int]]:
-    """The nodes under ``service`` (or under the root), each with its lease's TTL left."""
-    prefix = service_prefix(service, opts.root) if service else (opts.root.rstrip("/") + "/")
+    """The nodes under ``service`` (or under the root: every service), each with its lease's
+    TTL left, in one order: by service, version, id. grpc-etcd's own keys are no node."""
+    root = opts.root.rstrip("/")
+    prefix = service_prefix(service, opts.root) if service else root + "/"
+    own = root + RESERVED_PREFIX
     with opts.client() as client:
         kvs, _ = client.get_prefix(prefix)
         rows: list[tuple[Node, int]] = []
         for kv in kvs:
             key = kv.key.decode("utf-8", "replace")
+            if key.startswith(own):
+                continue  # service configs and the like, not services
             try:
                 node = decode_record(
                     kv.value, key=key, service=service or _service_of_key(key, opts.root)
@@ -46,7 +51,7 @@ def read_nodes(opts: Options, service: str | None) -> list[tuple[Node, int]]:
                 continue
             ttl = client.lease_time_to_live(kv.lease) if kv.lease else -1
             rows.append((node, ttl))
-    return rows
+    return sorted(rows, key=lambda row: (row[0].service, row[0].version, row[0].id))
 
 
 def format_table(rows: Sequence[Sequence[str]]) -> str:
@@ -83,7 +88,8 @@ def list_nodes(opts: Options, service: str | None, as_json: bool) -> None:
 
 
 def nodes_table(rows: Sequence[tuple[Node, int]], *, one_service: bool = False) -> str:
-    """``grpc-etcd ls``'s table of ``(node, ttl left)`` rows; ``one_service`` drops SERVICE."""
+    """``grpc-etcd ls``'s table of ``(node, ttl left)`` rows, in their order; ``one_service``
+    drops SERVICE."""
     header = ["SERVICE", "ID", "VERSION", "ADDRESS", "METADATA", "TTL"]
     body = [
         [
@@ -94,7 +100,7 @@ def nodes_table(rows: Sequence[tuple[Node, int]], *, one_service: bool = False) 
             _metadata_text(node),
             f"{ttl}s" if ttl >= 0 else "-",
         ]
-        for node, ttl in sorted(rows, key=lambda r: (r[0].service, r[0].version, r[0].id))
+        for node, ttl in rows
     ]
     if one_service:  # its name would repeat on every line
         header, body = header[1:], [row[1:] for row in body]
