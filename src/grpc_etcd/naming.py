@@ -46,7 +46,7 @@ def validate_service(service: str) -> str:
         if "//" in service.strip("/"):
             raise ValueError(f"service target {service!r} has an empty path segment")
         if ("/" + service.lstrip("/")).startswith(RESERVED_PREFIX):
-            raise ValueError(f"service target {service!r} is under grpc-etcd's own {RESERVED_PREFIX}")
+            raise ValueError(f"service target {service!r} is in grpc-etcd's own {RESERVED_PREFIX}")
         return service
     if service.split(".", 1)[0] == RESERVED_PREFIX.strip("/"):
         raise ValueError(f"service name {service!r}: the name 'grpc-etcd' is grpc-etcd's own")

@@ -115,9 +115,7 @@ def test_ls_skips_grpc_etcds_own_keys_and_uses_one_order(etcd: EtcdServer) -> No
     etcd.etcdctl("put", "/grpc-etcd/clients/hwholiday.srv.app/c1", '{"zone": "a"}')
     with grpc_etcd.Registry(etcd.endpoint) as registry:
         for i, version in enumerate(["v2", "v1", "v3", "v1"]):
-            registry.register(
-                "hwholiday.srv.app", address=f"127.0.0.1:{5001 + i}", version=version
-            )
+            registry.register("hwholiday.srv.app", address=f"127.0.0.1:{5001 + i}", version=version)
         runner = CliRunner()
         table = runner.invoke(main, ["--etcd", etcd.endpoint, "ls"])
         as_json = runner.invoke(main, ["--etcd", etcd.endpoint, "ls", "--json"])

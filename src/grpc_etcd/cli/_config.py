@@ -39,7 +39,8 @@ def _stored(opts: Options, key: str) -> dict[str, Any] | None:
     try:
         document = json.loads(kv.value)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ConfigError(key, f"the stored document is not valid JSON ({exc}); {replace}") from None
+        fault = f"the stored document is not valid JSON ({exc}); {replace}"
+        raise ConfigError(key, fault) from None
     if not isinstance(document, dict):
         raise ConfigError(key, f"the stored document is not a JSON object; {replace}")
     return document
