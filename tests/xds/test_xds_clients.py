@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
+import grpc
 from click.testing import CliRunner
+from waiting import wait_for
 from xds_harness import Client, PlaneProcess, Servers, client_command
 
 import grpc_etcd
@@ -14,6 +17,11 @@ from grpc_etcd.config import config_key
 from grpc_etcd.node import MethodInfo
 from grpc_etcd.registry.etcd import EtcdClient
 from grpc_etcd.testing import EtcdServer
+
+
+def _who(response: bytes) -> str:
+    """The server name in a response (``Response{output: "<name>|..."}``)."""
+    return response[2:].decode().split("|")[0]
 
 
 def _only(result: dict[str, object], *names: str) -> bool:
@@ -169,3 +177,52 @@ def test_a_method_marked_offline_is_not_sent_to_that_node(
     ):
         client.until(service, lambda r: _only(r, "o2"), within=10, what="o2 only", version="v1")
         assert client.calls(service, 10) == {"answers": {"o2": 10}, "errors": {}}
+
+
+def test_ring_hash_sends_each_key_to_the_node_a_balanced_channel_picks(
+    client: Client,
+    registry: grpc_etcd.Registry,
+    servers: Servers,
+    service: str,
+    kv: EtcdClient,
+) -> None:
+    """One ring for every client (gRFC A42): 100 keys, hashed from the same header by an
+    unmodified client through ``grpc-etcd xds`` and by a BalancedChannel, reach the same nodes
+    (four nodes, one of weight 2)."""
+    document = {"loadBalancingConfig": [{"ring_hash": {"requestHashHeader": "x-user"}}]}
+    keys = [f"user-{i}" for i in range(100)]
+    with contextlib.ExitStack() as stack:
+        for i, name in enumerate(("h1", "h2", "h3", "h4")):
+            weight = 2 if i == 3 else None
+            stack.enter_context(
+                registry.register(service, address=servers.start(name), version="v1", weight=weight)
+            )
+        kv.put(config_key(service), json.dumps(document))
+        stack.callback(kv.delete, config_key(service))
+        channel = stack.enter_context(registry.channel(service))
+        wait_for(
+            lambda: (
+                channel.config.policy_name == "ring_hash"
+                and len(channel.subchannel_states()) == 4
+                and set(channel.subchannel_states().values()) == {grpc.ChannelConnectivity.READY}
+            ),
+            10,
+            "a ring_hash channel READY to its four nodes",
+        )
+        call = channel.unary_unary("/proto.Api/ApiTest")
+        ours = {key: _who(call(b"\n\x02hi", metadata=[("x-user", key)], timeout=5)) for key in keys}
+        assert len(set(ours.values())) == 4, "every node owns some of the keys"
+        # The xDS client gets the config a little later: retry until its first keys agree.
+        client.until(
+            service,
+            lambda r: _only(r, ours[keys[0]]),
+            within=10,
+            what="ring_hash config",
+            metadata=[("x-user", keys[0])],
+        )
+        theirs = {}
+        for key in keys:
+            result = client.calls(service, 1, metadata=[("x-user", key)], timeout=5)
+            assert not result["errors"], result
+            (theirs[key],) = result["answers"]
+        assert theirs == ours

@@ -1,66 +1,95 @@
-"""``ring_hash`` (gRPC A42): the node that owns the call's hash key on a ring of virtual nodes.
+"""``ring_hash`` as gRPC A42 builds it: the node that owns the call's hash key on a ring.
 
-Ring sizing follows A42's bounds with one change: every node gets ``weight x k`` points (weights
-reduced by their gcd), ``k`` being the largest power of two that keeps the ring within
-``min(2 x minRingSize, maxRingSize)``. A42 lets every node's count move a little whenever one
-node comes or goes, and the keys of a dropped point move to whichever node is next; with ``k``
-a power of two it stays put until the ring size crosses a power of two, so adding a node
-moves only the keys that node now owns (about 1/n of them) and nothing between the others.
-When even one point per weight unit exceeds ``maxRingSize``, points are handed out by A42's
-cumulative rule (some nodes then get none). A key belongs to the first point at or after its
-hash (a binary search). The key is ``route(hash_key=...)``, else the
-``requestHashHeader`` metadata value; a call without a key goes to a random point.
+The ring is grpc's, point for point (grpc core ``ring_hash.cc``, grpc-go ``ringhash/ring.go``),
+so a key lands on the same node from our channel and from any gRPC client that ``grpc-etcd xds``
+serves: the nodes in the order the control plane sends them (by etcd key), weights normalized
+to sum 1, ``scale = min(ceil(min_weight x minRingSize) / min_weight, maxRingSize)`` with both
+sizes capped at grpc's 4,096, and each node, in turn, given points while a running count stays
+below the running target ``sum(scale x weight)``. A node's points are the XXH64 (seed 0) of
+``"<address>_<n>"``, ``n`` counting from 0, the address written as grpc writes it. A key
+belongs to the first point at or after its hash (a binary search), the first point after the
+last. The key's hash is the XXH64 of ``route(hash_key=...)``, else of the
+``requestHashHeader`` metadata value (several values joined by ``,``, as grpc joins them); a
+call without a key goes to a random point.
 
-The hash is BLAKE2b-64 of ``"<address>_<n>"`` (A42 uses xxHash64, which the standard library
-lacks): stable across processes, so every client of a service agrees on the owner of a key.
-Each address's points are kept by the policy across rebuilds.
+One difference is ours: a policy sees only the usable nodes, so a node that fails drops off
+the ring until it is back (grpc keeps it and walks past it); the ring then has a new scale, and
+besides the failed node's keys about 1/n of the others move while it is away.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import random as _random
 from bisect import bisect_left
 from collections.abc import Mapping, Sequence
-from hashlib import blake2b
 from typing import Any, Generic, TypeVar
 
+from xxhash import xxh64_intdigest
+
 from ..config import PolicySettings, RingHashSettings
+from ..node import parse_address
 from ..routing import CallInfo
 from ._weights import weights_of
 from .base import Endpoint, Pick
 
-__all__ = ["HASH_KEY", "RingHashPicker", "RingHashPolicy", "hash64", "ring_counts"]
+__all__ = [
+    "HASH_KEY",
+    "RING_SIZE_CAP",
+    "RingHashPicker",
+    "RingHashPolicy",
+    "hash64",
+    "point_key",
+    "ring_counts",
+]
 
 T = TypeVar("T")
 
 #: The ``route()`` value that carries a call's hash key: ``route(hash_key="user-42")``.
 HASH_KEY = "hash_key"
+#: grpc caps both ring sizes at this (core's ``GRPC_ARG_RING_HASH_LB_RING_SIZE_CAP`` default,
+#: grpc-go's ``GRPC_RING_HASH_CAP``): a larger ``maxRingSize`` builds the same ring.
+RING_SIZE_CAP = 4096
 # Bound on the per-picker cache of key hashes (keys are user ids and the like: they repeat).
 _MAX_CACHED_KEYS = 4096
 
 
-def ring_counts(units: Sequence[int], min_ring_size: int, max_ring_size: int) -> list[int]:
-    """How many ring points each node gets, for integer weight ``units`` (see the module)."""
-    total = sum(units)
-    limit = min(2 * min_ring_size, max_ring_size)
-    if total <= limit:
-        per_unit = 1 << (limit // total).bit_length() - 1
-        return [u * per_unit for u in units]
-    counts = []
-    target = 0.0
-    given = 0
-    for u in units:  # A42's cumulative rule, for rings too small for one point per unit
-        target += max_ring_size * u / total
-        counts.append(math.ceil(target) - given)
-        given += counts[-1]
-    return counts
-
-
 def hash64(data: str | bytes) -> int:
-    """The ring's 64-bit hash of ``data``."""
-    raw = data.encode() if isinstance(data, str) else data
-    return int.from_bytes(blake2b(raw, digest_size=8).digest(), "big")
+    """XXH64 of ``data`` (UTF-8 for a str), seed 0: the hash of ring points and call keys."""
+    return xxh64_intdigest(data.encode() if isinstance(data, str) else data)
+
+
+def point_key(address: str) -> str:
+    """The address as grpc writes it before ``_<n>``: ``1.2.3.4:80``, ``[::1]:80`` (IPv6
+    compressed, as ``inet_ntop`` does); a host name stays as written."""
+    try:
+        host, port = parse_address(address)
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return address
+    return f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
+
+
+def ring_counts(weights: Sequence[int], min_ring_size: int, max_ring_size: int) -> list[int]:
+    """How many points each node gets, in order, for positive ``weights`` (A42's rule, with
+    grpc's floating-point steps, so the counts are grpc's to the point)."""
+    total = sum(weights)
+    normalized = [w / total for w in weights]
+    smallest = min(normalized)
+    low = min(min_ring_size, RING_SIZE_CAP)
+    high = min(max_ring_size, RING_SIZE_CAP)
+    scale = min(math.ceil(smallest * low) / smallest, float(high))
+    counts = []
+    current = target = 0.0
+    for weight in normalized:
+        target += scale * weight
+        count = 0
+        while current < target:
+            count += 1
+            current += 1.0
+        counts.append(count)
+    return counts
 
 
 class RingHashPicker(Generic[T]):
@@ -69,11 +98,10 @@ class RingHashPicker(Generic[T]):
     __slots__ = ("_header", "_keys", "_n", "_picks", "_points")
 
     def __init__(self, ready: Sequence[Endpoint[T]], policy: RingHashPolicy) -> None:
-        weights = weights_of(ready) or [1] * len(ready)
-        kept = [(e, w) for e, w in zip(ready, weights, strict=True) if w > 0]
-        divisor = math.gcd(*(w for _, w in kept))
-        units = [w // divisor for _, w in kept]
-        counts = ring_counts(units, policy.min_ring_size, policy.max_ring_size)
+        ordered = sorted(ready, key=lambda e: e.node.key or e.node.id)
+        weights = weights_of(ordered) or [1] * len(ordered)
+        kept = [(e, w) for e, w in zip(ordered, weights, strict=True) if w > 0]
+        counts = ring_counts([w for _, w in kept], policy.min_ring_size, policy.max_ring_size)
         ring: list[tuple[int, int]] = []
         for index, ((endpoint, _), wanted) in enumerate(zip(kept, counts, strict=True)):
             ring.extend((point, index) for point in policy.points(endpoint.node.address, wanted))
@@ -89,10 +117,9 @@ class RingHashPicker(Generic[T]):
         """The owner of the call's key; a random point when the call has none."""
         key: str | bytes | None = call.route.get(HASH_KEY) if call.route else None
         if key is None and self._header:
-            for name, value in call.metadata:
-                if name == self._header:
-                    key = value
-                    break
+            values = [value for name, value in call.metadata if name == self._header]
+            if values:
+                key = values[0] if len(values) == 1 else _joined(values)
         if key is None:
             return self._picks[int(_random.random() * self._n)]
         point = self._keys.get(key)
@@ -102,6 +129,11 @@ class RingHashPicker(Generic[T]):
             point = self._keys[key] = hash64(key)
         index = bisect_left(self._points, point)
         return self._picks[index if index < self._n else 0]
+
+
+def _joined(values: Sequence[str | bytes]) -> bytes:
+    """Several values of one header, as grpc reads them: joined by commas."""
+    return b",".join(v.encode() if isinstance(v, str) else v for v in values)
 
 
 class RingHashPolicy:
@@ -124,7 +156,8 @@ class RingHashPolicy:
         if len(points) < count:
             # A new list, published whole: a build on a call's thread (an offline method's
             # group) may run at the same time as the channel's, and must see the same points.
-            points = points + [hash64(f"{address}_{i}") for i in range(len(points), count)]
+            prefix = point_key(address) + "_"
+            points = points + [hash64(f"{prefix}{i}") for i in range(len(points), count)]
             self._points[address] = points
         return points[:count]
 

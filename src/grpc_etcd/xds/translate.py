@@ -312,7 +312,7 @@ class Translation:
                 )
             )
         if self.policy == "ring_hash" and self._ring.request_hash_header:
-            header = self._ring.request_hash_header
+            header = self._ring.request_hash_header.lower()
             policy = pb.RouteAction.HashPolicy(
                 header=pb.RouteAction.HashPolicy.Header(header_name=header)
             )
