@@ -21,6 +21,7 @@ __all__ = [
     "ANY",
     "RouteTable",
     "Selector",
+    "fallback_chain",
     "node_labels",
     "offline_methods",
     "selector",
@@ -55,6 +56,12 @@ def node_labels(node: Node) -> dict[str, str]:
 def selects(wanted: Selector, labels: Mapping[str, str]) -> bool:
     """True when ``labels`` hold every value ``wanted`` names (``ANY`` holds always)."""
     return all(labels.get(name) == value for name, value in wanted)
+
+
+def fallback_chain(wanted: Selector, fallback: Sequence[Selector]) -> tuple[Selector, ...]:
+    """The subsets a call that chose ``wanted`` tries, in order (docs/routing.md, step 5):
+    ``wanted``, then each fallback selector other than ``wanted`` itself."""
+    return (wanted, *(f for f in fallback if f != wanted))
 
 
 def offline_methods(node: Node) -> frozenset[str]:

@@ -17,6 +17,7 @@ SRC = Path(grpc_etcd.__file__).parent
 PURE = [
     "config.py",
     "_words.py",
+    "checks.py",
     "rules.py",
     "outlier.py",
     "retry.py",

@@ -25,6 +25,7 @@ from ..rules import (
     ANY,
     RouteTable,
     Selector,
+    fallback_chain,
     method_is_offline,
     node_labels,
     offline_methods,
@@ -458,9 +459,7 @@ class Balancer(Generic[T]):
         fallback = tuple(groups.get(f, empty) for f in table.fallback)
 
         def chain(wanted: Selector) -> tuple[_Group[T], ...]:
-            first = groups.get(wanted, empty)
-            rest = (g for f, g in zip(table.fallback, fallback, strict=True) if f != wanted)
-            return (first, *rest)
+            return tuple(groups.get(s, empty) for s in fallback_chain(wanted, table.fallback))
 
         pinned = {s[0][1]: chain(s) for s in groups if len(s) == 1 and s[0][0] == "version"}
         chains = tuple(chain(s) for s in table.selectors)
