@@ -158,3 +158,31 @@ def test_sync_client_shares_a_loop_thread(etcd: EtcdServer) -> None:
         assert not lt.closed  # not ours to close
         eventually_sync(lambda: b.get("k") is not None)
         b.close()
+
+
+async def test_get_at_a_revision_and_after_compaction(etcd: EtcdServer) -> None:
+    async with AsyncEtcdClient(etcd.endpoint) as c:
+        first = await c.put("/h/k", "one")
+        second = await c.put("/h/k", "two")
+        await c.delete("/h/k")
+        assert await c.get("/h/k") is None
+        old = await c.get("/h/k", revision=first)
+        assert old is not None and old.value == b"one" and old.mod_revision == first
+        kv = await c.get("/h/k", revision=second)
+        assert kv is not None and (kv.value, kv.create_revision, kv.version) == (b"two", first, 2)
+        assert await c.get("/h/k", revision=first - 1) is None
+        with pytest.raises(EtcdError, match="future revision"):
+            await c.get("/h/k", revision=second + 100)
+        await c.compact(second)
+        with pytest.raises(CompactedError):
+            await c.get("/h/k", revision=first)
+        with pytest.raises(ValueError, match="revision"):
+            await c.get("/h/k", revision=-1)
+
+
+def test_sync_get_at_a_revision(etcd: EtcdServer) -> None:
+    with EtcdClient(etcd.endpoint) as c:
+        first = c.put("/h/k", "one")
+        c.put("/h/k", "two")
+        kv = c.get("/h/k", revision=first)
+        assert kv is not None and kv.value == b"one"

@@ -133,10 +133,18 @@ class AsyncEtcdClient(AsyncClosing):
         self,
         key: Key,
         *,
+        revision: int = 0,
         timeout: float | None = None,  # noqa: ASYNC109 - a gRPC deadline over all retries
     ) -> KeyValue | None:
-        """The key, or ``None`` if it does not exist (linearizable read)."""
-        resp = await self._range(_b(key), b"", timeout)
+        """The key, or ``None`` if it does not exist (linearizable read).
+
+        ``revision``: the key as it was at that store revision (0: now). etcd keeps every
+        version until a compaction: ``CompactedError`` when that revision is compacted away,
+        ``EtcdError`` for a revision etcd has not reached yet.
+        """
+        if revision < 0:
+            raise ValueError(f"revision must be >= 0, got {revision}")
+        resp = await self._range(_b(key), b"", timeout, revision)
         return to_kv(resp.kvs[0]) if resp.kvs else None
 
     async def get_prefix(
@@ -155,10 +163,11 @@ class AsyncEtcdClient(AsyncClosing):
         key: bytes,
         end: bytes,
         timeout: float | None,  # noqa: ASYNC109 - a gRPC deadline over all retries
+        revision: int = 0,
     ) -> Any:
         return await self._call(
             KV_RANGE,
-            pb.RangeRequest(key=key, range_end=end),
+            pb.RangeRequest(key=key, range_end=end, revision=revision),
             pb.RangeResponse,
             idempotent=True,
             timeout=timeout,

@@ -128,9 +128,9 @@ class EtcdClient(Closing):
         return self._runner.run(coro)
 
     # KV
-    def get(self, key: Key, *, timeout: float | None = None) -> KeyValue | None:
+    def get(self, key: Key, *, revision: int = 0, timeout: float | None = None) -> KeyValue | None:
         """Blocking twin of :meth:`AsyncEtcdClient.get`."""
-        return self._run(self._aio.get(key, timeout=timeout))
+        return self._run(self._aio.get(key, revision=revision, timeout=timeout))
 
     def get_prefix(
         self, prefix: Key, *, timeout: float | None = None
