@@ -30,6 +30,7 @@ from ._words import closest
 from .config import Route, ServiceConfig, parse_config
 from .node import Node
 from .rules import ANY, Selector, fallback_chain, node_labels, selector, selects
+from .snapshot import Snapshot
 
 __all__ = ["Finding", "Share", "check_config", "shares"]
 
@@ -77,11 +78,12 @@ def check_config(
     ``ConfigError`` when the document itself does not validate.
     """
     config = _config(document)
+    service = nodes.service if isinstance(nodes, Snapshot) else "the service"
     registered = _online(nodes)
     labels = [node_labels(node) for node in registered]
     findings: list[Finding] = []
     for where, wanted, carries_calls in _selectors(config):
-        fault = _fault(wanted, labels, carries_calls)
+        fault = _fault(wanted, labels, carries_calls, service)
         if fault is not None:
             findings.append(Finding(where, dict(wanted), fault))
     return findings
@@ -97,12 +99,15 @@ def _selectors(config: ServiceConfig) -> Iterable[tuple[str, Mapping[str, str], 
 
 
 def _fault(
-    wanted: Mapping[str, str], labels: Sequence[Mapping[str, str]], carries_calls: bool
+    wanted: Mapping[str, str],
+    labels: Sequence[Mapping[str, str]],
+    carries_calls: bool,
+    service: str,
 ) -> str | None:
     if not wanted:
         return None  # {}: every node
     if not labels:
-        return "matches no node: no node of the service is registered" if carries_calls else None
+        return f"matches no node: no node of {service} is registered" if carries_calls else None
     carried = {key for node in labels for key in node}
     for key in wanted:
         if key not in carried:

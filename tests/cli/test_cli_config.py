@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import re
 import shlex
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 
+import grpc_etcd
 from grpc_etcd.cli import main
 from grpc_etcd.cli._config import parse_fallback, parse_split
 from grpc_etcd.config import config_key
@@ -18,6 +20,16 @@ from grpc_etcd.testing import EtcdServer
 
 SERVICE = "hwholiday.srv.app"
 KEY = config_key(SERVICE)
+
+
+@pytest.fixture
+def fleet(etcd: EtcdServer) -> Iterator[grpc_etcd.Registry]:
+    """One registered node of each version the tests route to (no server behind them: the
+    checks read the registry only)."""
+    with grpc_etcd.Registry(etcd.endpoint) as registry:
+        for port, version in enumerate(("v1", "v2", "v3", "stable"), start=5001):
+            registry.register(SERVICE, address=f"127.0.0.1:{port}", version=version)
+        yield registry
 
 
 def _cli(etcd: EtcdServer, *args: str, stdin: str | None = None) -> Result:
@@ -104,7 +116,9 @@ def test_schema_is_the_documents_json_schema(etcd: EtcdServer) -> None:
     assert {"routes", "fallback", "loadBalancingConfig"} <= set(schema["properties"])
 
 
-def test_route_set_rewrites_routes_and_keeps_the_other_keys(etcd: EtcdServer) -> None:
+def test_route_set_rewrites_routes_and_keeps_the_other_keys(
+    etcd: EtcdServer, fleet: grpc_etcd.Registry
+) -> None:
     old = {
         "loadBalancingConfig": [{"p2c_ewma": {}}],
         "routes": [{"match": {"source": {"version": "v2"}}, "to": [{"subset": {"version": "v3"}}]}],
@@ -136,7 +150,9 @@ def test_route_set_rewrites_routes_and_keeps_the_other_keys(etcd: EtcdServer) ->
     assert len(document["routes"]) == 1 and document["loadBalancingConfig"]
 
 
-def test_route_set_on_a_service_with_no_config_creates_one(etcd: EtcdServer) -> None:
+def test_route_set_on_a_service_with_no_config_creates_one(
+    etcd: EtcdServer, fleet: grpc_etcd.Registry
+) -> None:
     result = _cli(etcd, "route", "set", SERVICE, "--split", "v1=100")
     assert result.exit_code == 0, result.output
     raw = _stored(etcd)
@@ -158,7 +174,7 @@ def test_route_set_on_a_service_with_no_config_creates_one(etcd: EtcdServer) -> 
     ],
 )
 def test_route_set_refuses_bad_shares_and_changes_nothing(
-    etcd: EtcdServer, args: list[str], fault: str
+    etcd: EtcdServer, fleet: grpc_etcd.Registry, args: list[str], fault: str
 ) -> None:
     assert _cli(etcd, "route", "set", SERVICE, "--split", "v1=100").exit_code == 0
     before = _stored(etcd)
@@ -186,32 +202,52 @@ def test_split_and_fallback_parsing() -> None:
 ROUTING_DOC = Path(__file__).resolve().parents[2] / "docs" / "routing.md"
 
 
-def _canary_commands() -> list[list[str]]:
-    """The grpc-etcd commands of docs/routing.md's canary walk, in order."""
+def _canary_commands() -> list[tuple[list[str], bool]]:
+    """The grpc-etcd commands of docs/routing.md's canary walk, in order, each with whether the
+    walk says it is refused (``# refused``)."""
     section = ROUTING_DOC.read_text().split("## A canary release", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"^```sh\n(.*?)^```", section, re.MULTILINE | re.DOTALL)
-    lines = [line.split("#")[0].strip() for block in blocks for line in block.splitlines()]
-    return [shlex.split(line)[1:] for line in lines if line.startswith("grpc-etcd ")]
+    lines = [line for block in blocks for line in block.splitlines()]
+    return [
+        (shlex.split(line.split("#")[0])[1:], "# refused" in line)
+        for line in lines
+        if line.startswith("grpc-etcd ")
+    ]
 
 
 def test_the_canary_walk_of_the_routing_doc_runs_as_written(etcd: EtcdServer) -> None:
+    """The operator's walk: v1 runs, v2 is started at step 2 (``ls``); a dry run and a refused
+    typo write nothing; a rollback returns to the split before."""
     commands = _canary_commands()
-    assert len(commands) >= 6, commands
-    splits = []
-    for args in commands:
-        result = _cli(etcd, *args)
-        assert result.exit_code == 0, (args, result.output)
-        if args[:2] == ["route", "set"]:
-            raw = _stored(etcd)
-            assert raw is not None
-            (only,) = json.loads(raw)["routes"]
-            splits.append({p["subset"]["version"]: p["weight"] for p in only["to"]})
+    assert len(commands) >= 10, commands
+    splits, dry_run = [], ""
+    with grpc_etcd.Registry(etcd.endpoint) as registry:
+        for i in range(2):
+            registry.register(SERVICE, address=f"127.0.0.1:{5001 + i}", version="v1")
+        for args, refused in commands:
+            if args[0] == "ls":  # step 2: the v2 servers start
+                registry.register(SERVICE, address="127.0.0.1:5003", version="v2")
+            before = _stored(etcd)
+            result = _cli(etcd, *args)
+            assert result.exit_code == (1 if refused else 0), (args, result.output)
+            if refused or "--dry-run" in args:
+                assert _stored(etcd) == before, args
+                dry_run = result.stdout if "--dry-run" in args else dry_run
+            elif args[:2] in (["route", "set"], ["config", "rollback"]):
+                raw = _stored(etcd)
+                assert raw is not None
+                (only,) = json.loads(raw)["routes"]
+                splits.append({p["subset"]["version"]: p["weight"] for p in only["to"]})
     assert splits[0] == {"v1": 100, "v2": 0}  # from 0%
+    at_50 = splits.index({"v1": 50, "v2": 50})
+    assert splits[at_50 + 1] == splits[at_50 - 1] == {"v1": 90, "v2": 10}  # rolled back
     assert {"v1": 0, "v2": 100} in splits  # to 100%
     assert {"v1": 100, "v2": 0} in splits[1:]  # and back
     raw = _stored(etcd)
     assert raw is not None
     assert json.loads(raw)["fallback"] == [{"version": "v2"}, {}]
+    assert re.search(r"version=v1 +100% +90% +2 nodes", dry_run), dry_run
+    assert re.search(r"version=v2 +0% +10% +1 node", dry_run), dry_run
 
 
 def test_route_set_on_a_stored_document_that_is_not_json_says_what_replaces_it(
@@ -222,3 +258,169 @@ def test_route_set_on_a_stored_document_that_is_not_json_says_what_replaces_it(
     assert "the stored document is not valid JSON" in line
     assert "'grpc-etcd config set' (a whole document) or 'config delete' replaces it" in line
     assert _stored(etcd) == b"{not json"
+
+
+# ---------------------------------------------------------------- checks against the registry
+
+TYPO = '{"routes": [{"to": [{"subset": {"verison": "v1"}}]}]}'
+
+
+def test_a_typod_label_is_refused_in_one_line_and_force_stores_it(
+    etcd: EtcdServer, fleet: grpc_etcd.Registry
+) -> None:
+    """Issue 13's outage: {"verison": "v1"} was stored and failed every call."""
+    line = _one_line_error(_cli(etcd, "config", "set", SERVICE, "-", stdin=TYPO))
+    assert line == (
+        'Error: refused: routes[0].to[0].subset {"verison": "v1"}: no node has the label '
+        "'verison' - did you mean 'version'? (--force stores it anyway)"
+    )
+    assert _stored(etcd) is None
+    forced = _cli(etcd, "config", "set", SERVICE, "-", "--force", stdin=TYPO)
+    assert forced.exit_code == 0 and forced.stdout.startswith("stored ")
+    assert forced.stderr.startswith("warning: stored anyway (--force): routes[0].to[0].subset")
+    assert _stored(etcd) is not None
+
+
+def test_a_split_to_a_version_not_deployed_is_refused(
+    etcd: EtcdServer, fleet: grpc_etcd.Registry
+) -> None:
+    """Issue 13: --split v1=50,v9=50 with no v9 server was stored with no word."""
+    line = _one_line_error(_cli(etcd, "route", "set", SERVICE, "--split", "v1=50,v9=50"))
+    assert '{"version": "v9"}: no node has version \'v9\' (known: stable, v1, v2, v3)' in line
+    assert _stored(etcd) is None
+    typo = _one_line_error(_cli(etcd, "route", "set", SERVICE, "--fallback", "version=stabel"))
+    assert (
+        'fallback[0] {"version": "stabel"}: no node has version \'stabel\' - did you mean ' in typo
+    )
+    staged = _cli(etcd, "route", "set", SERVICE, "--split", "v1=100,v9=0")  # 0%: allowed
+    assert staged.exit_code == 0, staged.output
+
+
+def test_a_service_with_no_node_is_refused_too(etcd: EtcdServer) -> None:
+    line = _one_line_error(_cli(etcd, "route", "set", "hwholiday.srv.ap", "--split", "v1=100"))
+    assert "matches no node: no node of hwholiday.srv.ap is registered" in line
+
+
+#: A row of the dry run's table: where to, before, after, the nodes.
+_SHARE_ROW = re.compile(r"^  (.+?) {2,}(\S+%) +(\S+%) +(\d+ nodes?: )")
+
+
+def test_dry_run_shows_the_shares_before_and_after_and_writes_nothing(
+    etcd: EtcdServer, fleet: grpc_etcd.Registry
+) -> None:
+    assert _cli(etcd, "route", "set", SERVICE, "--split", "v1=100,v2=0").exit_code == 0
+    before = _stored(etcd)
+    result = _cli(
+        etcd,
+        "route",
+        "set",
+        SERVICE,
+        "--split",
+        "v1=50,v9=50",
+        "--fallback",
+        "version=stable",
+        "--dry-run",
+        "--force",
+    )
+    assert result.exit_code == 0, result.output
+    assert _stored(etcd) == before
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"dry run: nothing written to {KEY}"
+    assert lines[1].split() == ["BEFORE", "AFTER", "NODES"]
+    assert lines[2] == "calls that name no version:"
+    rows = {m[1]: m.groups()[1:] for m in map(_SHARE_ROW.match, lines[3:]) if m}
+    assert rows["version=v1"][:3] == ("100%", "50%", "1 node: "), rows
+    assert rows["version=v9 -> fallback version=stable"][:3] == ("0%", "50%", "1 node: ")
+    assert len(rows) == 2, rows
+    assert "with --force, stored despite" in result.stderr
+    refused = _cli(etcd, "route", "set", SERVICE, "--split", "v1=50,v9=50", "--dry-run")
+    assert refused.exit_code == 1 and "version=v9 -> no node: fails (UNAVAILABLE)" in refused.stdout
+    assert _stored(etcd) == before
+
+
+def test_config_check_for_a_pipeline(
+    etcd: EtcdServer, fleet: grpc_etcd.Registry, tmp_path: Path
+) -> None:
+    good, typo = tmp_path / "good.json", tmp_path / "typo.json"
+    good.write_text('{"routes": [{"to": [{"subset": {"version": "v1"}}]}]}')
+    typo.write_text(TYPO)
+    ok = _cli(etcd, "config", "check", str(good), "--service", SERVICE)
+    assert (
+        ok.exit_code == 0
+        and ok.stdout == f"{good}: valid, and fits the 4 registered nodes of {SERVICE}\n"
+    )
+    line = _one_line_error(_cli(etcd, "config", "check", str(typo), "--service", SERVICE))
+    assert line.startswith(f"Error: {typo}: refused: ") and "did you mean 'version'?" in line
+    assert "--force" not in line
+    bad = _one_line_error(_cli(etcd, "config", "check", "-", "--service", SERVICE, stdin="{"))
+    assert "bad service config at stdin: not valid JSON" in bad
+    assert _stored(etcd) is None
+    unreachable = CliRunner().invoke(
+        main, ["--etcd", "127.0.0.1:1", "config", "check", str(typo), "--service", SERVICE]
+    )
+    assert unreachable.exit_code == 0, unreachable.output
+    assert unreachable.stdout == f"{typo}: valid (schema only)\n"
+    assert unreachable.stderr.startswith("warning: etcd not reached (")
+    assert "checked against the schema only" in unreachable.stderr
+
+
+def test_history_lists_the_stored_versions_and_rollback_stores_one_again(
+    etcd: EtcdServer, fleet: grpc_etcd.Registry
+) -> None:
+    revisions = []
+    for split in ("v1=100", "v1=90,v2=10", "v1=50,v2=50"):
+        result = _cli(etcd, "route", "set", SERVICE, "--split", split)
+        revisions.append(int(re.findall(r"revision (\d+)", result.stdout)[0]))
+    listed = _cli(etcd, "config", "history", SERVICE)
+    assert listed.exit_code == 0, listed.output
+    lines = listed.stdout.splitlines()
+    assert lines[0].split() == ["REVISION", "SUMMARY"]
+    assert [int(line.split()[0]) for line in lines[1:4]] == revisions[::-1]
+    assert lines[1].endswith("(now)") and "version=v1 50%, version=v2 50%" in lines[1]
+    assert lines[4] == f"(created at revision {revisions[0]}; etcd records no time of a write)"
+
+    back = _cli(etcd, "config", "rollback", SERVICE)
+    assert back.exit_code == 0, back.output
+    assert back.stdout.startswith(f"stored {SERVICE}'s config of revision {revisions[1]} again")
+    raw = _stored(etcd)
+    assert raw is not None and json.loads(raw)["routes"][0]["to"][1]["weight"] == 10
+    to_first = _cli(etcd, "config", "rollback", SERVICE, "--to", str(revisions[0]))
+    assert to_first.exit_code == 0, to_first.output
+    raw = _stored(etcd)
+    assert raw is not None and len(json.loads(raw)["routes"][0]["to"]) == 1
+
+    etcd.etcdctl("compaction", str(revisions[2]))
+    gone = _one_line_error(_cli(etcd, "config", "rollback", SERVICE, "--to", str(revisions[0])))
+    assert f"etcd has compacted revision {revisions[0]} away" in gone
+    after = _cli(etcd, "config", "history", SERVICE).stdout.splitlines()
+    assert after[-1].startswith("(etcd has compacted the history before revision ")
+    assert "not reached revision" in _one_line_error(
+        _cli(etcd, "config", "rollback", SERVICE, "--to", "999999")
+    )
+
+
+def test_rollback_is_checked_like_a_new_document(
+    etcd: EtcdServer, fleet: grpc_etcd.Registry
+) -> None:
+    first = _cli(etcd, "route", "set", SERVICE, "--split", "v1=50,v3=50")
+    assert first.exit_code == 0
+    assert _cli(etcd, "route", "set", SERVICE, "--split", "v1=100").exit_code == 0
+    fleet.close()  # every node leaves: v3 with them
+    with grpc_etcd.Registry(etcd.endpoint) as registry:
+        registry.register(SERVICE, address="127.0.0.1:5009", version="v1")
+        line = _one_line_error(_cli(etcd, "config", "rollback", SERVICE))
+        assert "no node has version 'v3' (known: v1)" in line
+        assert _cli(etcd, "config", "rollback", SERVICE, "--force").exit_code == 0
+
+
+def test_rollback_says_when_there_is_nothing_to_go_back_to(
+    etcd: EtcdServer, fleet: grpc_etcd.Registry
+) -> None:
+    assert "no config stored for" in _one_line_error(_cli(etcd, "config", "rollback", SERVICE))
+    assert _cli(etcd, "route", "set", SERVICE, "--split", "v1=100").exit_code == 0
+    assert "has no earlier version: it was created at revision" in _one_line_error(
+        _cli(etcd, "config", "rollback", SERVICE)
+    )
+    assert "no config was stored for" in _one_line_error(
+        _cli(etcd, "config", "rollback", SERVICE, "--to", "1")
+    )

@@ -93,6 +93,8 @@ def test_with_no_node_registered_every_selector_that_takes_calls_is_a_finding() 
         'routes[0].to[0].subset {"version": "v1"}: matches no node: no node of the service is '
         "registered"
     ]
+    (finding,) = check_config(document, Snapshot("hwholiday.srv.ap"))
+    assert finding.fault == "matches no node: no node of hwholiday.srv.ap is registered"
 
 
 def test_offline_nodes_match_nothing_and_a_snapshot_will_do() -> None:

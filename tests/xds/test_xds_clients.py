@@ -112,8 +112,9 @@ def test_canary_split_and_fallback(
         # 400 calls at 10%: 40 expected, sd 6; [15, 70] fails with probability < 1e-5.
         counts = client.calls(service, 400)["answers"]
         assert 15 <= counts.get("c2", 0) <= 70, counts
-        # A split to a version nobody registered goes to the fallback.
-        route_set("--split", "v3=1", "--fallback", "version=v2")
+        # A split to a version nobody registered goes to the fallback (--force: the CLI
+        # refuses such a split otherwise).
+        route_set("--split", "v3=1", "--fallback", "version=v2", "--force")
         client.until(service, lambda r: _only(r, "c2"), within=5, what="fallback to v2", batch=10)
         kv.delete(config_key(service))
         client.until(service, lambda r: _only(r, "c1", "c2"), within=5, what="no config", batch=10)

@@ -4,7 +4,7 @@
     grpc-etcd ls [SERVICE] [--json]     # id, version, address, metadata, lease TTL left
     grpc-etcd watch SERVICE             # one line per change
     grpc-etcd top SERVICE               # a live table of the nodes (the cli extra)
-    grpc-etcd config show|set|delete|schema ...   # the service config in etcd (docs/routing.md)
+    grpc-etcd config show|set|check|history|rollback|delete|schema ...   # docs/routing.md
     grpc-etcd route set SERVICE --split v1=90,v2=10   # a canary split, live on every client
     grpc-etcd xds --listen HOST:PORT    # an xDS control plane fed by etcd (the xds extra)
 
