@@ -40,6 +40,7 @@ __all__ = [
     "STATUS_CODE_NAMES",
     "FailurePercentageEjection",
     "HealthCheckConfig",
+    "HedgingPolicy",
     "LeastRequestSettings",
     "MethodConfig",
     "MethodName",
@@ -62,7 +63,8 @@ __all__ = [
     "validate_policy_settings",
 ]
 
-#: gRFC A6: larger ``maxAttempts`` values are treated as 5 (``retry`` re-exports it).
+#: gRFC A6: larger ``maxAttempts`` values (of a retry or a hedging policy) are treated as 5
+#: (``retry`` re-exports it).
 MAX_ATTEMPTS = 5
 
 #: The policy of ``{}``: the seed's random pick (``version`` is its alias).
@@ -373,12 +375,40 @@ class RetryPolicy(_Model):
         return min(self.max_attempts, MAX_ATTEMPTS)
 
 
+class HedgingPolicy(_Model):
+    """gRPC's hedging policy (gRFC A6): the call goes to one node, and while no answer has come
+    another attempt starts every ``hedgingDelay`` on a node the call has not tried, up to
+    ``maxAttempts`` (above 5 treated as 5, as gRPC does). A status in ``nonFatalStatusCodes``
+    lets the other attempts go on (and starts the next one at once); any other status, or the
+    first response, ends the call and cancels the rest."""
+
+    max_attempts: Annotated[StrictInt, Field(ge=2)]
+    #: Required, as in grpc-java: an omitted delay would silently send every attempt at once.
+    hedging_delay: _Duration
+    non_fatal_status_codes: tuple[_StatusCode, ...] = ()
+
+    @property
+    def attempts(self) -> int:
+        """The number of attempts in force: ``maxAttempts`` capped at gRPC's 5."""
+        return min(self.max_attempts, MAX_ATTEMPTS)
+
+
 class MethodConfig(_Model):
-    """Per-method defaults: a timeout and a retry policy."""
+    """Per-method defaults: a timeout, and a retry or a hedging policy (never both)."""
 
     name: Annotated[tuple[MethodName, ...], Field(min_length=1)]
     timeout: _PositiveDuration | None = None
     retry_policy: RetryPolicy | None = None
+    hedging_policy: HedgingPolicy | None = None
+
+    @model_validator(mode="after")
+    def _retry_or_hedging(self) -> MethodConfig:
+        if self.retry_policy is not None and self.hedging_policy is not None:
+            raise PydanticCustomError(
+                "retry_and_hedging",
+                "has both retryPolicy and hedgingPolicy; a method is retried or hedged, not both",
+            )
+        return self
 
 
 class RetryThrottling(_Model):

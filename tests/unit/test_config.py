@@ -398,3 +398,48 @@ def test_a_policy_reads_the_configs_settings_without_validating_them_again() -> 
     assert policy.settings is config.policy_config  # type: ignore[attr-defined]
     with pytest.raises(ConfigError, match="LeastRequestSettings given, RingHashSettings expected"):
         get_policy("ring_hash", config.policy_config)
+
+
+def test_a_hedging_policy_is_read_and_capped_like_a_retry_policy() -> None:
+    hedging = {"maxAttempts": 9, "hedgingDelay": "0.05s", "nonFatalStatusCodes": [14, "INTERNAL"]}
+    config = parse_config({"methodConfig": [{"name": [{}], "hedgingPolicy": hedging}]})
+    policy = config.method_config[0].hedging_policy
+    assert policy is not None and policy.attempts == 5 and policy.hedging_delay == 0.05
+    assert policy.non_fatal_status_codes == ("UNAVAILABLE", "INTERNAL")
+    assert config.document()["methodConfig"][0]["hedgingPolicy"]["hedgingDelay"] == "0.05s"
+
+
+@pytest.mark.parametrize(
+    ("hedging", "message"),
+    [
+        (
+            {"maxAttempts": 1, "hedgingDelay": "0s"},
+            "hedgingPolicy.maxAttempts: must be >= 2, got 1",
+        ),
+        ({"maxAttempts": 3}, "hedgingPolicy: required key 'hedgingDelay' missing"),
+        (
+            {"maxAttempts": 3, "hedgingDelay": "0s", "nonFatalStatusCodes": ["NOPE"]},
+            "hedgingPolicy.nonFatalStatusCodes[0]: 'NOPE' is not a gRPC status code name",
+        ),
+    ],
+)
+def test_a_bad_hedging_policy_is_refused_naming_its_key(hedging: object, message: str) -> None:
+    text = refusal({"methodConfig": [{"name": [{}], "hedgingPolicy": hedging}]})
+    assert message in text, text
+
+
+def test_a_method_is_retried_or_hedged_never_both() -> None:
+    retry = {
+        "maxAttempts": 3,
+        "initialBackoff": "0.1s",
+        "maxBackoff": "1s",
+        "backoffMultiplier": 2,
+        "retryableStatusCodes": ["UNAVAILABLE"],
+    }
+    both = {
+        "name": [{}],
+        "retryPolicy": retry,
+        "hedgingPolicy": {"maxAttempts": 2, "hedgingDelay": "0s"},
+    }
+    text = refusal({"methodConfig": [both]})
+    assert "methodConfig[0]: has both retryPolicy and hedgingPolicy" in text, text
