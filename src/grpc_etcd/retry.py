@@ -12,8 +12,10 @@ retries cannot multiply the load in an outage.
 Beyond a policy, a call that never reached a server (the connection was refused or reset
 before any response) is retried once at once on another node: gRPC's transparent retry.
 
-:class:`CallRetry` is one call's state; the channel asks it after each failed attempt and
-re-picks, avoiding the addresses the call already tried (:func:`pick_avoiding`).
+:class:`CallRetry` is one call's state; the call's flow (``_channel/_flow.py``) asks it after
+each failed attempt and re-picks, avoiding the addresses the call already tried
+(:func:`pick_avoiding`). Hedging (``hedgingPolicy``) is decided by the flow itself, with the same
+throttle and :func:`pushback_delay`.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ __all__ = [
     "RetryThrottle",
     "never_reached_server",
     "pick_avoiding",
+    "pushback_delay",
     "retry_policy_for",
 ]
 
@@ -108,7 +111,8 @@ class RetryThrottle:
 
     @property
     def allows_retry(self) -> bool:
-        """Retries are allowed while more than half of ``maxTokens`` is left."""
+        """Retries (and hedges, gRFC A6) are allowed while more than half of ``maxTokens`` is
+        left."""
         return self._tokens > self._max // 2
 
 
@@ -137,11 +141,6 @@ class CallRetry:
         self.attempts += 1
         self.tried.add(address)
 
-    def succeeded(self) -> None:
-        """The attempt succeeded: feed the throttle."""
-        if self._throttle is not None:
-            self._throttle.on_success()
-
     def next_delay(
         self,
         code: str,
@@ -167,7 +166,7 @@ class CallRetry:
         if self.attempts >= policy.attempts or not allowed:
             return None
         if pushback is not None:
-            delay = _pushback_delay(pushback)
+            delay = pushback_delay(pushback)
             if delay is None:
                 return None
         else:
@@ -178,7 +177,9 @@ class CallRetry:
         return delay
 
 
-def _pushback_delay(value: str) -> float | None:
+def pushback_delay(value: str) -> float | None:
+    """Seconds a ``grpc-retry-pushback-ms`` value asks to wait; None when it forbids retrying
+    (negative or not an integer, as gRFC A6 says)."""
     try:
         millis = int(value)
     except ValueError:
@@ -187,13 +188,26 @@ def _pushback_delay(value: str) -> float | None:
 
 
 def pick_avoiding(
-    pick: Callable[[], T], address_of: Callable[[T], str], tried: Container[str]
-) -> T:
-    """``pick()`` again (a few times) until it gives an address not in ``tried``; the last
-    pick if every try repeats one (better a tried node than no call)."""
-    picked = pick()
-    for _ in range(AVOID_TRIES):
-        if address_of(picked) not in tried:
-            break
+    pick: Callable[[], T | None],
+    address_of: Callable[[T], str],
+    tried: Container[str],
+    give_back: Callable[[T], object] = lambda picked: None,
+) -> T | None:
+    """``pick()`` again (up to :data:`AVOID_TRIES` more times) until it gives an address not in
+    ``tried``; else the first pick of a tried one (better a tried node than no call). Every
+    pick not returned is handed to ``give_back`` (its done callback must hear of it). A pick
+    of None (refused) ends the search: None if it was the first, else the tried one held."""
+    held: T | None = None
+    for _ in range(AVOID_TRIES + 1):
         picked = pick()
-    return picked
+        if picked is None:
+            break
+        if address_of(picked) not in tried:
+            if held is not None:
+                give_back(held)
+            return picked
+        if held is None:
+            held = picked
+        else:
+            give_back(picked)
+    return held

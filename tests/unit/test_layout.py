@@ -33,6 +33,7 @@ PURE = [
     "registry/etcd/_endpoints.py",
     "policies",
     "_channel/_call.py",
+    "_channel/_flow.py",
 ]
 FORBIDDEN_IN_PURE = {"grpc", "asyncio", "threading"}
 

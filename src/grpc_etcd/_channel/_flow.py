@@ -1,0 +1,601 @@
+"""One call's flow (pure, sans-io like h11): every decision about a call after its first pick.
+
+A :class:`CallFlow` decides, for one call: wait for a node or fail (the first refused pick
+decides), which node next (avoiding the ones tried), retry or hedge or commit, the retry
+throttle's tokens, pushback, transparent retry, the deadline (from one starting point) and the
+pick's done callback, exactly once per attempt. It never touches grpc, a thread or an event loop:
+a twin tells it what happened and does what it answers.
+
+How a twin drives it
+--------------------
+::
+
+    flow = CallFlow(lambda: channel._picker, info, plan, now=clock(), timeout=timeout)
+    actions = flow.start(clock())          # or flow.start(now, pick) with a pick already made
+    while not flow.finished:               # (a callback-driven twin loops in its callbacks)
+        for action in actions:
+            Start(attempt)  -> start the grpc call on attempt.subchannel with attempt.timeout
+                               (keep it in attempt.call); report what it does:
+                               flow.on_response(attempt, now) when its response headers or
+                               first message arrive; flow.on_status(attempt, status, now) when
+                               it ends, whatever happened (cancelled ones too)
+            Cancel(attempt) -> cancel attempt.call (its status still comes to on_status)
+            Commit(attempt) -> the call is this attempt's from now on: hand its responses to the
+                               caller, stop keeping requests for a replay
+            Wait(until, picker) -> from now on, wake the flow at ``until`` (None: no timer) with
+                               flow.on_time(now), and if ``picker`` when the channel publishes
+                               a new picker with flow.on_picker(now); replaces the last Wait
+            Finish(attempt, refusal) -> the call ends: with that attempt's outcome (its response
+                               or its error, as the twin got them), or with ``refusal`` (a status
+                               of ours: no node, deadline, cancelled) when attempt is None
+        actions = <the answer to the next event>
+
+Every event returns the actions to do now, in order. ``status_of`` (in ``_resilience``) turns a
+grpc call or error into the :class:`Status` the flow reads. The application's own cancel is
+:meth:`CallFlow.cancel`; a request stream whose replay buffer overflows is
+:meth:`CallFlow.commit`. The flow is not thread-safe: one event at a time.
+
+The hot path may stay inlined in a twin (a pick that succeeds with nothing to apply: the plan is
+``simple``, the sub-channel not retired): the twin starts that attempt itself and, should it fail,
+makes a flow and hands it over with :meth:`CallFlow.adopt`. A success there takes the flow's
+decision: the done callback hears OK and :meth:`CallPlan.succeeded` credits the throttle.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
+
+from ..config import HedgingPolicy, RetryPolicy
+from ..policies.base import DoneCallback, DoneInfo, NotReadyError, Pick, Picker, PickError
+from ..retry import CallRetry, RetryThrottle, never_reached_server, pick_avoiding, pushback_delay
+from ..routing import CallInfo
+from ._call import THROWN_AWAY, Refusal, deadline_refusal, refusal
+
+__all__ = [
+    "CANCELLED",
+    "OK",
+    "Action",
+    "Attempt",
+    "CallFlow",
+    "CallPlan",
+    "Cancel",
+    "Commit",
+    "Finish",
+    "Start",
+    "Status",
+    "Wait",
+]
+
+
+class Node(Protocol):
+    """What the flow reads and counts of a picked sub-channel."""
+
+    address: str
+    #: Set once no picker returns it any more: a pick of it is given back and made again.
+    retired: bool
+    #: One item per attempt in flight on it (the twins drain on its length).
+    inflight: list[None]
+
+
+S = TypeVar("S", bound=Node)
+
+
+class Status(NamedTuple):
+    """How one attempt ended, as the flow reads it."""
+
+    code: str
+    details: str = ""
+    #: The ``grpc-retry-pushback-ms`` trailer, if the server sent one.
+    pushback: str | None = None
+    #: Response headers (or a message) arrived before the status: the call had reached the
+    #: server's application, and gRFC A6 commits it.
+    got_response: bool = False
+
+
+OK = Status("OK")
+#: A call the application cancelled: grpc's own status and text.
+CANCELLED = Refusal("CANCELLED", "Locally cancelled by application!")
+
+
+class Attempt(Generic[S]):
+    """One attempt of a call: the node it went to, its pick's done callback and its timeout."""
+
+    __slots__ = ("call", "done", "ended", "number", "started", "subchannel", "timeout")
+
+    def __init__(
+        self,
+        subchannel: S,
+        done: DoneCallback | None,
+        number: int,
+        started: float,
+        timeout: float | None,
+    ) -> None:
+        self.subchannel = subchannel
+        self.done = done
+        #: 0 for the first attempt, then 1, 2, ... in the order they started.
+        self.number = number
+        #: When it started, on the flow's clock (its done callback's latency runs from here).
+        self.started = started
+        #: The seconds to give the grpc call (what is left of the call's deadline; None: none).
+        self.timeout = timeout
+        self.ended = False
+        #: The twin's own grpc call object for this attempt (the flow never reads it).
+        self.call: Any = None
+
+    def __repr__(self) -> str:
+        return (
+            f"<Attempt {self.number} on {self.subchannel.address}{' ended' if self.ended else ''}>"
+        )
+
+
+class Start(NamedTuple):
+    """Start ``attempt``: its grpc call on ``attempt.subchannel`` with ``attempt.timeout``."""
+
+    attempt: Attempt[Any]
+
+
+class Cancel(NamedTuple):
+    """Cancel ``attempt``'s grpc call (it lost a hedge, or the call ended without it)."""
+
+    attempt: Attempt[Any]
+
+
+class Commit(NamedTuple):
+    """The call is ``attempt``'s for good: no other attempt will follow or stay."""
+
+    attempt: Attempt[Any]
+
+
+class Wait(NamedTuple):
+    """Wake the flow at ``until`` (None: no timer) and, if ``picker``, on a new picker."""
+
+    until: float | None
+    picker: bool
+
+
+class Finish(NamedTuple):
+    """The call ends with ``attempt``'s outcome, or (``attempt`` None) with ``refusal``."""
+
+    attempt: Attempt[Any] | None
+    refusal: Refusal | None = None
+
+
+Action = Start | Cancel | Commit | Wait | Finish
+
+_NO_WAIT = Wait(None, False)
+
+
+class CallPlan:
+    """What the service config says of one method's calls, resolved once per config.
+
+    ``simple`` when there is nothing to apply (no retry or hedging policy, no default timeout):
+    a twin may then run a call's first attempt on its inlined hot path.
+    """
+
+    __slots__ = (
+        "ended",
+        "hedging",
+        "refused",
+        "retry",
+        "rng",
+        "service",
+        "simple",
+        "throttle",
+        "timeout",
+    )
+
+    def __init__(
+        self,
+        *,
+        retry: RetryPolicy | None = None,
+        hedging: HedgingPolicy | None = None,
+        timeout: float | None = None,
+        throttle: RetryThrottle | None = None,
+        service: str = "",
+        ended: Callable[[CallFlow[Any]], None] | None = None,
+        refused: Callable[[str], None] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        if retry is not None and hedging is not None:
+            raise ValueError("a call is retried or hedged, not both")
+        self.retry = retry
+        self.hedging = hedging
+        #: The method's default deadline (``methodConfig[].timeout``), in seconds.
+        self.timeout = timeout
+        #: The channel's retry token bucket (``retryThrottling``), shared by all its calls.
+        self.throttle = throttle
+        #: Named in the details of a call that found no ready node in time.
+        self.service = service
+        #: Told once when a call that went through a flow ends (the A96 retry metrics).
+        self.ended = ended
+        #: Told the status code of a call refused at the pick (the picks metric).
+        self.refused = refused
+        #: Draws the retry backoff's jitter (shared: seeding one per call costs a syscall).
+        self.rng = rng if rng is not None else random.Random()
+        self.simple = retry is None and hedging is None and timeout is None
+
+    def succeeded(self) -> None:
+        """A call ended OK: gRFC A6 gives every successful call's token back, any method."""
+        throttle = self.throttle
+        if throttle is not None:
+            throttle.on_success()
+
+
+class CallFlow(Generic[S]):
+    """The decisions of one call, from its first pick to its end (see the module docstring).
+
+    ``pickers()`` returns the channel's current picker; ``now`` is when the call started, on
+    the clock the twin feeds every event with; ``timeout`` the caller's (None: none), bounded
+    by the plan's.
+    """
+
+    def __init__(
+        self,
+        pickers: Callable[[], Picker[S]],
+        info: CallInfo,
+        plan: CallPlan,
+        *,
+        now: float,
+        timeout: float | None,
+    ) -> None:
+        self._pickers = pickers
+        self._info = info
+        self._plan = plan
+        if plan.timeout is not None and (timeout is None or plan.timeout < timeout):
+            timeout = plan.timeout
+        #: When the call's deadline passes (None: it has none), on the twin's clock.
+        self.deadline = None if timeout is None else now + timeout
+        #: Every attempt started, in order.
+        self.attempts: list[Attempt[S]] = []
+        #: The attempt the call is committed to (its first response came), if any.
+        self.committed: Attempt[S] | None = None
+        #: True once the call's outcome is decided (a Finish was returned).
+        self.finished = False
+        self._hedging = plan.hedging
+        # The retry policy's state (and the transparent retry's, whatever the policy).
+        self._retry = CallRetry(plan.retry, plan.throttle, rng=plan.rng)
+        self._live = 0  # attempts started and not ended
+        self._next_at: float | None = None  # when the next attempt is due (backoff, hedge)
+        self._want_node = False  # the next attempt waits for a picker with a node for it
+        self._want_hedge = False  # ... and it is a hedge (an untried node or none)
+        self._waited = False  # the call has waited for a picker at least once
+        self._cause: str | None = None  # why no node was ready, for the deadline's details
+        self._no_more = False  # no attempt may start any more (pushback, committed)
+        self._armed = _NO_WAIT
+        self._refusal: PickError | None = None
+
+    # ------------------------------------------------------------ what the flow says
+
+    @property
+    def tried(self) -> set[str]:
+        """The addresses this call's attempts went to."""
+        return self._retry.tried
+
+    @property
+    def retries(self) -> int:
+        """Retries made under the retry policy (gRFC A96's ``grpc.client.call.retries``)."""
+        if self._hedging is not None:
+            return 0
+        return max(0, self._retry.attempts - 1)
+
+    @property
+    def hedges(self) -> int:
+        """Hedged attempts sent after the first (A96's ``grpc.client.call.hedges``)."""
+        if self._hedging is None:
+            return 0
+        return max(0, self._retry.attempts - 1)
+
+    @property
+    def transparent(self) -> int:
+        """Transparent retries made (at most one: gRPC's rule)."""
+        return self._retry.transparent
+
+    def left(self, now: float) -> float | None:
+        """Seconds until the deadline (at least 0), or None when the call has none."""
+        deadline = self.deadline
+        return None if deadline is None else max(0.0, deadline - now)
+
+    # ------------------------------------------------------------ events
+
+    def start(self, now: float, pick: Pick[S] | PickError | None = None) -> list[Action]:
+        """Begin the call: pick a node (or use ``pick``, the twin's own first pick or the
+        refusal it met) and start the first attempt, wait for a node, or fail."""
+        return self._next_attempt(now, pick)
+
+    def adopt(self, pick: Pick[S], started: float) -> Attempt[S]:
+        """Take over an attempt the twin started itself on its hot path at ``started``
+        (already counted in flight on its sub-channel); report its end with :meth:`on_status`."""
+        sub, done = pick
+        return self._add(sub, done, started, counted=True)
+
+    def on_response(self, attempt: Attempt[S], now: float) -> list[Action]:
+        """``attempt`` received its response headers or first message: it wins the call."""
+        if self.finished or self.committed is not None or attempt.ended:
+            return []
+        return self._commit(attempt)
+
+    def commit(self, attempt: Attempt[S], now: float) -> list[Action]:
+        """Commit the call to ``attempt`` without a response (its request messages no longer
+        fit the replay buffer): no attempt after it, the others are cancelled."""
+        if self.finished or self.committed is not None:
+            return []
+        return self._commit(attempt)
+
+    def on_status(self, attempt: Attempt[S], status: Status, now: float) -> list[Action]:
+        """``attempt`` ended with ``status`` (reported once; a second report is ignored)."""
+        if attempt.ended:
+            return []
+        attempt.ended = True
+        self._live -= 1
+        attempt.subchannel.inflight.pop()
+        if attempt.done is not None:
+            attempt.done(DoneInfo(status.code, now - attempt.started))
+        if self.finished:
+            return []
+        committed = self.committed
+        if committed is not None:
+            return self._finish(attempt, status) if attempt is committed else []
+        if status.code == "OK" or status.got_response:
+            return self._finish(attempt, status)  # A6: a response commits the call
+        if self._hedging is not None:
+            return self._hedge_failed(attempt, status, now)
+        return self._retry_failed(attempt, status, now)
+
+    def on_time(self, now: float) -> list[Action]:
+        """The time asked for by the last Wait came (or some time passed)."""
+        if self.finished:
+            return []
+        due = self._next_at
+        if due is not None and now >= due:
+            self._next_at = None
+            hedging = self._hedging
+            if hedging is None:
+                return self._next_attempt(now)  # the backoff is over
+            if self._no_more or self._retry.attempts >= hedging.attempts:
+                return self._hedge_later(now)
+            if not self._may_hedge():
+                return self._hedge_later(now, again=True)
+            return self._next_attempt(now, hedge=True)
+        deadline = self.deadline
+        if self._want_node and not self._live and deadline is not None and now >= deadline:
+            return self._refuse(self._deadline_refusal())
+        return self._wait()
+
+    def on_picker(self, now: float) -> list[Action]:
+        """The channel published a new picker: a call waiting for a node picks again."""
+        if self.finished or not self._want_node:
+            return []
+        self._want_node = False
+        self._waited = True
+        return self._next_attempt(now, hedge=self._want_hedge)
+
+    def cancel(self, now: float) -> list[Action]:
+        """The application cancelled the call: cancel every attempt in flight and end."""
+        if self.finished:
+            return []
+        return self._end([Finish(None, CANCELLED)])
+
+    # ------------------------------------------------------------ inside
+
+    def _add(
+        self, sub: S, done: DoneCallback | None, now: float, *, counted: bool = False
+    ) -> Attempt[S]:
+        attempt = Attempt(sub, done, len(self.attempts), now, self.left(now))
+        self.attempts.append(attempt)
+        self._live += 1
+        self._retry.started(sub.address)
+        if not counted:
+            sub.inflight.append(None)
+        return attempt
+
+    def _next_attempt(
+        self, now: float, given: Pick[S] | PickError | None = None, *, hedge: bool = False
+    ) -> list[Action]:
+        """Pick a node for the next attempt and start it, or wait for one, or give up."""
+        actions: list[Action] = []
+        while True:
+            picked = self._pick(given, untried_only=hedge)
+            given = None
+            if picked is None:
+                return actions + self._unpicked(now, hedge)
+            sub, done = picked
+            actions.append(Start(self._add(sub, done, now)))
+            hedging = self._hedging
+            if hedging is None or self._no_more or self._retry.attempts >= hedging.attempts:
+                return actions + self._wait()
+            due = now + hedging.hedging_delay
+            if self.deadline is not None and due >= self.deadline:
+                return actions + self._wait()  # a hedge that could only start too late
+            if due > now:
+                self._next_at = due
+                return actions + self._wait()
+            if not self._may_hedge():
+                return actions + self._wait()
+            hedge = True  # hedgingDelay 0: every attempt at once
+
+    def _pick(self, given: Pick[S] | PickError | None, *, untried_only: bool) -> Pick[S] | None:
+        """A pick for the next attempt, on an untried node when one comes within a few picks
+        (else a tried one, or for a hedge none); None when the picker refused (``_refusal``)."""
+        self._refusal = None
+        pickers = self._pickers
+        picker = pickers()
+        info = self._info
+
+        def pick() -> Pick[S] | None:
+            nonlocal given, picker
+            for _ in range(_RETIRED_REPICKS):
+                if given is not None:
+                    picked, given = given, None
+                else:
+                    try:
+                        picked = picker.pick(info)
+                    except PickError as exc:
+                        picked = exc
+                if isinstance(picked, PickError):
+                    if self._refusal is None:
+                        self._refusal = picked
+                    return None
+                if not picked.subchannel.retired:
+                    return picked
+                # Picked from a picker older than the node's removal: the new one is out.
+                _give_back(picked)
+                picker = pickers()
+            if self._refusal is None:
+                self._refusal = NotReadyError()
+            return None
+
+        tried = self._retry.tried
+        picked = pick_avoiding(pick, _address, tried, _give_back) if tried else pick()
+        if picked is not None and untried_only and picked.subchannel.address in tried:
+            _give_back(picked)
+            return None
+        if picked is not None:
+            self._refusal = None
+        return picked
+
+    def _unpicked(self, now: float, hedge: bool) -> list[Action]:
+        """No node for the next attempt: wait for a picker, or do without that attempt."""
+        refused = self._refusal
+        if refused is None:  # a hedge found only tried nodes: try again after hedgingDelay
+            return self._hedge_later(now, again=True)
+        answer = refusal(refused, self._info, waited=self._waited)
+        if answer is None:  # wait for a picker with a node for this call
+            if isinstance(refused, NotReadyError) and refused.failure is not None:
+                self._cause = refused.failure
+            self._want_node = True
+            self._want_hedge = hedge
+            return self._wait()
+        return self._refuse(answer)
+
+    def _hedge_later(self, now: float, *, again: bool = False) -> list[Action]:
+        """No hedge now; with ``again``, try once more after hedgingDelay while attempts are
+        in flight. With none in flight, the last attempt's outcome is the call's."""
+        hedging = self._hedging
+        if again and hedging is not None and self._live and hedging.hedging_delay > 0:
+            due = now + hedging.hedging_delay
+            if self.deadline is None or due < self.deadline:
+                self._next_at = due
+        if not self._live:
+            return self._end([Finish(self._last_ended(), None)])
+        return self._wait()
+
+    def _refuse(self, answer: Refusal) -> list[Action]:
+        """The picker said no: the call fails with that, unless attempts are still in flight
+        (hedges), whose outcome it then takes."""
+        self._no_more = True
+        if self._live:
+            return self._wait()
+        if self._plan.refused is not None and answer.code:
+            self._plan.refused(answer.code)
+        return self._end([Finish(None, answer)])
+
+    def _deadline_refusal(self) -> Refusal:
+        answer = deadline_refusal(self._plan.service, self._info)
+        if self._cause is None:
+            return answer
+        return Refusal(answer.code, f"{answer.details}: {self._cause}")
+
+    def _retry_failed(self, attempt: Attempt[S], status: Status, now: float) -> list[Action]:
+        code = status.code
+        reached = not never_reached_server(code, status.details, got_response=status.got_response)
+        delay = self._retry.next_delay(
+            code, reached_server=reached, pushback=status.pushback, time_left=self.left(now)
+        )
+        if delay is None:
+            return self._finish(attempt, status)
+        if delay <= 0:
+            return self._next_attempt(now)
+        self._next_at = now + delay
+        return self._wait()
+
+    def _hedge_failed(self, attempt: Attempt[S], status: Status, now: float) -> list[Action]:
+        hedging = self._hedging
+        assert hedging is not None
+        code = status.code
+        if (
+            never_reached_server(code, status.details, got_response=False)
+            and self._retry.next_delay(code, reached_server=False) is not None
+        ):
+            return self._next_attempt(now)  # transparent: in its place, not counted
+        if code not in hedging.non_fatal_status_codes:
+            return self._finish(attempt, status)  # fatal: the call ends, the others go
+        throttle = self._plan.throttle
+        allowed = throttle.on_failure() if throttle is not None else True
+        more = not self._no_more and self._retry.attempts < hedging.attempts
+        if status.pushback is not None:
+            delay = pushback_delay(status.pushback)
+            if delay is None:
+                self._no_more = True  # A6: the server says no more hedges
+                self._next_at = None
+            elif more:
+                self._next_at = now + delay  # A6: the next one after the pushback
+        elif allowed and more:
+            self._next_at = None
+            return self._next_attempt(now, hedge=True)  # A6: the next one at once
+        if self._live or self._want_node or self._next_at is not None:
+            return self._wait()
+        return self._finish(attempt, status)
+
+    def _may_hedge(self) -> bool:
+        """A6: hedges after the first attempt go out only while the throttle allows."""
+        throttle = self._plan.throttle
+        return throttle is None or throttle.allows_retry
+
+    def _commit(self, attempt: Attempt[S]) -> list[Action]:
+        self.committed = attempt
+        self._no_more = True
+        self._next_at = None
+        self._want_node = False
+        actions: list[Action] = [Commit(attempt)]
+        actions.extend(Cancel(a) for a in self.attempts if not a.ended and a is not attempt)
+        return actions + self._wait()
+
+    def _finish(self, attempt: Attempt[S], status: Status) -> list[Action]:
+        if status.code == "OK":
+            self._plan.succeeded()
+        return self._end([Finish(attempt, None)])
+
+    def _end(self, finish: list[Action]) -> list[Action]:
+        self.finished = True
+        self._next_at = None
+        self._want_node = False
+        actions: list[Action] = [Cancel(a) for a in self.attempts if not a.ended]
+        wait = self._wait()
+        if self._plan.ended is not None and self.attempts:
+            self._plan.ended(self)
+        return actions + wait + finish
+
+    def _last_ended(self) -> Attempt[S] | None:
+        for attempt in reversed(self.attempts):
+            if attempt.ended:
+                return attempt
+        return None
+
+    def _wait(self) -> list[Action]:
+        """The Wait in force now, if it changed since the last one returned."""
+        until = self._next_at
+        deadline = self.deadline
+        if self._want_node and not self._live and deadline is not None:
+            until = deadline if until is None else min(until, deadline)
+        wait = Wait(until, self._want_node) if (until is not None or self._want_node) else _NO_WAIT
+        if wait == self._armed:
+            return []
+        self._armed = wait
+        return [wait]
+
+
+#: Picks made again when a pick returns a sub-channel just retired (a new picker is out by
+#: then, so one more is enough; a few more cover updates racing with the call).
+_RETIRED_REPICKS = 4
+
+
+def _address(pick: Pick[Any]) -> str:
+    return str(pick.subchannel.address)
+
+
+def _give_back(pick: Pick[Any]) -> None:
+    """A pick that will carry no attempt: its done callback hears so at once."""
+    if pick.done is not None:
+        pick.done(THROWN_AWAY)
