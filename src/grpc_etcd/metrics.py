@@ -13,6 +13,7 @@ the rest are ours, under ``grpc_etcd.*``:
 ``grpc.client.attempt.duration``            histogram  seconds per attempt (+ status, node, version)
 ``grpc.client.call.retries``                histogram  retries per call that retried
 ``grpc.client.call.transparent_retries``    histogram  transparent retries per call
+``grpc.client.call.hedges``                 histogram  hedged attempts per call that hedged (A96)
 ``grpc_etcd.lb.picks``                      counter    picks: ok, or the refusal's status code
 ``grpc_etcd.lb.ejections``                  counter    outlier ejections (node, reason)
 ``grpc_etcd.lb.nodes``                      gauge      nodes per state (ready, connecting, ...)
@@ -95,6 +96,9 @@ class Metrics:
             unit="{transparent_retry}",
             description="Transparent retries per call.",
         )
+        self._hedges = meter.create_histogram(
+            "grpc.client.call.hedges", unit="{hedge}", description="Hedges per call."
+        )
         self._picks = meter.create_counter(
             "grpc_etcd.lb.picks", unit="{pick}", description="Picks by result."
         )
@@ -155,8 +159,10 @@ class Metrics:
                 },
             )
 
-    def call_ended(self, target: str, method: str, retries: int, transparent: int) -> None:
-        """A call that retried ended (A96 records calls with at least one retry only)."""
+    def call_ended(
+        self, target: str, method: str, retries: int, transparent: int, hedges: int = 0
+    ) -> None:
+        """A call that retried or hedged ended (A96 records only the counts that are not 0)."""
         if not self.enabled:
             return
         attributes = {"grpc.method": method, "grpc.target": target}
@@ -164,6 +170,8 @@ class Metrics:
             self._retries.record(retries, attributes)
         if transparent:
             self._transparent.record(transparent, attributes)
+        if hedges:
+            self._hedges.record(hedges, attributes)
 
     def picked(self, target: str, result: str) -> None:
         """One pick: ``ok``, or how a refused call failed (``unavailable``,

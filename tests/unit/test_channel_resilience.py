@@ -5,7 +5,10 @@ from __future__ import annotations
 import sys
 import threading
 
-from grpc_etcd._channel._resilience import ChannelResilience
+import grpc
+
+from grpc_etcd._channel._flow import Status
+from grpc_etcd._channel._resilience import ChannelResilience, status_of
 from grpc_etcd.config import parse_config
 from grpc_etcd.policies.base import DoneInfo
 
@@ -119,3 +122,54 @@ def test_the_retry_throttle_loses_no_token_across_threads() -> None:
     finally:
         sys.setswitchinterval(interval)
     assert state._throttle is not None and state._throttle.tokens == 1000
+
+
+def test_each_method_gets_the_plan_of_its_method_config() -> None:
+    hedged = {
+        "name": [{"service": "proto.Api", "method": "Fast"}],
+        "timeout": "2s",
+        "hedgingPolicy": {"maxAttempts": 3, "hedgingDelay": "0.05s"},
+    }
+    state = ChannelResilience("t", lambda: None)
+    state.configure(parse_config({**CONFIG, "methodConfig": [*CONFIG["methodConfig"], hedged]}))  # type: ignore[list-item]
+    retried, fast, other = (
+        state.plan(m) for m in ("/proto.Api/Get", "/proto.Api/Fast", "/other.Svc/Get")
+    )
+    assert retried.retry is not None and retried.hedging is None and not retried.simple
+    assert fast.hedging is not None and fast.timeout == 2.0 and fast.retry is None
+    assert other.simple and other.throttle is not None  # every call feeds the throttle
+    assert state.plans["/proto.Api/Get"] is retried
+    state.configure(parse_config({}))
+    assert state.plans == {} and state.plan("/proto.Api/Get").simple
+    assert state.plan("/proto.Api/Get").throttle is None
+
+
+class _Ended:
+    """What grpc's finished calls and errors answer (sync and grpc.aio's AioRpcError alike)."""
+
+    def __init__(self, code: grpc.StatusCode, details: str = "", **metadata: object) -> None:
+        self._code, self._details, self._metadata = code, details, metadata
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+    def initial_metadata(self) -> object:
+        return self._metadata.get("headers", ())
+
+    def trailing_metadata(self) -> object:
+        return self._metadata.get("trailers", ())
+
+
+def test_status_of_reads_code_details_pushback_and_whether_headers_came() -> None:
+    assert status_of(_Ended(grpc.StatusCode.OK)) == Status("OK")
+    pushed = _Ended(
+        grpc.StatusCode.UNAVAILABLE, "busy", trailers=(("grpc-retry-pushback-ms", b"250"),)
+    )
+    assert status_of(pushed) == Status("UNAVAILABLE", "busy", "250", False)
+    answered = _Ended(grpc.StatusCode.INTERNAL, "x", headers=(("k", "v"),))
+    assert status_of(answered).got_response
+    assert status_of(_Ended(grpc.StatusCode.INTERNAL), got_response=True).got_response
+    assert status_of(ValueError("not a call")).code == "UNKNOWN"

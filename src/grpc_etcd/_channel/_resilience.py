@@ -1,14 +1,16 @@
 """One channel's outlier ejection and retry state, shared by both twins.
 
 The channel asks three things of it: which addresses are ejected (to fill
-``Endpoint.ejected``), a done callback that also feeds the outlier detector, and a
-:class:`~grpc_etcd.retry.CallRetry` per call. ``on_change()`` is called (outside the lock)
-when the ejected set changes, so the channel publishes a new picker. The detector's interval
-runs from :meth:`tick`, which the twin calls from its monitor (thread or task).
+``Endpoint.ejected``), a done callback that also feeds the outlier detector, and the
+:class:`~grpc_etcd._channel._flow.CallPlan` of each method (its retry or hedging policy, its
+timeout, the channel's retry throttle). ``on_change()`` is called (outside the lock) when the
+ejected set changes, so the channel publishes a new picker. The detector's interval runs from
+:meth:`tick`, which the twin calls from its monitor (thread or task).
 """
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -21,8 +23,13 @@ from ..metrics import get_metrics
 from ..outlier import OutlierDetector
 from ..policies.base import DoneCallback, DoneInfo
 from ..retry import PUSHBACK_KEY, CallRetry, RetryThrottle, never_reached_server, retry_policy_for
+from ._flow import OK, CallFlow, CallPlan, Status
 
-__all__ = ["ChannelResilience", "retry_delay", "status_name"]
+__all__ = ["ChannelResilience", "retry_delay", "status_name", "status_of"]
+
+#: Plans kept per channel, one per method called; past it they are made per call (a channel
+#: calls a handful of methods; a bound keeps a caller inventing names from growing it).
+_MAX_PLANS = 1024
 
 
 def status_name(call: Any) -> str:
@@ -37,6 +44,23 @@ def status_name(call: Any) -> str:
 def _ask(error: Any, name: str) -> Any:
     method = getattr(error, name, None)
     return method() if method is not None else None
+
+
+def status_of(call: Any, *, got_response: bool | None = None) -> Status:
+    """The :class:`Status` of a finished grpc call or its error, as the call's flow reads it:
+    grpc's sync calls and errors and grpc.aio's ``AioRpcError`` answer ``code()``,
+    ``details()``, ``initial_metadata()`` and ``trailing_metadata()`` at once. ``got_response``:
+    what the twin saw itself (a message came), else whether headers came."""
+    code = status_name(call)
+    if code == "OK":
+        return OK
+    pushback = None
+    for key, value in _ask(call, "trailing_metadata") or ():
+        if key == PUSHBACK_KEY:
+            pushback = value if isinstance(value, str) else bytes(value).decode("ascii", "replace")
+    if not got_response:
+        got_response = bool(_ask(call, "initial_metadata"))
+    return Status(code, str(_ask(call, "details") or ""), pushback, got_response)
 
 
 def retry_delay(retry: CallRetry, error: BaseException, time_left: float | None) -> float | None:
@@ -77,6 +101,9 @@ class ChannelResilience:
         self._versions: Mapping[str, str] = {}
         self._metrics = get_metrics()
         self._metrics.refresh()  # a provider set before this channel: seen from its first call
+        self._rng = random.Random()
+        #: Each method's CallPlan under the config in force (made again after a new config).
+        self.plans: dict[str, CallPlan] = {}
 
     # ------------------------------------------------------------ configuration
 
@@ -103,6 +130,7 @@ class ChannelResilience:
                     if throttling is not None
                     else None
                 )
+            self.plans = {}
         if changed:
             self._on_change()
 
@@ -133,11 +161,6 @@ class ChannelResilience:
     def is_ejected(self, address: str) -> bool:
         """Whether outlier detection ejected ``address``."""
         return address in self._ejected
-
-    @property
-    def observing(self) -> bool:
-        """Whether :meth:`observe` wraps done callbacks (outlier detection or metrics on)."""
-        return self._detector is not None or self._metrics.enabled
 
     def observe(
         self, address: str, done: DoneCallback | None, method: str = ""
@@ -209,7 +232,35 @@ class ChannelResilience:
             self._on_change()
         return wait
 
-    # ------------------------------------------------------------ retries
+    # ------------------------------------------------------------ calls
+
+    def plan(self, method: str) -> CallPlan:
+        """The plan of ``method``'s calls under the config in force (cached: read
+        :attr:`plans` first on a hot path)."""
+        plan = self.plans.get(method)
+        if plan is not None:
+            return plan
+        config = self._config
+        entry = config.method_config_for(method) if config is not None else None
+        metrics, target = self._metrics, self._target
+
+        def ended(flow: CallFlow[Any]) -> None:
+            metrics.call_ended(target, method, flow.retries, flow.transparent, flow.hedges)
+
+        plan = CallPlan(
+            retry=entry.retry_policy if entry is not None else None,
+            hedging=entry.hedging_policy if entry is not None else None,
+            timeout=entry.timeout if entry is not None else None,
+            throttle=self._throttle,
+            service=target,
+            ended=ended,
+            refused=self.refused,
+            rng=self._rng,
+        )
+        plans = self.plans
+        if len(plans) < _MAX_PLANS:
+            plans[method] = plan
+        return plan
 
     def succeeded(self) -> None:
         """An attempt succeeded: the retry throttle gets its token ratio back."""
