@@ -394,6 +394,11 @@ class CallFlow(Generic[S]):
         self, now: float, given: Pick[S] | PickError | None = None, *, hedge: bool = False
     ) -> list[Action]:
         """Pick a node for the next attempt and start it, or wait for one, or give up."""
+        deadline = self.deadline
+        if deadline is not None and now >= deadline and self.attempts:
+            # No attempt after the first starts past the deadline: the call ends with the
+            # outcome of the last attempt (the hedges in flight end by their own timeout).
+            return self._wait() if self._live else self._end([Finish(self._last_ended(), None)])
         actions: list[Action] = []
         while True:
             picked = self._pick(given, untried_only=hedge)
