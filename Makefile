@@ -5,7 +5,10 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+# The development set (tests, linters, every extra) and the runtime the demo needs (the library
+# and an etcd binary): `make demo` on a fresh clone installs no pytest, ruff or mypy.
 STAMP  := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.installed-runtime
 
 .PHONY: demo test lint bench clean
 
@@ -13,9 +16,15 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	touch $(STAMP) $(DEMO_STAMP)
 
-demo: $(STAMP)
+$(DEMO_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[etcd]'
+	touch $(DEMO_STAMP)
+
+demo: $(DEMO_STAMP)
 	$(BIN)/python -m grpc_etcd.demo
 
 test: $(STAMP)

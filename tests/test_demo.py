@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_demo_shows_the_seeds_behaviour() -> None:
@@ -36,3 +42,26 @@ def test_demo_shows_the_seeds_behaviour() -> None:
     # After SIGKILL of v1, the watch removes it once its lease expires; then nothing matches.
     assert "v1 node removed after" in out
     assert answer("no version", 4) == "UNAVAILABLE: no match found conn"
+
+
+def _make_dry_run(target: str, tmp_path: Path) -> str:
+    """The commands ``make TARGET`` would run on a fresh clone (a .venv that does not exist)."""
+    result = subprocess.run(
+        ["make", "-n", target, f"VENV={tmp_path / 'venv'}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return result.stdout
+
+
+def test_make_demo_installs_the_runtime_only_and_make_test_the_dev_set(tmp_path: Path) -> None:
+    """Issue 13: the demo needs the library and an etcd binary, not pytest, ruff or mypy."""
+    if shutil.which("make") is None:  # pragma: no cover - CI and the README need make
+        pytest.skip("no make here")
+    demo = _make_dry_run("demo", tmp_path)
+    assert "pip install --quiet -e '.[etcd]'" in demo
+    assert "[dev]" not in demo and "grpc_etcd.demo" in demo
+    assert "pip install --quiet -e '.[dev]'" in _make_dry_run("test", tmp_path)

@@ -236,3 +236,16 @@ def test_users_are_pointed_at_docs_routing_md() -> None:
     assert not naming, f"these name ROUTING.md, which users do not have: {naming}"
     helped = CliRunner().invoke(main, ["config", "--help"])
     assert helped.exit_code == 0 and "docs/routing.md" in helped.output
+
+
+def test_the_readme_says_how_to_install_and_what_each_extra_is_for() -> None:
+    """Issue 13: outside the Makefile's .venv, ``python server.py v1`` found no ``grpc``."""
+    import tomllib
+
+    section = README.read_text().split("## Installing into your own environment", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    assert "pip install -e '.[etcd]'" in section and "source .venv/bin/activate" in section
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    rows = dict(re.findall(r"^\| `(\w+)` \| (.+) \|$", section, re.MULTILINE))
+    assert set(rows) == set(extras["optional-dependencies"]), rows
+    assert "grpc-etcd top" in rows["cli"] and "grpc-etcd xds" in rows["xds"]
