@@ -172,11 +172,21 @@ def test_program_snippet_runs_as_written(site: Site, name: str) -> None:
         assert expected in out, f"{name} should print {expected!r}; it printed:\n{out}"
 
 
+#: The README's pytest config (a ```toml block starting ``# pyproject.toml``), written next to
+#: the test snippets as a user would.
+PYTEST_CONFIG = re.findall(r"^```toml\n(# pyproject\.toml.*?)^```", README.read_text(), re.M | re.S)
+
+
 @pytest.mark.parametrize("name", sorted(n for n in SNIPPETS if n.startswith("test_")))
 def test_test_snippet_passes_under_pytest(tmp_path: Path, name: str) -> None:
+    """Run outside the repository (its pyproject.toml out of reach), warnings are errors: the
+    README's snippet and config alone must make pytest (and pytest-asyncio) content."""
     (tmp_path / name).write_text(SNIPPETS[name])
+    (tmp_path / "pyproject.toml").write_text("".join(PYTEST_CONFIG))
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
-    _run(Site(tmp_path, env), sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", name)
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "error", name]
+    out = _run(Site(tmp_path, env), *command)
+    assert "warning" not in out.lower(), out
 
 
 @pytest.mark.parametrize("name", sorted(n for n in SNIPPETS if n.startswith("secure")))
