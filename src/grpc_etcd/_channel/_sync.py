@@ -185,6 +185,17 @@ def _track(call: Any, sub: _Sub, done: DoneCallback | None) -> None:
     call.add_done_callback(finished)
 
 
+def _core(channel: grpc.Channel) -> Any:
+    """The cygrpc channel under ``channel``: grpc.Channel has no public non-blocking state
+    query, its cygrpc channel has one. Interceptors wrap the channel (grpc's own
+    ``intercept_channel``, OpenTelemetry's instrumentor around ``grpc.insecure_channel``),
+    each keeping the one it wraps as ``_channel``: unwrap them."""
+    core: Any = channel
+    while not hasattr(core, "check_connectivity_state"):
+        core = core._channel
+    return core
+
+
 class BalancedChannel(ChannelBase[grpc.Channel], Closing, grpc.Channel):
     """A ``grpc.Channel`` over every node of one service; each call goes to the node its policy
     picks (by default ``random``, alias ``version``: a random READY node of the version the call
@@ -350,8 +361,7 @@ class BalancedChannel(ChannelBase[grpc.Channel], Closing, grpc.Channel):
         else:
             channel = grpc.secure_channel(address, self._credentials, options=self._options)
         sub = Subchannel(address, channel)
-        # grpc.Channel has no public non-blocking state query; its cygrpc channel has one.
-        sub.core = channel._channel  # type: ignore[attr-defined]
+        sub.core = _core(channel)
         sub.code = sub.core.check_connectivity_state(True)
         sub.state = STATE_BY_CODE[sub.code]
         return sub
