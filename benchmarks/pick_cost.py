@@ -52,6 +52,7 @@ CANARY = {
 }
 
 
+SLOW_START = {"slowStartWindow": "3600s"}
 LOAD_AWARE = ("least_request", "p2c_ewma")
 _OK = DoneInfo("OK", 0.001)
 
@@ -117,6 +118,15 @@ def _pickers(n: int) -> list[tuple[str, Callable[[], object]]]:
             rows.append((f"{name} (pick + done)", partial(_pick_and_done, picker, call)))
         else:
             rows.append((name, lambda p=picker, c=call: p.pick(c)))  # type: ignore[misc]
+    # Slow start (a window of an hour): the first node READY 1 s ago and the others long
+    # before; then every node READY within the last second, a few ms apart (a new channel).
+    now = time.monotonic()
+    one = [replace(e, ready_since=now - (1 if i == 0 else 7200)) for i, e in enumerate(eps)]
+    every = [replace(e, ready_since=now - 1 - i * 0.001) for i, e in enumerate(eps)]
+    slow = parse_config({"loadBalancingConfig": [{"round_robin": {"slowStartConfig": SLOW_START}}]})
+    for what, warming in (("1 node", one), ("every node", every)):
+        picker = Balancer[str](slow).build(warming)
+        rows.append((f"round_robin, slow start, {what} warming", lambda p=picker: p.pick(pinned)))  # type: ignore[misc]
     weighted: Picker[str] = Balancer[str](policy="random").build(endpoints(n, weighted=True))
     rows.append(("random, weights 1-5", lambda p=weighted: p.pick(pinned)))  # type: ignore[misc]
     canary: Picker[str] = Balancer[str](parse_config(CANARY)).build(eps)

@@ -53,6 +53,8 @@ __all__ = [
     "Route",
     "RouteMatch",
     "ServiceConfig",
+    "SlowStartConfig",
+    "SlowStartSettings",
     "SuccessRateEjection",
     "WeightedSubset",
     "config_json_schema",
@@ -177,8 +179,33 @@ class NoSettings(PolicySettings):
     """Settings of a policy that takes none: only ``{}`` is valid."""
 
 
-class LeastRequestSettings(PolicySettings):
-    """``least_request``'s settings (gRPC A48)."""
+class SlowStartConfig(_Model):
+    """Slow start (Envoy's ``slow_start_config``, draft gRFC A100): a node that became READY
+    ``t`` seconds ago gets its weight times ``max(minWeightPercent / 100,
+    (t / slowStartWindow) ^ (1 / aggression))`` until the window has passed."""
+
+    slow_start_window: _PositiveDuration
+    #: 1 warms up linearly; larger values give a new node more traffic sooner (Envoy's).
+    aggression: Annotated[float, Field(gt=0)] = 1.0
+    #: The least share of its weight a new node gets (Envoy's default: 10 %).
+    min_weight_percent: Annotated[float, Field(ge=0, le=100)] = 10.0
+
+    def factor(self, age: float) -> float:
+        """The share of its weight a node READY for ``age`` seconds gets (1 once warm)."""
+        if age >= self.slow_start_window:
+            return 1.0
+        ramp: float = (max(age, 0.0) / self.slow_start_window) ** (1 / self.aggression)
+        return max(self.min_weight_percent / 100, ramp)
+
+
+class SlowStartSettings(PolicySettings):
+    """Settings of ``random``, ``round_robin`` and ``weighted_round_robin``: slow start only."""
+
+    slow_start_config: SlowStartConfig | None = None
+
+
+class LeastRequestSettings(SlowStartSettings):
+    """``least_request``'s settings (gRPC A48, and slow start)."""
 
     #: How many random nodes are compared per pick; A48 allows 2..10 and defaults to 2.
     choice_count: Annotated[StrictInt, Field(ge=2, le=10)] = 2
@@ -205,11 +232,11 @@ class RingHashSettings(PolicySettings):
 
 #: Every policy name we know, with the model of its settings.
 POLICY_SETTINGS: Mapping[str, type[PolicySettings]] = {
-    "random": NoSettings,
-    "version": NoSettings,
+    "random": SlowStartSettings,
+    "version": SlowStartSettings,
     "pick_first": NoSettings,
-    "round_robin": NoSettings,
-    "weighted_round_robin": NoSettings,
+    "round_robin": SlowStartSettings,
+    "weighted_round_robin": SlowStartSettings,
     "least_request": LeastRequestSettings,
     "p2c_ewma": NoSettings,
     "ring_hash": RingHashSettings,
@@ -254,12 +281,28 @@ def validate_policy_settings(
     return model.of(name, settings)
 
 
+def _inlined(schema: Any, defs: Mapping[str, Any] | None = None) -> Any:
+    """``schema`` with its ``$ref``s to its own ``$defs`` replaced by what they name, so it
+    can stand inside another schema (a policy's settings nest models: slowStartConfig)."""
+    if defs is None:
+        defs = schema.get("$defs", {}) if isinstance(schema, dict) else {}
+    if isinstance(schema, dict):
+        ref = schema.get("$ref", "")
+        if ref.startswith("#/$defs/"):
+            return _inlined(defs[ref.removeprefix("#/$defs/")], defs)
+        return {k: _inlined(v, defs) for k, v in schema.items() if k != "$defs"}
+    if isinstance(schema, list):
+        return [_inlined(item, defs) for item in schema]
+    return schema
+
+
 _LB_ENTRY_SCHEMA = {
     "type": "object",
     "minProperties": 1,
     "maxProperties": 1,
     "properties": {
-        name: model.model_json_schema(by_alias=True) for name, model in POLICY_SETTINGS.items()
+        name: _inlined(model.model_json_schema(by_alias=True))
+        for name, model in POLICY_SETTINGS.items()
     },
 }
 _LbEntry = Annotated[dict[str, Any], AfterValidator(_lb_entry), WithJsonSchema(_LB_ENTRY_SCHEMA)]

@@ -107,3 +107,24 @@ def test_aggregate_state() -> None:
         aggregate_state([ready], has_snapshot=True, closed=True)
         == grpc.ChannelConnectivity.SHUTDOWN
     )
+
+
+def test_each_endpoint_says_since_when_its_node_is_ready_and_serving() -> None:
+    snap = _nodes(("a", "h:1", "v1"), ("b", "h:1", "v2"), ("c", "h:2", "v1"))
+    one, two = Subchannel("h:1", object()), Subchannel("h:2", object())
+    one.state = ConnState.READY
+    clock = [10.0]
+    reuse: dict[str, object] = {}
+    first = build_endpoints(snap, {"h:1": one, "h:2": two}, reuse=reuse, clock=lambda: clock[0])  # type: ignore[arg-type]
+    assert [e.ready_since for e in first] == [10.0, 10.0, None], "per connection, not per node"
+    clock[0] = 12.0
+    two.state = ConnState.READY
+    again = build_endpoints(snap, {"h:1": one, "h:2": two}, reuse=reuse, clock=lambda: clock[0])  # type: ignore[arg-type]
+    assert [e.ready_since for e in again] == [10.0, 10.0, 12.0]
+    assert again[0] is first[0], "unchanged facts: the same endpoint"
+    one.state = ConnState.TRANSIENT_FAILURE
+    build_endpoints(snap, {"h:1": one, "h:2": two}, clock=lambda: clock[0])
+    one.state = ConnState.READY
+    clock[0] = 20.0
+    back = build_endpoints(snap, {"h:1": one, "h:2": two}, clock=lambda: clock[0])
+    assert back[0].ready_since == 20.0, "READY again after a failure: warming again"

@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 
 from grpc_etcd.config import (
     POLICY_SETTINGS,
-    NoSettings,
     RingHashSettings,
     ServiceConfig,
+    SlowStartSettings,
     config_json_schema,
     config_key,
     format_duration,
@@ -389,7 +389,7 @@ def test_policy_settings_are_kept_typed_with_defaults_in_one_place() -> None:
         "loadBalancingConfig": [{"ring_hash": {"requestHashHeader": "x-k"}}]
     }
     assert parse_config(config.document()) == config
-    assert isinstance(parse_config({}).policy_config, NoSettings)
+    assert parse_config({}).policy_config == SlowStartSettings(), "random's, all defaults"
 
 
 def test_a_policy_reads_the_configs_settings_without_validating_them_again() -> None:

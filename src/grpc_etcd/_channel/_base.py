@@ -7,6 +7,7 @@ monitor thread polling cygrpc, or a task per sub-channel), the waiting primitive
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, ClassVar, Generic, TypeVar, cast
@@ -90,9 +91,12 @@ def build_endpoints(
     subchannels: Mapping[str, Subchannel[C]],
     ejected: Callable[[str], bool] = lambda address: False,
     reuse: dict[str, Endpoint[Subchannel[C]]] | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> list[Endpoint[Subchannel[C]]]:
     """One endpoint per node (so each node's version is indexed), with its sub-channel's state,
-    its health and whether outlier detection ejected it.
+    its health, whether outlier detection ejected it and since when it is READY and serving
+    (noted on the sub-channel the first time a build sees it so: every change of state or
+    health is followed by a build).
 
     ``reuse`` (snapshot key -> endpoint, refilled here) keeps the endpoint object of every
     node whose facts did not change, so the balancer sees which ones did by identity and a
@@ -105,6 +109,8 @@ def build_endpoints(
     old = reuse if reuse is not None else {}
     kept: dict[str, Endpoint[Subchannel[C]]] = {}
     failing = ConnState.TRANSIENT_FAILURE
+    ready = ConnState.READY
+    now: float | None = None
     for key, node in snapshot.nodes.items():
         address = node.address
         sub = subchannels.get(address)
@@ -116,6 +122,12 @@ def build_endpoints(
             state, serving = sub.usable_state, sub.serving
         error = sub.error if sub.state is failing else None
         out = ejected(address)
+        if state is ready and serving:
+            if sub.ready_since is None:
+                sub.ready_since = now = now or clock()
+        else:
+            sub.ready_since = None
+        since = sub.ready_since
         endpoint = old.get(key)
         if (
             endpoint is None
@@ -125,8 +137,9 @@ def build_endpoints(
             or endpoint.serving is not serving
             or endpoint.ejected is not out
             or endpoint.error != error
+            or endpoint.ready_since != since
         ):
-            endpoint = Endpoint(node, sub, state, error, serving, out)
+            endpoint = Endpoint(node, sub, state, error, serving, out, since)
         kept[key] = endpoint
     if reuse is not None:
         reuse.clear()

@@ -50,6 +50,7 @@ class Subchannel(Generic[C]):
         "drain_deadline",
         "health",
         "inflight",
+        "ready_since",
         "release",
         "retired",
         "state",
@@ -75,6 +76,8 @@ class Subchannel(Generic[C]):
         self.drain_deadline = 0.0
         self.task: Any = None  # asyncio twin: the task watching this channel's connectivity
         self.health: Any = None  # a HealthWatch when the config asks for health checking
+        #: When build_endpoints first saw it READY and serving (time.monotonic()), else None.
+        self.ready_since: float | None = None
 
     @property
     def serving(self) -> bool:

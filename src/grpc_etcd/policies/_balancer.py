@@ -58,6 +58,7 @@ def _same(old: Sequence[Endpoint[T]], new: Sequence[Endpoint[T]]) -> bool:
             and a.serving is b.serving
             and a.ejected is b.ejected
             and a.error == b.error
+            and a.ready_since == b.ready_since
         ):
             return False
     return True

@@ -63,8 +63,9 @@ DoneCallback = Callable[[DoneInfo], None]
 
 @dataclass(frozen=True, slots=True)
 class Endpoint(Generic[T]):
-    """A node, the sub-channel that reaches it, that sub-channel's state, and whether the node
-    answers health checks as SERVING and is not ejected by outlier detection."""
+    """A node, the sub-channel that reaches it, that sub-channel's state, whether the node
+    answers health checks as SERVING and is not ejected by outlier detection, and since when
+    (``time.monotonic()``) it is READY and serving, if the channel knows."""
 
     node: Node
     subchannel: T
@@ -72,6 +73,8 @@ class Endpoint(Generic[T]):
     error: str | None = None
     serving: bool = True
     ejected: bool = False
+    #: When the node last became READY and serving (slow start's clock); None: unknown.
+    ready_since: float | None = None
 
     @property
     def usable(self) -> bool:

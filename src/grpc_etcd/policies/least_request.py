@@ -8,13 +8,15 @@ keeps them; a pick adds one and its done callback takes it away.
 from __future__ import annotations
 
 import random as _random
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 from ..config import LeastRequestSettings, PolicySettings
 from ..routing import CallInfo
 from ._load import Load, LoadTable
-from .base import Endpoint, Pick
+from ._slow_start import slow_start
+from .base import Endpoint, Pick, Picker
 
 __all__ = ["LeastRequestPicker", "LeastRequestPolicy"]
 
@@ -55,16 +57,23 @@ class LeastRequestPolicy:
 
     name = "least_request"
 
-    def __init__(self, settings: Mapping[str, Any] | PolicySettings | None = None) -> None:
+    def __init__(
+        self,
+        settings: Mapping[str, Any] | PolicySettings | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.settings = LeastRequestSettings.of(self.name, settings)
         self.choice_count = self.settings.choice_count
         self._loads = LoadTable()
+        self._clock = clock
 
     def inflight(self, address: str) -> int:
         """Calls picked for ``address`` through this policy that have not ended."""
         return self._loads.get(address).inflight
 
-    def build(self, ready: Sequence[Endpoint[T]]) -> LeastRequestPicker[T]:
+    def build(self, ready: Sequence[Endpoint[T]]) -> Picker[T]:
         """A picker over ``ready`` that shares this policy's in-flight counts."""
         self._loads.keep(e.node.address for e in ready)
-        return LeastRequestPicker(ready, self._loads, self.choice_count)
+        picker = LeastRequestPicker(ready, self._loads, self.choice_count)
+        return slow_start(picker, ready, self.settings.slow_start_config, self._clock)

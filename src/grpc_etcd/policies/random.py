@@ -8,16 +8,18 @@ binary search over the cumulative weights, O(log n); weight 0 gets no calls (a d
 from __future__ import annotations
 
 import random as _random
+import time
 from bisect import bisect_right
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from itertools import accumulate
 from typing import Any, Generic, TypeVar
 
-from ..config import NoSettings, PolicySettings
+from ..config import PolicySettings, SlowStartSettings
 from ..routing import CallInfo
 from ._picks import PickCache
+from ._slow_start import slow_start
 from ._weights import weights_of
-from .base import Endpoint, Pick
+from .base import Endpoint, Pick, Picker
 
 __all__ = ["RandomPicker", "RandomPolicy"]
 
@@ -50,15 +52,22 @@ class RandomPicker(Generic[T]):
 
 
 class RandomPolicy:
-    """Builds :class:`RandomPicker`s. ``name`` is ``random`` or its alias ``version``."""
+    """Builds :class:`RandomPicker`s. ``name`` is ``random`` or its alias ``version``;
+    ``clock`` tells slow start how long each node has been READY."""
 
     def __init__(
-        self, settings: Mapping[str, Any] | PolicySettings | None = None, *, name: str = "random"
+        self,
+        settings: Mapping[str, Any] | PolicySettings | None = None,
+        *,
+        name: str = "random",
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.settings = NoSettings.of(name, settings)
+        self.settings = SlowStartSettings.of(name, settings)
         self.name = name
         self._picks = PickCache()
+        self._clock = clock
 
-    def build(self, ready: Sequence[Endpoint[T]]) -> RandomPicker[T]:
+    def build(self, ready: Sequence[Endpoint[T]]) -> Picker[T]:
         """A weighted random picker over ``ready``."""
-        return RandomPicker(ready, self._picks)
+        picker = RandomPicker(ready, self._picks)
+        return slow_start(picker, ready, self.settings.slow_start_config, self._clock)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from itertools import count
 from typing import Generic, TypeVar
 
+from ..config import SlowStartSettings
 from ..routing import CallInfo
 from ._stateless import StatelessPolicy
 from .base import Endpoint, Pick
@@ -44,3 +45,4 @@ class RoundRobinPolicy(StatelessPolicy):
 
     name = "round_robin"
     picker = RoundRobinPicker
+    settings_model = SlowStartSettings

@@ -13,6 +13,7 @@ import math
 from collections.abc import Sequence
 from typing import TypeVar
 
+from ..config import SlowStartSettings
 from ._stateless import StatelessPolicy
 from ._weights import weights_of
 from .base import Endpoint, Pick
@@ -57,3 +58,4 @@ class WeightedRoundRobinPolicy(StatelessPolicy):
 
     name = "weighted_round_robin"
     picker = WeightedRoundRobinPicker
+    settings_model = SlowStartSettings
