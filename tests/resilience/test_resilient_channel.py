@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections import Counter
@@ -536,3 +537,30 @@ def test_futures_without_a_policy_are_retried_transparently_after_a_kill9(
         a.kill()
         b.kill()
     assert [o.split("|")[0] for o in outputs] == ["b"] * 4
+
+
+def test_an_ejection_publishes_its_picker_on_the_monitor_not_the_callers_thread(
+    servers: list[Server],
+) -> None:
+    config = {"outlierDetection": {"maxEjectionPercent": 50, "consecutiveErrors": 1}}
+    with grpc_etcd.BalancedChannel(SERVICE, policy="round_robin", config=config) as channel:
+        channel.update(snapshot(*servers))
+        publishers: list[threading.Thread] = []
+        publish = channel._publish
+
+        def recorded() -> None:
+            publishers.append(threading.current_thread())
+            publish()
+
+        channel._publish = recorded  # type: ignore[method-assign]
+        stub = api_pb2_grpc.ApiStub(channel)  # type: ignore[no-untyped-call]
+        deadline = time.monotonic() + 5
+        while not channel._resilience.is_ejected(servers[2].address):
+            assert time.monotonic() < deadline, "c was never ejected"
+            with contextlib.suppress(grpc.RpcError):  # round robin: c's first call ejects it
+                stub.ApiTest(Request(input="x"), timeout=5, wait_for_ready=True)
+        while not publishers:
+            assert time.monotonic() < deadline, "no picker without c"
+            time.sleep(0.005)
+        assert {call(channel) for _ in range(20)} == {"a", "b"}
+        assert threading.current_thread() not in publishers  # (close() publishes on it)

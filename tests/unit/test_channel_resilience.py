@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import sys
 import threading
+from typing import Any
 
 import grpc
+import pytest
 
+from grpc_etcd._channel._call import THROWN_AWAY
 from grpc_etcd._channel._flow import Status
 from grpc_etcd._channel._resilience import ChannelResilience, status_of
 from grpc_etcd.config import parse_config
-from grpc_etcd.policies.base import DoneInfo
+from grpc_etcd.policies.base import DoneInfo, NotReadyError, Pick
+from grpc_etcd.routing import CallInfo
 
 A, B, C = "127.0.0.1:1", "127.0.0.2:1", "127.0.0.3:1"
 CONFIG = {
@@ -173,3 +177,28 @@ def test_status_of_reads_code_details_pushback_and_whether_headers_came() -> Non
     assert status_of(answered).got_response
     assert status_of(_Ended(grpc.StatusCode.INTERNAL), got_response=True).got_response
     assert status_of(ValueError("not a call")).code == "UNKNOWN"
+
+
+def test_the_published_picker_observes_every_pick_and_refuses_a_node_ejected_since() -> None:
+    state = ChannelResilience("t", lambda: None, clock=Clock())
+    state.configure(parse_config(CONFIG))
+    state.track([A, B, C])
+    heard: list[DoneInfo] = []
+
+    class Fixed:
+        address = A
+
+        def pick(self, call: CallInfo) -> Pick[Any]:
+            return Pick(self, heard.append)
+
+    fixed = Fixed()
+    picker = state.wrap(fixed)
+    picks = [picker.pick(CallInfo("/proto.Api/Get")) for _ in range(3)]
+    assert all(sub is fixed and done is not heard.append for sub, done in picks)
+    for _, done in picks:  # consecutiveErrors: 3, heard through the picks' done callbacks
+        assert done is not None
+        done(DoneInfo("UNAVAILABLE", 0.01))
+    assert state.is_ejected(A) and len(heard) == 3
+    with pytest.raises(NotReadyError):  # a picker built before the ejection: wait for the next
+        picker.pick(CallInfo("/proto.Api/Get"))
+    assert heard[-1] is THROWN_AWAY  # the inner pick, given back

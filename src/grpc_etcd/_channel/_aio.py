@@ -280,6 +280,9 @@ class BalancedChannel(ChannelBase[grpc.aio.Channel], AsyncClosing, grpc.aio.Chan
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
+    def _republish_soon(self) -> None:
+        self._publish_soon()  # done callbacks and the ticker run on the loop
+
     # ------------------------------------------------------------ connectivity and draining
 
     async def _watch(self, sub: _Sub) -> None:
@@ -377,7 +380,6 @@ class _MultiCallable(MultiCallableBase[grpc.aio.Channel]):
                 raise grpc.aio.UsageError("Channel is closed.") from None
 
             def start(sub: _Sub, done: DoneCallback | None, timeout: float | None) -> Any:
-                done = self._channel._resilience.observe(sub.address, done, self._method)
                 call = self._begin(sub, done, first, timeout, metadata, credentials, compression)
                 transparent = self._transparent
                 if transparent is None:
@@ -391,7 +393,6 @@ class _MultiCallable(MultiCallableBase[grpc.aio.Channel]):
                 self._channel._resilience.refused(refused.code)
                 failure = _rpc_error(refused)
             return self._deferred(self._channel, info, failure, start, timeout)
-        done = self._channel._resilience.observe(sub.address, done, self._method)
         if done is not None:
             call = self._begin(sub, done, first, timeout, metadata, credentials, compression)
         else:
@@ -430,7 +431,6 @@ class _MultiCallable(MultiCallableBase[grpc.aio.Channel]):
         channel = self._channel
 
         def start(sub: _Sub, done: DoneCallback | None, left: float | None) -> Any:
-            done = channel._resilience.observe(sub.address, done, self._method)
             return self._begin(sub, done, first, left, metadata, credentials, compression)
 
         for _ in range(AVOID_TRIES):
@@ -454,8 +454,8 @@ class _MultiCallable(MultiCallableBase[grpc.aio.Channel]):
         credentials: grpc.CallCredentials | None,
         compression: grpc.Compression | None,
     ) -> Any:
-        """Start the call on the picked ``sub`` (``done`` already observed by the channel's
-        resilience), counted in flight until it ends."""
+        """Start the call on the picked ``sub`` (``done`` observed by the channel's picker),
+        counted in flight until it ends."""
         sub.inflight.append(None)
         try:
             call = (sub.callables.get(self._key) or self._bind(sub))(
@@ -957,7 +957,6 @@ class _UnaryRequest(_MultiCallable):
         info, metadata = self._resolve(metadata, wait_for_ready)
 
         def start(sub: _Sub, done: DoneCallback | None, left: float | None) -> Any:
-            done = self._channel._resilience.observe(sub.address, done, self._method)
             return self._begin(sub, done, request, left, metadata, credentials, compression)
 
         return self._retrying(self._channel, info, start, timeout)

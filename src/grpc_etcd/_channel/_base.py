@@ -243,7 +243,7 @@ class ChannelBase(Generic[C]):
         self._close_callbacks: list[Callable[[], object]] = []
         self._method_keys: dict[MethodKey, object] = {}
         self._closed = False
-        self._resilience = ChannelResilience(service, self._republish)
+        self._resilience = ChannelResilience(service, self._republish_soon)
         self._resilience.configure(self._balancer.config)
 
     # ------------------------------------------------------------ public, beyond grpc
@@ -377,7 +377,7 @@ class ChannelBase(Generic[C]):
             endpoints = build_endpoints(
                 self._snapshot, self._subs, self._resilience.is_ejected, self._endpoints
             )
-            picker = self._balancer.build(endpoints)
+            picker = self._resilience.wrap(self._balancer.build(endpoints))
             if self._resilience.counts_nodes:
                 self._resilience.count_nodes(_node_states(endpoints))
         self._picker = picker
@@ -447,6 +447,11 @@ class ChannelBase(Generic[C]):
 
     def _wake(self) -> None:
         """Wake every call waiting for a new picker (under the lock)."""
+        raise NotImplementedError
+
+    def _republish_soon(self) -> None:
+        """A node was ejected or came back: publish a new picker soon, on the monitor (thread
+        or loop), not on the thread whose call ended (any thread, no lock held)."""
         raise NotImplementedError
 
     def _watch_health(self, sub: Subchannel[C], service_name: str) -> Any:

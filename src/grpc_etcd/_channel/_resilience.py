@@ -1,11 +1,13 @@
 """One channel's outlier ejection and retry state, shared by both twins.
 
 The channel asks three things of it: which addresses are ejected (to fill
-``Endpoint.ejected``), a done callback that also feeds the outlier detector, and the
-:class:`~grpc_etcd._channel._flow.CallPlan` of each method (its retry or hedging policy, its
-timeout, the channel's retry throttle). ``on_change()`` is called (outside the lock) when the
-ejected set changes, so the channel publishes a new picker. The detector's interval runs from
-:meth:`tick`, which the twin calls from its monitor (thread or task).
+``Endpoint.ejected``), the picker to publish - the balancer's, wrapped (:meth:`wrap`) so that
+every pick's done callback also feeds the outlier detector and the metrics, as grpc-go's outlier
+detection wraps its child's picker - and the :class:`~grpc_etcd._channel._flow.CallPlan` of each
+method (its retry or hedging policy, its timeout, the channel's retry throttle). ``on_change()``
+is called (outside the lock) when the ejected set changes, so that the channel publishes a new
+picker; the twins do that on their monitor (thread or loop), never on the thread whose call
+ended. The detector's interval runs from :meth:`tick`, called from that monitor too.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ import grpc
 from ..config import ServiceConfig
 from ..metrics import get_metrics
 from ..outlier import OutlierDetector
-from ..policies.base import DoneCallback, DoneInfo
+from ..policies.base import DoneCallback, DoneInfo, NotReadyError, Pick, Picker
 from ..retry import PUSHBACK_KEY, CallRetry, RetryThrottle, never_reached_server, retry_policy_for
+from ..routing import CallInfo
+from ._call import THROWN_AWAY
 from ._flow import OK, CallFlow, CallPlan, Status
 
 __all__ = ["ChannelResilience", "retry_delay", "status_name", "status_of"]
@@ -162,6 +166,14 @@ class ChannelResilience:
         """Whether outlier detection ejected ``address``."""
         return address in self._ejected
 
+    def wrap(self, picker: Picker[Any]) -> Picker[Any]:
+        """``picker`` as the channel publishes it: observed (outlier detection, metrics) when
+        either is on or may come on (a MeterProvider set later), else as it is."""
+        metrics = self._metrics
+        if self._detector is None and not metrics.enabled and not metrics.pending:
+            return picker
+        return _ObservedPicker(picker, self)
+
     def observe(
         self, address: str, done: DoneCallback | None, method: str = ""
     ) -> DoneCallback | None:
@@ -281,3 +293,26 @@ class ChannelResilience:
         """A new retry state for one call of ``method`` (transparent retry only without a
         policy for it)."""
         return CallRetry(retry_policy_for(self._config, method), self._throttle)
+
+
+class _ObservedPicker:
+    """A picker whose picks' done callbacks also feed the channel's outlier detector and
+    metrics (grpc-go's outlier detection wraps its child picker the same way)."""
+
+    __slots__ = ("_ejected", "_inner", "_observe")
+
+    def __init__(self, inner: Picker[Any], resilience: ChannelResilience) -> None:
+        self._inner = inner
+        self._observe = resilience.observe
+        self._ejected = resilience.is_ejected
+
+    def pick(self, call: CallInfo) -> Pick[Any]:
+        sub, done = self._inner.pick(call)
+        address = sub.address
+        if self._ejected(address):
+            # Ejected since this picker was built; the channel's monitor is publishing one
+            # without it: give the pick back and have the call wait for that one.
+            if done is not None:
+                done(THROWN_AWAY)
+            raise NotReadyError()
+        return Pick(sub, self._observe(address, done, call.method))

@@ -240,6 +240,7 @@ class BalancedChannel(ChannelBase[grpc.Channel], Closing, grpc.Channel):
             source=source,
         )
         self._retired: list[_Sub] = []
+        self._dirty = False  # an ejection changed: the monitor publishes a new picker
         self._subscribers: list[list[Any]] = []
         self._kick = threading.Event()
         self._monitor = threading.Thread(
@@ -312,7 +313,7 @@ class BalancedChannel(ChannelBase[grpc.Channel], Closing, grpc.Channel):
         if sub.retired:
             self._discard(sub, done)
             return self._wait(info, timeout)
-        return sub, self._resilience.observe(sub.address, done, info.method), timeout
+        return sub, done, timeout
 
     def _acquire_avoiding(
         self, info: CallInfo, timeout: float | None, tried: set[str]
@@ -341,7 +342,6 @@ class BalancedChannel(ChannelBase[grpc.Channel], Closing, grpc.Channel):
             else:
                 sub.inflight.append(None)
                 if not sub.retired:
-                    done = self._resilience.observe(sub.address, done, info.method)
                     return sub, done, time_left(deadline, time.monotonic())
                 self._discard(sub, done)
                 continue
@@ -373,6 +373,10 @@ class BalancedChannel(ChannelBase[grpc.Channel], Closing, grpc.Channel):
         self._retired.extend(subs)
 
     def _after_update(self, opened: list[_Sub]) -> None:
+        self._kick.set()
+
+    def _republish_soon(self) -> None:
+        self._dirty = True
         self._kick.set()
 
     def _wake(self) -> None:
@@ -439,7 +443,8 @@ class BalancedChannel(ChannelBase[grpc.Channel], Closing, grpc.Channel):
                 return
             try:
                 moved = self._sweep()
-                if moved:
+                if moved or self._dirty:
+                    self._dirty = False
                     with self._lock:
                         if self._closed:
                             return
@@ -596,8 +601,6 @@ class _UnaryUnary(_MultiCallable, _UnaryUnaryBase):
             if sub.retired:
                 channel._discard(sub, done)
                 sub, done, left = channel._wait(info, timeout)
-            else:
-                done = channel._resilience.observe(sub.address, done, info.method)
         try:
             if done is None:
                 result = (sub.callables.get(self._key) or self._bind(sub))(
