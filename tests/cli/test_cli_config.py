@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 import grpc_etcd
+import grpc_etcd.cli._config
 from grpc_etcd.cli import main
 from grpc_etcd.cli._config import parse_fallback, parse_split
 from grpc_etcd.config import config_key
@@ -424,3 +425,21 @@ def test_rollback_says_when_there_is_nothing_to_go_back_to(
     assert "no config was stored for" in _one_line_error(
         _cli(etcd, "config", "rollback", SERVICE, "--to", "1")
     )
+
+
+def test_a_write_made_meanwhile_is_not_lost(
+    etcd: EtcdServer, fleet: grpc_etcd.Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """route set reads the document, edits it, writes it: another operator's write in between
+    (made here while the checks run) makes it refuse instead of overwriting."""
+    assert _cli(etcd, "route", "set", SERVICE, "--split", "v1=100").exit_code == 0
+    checks = grpc_etcd.cli._config.check_config
+
+    def meanwhile(*args: object) -> object:
+        etcd.etcdctl("put", KEY, '{"fallback": [{}]}')
+        return checks(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(grpc_etcd.cli._config, "check_config", meanwhile)
+    line = _one_line_error(_cli(etcd, "route", "set", SERVICE, "--split", "v1=90,v2=10"))
+    assert "config changed while this ran (someone else wrote it): nothing written" in line
+    assert _stored(etcd) == b'{"fallback": [{}]}'

@@ -186,3 +186,22 @@ def test_sync_get_at_a_revision(etcd: EtcdServer) -> None:
         c.put("/h/k", "two")
         kv = c.get("/h/k", revision=first)
         assert kv is not None and kv.value == b"one"
+
+
+async def test_put_if_unchanged_loses_no_write_made_meanwhile(etcd: EtcdServer) -> None:
+    async with AsyncEtcdClient(etcd.endpoint) as c:
+        first = await c.put_if_unchanged("/cas/k", "one", mod_revision=0)  # absent: written
+        assert first > 0
+        assert await c.put_if_unchanged("/cas/k", "again", mod_revision=0) == 0
+        second = await c.put("/cas/k", "someone else's")
+        assert await c.put_if_unchanged("/cas/k", "mine", mod_revision=first) == 0
+        kv = await c.get("/cas/k")
+        assert kv is not None and kv.value == b"someone else's"
+        third = await c.put_if_unchanged("/cas/k", "mine", mod_revision=second)
+        assert third > second
+
+
+def test_sync_put_if_unchanged(etcd: EtcdServer) -> None:
+    with EtcdClient(etcd.endpoint) as c:
+        written = c.put_if_unchanged("/cas/k", "one", mod_revision=0)
+        assert written > 0 and c.put_if_unchanged("/cas/k", "two", mod_revision=0) == 0

@@ -110,8 +110,17 @@ def _store(opts: Options, client: EtcdClient, write: _Write, current: KeyValue |
         raise click.ClickException(_refusal(findings))
     for finding in findings:
         click.echo(f"warning: stored anyway (--force): {finding}", err=True)
-    # Stored compact, keys and durations as written, so `config show` prints what was set.
-    return client.put(write.key, json.dumps(write.document, separators=(",", ":")))
+    # Stored compact, keys and durations as written, so `config show` prints what was set;
+    # only over the document read above, so a write made meanwhile by someone else is not lost.
+    text = json.dumps(write.document, separators=(",", ":"))
+    read = current.mod_revision if current is not None else 0
+    revision = client.put_if_unchanged(write.key, text, mod_revision=read)
+    if not revision:
+        raise click.ClickException(
+            f"{write.service}'s config changed while this ran (someone else wrote it): "
+            "nothing written; run it again"
+        )
+    return revision
 
 
 def _refusal(findings: Sequence[Finding], force: str = f" ({_FORCE})") -> str:

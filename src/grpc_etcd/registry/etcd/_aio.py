@@ -230,6 +230,31 @@ class AsyncEtcdClient(AsyncClosing):
             lease_id=new_lease,
         )
 
+    async def put_if_unchanged(
+        self,
+        key: Key,
+        value: Key,
+        *,
+        mod_revision: int,
+        timeout: float | None = None,  # noqa: ASYNC109 - a gRPC deadline over all retries
+    ) -> int:
+        """Write the key only if its last write is still the one at ``mod_revision`` (0: only
+        if it does not exist), in one txn: a read-modify-write that loses no one else's
+        write. The revision of the write, or 0 when the key had changed (nothing written)."""
+        k = _b(key)
+        unchanged = pb.Compare(
+            result=pb.Compare.EQUAL, target=pb.Compare.MOD, key=k, mod_revision=mod_revision
+        )
+        put = pb.RequestOp(request_put=pb.PutRequest(key=k, value=_b(value)))
+        resp = await self._call(
+            KV_TXN,
+            pb.TxnRequest(compare=[unchanged], success=[put]),
+            pb.TxnResponse,
+            idempotent=False,
+            timeout=timeout,
+        )
+        return int(resp.header.revision) if resp.succeeded else 0
+
     async def delete_if_lease(
         self,
         key: Key,

@@ -162,6 +162,14 @@ class EtcdClient(Closing):
             self._aio.put_if_lease(key, value, held_by=held_by, lease=lease, timeout=timeout)
         )
 
+    def put_if_unchanged(
+        self, key: Key, value: Key, *, mod_revision: int, timeout: float | None = None
+    ) -> int:
+        """Blocking twin of :meth:`AsyncEtcdClient.put_if_unchanged`."""
+        return self._run(
+            self._aio.put_if_unchanged(key, value, mod_revision=mod_revision, timeout=timeout)
+        )
+
     def delete_if_lease(self, key: Key, *, held_by: int, timeout: float | None = None) -> bool:
         """Blocking twin of :meth:`AsyncEtcdClient.delete_if_lease`."""
         return self._run(self._aio.delete_if_lease(key, held_by=held_by, timeout=timeout))
