@@ -116,7 +116,28 @@ class LeaseNotFoundError(EtcdError):
 
 
 class AuthError(EtcdError):
-    """Bad user name or password, or the user lacks the permission for the request."""
+    """Bad user name or password, or the user lacks the permission for the request.
+
+    When the refused request is known, the message names it (``cannot put /a/srv/b/x:
+    permission denied for user srv``) and so do ``operation`` (``"put"``, ``"read"``,
+    ``"watch"``, ...) and ``key`` (the key or prefix; None when the request has none);
+    ``user`` is the etcd user the client authenticated as (None: no credentials).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        endpoints: Sequence[str] = (),
+        code: str | None = None,
+        operation: str | None = None,
+        key: str | None = None,
+        user: str | None = None,
+    ) -> None:
+        self.operation = operation
+        self.key = key
+        self.user = user
+        super().__init__(message, endpoints=endpoints, code=code)
 
 
 class EtcdClientClosedError(EtcdError, ClosedError):

@@ -159,3 +159,53 @@ def test_tls_config_validation() -> None:
         AsyncEtcdClient("127.0.0.1:2379", tls=TLSConfig(cert_file="/x"))
     with pytest.raises(ValueError, match="go together"):
         AsyncEtcdClient("127.0.0.1:2379", username="u")
+
+
+def _limited_user(etcd: EtcdServer, user: str, prefix: str) -> None:
+    """``user`` may read and write the keys under ``prefix``, nothing else."""
+    etcd.etcdctl("user", "add", f"{user}:pw")
+    etcd.etcdctl("role", "add", f"{user}-role")
+    etcd.etcdctl("role", "grant-permission", f"{user}-role", "--prefix=true", "readwrite", prefix)
+    etcd.etcdctl("user", "grant-role", user, f"{user}-role")
+
+
+async def test_a_refusal_names_the_operation_the_key_and_the_user(etcd_factory: Factory) -> None:
+    etcd = etcd_factory(auth=("root", "s3cret"))
+    _limited_user(etcd, "srv", "/sec/srv/app/")
+    async with AsyncEtcdClient(etcd.endpoint, username="srv", password="pw") as c:
+        await c.put("/sec/srv/app/app-1", "v")  # its own prefix: fine
+        with pytest.raises(AuthError) as put:
+            await c.put("/sec/srv/other/app-1", "v")
+        assert str(put.value) == (
+            "cannot put /sec/srv/other/app-1: permission denied for user srv "
+            f"[etcd {etcd.endpoint}]"
+        )
+        assert (put.value.operation, put.value.key, put.value.user) == (
+            "put",
+            "/sec/srv/other/app-1",
+            "srv",
+        )
+        with pytest.raises(AuthError, match=r"^cannot read the keys under /sec/srv/other/: "):
+            await c.get_prefix("/sec/srv/other/")
+        with pytest.raises(AuthError, match=r"^cannot put /sec/srv/other/x: permission denied"):
+            await c.put_if_absent("/sec/srv/other/x", "v")  # a txn
+        watch = c.watch("/sec/srv/other/", prefix=True)
+        with pytest.raises(AuthError) as watched:
+            async with asyncio.timeout(10):
+                await anext(watch)
+        assert str(watched.value).startswith(
+            "cannot watch the keys under /sec/srv/other/: permission denied for user srv"
+        )
+    async with AsyncEtcdClient(etcd.endpoint) as anonymous:
+        with pytest.raises(AuthError, match=r"^cannot put /k: etcd has auth enabled and no user"):
+            await anonymous.put("/k", "v")
+
+
+def test_sync_refusal_names_the_key(etcd_factory: Factory) -> None:
+    etcd = etcd_factory(auth=("root", "s3cret"))
+    _limited_user(etcd, "srv", "/sec/srv/app/")
+    with (
+        EtcdClient(etcd.endpoint, username="srv", password="pw") as c,
+        pytest.raises(AuthError, match=r"^cannot delete /sec/x: permission denied for user srv"),
+    ):
+        c.delete("/sec/x")

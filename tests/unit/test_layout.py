@@ -31,6 +31,7 @@ PURE = [
     "allowlist.py",
     "registry/etcd/_cursor.py",
     "registry/etcd/_endpoints.py",
+    "registry/etcd/_outcomes.py",
     "policies",
     "_channel/_call.py",
     "_channel/_flow.py",

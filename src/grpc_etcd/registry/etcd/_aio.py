@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from ..._closing import AsyncClosing
 from ._keepalive import KeepAlive, KeepAliver
+from ._outcomes import Op
 from ._proto import etcd_pb2 as pb
 from ._session import Session
 from ._transport import (
@@ -144,7 +145,8 @@ class AsyncEtcdClient(AsyncClosing):
         """
         if revision < 0:
             raise ValueError(f"revision must be >= 0, got {revision}")
-        resp = await self._range(_b(key), b"", timeout, revision)
+        k = _b(key)
+        resp = await self._range(k, b"", timeout, Op("read", k), revision)
         return to_kv(resp.kvs[0]) if resp.kvs else None
 
     async def get_prefix(
@@ -155,7 +157,8 @@ class AsyncEtcdClient(AsyncClosing):
     ) -> tuple[list[KeyValue], int]:
         """Every key starting with ``prefix`` (sorted by key), and the store revision of the
         read: watch from that revision + 1 to miss nothing."""
-        resp = await self._range(*_prefix_range(prefix), timeout)
+        k, end = _prefix_range(prefix)
+        resp = await self._range(k, end, timeout, Op("read", _b(prefix), prefix=True))
         return [to_kv(m) for m in resp.kvs], resp.header.revision
 
     async def _range(
@@ -163,6 +166,7 @@ class AsyncEtcdClient(AsyncClosing):
         key: bytes,
         end: bytes,
         timeout: float | None,  # noqa: ASYNC109 - a gRPC deadline over all retries
+        op: Op,
         revision: int = 0,
     ) -> Any:
         return await self._call(
@@ -171,6 +175,7 @@ class AsyncEtcdClient(AsyncClosing):
             pb.RangeResponse,
             idempotent=True,
             timeout=timeout,
+            op=op,
         )
 
     async def put(
@@ -182,13 +187,15 @@ class AsyncEtcdClient(AsyncClosing):
         timeout: float | None = None,  # noqa: ASYNC109 - a gRPC deadline over all retries
     ) -> int:
         """Write the key; return the revision of the write."""
+        k = _b(key)
         resp = await self._call(
             KV_PUT,
-            pb.PutRequest(key=_b(key), value=_b(value), lease=int(lease)),
+            pb.PutRequest(key=k, value=_b(value), lease=int(lease)),
             pb.PutResponse,
             idempotent=False,
             timeout=timeout,
             lease_id=int(lease),
+            op=Op("put", k),
         )
         return resp.header.revision
 
@@ -207,6 +214,7 @@ class AsyncEtcdClient(AsyncClosing):
             pb.RequestOp(request_put=pb.PutRequest(key=k, value=_b(value), lease=int(lease))),
             timeout=timeout,
             lease_id=int(lease),
+            op=Op("put", k),
         )
 
     async def put_if_lease(
@@ -228,6 +236,7 @@ class AsyncEtcdClient(AsyncClosing):
             pb.RequestOp(request_put=pb.PutRequest(key=k, value=_b(value), lease=new_lease)),
             timeout=timeout,
             lease_id=new_lease,
+            op=Op("put", k),
         )
 
     async def put_if_unchanged(
@@ -270,24 +279,28 @@ class AsyncEtcdClient(AsyncClosing):
             pb.RequestOp(request_delete_range=pb.DeleteRangeRequest(key=k)),
             timeout=timeout,
             lease_id=int(held_by),
+            op=Op("delete", k),
         )
 
     async def _txn(
         self,
         compare: pb.Compare,
-        op: pb.RequestOp,
+        then: pb.RequestOp,
         *,
         timeout: float | None,  # noqa: ASYNC109 - a gRPC deadline over all retries
         lease_id: int,
+        op: Op,
     ) -> bool:
-        """``op`` if ``compare`` holds (one txn); True if it did."""
+        """``then`` if ``compare`` holds (one txn); True if it did. ``op`` names it in errors
+        (etcd checks read permission on the compared key and write on the written one)."""
         resp = await self._call(
             KV_TXN,
-            pb.TxnRequest(compare=[compare], success=[op]),
+            pb.TxnRequest(compare=[compare], success=[then]),
             pb.TxnResponse,
             idempotent=False,
             timeout=timeout,
             lease_id=lease_id,
+            op=op,
         )
         return bool(resp.succeeded)
 
@@ -298,7 +311,8 @@ class AsyncEtcdClient(AsyncClosing):
         timeout: float | None = None,  # noqa: ASYNC109 - a gRPC deadline over all retries
     ) -> int:
         """Delete the key; return how many keys were deleted (0 or 1)."""
-        return await self._delete_range(_b(key), b"", timeout)
+        k = _b(key)
+        return await self._delete_range(k, b"", timeout, Op("delete", k))
 
     async def delete_prefix(
         self,
@@ -307,13 +321,15 @@ class AsyncEtcdClient(AsyncClosing):
         timeout: float | None = None,  # noqa: ASYNC109 - a gRPC deadline over all retries
     ) -> int:
         """Delete every key starting with ``prefix``; return how many were deleted."""
-        return await self._delete_range(*_prefix_range(prefix), timeout)
+        k, end = _prefix_range(prefix)
+        return await self._delete_range(k, end, timeout, Op("delete", _b(prefix), prefix=True))
 
     async def _delete_range(
         self,
         key: bytes,
         end: bytes,
         timeout: float | None,  # noqa: ASYNC109 - a gRPC deadline over all retries
+        op: Op,
     ) -> int:
         resp = await self._call(
             KV_DELETE_RANGE,
@@ -321,6 +337,7 @@ class AsyncEtcdClient(AsyncClosing):
             pb.DeleteRangeResponse,
             idempotent=False,
             timeout=timeout,
+            op=op,
         )
         return int(resp.deleted)
 
@@ -339,6 +356,7 @@ class AsyncEtcdClient(AsyncClosing):
             pb.CompactionResponse,
             idempotent=False,
             timeout=timeout,
+            op=Op(f"compact at revision {revision}"),
         )
 
     # ------------------------------------------------------------------ leases
@@ -359,6 +377,7 @@ class AsyncEtcdClient(AsyncClosing):
             pb.LeaseGrantResponse,
             idempotent=True,
             timeout=timeout,
+            op=Op("grant a lease"),
         )
         if resp.error:
             raise EtcdError(f"lease grant failed: {resp.error}", endpoints=self.endpoints)
@@ -379,6 +398,7 @@ class AsyncEtcdClient(AsyncClosing):
             timeout=timeout,
             lease_id=int(lease_id),
             not_found_ok_on_retry=True,
+            op=Op("revoke", lease_id=int(lease_id)),
         )
 
     async def lease_time_to_live(
@@ -396,6 +416,7 @@ class AsyncEtcdClient(AsyncClosing):
             idempotent=True,
             timeout=timeout,
             lease_id=int(lease_id),
+            op=Op("read the time to live of", lease_id=int(lease_id)),
         )
         return int(resp.TTL) if resp.TTL >= 0 else -1
 
@@ -500,6 +521,7 @@ class AsyncEtcdClient(AsyncClosing):
         timeout: float | None = None,  # noqa: ASYNC109 - a gRPC deadline over all retries
         lease_id: int = 0,
         not_found_ok_on_retry: bool = False,
+        op: Op | None = None,
     ) -> R:
         response, _ = await self._session.call(
             path,
@@ -509,5 +531,6 @@ class AsyncEtcdClient(AsyncClosing):
             timeout=timeout,
             lease_id=lease_id,
             not_found_ok_on_retry=not_found_ok_on_retry,
+            op=op,
         )
         return response

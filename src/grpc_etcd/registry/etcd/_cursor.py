@@ -18,6 +18,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 
+from ._outcomes import Op, refused
 from ._types import AuthError, CompactedError, EtcdError, WatchEvent
 
 __all__ = ["Cancel", "WatchCursor", "cancel_kind"]
@@ -61,9 +62,12 @@ class WatchCursor:
         cancel_reason: str,
         endpoint: str,
         can_refresh_token: bool,
+        op: Op | None = None,
+        user: str | None = None,
     ) -> Cancel | None:
         """Raise for a compacted or refused watch; ``Cancel.AUTH`` when a token refresh is
-        worth one more try (only if ``can_refresh_token``); None for a response to go on with."""
+        worth one more try (only if ``can_refresh_token``); None for a response to go on with.
+        ``op`` and ``user`` name the watch and its user in the ``AuthError`` of a refusal."""
         where = (endpoint,)
         if compact_revision > 0:
             raise CompactedError(
@@ -78,7 +82,9 @@ class WatchCursor:
         if cancel_kind(reason) is Cancel.AUTH:
             if can_refresh_token:
                 return Cancel.AUTH
-            raise AuthError(f"watch refused: {reason}", endpoints=where)
+            if op is None:
+                raise AuthError(f"watch refused: {reason}", endpoints=where, user=user)
+            raise refused(op, user, reason, endpoints=where, code=None)
         raise EtcdError(f"watch canceled by etcd: {reason}", endpoints=where)
 
     def rollback_suspect(self, created_revision: int) -> bool:

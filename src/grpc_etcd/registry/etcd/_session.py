@@ -19,6 +19,9 @@ one session. Retry rules (every request has one deadline, ``timeout`` seconds fr
   leads to one re-authentication and one retry of the request. After a reconnection the token
   is first checked against the member's raft index (see ``_check_token``): etcd 3.5 would make
   a request with a token from before a data wipe hang until its deadline.
+
+These decisions are pure and written once, in ``_outcomes.Attempts``; ``Session.call`` only
+waits, sends and sleeps as it says.
 """
 
 from __future__ import annotations
@@ -31,32 +34,24 @@ from typing import Any, TypeVar
 import grpc
 import grpc.aio
 
-from grpc_etcd.backoff import Backoff
-
+from ._outcomes import Attempts, Op, Step
 from ._proto import etcd_pb2 as pb
 from ._transport import (
     AUTHENTICATE,
     REQUIRE_LEADER,
     STATUS,
     Endpoint,
-    ErrorKind,
     StreamCall,
     channel_credentials,
-    classify,
-    map_error,
-    never_sent,
     parse_endpoints,
 )
-from ._types import EtcdClientClosedError, EtcdError, EtcdUnavailableError, TLSConfig
+from ._types import EtcdClientClosedError, EtcdError, TLSConfig
 
 __all__ = ["Session"]
 
 _log = logging.getLogger("grpc_etcd.etcd")
 
 R = TypeVar("R")
-
-CALL_BACKOFF_BASE = 0.05
-CALL_BACKOFF_CAP = 0.25
 
 Metadata = list[tuple[str, str]]
 
@@ -112,6 +107,11 @@ class Session:
     def uses_auth(self) -> bool:
         """True when the session authenticates (user name and password given)."""
         return self._username is not None
+
+    @property
+    def user(self) -> str | None:
+        """The etcd user name the session authenticates as (None without auth)."""
+        return self._username
 
     @property
     def token(self) -> str | None:
@@ -204,6 +204,7 @@ class Session:
                         idempotent=True,
                         timeout=max(until - loop.time(), 0.001),
                         with_token=False,
+                        op=Op(f"authenticate as user {self._username}"),
                     )
                 except EtcdError as err:
                     if err.code == "FAILED_PRECONDITION" and "not enabled" in str(err):
@@ -284,26 +285,34 @@ class Session:
         with_token: bool = True,
         lease_id: int = 0,
         not_found_ok_on_retry: bool = False,
+        op: Op | None = None,
     ) -> tuple[R, str]:
         """One unary request with failover, retries and re-authentication (see the module
         doc); returns the response and the endpoint that answered. ``endpoint``: only that
         one, no failover. ``not_found_ok_on_retry``: a NOT_FOUND after an attempt that may
-        have been applied counts as success (revoking a lease twice)."""
+        have been applied counts as success (revoking a lease twice). ``op``: what the
+        request does, named by the ``AuthError`` that refuses it.
+
+        What to do after each failure is :class:`Attempts`' decision; this does the I/O."""
         self.check_open()
         loop = asyncio.get_running_loop()
         total = self.timeout if timeout is None else timeout
         until = loop.time() + total
         endpoints = [self._endpoint(endpoint)] if endpoint is not None else self._order()
         deserializer: Callable[[bytes], R] = response_type.FromString  # type: ignore[attr-defined]
-        failures: dict[str, str] = {}
-        token_refreshed = False
-        maybe_applied = False
-        backoff = Backoff(CALL_BACKOFF_BASE, CALL_BACKOFF_CAP)
+        attempts = Attempts(
+            idempotent=idempotent,
+            can_reauthenticate=with_token and self._username is not None,
+            not_found_ok_on_retry=not_found_ok_on_retry,
+            lease_id=lease_id,
+            op=op,
+            user=self._username,
+        )
         while True:
             for ep in endpoints:
                 while loop.time() < until:  # loops again only after a token refresh
                     if not await ep.ready(min(until, loop.time() + self._connect_budget())):
-                        failures[ep.address] = "cannot connect"
+                        attempts.cannot_connect(ep.address)
                         break
                     metadata = await self._metadata(ep, until, with_token)
                     token = self._token if with_token else None
@@ -313,37 +322,22 @@ class Session:
                             request, timeout=max(until - loop.time(), 0.001), metadata=metadata
                         )
                     except grpc.aio.AioRpcError as err:
-                        kind = classify(err)
-                        if (
-                            kind is ErrorKind.STALE_TOKEN
-                            and with_token
-                            and self._username is not None
-                            and not token_refreshed
-                        ):
-                            token_refreshed = True
+                        code = err.code()
+                        decision = attempts.failed(
+                            code.name if code is not None else "UNKNOWN",
+                            err.details() or "",
+                            ep.address,
+                        )
+                        if decision.suspect_connection:
+                            self.connection_trouble()
+                        if decision.step is Step.REAUTHENTICATE:
                             self.drop_token(token)
-                            continue  # authenticate again, same endpoint
-                        if kind in (ErrorKind.FATAL, ErrorKind.STALE_TOKEN):
-                            if (
-                                not_found_ok_on_retry
-                                and maybe_applied
-                                and err.code() == grpc.StatusCode.NOT_FOUND
-                            ):
-                                return response_type(), ep.address
-                            raise map_error(err, ep.address, lease_id=lease_id) from None
-                        self.connection_trouble()
-                        sent = not never_sent(err)
-                        name = err.code().name if err.code() is not None else "UNKNOWN"
-                        if sent and not idempotent:
-                            raise EtcdUnavailableError(
-                                f"{name}: {err.details()}; the write may or may not have "
-                                "been applied",
-                                endpoints=(ep.address,),
-                                code=name,
-                            ) from None
-                        maybe_applied = maybe_applied or sent
-                        failures[ep.address] = f"{name}: {err.details()}"
-                        break
+                            continue
+                        if decision.step is Step.DONE:
+                            return response_type(), ep.address
+                        if decision.error is not None:
+                            raise decision.error from None
+                        break  # Step.NEXT_ENDPOINT
                     except asyncio.CancelledError:
                         task = asyncio.current_task()
                         if self._closed and task is not None and not task.cancelling():
@@ -355,15 +349,8 @@ class Session:
                         self._preferred = self._endpoints.index(ep)
                     return response, ep.address
                 self.check_open()
-            remaining = until - loop.time()
-            if remaining <= 0:
-                why = "; ".join(f"{a}: {w}" for a, w in failures.items()) or "no time left"
-                raise EtcdUnavailableError(
-                    f"no etcd endpoint answered within {total:g} s ({why})",
-                    endpoints=[ep.address for ep in endpoints],
-                    code="UNAVAILABLE",
-                )
-            await asyncio.sleep(min(backoff.next_delay(), remaining))
+            addresses = [ep.address for ep in endpoints]
+            await asyncio.sleep(attempts.pause(until - loop.time(), total, addresses))
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -14,7 +14,6 @@ client must know *which* endpoint a call went to and steer the next attempt itse
 from __future__ import annotations
 
 import asyncio
-import enum
 from collections.abc import Callable
 from typing import Any
 
@@ -22,15 +21,8 @@ import grpc
 import grpc.aio
 
 from ._endpoints import parse_endpoints
-from ._types import (
-    AuthError,
-    CompactedError,
-    EtcdClientClosedError,
-    EtcdError,
-    EtcdUnavailableError,
-    LeaseNotFoundError,
-    TLSConfig,
-)
+from ._outcomes import ErrorKind, Op, classify_status, error_for, not_sent
+from ._types import EtcdClientClosedError, EtcdError, TLSConfig
 
 __all__ = ["EOF", "Endpoint", "ErrorKind", "classify", "map_error", "never_sent", "parse_endpoints"]
 
@@ -187,71 +179,28 @@ class Endpoint:
         return f"Endpoint({self.address!r})"
 
 
-class ErrorKind(enum.Enum):
-    TRANSIENT = "transient"  # endpoint down/unreachable/no leader/overloaded: try another
-    TIMEOUT = "timeout"  # our deadline passed
-    STALE_TOKEN = "stale_token"  # auth token missing/invalid/outdated: authenticate again
-    FATAL = "fatal"  # anything else: map and raise
-
-
-_STALE_TOKEN_MARKERS = (
-    "invalid auth token",
-    "user name is empty",
-    "revision of auth store is old",
-)
-
-# UNAVAILABLE details that prove the request never reached etcd's KV/lease/... handlers, so
-# even a write may be retried on another endpoint.
-_NOT_SENT_MARKERS = (
-    "failed to connect to all addresses",
-    "connection refused",
-    "connections to all backends failing",
-    "etcdserver: no leader",  # refused by the require-leader interceptor, before handling
-    "etcdserver: not capable",
-    "etcdserver: too many requests",
-)
+def _code(err: grpc.aio.AioRpcError) -> str:
+    code = err.code()
+    return code.name if code is not None else "UNKNOWN"
 
 
 def classify(err: grpc.aio.AioRpcError) -> ErrorKind:
-    code = err.code()
-    details = (err.details() or "").lower()
-    if code == grpc.StatusCode.UNAUTHENTICATED or (
-        code == grpc.StatusCode.INVALID_ARGUMENT and any(m in details for m in _STALE_TOKEN_MARKERS)
-    ):
-        return ErrorKind.STALE_TOKEN
-    if code == grpc.StatusCode.UNAVAILABLE:
-        return ErrorKind.TRANSIENT
-    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "too many requests" in details:
-        return ErrorKind.TRANSIENT
-    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return ErrorKind.TIMEOUT
-    return ErrorKind.FATAL
+    """The kind of a failed request (see ``_outcomes.classify_status``)."""
+    return classify_status(_code(err), err.details() or "")
 
 
 def never_sent(err: grpc.aio.AioRpcError) -> bool:
     """True if the failed request certainly was not applied by etcd."""
-    details = (err.details() or "").lower()
-    return any(m in details for m in _NOT_SENT_MARKERS)
+    return not_sent(err.details() or "")
 
 
-def map_error(err: grpc.aio.AioRpcError, endpoint: str, *, lease_id: int = 0) -> EtcdError:
-    """Our exception for a gRPC error that is not retried."""
-    code = err.code()
-    name = code.name if code is not None else "UNKNOWN"
-    details = err.details() or ""
-    lowered = details.lower()
-    message = f"{name}: {details}"
-    eps = (endpoint,)
-    if code == grpc.StatusCode.NOT_FOUND and "lease not found" in lowered:
-        return LeaseNotFoundError(message, lease_id=lease_id, endpoints=eps, code=name)
-    if code == grpc.StatusCode.OUT_OF_RANGE and "compacted" in lowered:
-        return CompactedError(message, compact_revision=0, endpoints=eps, code=name)
-    if code == grpc.StatusCode.PERMISSION_DENIED or (
-        "authentication failed" in lowered or "invalid user id or password" in lowered
-    ):
-        return AuthError(message, endpoints=eps, code=name)
-    if code == grpc.StatusCode.UNAUTHENTICATED or any(m in lowered for m in _STALE_TOKEN_MARKERS):
-        return AuthError(message, endpoints=eps, code=name)
-    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-        return EtcdUnavailableError(message, endpoints=eps, code=name)
-    return EtcdError(message, endpoints=eps, code=name)
+def map_error(
+    err: grpc.aio.AioRpcError,
+    endpoint: str,
+    *,
+    lease_id: int = 0,
+    op: Op | None = None,
+    user: str | None = None,
+) -> EtcdError:
+    """Our exception for a gRPC error that is not retried (``op``: what was refused)."""
+    return error_for(_code(err), err.details() or "", endpoint, lease_id=lease_id, op=op, user=user)

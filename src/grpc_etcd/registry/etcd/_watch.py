@@ -17,6 +17,7 @@ import grpc.aio
 from grpc_etcd.backoff import Backoff
 
 from ._cursor import Cancel, WatchCursor
+from ._outcomes import Op
 from ._proto import etcd_pb2 as pb
 from ._session import Session
 from ._transport import EOF, KV_RANGE, WATCH, Endpoint, ErrorKind, StreamCall, classify, map_error
@@ -89,6 +90,8 @@ class _Attempts:
         self.backoff = Backoff(BACKOFF_BASE, BACKOFF_CAP)
         self.token_refreshed = False  # one refresh per established stream
         self._first = True
+        #: names the watch in the AuthError that refuses it
+        self.op = Op("watch", spec.key, prefix=bool(spec.range_end))
 
     def _check(self, resp: pb.WatchResponse, endpoint: Endpoint) -> None:
         verdict = self.cursor.check(
@@ -97,6 +100,8 @@ class _Attempts:
             cancel_reason=resp.cancel_reason,
             endpoint=endpoint.address,
             can_refresh_token=self.session.uses_auth and not self.token_refreshed,
+            op=self.op,
+            user=self.session.user,
         )
         if verdict is Cancel.AUTH:
             self.session.drop_token()
@@ -209,7 +214,9 @@ async def watch_stream(
                     attempts.token_refreshed = True
                     immediately = True
                 elif kind in (ErrorKind.FATAL, ErrorKind.STALE_TOKEN):
-                    raise map_error(err, endpoint.address) from None
+                    raise map_error(
+                        err, endpoint.address, op=attempts.op, user=session.user
+                    ) from None
                 else:
                     session.connection_trouble()
                     _log.info(
