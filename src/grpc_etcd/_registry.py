@@ -20,7 +20,7 @@ from ._loop import LoopThread
 from .aio._registry import Registry as AsyncRegistry
 from .allowlist import AllowList, allow_list
 from .errors import ClosedError
-from .node import Node, check_version
+from .node import DEFAULT_VERSION, Node, check_version
 from .registry import registration as _aio_registration
 from .registry._options import Methods, endpoints_or_default
 from .registry.etcd import EtcdClient
@@ -137,7 +137,7 @@ class Registry(Closing):
         service: str,
         *,
         address: str,
-        version: str = "latest",
+        version: str = DEFAULT_VERSION,
         ttl: int = 10,
         metadata: Mapping[str, str] | None = None,
         weight: int | None = None,

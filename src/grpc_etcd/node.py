@@ -1,43 +1,24 @@
-"""Nodes (one registered server instance) and their etcd record codecs (pure, no I/O).
-
-Two record formats are read:
-
-* the Go original's (``hwholiday/learning_tools``), which we also write, byte for byte::
-
-    {"node":{"name":"app","path":"/hwholiday/srv/app","id":"app-...","version":"v1",
-     "address":"127.0.0.1:18089"},"metadata":null,"endpoints":{"ApiTest":{...}}}
-
-* etcd's own Go naming package's (``client/v3/naming/endpoints``)::
-
-    {"Op":0,"Addr":"127.0.0.1:8080","Metadata":...}
-
-Decoding follows Go's ``encoding/json``: field names match case-insensitively and unknown
-fields are ignored. A record that is not JSON, or has no ``node`` / ``Addr``, raises
-:class:`~grpc_etcd.errors.RecordError` naming its key.
+"""Nodes (one registered server instance) and the checks of every argument that describes
+one (pure, no I/O). Their etcd records are encoded and decoded in ``grpc_etcd.record``; its
+``encode_record``, ``decode_record`` and ``naming_op`` stay importable from here.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import ipaddress
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from .errors import RecordError
-from .naming import (
-    instance_key,
-    new_instance_id,
-    service_name,
-    service_path,
-    validate_dotted,
-)
+from .naming import instance_key, new_instance_id, validate_dotted
+
+if TYPE_CHECKING:
+    from .record import decode_record, encode_record, naming_op
 
 __all__ = [
     "DEFAULT_LIMITING",
+    "DEFAULT_VERSION",
     "MAX_LEASE_TTL",
     "MIN_TTL",
     "MethodInfo",
@@ -47,17 +28,22 @@ __all__ = [
     "build_node",
     "check_address",
     "check_metadata",
+    "check_methods",
     "check_ttl",
     "check_version",
     "check_weight",
     "decode_record",
     "encode_record",
+    "naming_op",
     "parse_address",
     "updated_node",
 ]
 
 #: What the Go original writes for ``limiting`` when it is told nothing else (calls per second).
 DEFAULT_LIMITING = 10
+#: A node's version when none is given: what ``register()`` writes, and what a record that
+#: names no version is read as (the Go original registers ``"latest"`` when told none).
+DEFAULT_VERSION = "latest"
 #: ``metadata`` key carrying a node's weight, so the Go original (no weight field) still reads us.
 WEIGHT_KEY = "weight"
 
@@ -88,7 +74,7 @@ class Node:
     service: str
     id: str
     address: str
-    version: str = "latest"
+    version: str = DEFAULT_VERSION
     metadata: Mapping[str, str] = field(default_factory=lambda: _EMPTY, hash=False)
     methods: Mapping[str, MethodInfo] = field(
         default_factory=lambda: MappingProxyType({}), hash=False
@@ -217,7 +203,9 @@ def check_ttl(ttl: int) -> int:
     return ttl
 
 
-def _method_map(methods: Methods) -> dict[str, MethodInfo]:
+def check_methods(methods: Methods) -> dict[str, MethodInfo]:
+    """The methods a node serves, as ``register(methods=...)`` takes them: method names (each
+    gets a default ``MethodInfo``), a name -> ``MethodInfo`` mapping, or None (none named)."""
     if methods is None:
         return {}
     if isinstance(methods, str):
@@ -251,7 +239,7 @@ def build_node(
     validate_dotted(service)
     dial = check_address(address, advertise)
     meta = check_metadata(metadata, weight)
-    method_map = _method_map(methods)
+    method_map = check_methods(methods)
     node_id = instance_id or new_instance_id(service)
     return Node(
         service=service,
@@ -288,172 +276,13 @@ def updated_node(
     )
 
 
-# ---------------------------------------------------------------- encoding
+_CODECS = frozenset({"decode_record", "encode_record", "naming_op"})
 
 
-def _go_json(value: Any) -> bytes:
-    """Compact JSON as Go's ``encoding/json`` writes it (HTML-safe escapes, map keys sorted)."""
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    # '<', '>' and '&' can only occur inside strings, so a plain replace is exact.
-    text = (
-        text.replace("<", "\\u003c")
-        .replace(">", "\\u003e")
-        .replace("&", "\\u0026")
-        .replace("\u2028", "\\u2028")
-        .replace("\u2029", "\\u2029")
-    )
-    return text.encode("utf-8")
+def __getattr__(name: str) -> Any:
+    # The codecs moved to grpc_etcd.record, which imports this module: re-exported lazily.
+    if name in _CODECS:
+        from . import record
 
-
-def encode_record(node: Node, root: str = "") -> bytes:
-    """The node's record exactly as the Go original writes it (field order included)."""
-    endpoints = {
-        name: {
-            "online": info.online,
-            "limiting_switch": info.limiting_switch,
-            "limiting": info.limiting,
-            "fuse": info.fuse,
-            "defaults": None
-            if info.defaults is None
-            else base64.b64encode(info.defaults).decode("ascii"),
-        }
-        for name, info in sorted(node.methods.items())
-    }
-    record = {
-        "node": {
-            "name": service_name(node.service),
-            "path": service_path(node.service, root),
-            "id": node.id,
-            "version": node.version,
-            "address": node.address,
-        },
-        "metadata": dict(sorted(node.metadata.items())) if node.metadata else None,
-        "endpoints": endpoints,
-    }
-    return _go_json(record)
-
-
-# ---------------------------------------------------------------- decoding
-
-
-def _get(obj: Mapping[str, Any], name: str) -> Any:
-    """Go's rule: an exact key wins, else the first key equal ignoring case."""
-    if name in obj:
-        return obj[name]
-    lowered = name.lower()
-    for key, value in obj.items():
-        if key.lower() == lowered:
-            return value
-    return None
-
-
-def _string(value: Any, what: str, key: str) -> str:
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise RecordError(key, f"{what} must be a string, got {type(value).__name__}")
-    return value
-
-
-def _string_map(value: Any, what: str, key: str) -> dict[str, str]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise RecordError(key, f"{what} must be an object or null")
-    return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in value.items()}
-
-
-def _methods(value: Any, key: str) -> dict[str, MethodInfo]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise RecordError(key, "endpoints must be an object or null")
-    methods: dict[str, MethodInfo] = {}
-    for name, raw in value.items():
-        if raw is None:
-            methods[name] = MethodInfo()
-            continue
-        if not isinstance(raw, dict):
-            raise RecordError(key, f"endpoints[{name!r}] must be an object")
-        defaults = _get(raw, "defaults")
-        try:
-            decoded = None if defaults is None else base64.b64decode(defaults, validate=True)
-        except (binascii.Error, TypeError, ValueError) as exc:
-            raise RecordError(key, f"endpoints[{name!r}].defaults is not base64") from exc
-        limiting = _get(raw, "limiting")
-        online = _get(raw, "online")
-        methods[name] = MethodInfo(
-            online=bool(online) if online is not None else False,
-            limiting_switch=bool(_get(raw, "limiting_switch")),
-            limiting=int(limiting) if isinstance(limiting, int | float) else 0,
-            fuse=bool(_get(raw, "fuse")),
-            defaults=decoded,
-        )
-    return methods
-
-
-def _id_from_key(key: str) -> str:
-    return key.rstrip("/").rsplit("/", 1)[-1] if key else ""
-
-
-def decode_record(data: bytes | str, *, key: str = "", service: str = "") -> Node:
-    """Decode a record of either format into a :class:`Node`.
-
-    ``key`` is the etcd key it was read from (used in errors and as the id fallback);
-    ``service`` the service being watched. Raises :class:`RecordError` naming the key.
-    """
-    try:
-        obj = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RecordError(key, f"not valid JSON ({exc})") from exc
-    if not isinstance(obj, dict):
-        raise RecordError(key, "record is not a JSON object")
-
-    node_obj = _get(obj, "node")
-    if node_obj is not None:
-        if not isinstance(node_obj, dict):
-            raise RecordError(key, "'node' must be an object")
-        address = _string(_get(node_obj, "address"), "node.address", key)
-        if not address:
-            raise RecordError(key, "record has no node.address")
-        return Node(
-            service=service,
-            id=_string(_get(node_obj, "id"), "node.id", key) or _id_from_key(key),
-            address=address,
-            version=_string(_get(node_obj, "version"), "node.version", key),
-            metadata=_string_map(_get(obj, "metadata"), "metadata", key),
-            methods=_methods(_get(obj, "endpoints"), key),
-            key=key,
-            format="seed",
-            online=_get(node_obj, "online") is not False,
-        )
-
-    addr = _get(obj, "addr")
-    if addr is not None:
-        address = _string(addr, "Addr", key)
-        if not address:
-            raise RecordError(key, "record has an empty Addr")
-        raw_meta = _get(obj, "metadata")
-        metadata = _string_map(raw_meta, "Metadata", key) if isinstance(raw_meta, dict) else {}
-        return Node(
-            service=service,
-            id=_id_from_key(key),
-            address=address,
-            version=metadata.get("version", ""),
-            metadata=metadata,
-            key=key,
-            format="naming",
-        )
-    raise RecordError(
-        key, "record has neither 'node' (grpc-etcd / Go original) nor 'Addr' (etcd naming)"
-    )
-
-
-def naming_op(data: bytes | str) -> int:
-    """The ``Op`` of an etcd-naming record (0 add, 1 delete); 0 for any other record."""
-    try:
-        obj = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        return 0
-    op = _get(obj, "op") if isinstance(obj, dict) and _get(obj, "node") is None else None
-    return op if isinstance(op, int) else 0
+        return getattr(record, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

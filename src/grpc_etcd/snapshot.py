@@ -15,7 +15,8 @@ from typing import Literal
 
 from .allowlist import AllowList
 from .errors import RecordError
-from .node import Node, decode_record, naming_op
+from .node import Node
+from .record import decode_record, naming_op
 
 __all__ = ["Change", "Snapshot", "apply_changes", "snapshot_from_kvs"]
 

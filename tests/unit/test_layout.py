@@ -23,6 +23,7 @@ PURE = [
     "retry.py",
     "xds/translate.py",
     "node.py",
+    "record.py",
     "naming.py",
     "snapshot.py",
     "routing.py",

@@ -95,7 +95,7 @@ def test_etcd_naming_format() -> None:
     node = decode_record(data, key="foo/bar/svc/127.0.0.1:8080", service="foo/bar/svc")
     assert (node.address, node.version, node.format) == ("127.0.0.1:8080", "v2", "naming")
     plain = decode_record(b'{"Addr":"h:1","Metadata":"opaque"}', key="t/1", service="t")
-    assert (plain.version, plain.metadata) == ("", {})
+    assert (plain.version, plain.metadata) == ("latest", {})  # node.DEFAULT_VERSION
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,7 @@ from ..allowlist import AllowList, allow_list
 from ..config import ServiceConfig
 from ..errors import ClosedError
 from ..naming import validate_service
-from ..node import Node, check_version
+from ..node import DEFAULT_VERSION, Node, check_version
 from ..registry._options import Methods, build_node, endpoints_or_default
 from ..registry.config_watch import watch_config
 from ..registry.etcd import AsyncEtcdClient, TLSConfig
@@ -95,7 +95,7 @@ class Registry(AsyncClosing):
         service: str,
         *,
         address: str,
-        version: str = "latest",
+        version: str = DEFAULT_VERSION,
         ttl: int = 10,
         metadata: Mapping[str, str] | None = None,
         weight: int | None = None,

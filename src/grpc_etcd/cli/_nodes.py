@@ -12,7 +12,8 @@ import click
 
 from ..errors import RecordError
 from ..naming import RESERVED_PREFIX, service_prefix
-from ..node import Node, decode_record
+from ..node import Node
+from ..record import decode_record
 from ..snapshot import Snapshot
 from ._common import Options, friendly_errors, validate_cli_service
 from ._liveness import Liveness

@@ -25,7 +25,8 @@ from .._closing import AsyncClosing
 from ..backoff import Backoff
 from ..errors import ClosedError, DuplicateRegistrationError
 from ..metrics import get_metrics
-from ..node import Node, check_ttl, encode_record, updated_node
+from ..node import Node, check_ttl, updated_node
+from ..record import encode_record
 from .etcd import AsyncEtcdClient, EtcdError, KeyValue, LeaseNotFoundError
 
 __all__ = ["KeyState", "Registration", "RegistrationState", "judge_key"]
