@@ -212,6 +212,21 @@ EXPECTED: dict[str, dict[str, tuple[int, str]]] = {
     },
     "AuthenticateRequest": {"name": (1, "string"), "password": (2, "string")},
     "AuthenticateResponse": {"token": (2, "string")},
+    # api/authpb/auth.proto and the Auth service's role and user requests
+    "Permission": {"permType": (1, "enum"), "key": (2, "bytes"), "range_end": (3, "bytes")},
+    "AuthStatusResponse": {"enabled": (2, "bool"), "authRevision": (3, "uint64")},
+    "AuthUserGetRequest": {"name": (1, "string")},
+    "AuthUserGetResponse": {"roles": (2, "string")},
+    "AuthUserListResponse": {"users": (2, "string")},
+    "AuthUserGrantRoleRequest": {"user": (1, "string"), "role": (2, "string")},
+    "AuthUserRevokeRoleRequest": {"name": (1, "string"), "role": (2, "string")},
+    "AuthRoleAddRequest": {"name": (1, "string")},
+    "AuthRoleGetRequest": {"role": (1, "string")},
+    "AuthRoleGetResponse": {"perm": (2, "message")},
+    "AuthRoleGrantPermissionRequest": {"name": (1, "string"), "perm": (2, "message")},
+    "AuthRoleRevokePermissionRequest": {
+        "role": (1, "string"), "key": (2, "bytes"), "range_end": (3, "bytes"),
+    },
 }  # fmt: skip
 
 

@@ -19,6 +19,7 @@ from ._outcomes import Op
 from ._proto import etcd_pb2 as pb
 from ._session import Session
 from ._transport import (
+    AUTH_STATUS,
     KV_COMPACT,
     KV_DELETE_RANGE,
     KV_PUT,
@@ -27,22 +28,36 @@ from ._transport import (
     LEASE_GRANT,
     LEASE_REVOKE,
     LEASE_TIME_TO_LIVE,
+    ROLE_ADD,
+    ROLE_GET,
+    ROLE_GRANT_PERMISSION,
+    ROLE_REVOKE_PERMISSION,
     STATUS,
+    USER_GET,
+    USER_GRANT_ROLE,
+    USER_LIST,
+    USER_REVOKE_ROLE,
 )
 from ._types import (
+    Access,
     EtcdError,
     Key,
     KeyValue,
     Lease,
+    Permission,
     Status,
     TLSConfig,
     WatchResponse,
+    prefix_range_end,
 )
 from ._watch import WatchSpec, to_kv, watch_stream
 
 __all__ = ["AsyncEtcdClient", "prefix_range_end"]
 
 R = TypeVar("R")
+
+#: etcd's ``authpb.Permission.Type``, by number
+_ACCESS: tuple[Access, ...] = ("read", "write", "readwrite")
 
 
 def _b(value: Key) -> bytes:
@@ -51,18 +66,6 @@ def _b(value: Key) -> bytes:
     if isinstance(value, str):
         return value.encode("utf-8")
     raise TypeError(f"expected str or bytes, got {type(value).__name__}")
-
-
-def prefix_range_end(prefix: bytes) -> bytes:
-    """The ``range_end`` that makes ``[prefix, range_end)`` every key starting with ``prefix``
-    (etcd's convention; ``b"\\0"`` = up to the end of the key space)."""
-    end = bytearray(prefix)
-    while end:
-        if end[-1] < 0xFF:
-            end[-1] += 1
-            return bytes(end)
-        end.pop()
-    return b"\0"
 
 
 def _prefix_range(prefix: Key) -> tuple[bytes, bytes]:
@@ -159,6 +162,22 @@ class AsyncEtcdClient(AsyncClosing):
         read: watch from that revision + 1 to miss nothing."""
         k, end = _prefix_range(prefix)
         resp = await self._range(k, end, timeout, Op("read", _b(prefix), prefix=True))
+        return [to_kv(m) for m in resp.kvs], resp.header.revision
+
+    async def read(
+        self,
+        key: Key,
+        *,
+        prefix: bool = False,
+        timeout: float | None = None,  # noqa: ASYNC109 - a gRPC deadline over all retries
+    ) -> tuple[list[KeyValue], int]:
+        """The key (none or one), or every key under ``prefix=True``, and the store revision of
+        the read: watch from that revision + 1 to miss nothing. Reading one key needs read
+        permission on that key only."""
+        if prefix:
+            return await self.get_prefix(key, timeout=timeout)
+        k = _b(key)
+        resp = await self._range(k, b"", timeout, Op("read", k))
         return [to_kv(m) for m in resp.kvs], resp.header.revision
 
     async def _range(
@@ -499,6 +518,180 @@ class AsyncEtcdClient(AsyncClosing):
             raft_term=int(resp.raftTerm),
             version=resp.version,
             endpoint=address,
+        )
+
+    # ------------------------------------------------------------------ auth: roles and users
+    # etcd lets only a user with the root role make these requests (or anyone while auth is off).
+
+    async def auth_enabled(
+        self,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - a gRPC deadline over all retries
+    ) -> bool:
+        """Whether etcd has auth enabled (etcd >= 3.5)."""
+        resp = await self._call(
+            AUTH_STATUS,
+            pb.AuthStatusRequest(),
+            pb.AuthStatusResponse,
+            idempotent=True,
+            timeout=timeout,
+            op=Op("read the auth status"),
+        )
+        return bool(resp.enabled)
+
+    async def role_get(
+        self,
+        role: str,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - a gRPC deadline over all retries
+    ) -> tuple[Permission, ...] | None:
+        """The role's key permissions, or None if there is no such role."""
+        try:
+            resp = await self._call(
+                ROLE_GET,
+                pb.AuthRoleGetRequest(role=role),
+                pb.AuthRoleGetResponse,
+                idempotent=True,
+                timeout=timeout,
+                op=Op(f"read role {role}"),
+            )
+        except EtcdError as err:
+            if "role name not found" in str(err):
+                return None
+            raise
+        return tuple(
+            Permission(_ACCESS[p.permType], bytes(p.key), bytes(p.range_end)) for p in resp.perm
+        )
+
+    async def role_add(
+        self,
+        role: str,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - a gRPC deadline over all retries
+    ) -> None:
+        """Create a role with no permissions (an error if it exists)."""
+        await self._call(
+            ROLE_ADD,
+            pb.AuthRoleAddRequest(name=role),
+            pb.AuthRoleAddResponse,
+            idempotent=False,
+            timeout=timeout,
+            op=Op(f"add role {role}"),
+        )
+
+    async def role_grant_permission(
+        self,
+        role: str,
+        permission: Permission,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - a gRPC deadline over all retries
+    ) -> None:
+        """Give the role this key permission (it replaces one on the same exact range)."""
+        perm = pb.Permission(
+            permType=permission.access.upper(),  # READ, WRITE or READWRITE
+            key=permission.key,
+            range_end=permission.range_end,
+        )
+        await self._call(
+            ROLE_GRANT_PERMISSION,
+            pb.AuthRoleGrantPermissionRequest(name=role, perm=perm),
+            pb.AuthRoleGrantPermissionResponse,
+            idempotent=True,
+            timeout=timeout,
+            op=Op(f"grant role {role} {permission.access} on", permission.key),
+        )
+
+    async def role_revoke_permission(
+        self,
+        role: str,
+        key: Key,
+        range_end: Key = b"",
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - a gRPC deadline over all retries
+    ) -> None:
+        """Take back the role's permission on exactly ``[key, range_end)``."""
+        request = pb.AuthRoleRevokePermissionRequest(
+            role=role, key=_b(key), range_end=_b(range_end)
+        )
+        await self._call(
+            ROLE_REVOKE_PERMISSION,
+            request,
+            pb.AuthRoleRevokePermissionResponse,
+            idempotent=True,
+            timeout=timeout,
+            op=Op(f"revoke role {role}'s permission on", _b(key)),
+        )
+
+    async def user_list(
+        self,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - a gRPC deadline over all retries
+    ) -> list[str]:
+        """Every etcd user's name."""
+        resp = await self._call(
+            USER_LIST,
+            pb.AuthUserListRequest(),
+            pb.AuthUserListResponse,
+            idempotent=True,
+            timeout=timeout,
+            op=Op("list the users"),
+        )
+        return list(resp.users)
+
+    async def user_get(
+        self,
+        user: str,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - a gRPC deadline over all retries
+    ) -> tuple[str, ...] | None:
+        """The user's roles, or None if there is no such user."""
+        try:
+            resp = await self._call(
+                USER_GET,
+                pb.AuthUserGetRequest(name=user),
+                pb.AuthUserGetResponse,
+                idempotent=True,
+                timeout=timeout,
+                op=Op(f"read user {user}"),
+            )
+        except EtcdError as err:
+            if "user name not found" in str(err):
+                return None
+            raise
+        return tuple(resp.roles)
+
+    async def user_grant_role(
+        self,
+        user: str,
+        role: str,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - a gRPC deadline over all retries
+    ) -> None:
+        """Give the user the role (nothing happens if it has it)."""
+        await self._call(
+            USER_GRANT_ROLE,
+            pb.AuthUserGrantRoleRequest(user=user, role=role),
+            pb.AuthUserGrantRoleResponse,
+            idempotent=True,
+            timeout=timeout,
+            op=Op(f"grant role {role} to user {user}"),
+        )
+
+    async def user_revoke_role(
+        self,
+        user: str,
+        role: str,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - a gRPC deadline over all retries
+    ) -> None:
+        """Take the role back from the user (an error if the user does not have it)."""
+        await self._call(
+            USER_REVOKE_ROLE,
+            pb.AuthUserRevokeRoleRequest(name=user, role=role),
+            pb.AuthUserRevokeRoleResponse,
+            idempotent=False,
+            timeout=timeout,
+            op=Op(f"revoke role {role} from user {user}"),
         )
 
     # ------------------------------------------------------------------ lifecycle

@@ -15,7 +15,7 @@ from grpc_etcd._loop import LoopThread, SyncIterator
 
 from ._aio import AsyncEtcdClient
 from ._keepalive import KeepAlive
-from ._types import Key, KeyValue, Lease, Status, TLSConfig, WatchResponse
+from ._types import Key, KeyValue, Lease, Permission, Status, TLSConfig, WatchResponse
 
 __all__ = ["EtcdClient", "SyncKeepAlive"]
 
@@ -138,6 +138,12 @@ class EtcdClient(Closing):
         """Blocking twin of :meth:`AsyncEtcdClient.get_prefix`."""
         return self._run(self._aio.get_prefix(prefix, timeout=timeout))
 
+    def read(
+        self, key: Key, *, prefix: bool = False, timeout: float | None = None
+    ) -> tuple[list[KeyValue], int]:
+        """Blocking twin of :meth:`AsyncEtcdClient.read`."""
+        return self._run(self._aio.read(key, prefix=prefix, timeout=timeout))
+
     def put(self, key: Key, value: Key, *, lease: int = 0, timeout: float | None = None) -> int:
         """Blocking twin of :meth:`AsyncEtcdClient.put`."""
         return self._run(self._aio.put(key, value, lease=lease, timeout=timeout))
@@ -239,6 +245,47 @@ class EtcdClient(Closing):
     def status(self, *, endpoint: str | None = None, timeout: float | None = None) -> Status:
         """Blocking twin of :meth:`AsyncEtcdClient.status`."""
         return self._run(self._aio.status(endpoint=endpoint, timeout=timeout))
+
+    # auth: roles and users
+    def auth_enabled(self, *, timeout: float | None = None) -> bool:
+        """Blocking twin of :meth:`AsyncEtcdClient.auth_enabled`."""
+        return self._run(self._aio.auth_enabled(timeout=timeout))
+
+    def role_get(self, role: str, *, timeout: float | None = None) -> tuple[Permission, ...] | None:
+        """Blocking twin of :meth:`AsyncEtcdClient.role_get`."""
+        return self._run(self._aio.role_get(role, timeout=timeout))
+
+    def role_add(self, role: str, *, timeout: float | None = None) -> None:
+        """Blocking twin of :meth:`AsyncEtcdClient.role_add`."""
+        self._run(self._aio.role_add(role, timeout=timeout))
+
+    def role_grant_permission(
+        self, role: str, permission: Permission, *, timeout: float | None = None
+    ) -> None:
+        """Blocking twin of :meth:`AsyncEtcdClient.role_grant_permission`."""
+        self._run(self._aio.role_grant_permission(role, permission, timeout=timeout))
+
+    def role_revoke_permission(
+        self, role: str, key: Key, range_end: Key = b"", *, timeout: float | None = None
+    ) -> None:
+        """Blocking twin of :meth:`AsyncEtcdClient.role_revoke_permission`."""
+        self._run(self._aio.role_revoke_permission(role, key, range_end, timeout=timeout))
+
+    def user_list(self, *, timeout: float | None = None) -> list[str]:
+        """Blocking twin of :meth:`AsyncEtcdClient.user_list`."""
+        return self._run(self._aio.user_list(timeout=timeout))
+
+    def user_get(self, user: str, *, timeout: float | None = None) -> tuple[str, ...] | None:
+        """Blocking twin of :meth:`AsyncEtcdClient.user_get`."""
+        return self._run(self._aio.user_get(user, timeout=timeout))
+
+    def user_grant_role(self, user: str, role: str, *, timeout: float | None = None) -> None:
+        """Blocking twin of :meth:`AsyncEtcdClient.user_grant_role`."""
+        self._run(self._aio.user_grant_role(user, role, timeout=timeout))
+
+    def user_revoke_role(self, user: str, role: str, *, timeout: float | None = None) -> None:
+        """Blocking twin of :meth:`AsyncEtcdClient.user_revoke_role`."""
+        self._run(self._aio.user_revoke_role(user, role, timeout=timeout))
 
     # lifecycle
     def close(self) -> None:

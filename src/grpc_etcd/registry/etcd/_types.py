@@ -24,15 +24,30 @@ __all__ = [
     "KeyValue",
     "Lease",
     "LeaseNotFoundError",
+    "Permission",
     "Status",
     "TLSConfig",
     "WatchEvent",
     "WatchResponse",
+    "prefix_range_end",
 ]
 
 
 # ---------------------------------------------------------------------------------------------
 # values
+
+
+def prefix_range_end(prefix: bytes) -> bytes:
+    """The ``range_end`` that makes ``[prefix, range_end)`` every key starting with ``prefix``
+    (etcd's convention; ``b"\\0"`` = up to the end of the key space)."""
+    end = bytearray(prefix)
+    while end:
+        if end[-1] < 0xFF:
+            end[-1] += 1
+            return bytes(end)
+        end.pop()
+    return b"\0"
+
 
 #: a key or value as the client's methods take it (``str`` is encoded as UTF-8)
 Key = str | bytes
@@ -88,6 +103,21 @@ class TLSConfig:
     cert_file: str | None = None
     key_file: str | None = None
     server_name: str | None = None
+
+
+#: what an etcd role may do with a key range (etcd's ``authpb.Permission.Type``)
+Access = Literal["read", "write", "readwrite"]
+
+
+@dataclass(frozen=True, slots=True)
+class Permission:
+    """One key permission of an etcd role: ``access`` to ``[key, range_end)``, etcd's way of
+    naming keys (``range_end`` empty: the key alone; ``prefix_range_end(key)``: every key that
+    starts with ``key``)."""
+
+    access: Access
+    key: bytes
+    range_end: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
