@@ -107,14 +107,12 @@ async def _watch_then_read(
                 endpoints=client.endpoints,
             ) from None
         assert created.created
-        kvs, revision = await client.get_prefix(key)
+        # one key is read as one key: a role may read it and nothing that starts like it
+        kvs, revision = await client.read(key, prefix=prefix)
     except BaseException:
         await watch.aclose()
         raise
-    decoded = [(_decode_key(kv.key), kv.value) for kv in kvs]
-    if not prefix:
-        decoded = [(k, v) for k, v in decoded if k == key]
-    return watch, Resync(decoded, revision)
+    return watch, Resync([(_decode_key(kv.key), kv.value) for kv in kvs], revision)
 
 
 async def follow(
