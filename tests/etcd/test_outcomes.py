@@ -148,3 +148,9 @@ def test_error_for_without_an_op_keeps_etcds_words(
 ) -> None:
     error = error_for(code, details, EP)
     assert type(error) is cls and str(error) == f"{code}: {details} [etcd {EP}]"
+
+
+def test_a_key_with_a_newline_keeps_the_message_on_one_line() -> None:
+    error = _write(op=Op("put", b"/a/\nb\xff"), user="u").failed("PERMISSION_DENIED", DENIED, EP)
+    assert str(error.error).startswith("cannot put /a/\\nb\\xff: permission denied for user u")
+    assert "\n" not in str(error.error)

@@ -24,6 +24,7 @@ PURE = [
     "xds/translate.py",
     "node.py",
     "record.py",
+    "registry/acl.py",
     "naming.py",
     "snapshot.py",
     "routing.py",

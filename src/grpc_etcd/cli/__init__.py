@@ -7,6 +7,7 @@
     grpc-etcd config show|set|check|history|rollback|delete|schema ...   # docs/routing.md
     grpc-etcd route set SERVICE --split v1=90,v2=10   # a canary split, live on every client
     grpc-etcd xds --listen HOST:PORT    # an xDS control plane fed by etcd (the xds extra)
+    grpc-etcd --user root acl grant SERVICE --server USER   # least-privilege etcd roles
 
 ``--etcd HOST:PORT[,HOST:PORT...]`` or ``GRPC_ETCD_ENDPOINTS`` chooses the cluster.
 Errors are one line on stderr and exit status 1, never a traceback.
@@ -33,6 +34,7 @@ __all__ = ["COMMANDS", "format_change", "format_table", "main"]
 
 #: command name -> "module:attribute" (relative to this package) of its click command.
 COMMANDS: dict[str, str] = {
+    "acl": "._acl:acl",
     "config": "._config:config",
     "etcd": "._etcd:etcd",
     "ls": "._nodes:list_nodes",

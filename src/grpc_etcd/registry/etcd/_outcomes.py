@@ -31,6 +31,7 @@ __all__ = [
     "Step",
     "classify_status",
     "error_for",
+    "key_text",
     "not_sent",
     "refused",
 ]
@@ -90,8 +91,13 @@ def not_sent(details: str) -> bool:
     return any(m in lowered for m in _NOT_SENT_MARKERS)
 
 
-def _text(key: bytes) -> str:
-    return key.decode("utf-8", "backslashreplace")
+def key_text(key: bytes) -> str:
+    """A key as messages show it: UTF-8, with undecodable bytes and unprintable characters
+    escaped (``\\xff``, ``\\n``), so a message stays one line whatever the key."""
+    text = key.decode("utf-8", "backslashreplace")
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +115,7 @@ class Op:
     @property
     def target(self) -> str:
         """The key as the message shows it (``/a/b/`` for a prefix, ``""`` without a key)."""
-        return _text(self.key) if self.key else ""
+        return key_text(self.key) if self.key else ""
 
     def describe(self) -> str:
         """``put /a/srv/b/x``, ``read the keys under /a/srv/b/``, ``revoke lease 0x1f``."""
