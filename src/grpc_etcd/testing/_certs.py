@@ -1,47 +1,83 @@
-"""A throwaway CA, server and client certificate for a TLS etcd (cryptography or openssl)."""
+"""A throwaway CA, server and client certificate for testing TLS (cryptography or openssl)."""
 
 from __future__ import annotations
 
 import datetime
 import importlib
 import ipaddress
+import os
 import secrets
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ._errors import TLSUnavailableError
 
-__all__ = ["TLSFiles", "make_certs"]
+__all__ = ["DEFAULT_HOSTS", "TLSFiles", "make_certs"]
+
+#: The names the server certificate is valid for, unless told others: loopback.
+DEFAULT_HOSTS: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
 
 
-@dataclass
+@dataclass(frozen=True)
 class TLSFiles:
+    """The PEM files :func:`make_certs` wrote (private keys are readable by their owner only)."""
+
+    #: the throwaway CA's certificate: what clients and servers trust (``--cacert``)
     ca: Path
+    #: a server certificate signed by the CA, for ``hosts`` (also good as a client's)
     server_cert: Path
     server_key: Path
+    #: a client certificate signed by the CA (CN ``grpc-etcd-client``), for mutual TLS
     client_cert: Path
     client_key: Path
 
 
-def make_certs(directory: Path) -> TLSFiles:
-    """A throwaway CA, a server cert for 127.0.0.1/localhost and a client cert, valid 2 days."""
-    directory.mkdir(mode=0o700, exist_ok=True)
+def make_certs(
+    directory: str | os.PathLike[str], *, hosts: Sequence[str] = DEFAULT_HOSTS
+) -> TLSFiles:
+    """Write a throwaway CA and two certificates it signed into ``directory`` (created if
+    missing, mode 0700), for testing TLS and mutual TLS; return their paths.
+
+    Files written: ``ca.crt`` (the CA's certificate, to trust), ``server.crt`` and
+    ``server.key`` (valid for every name and IP address in ``hosts``; default ``localhost``,
+    ``127.0.0.1`` and ``::1``), ``client.crt`` and ``client.key`` (a client certificate for
+    mutual TLS). Keys are P-256, unencrypted, mode 0600; certificates are valid for 2 days.
+    The ``openssl`` fallback (used when the ``cryptography`` package is missing) also leaves
+    its ``ca.key`` and signing requests there. Not for production: anyone who reads the
+    directory can sign.
+
+        files = grpc_etcd.testing.make_certs(tmp_path / "tls")
+        grpc.ssl_channel_credentials(files.ca.read_bytes())
+    """
+    if not hosts:
+        raise ValueError("make_certs needs at least one host name or IP address")
+    path = Path(directory)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
     files = TLSFiles(
-        *(directory / n for n in ("ca.crt", "server.crt", "server.key", "client.crt", "client.key"))
+        *(path / n for n in ("ca.crt", "server.crt", "server.key", "client.crt", "client.key"))
     )
     try:
         importlib.import_module("cryptography.x509")
     except ImportError:
-        _certs_with_openssl(directory, files)
+        _certs_with_openssl(path, files, hosts)
     else:
-        _certs_with_cryptography(files)
+        _certs_with_cryptography(files, hosts)
     return files
 
 
-def _certs_with_cryptography(files: TLSFiles) -> None:
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _certs_with_cryptography(files: TLSFiles, hosts: Sequence[str]) -> None:
     x509: Any = importlib.import_module("cryptography.x509")
     oid: Any = importlib.import_module("cryptography.x509.oid")
     hashes: Any = importlib.import_module("cryptography.hazmat.primitives.hashes")
@@ -85,7 +121,10 @@ def _certs_with_cryptography(files: TLSFiles) -> None:
             builder = builder.add_extension(x509.ExtendedKeyUsage(usage), critical=False)
             builder = builder.add_extension(
                 x509.SubjectAlternativeName(
-                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                    [
+                        x509.IPAddress(ipaddress.ip_address(h)) if _is_ip(h) else x509.DNSName(h)
+                        for h in hosts
+                    ]
                 ),
                 critical=False,
             )
@@ -103,14 +142,14 @@ def _certs_with_cryptography(files: TLSFiles) -> None:
     files.ca.write_bytes(ca_cert.public_bytes(ser.Encoding.PEM))
     eku = oid.ExtendedKeyUsageOID
     for name, crt_path, key_path, usage in (
-        ("127.0.0.1", files.server_cert, files.server_key, [eku.SERVER_AUTH, eku.CLIENT_AUTH]),
+        (hosts[0], files.server_cert, files.server_key, [eku.SERVER_AUTH, eku.CLIENT_AUTH]),
         ("grpc-etcd-client", files.client_cert, files.client_key, [eku.CLIENT_AUTH]),
     ):
         key = ec.generate_private_key(ec.SECP256R1())
         write(crt_path, key_path, cert(name, key, ca_key, "grpc-etcd test CA", usage), key)
 
 
-def _certs_with_openssl(directory: Path, files: TLSFiles) -> None:
+def _certs_with_openssl(directory: Path, files: TLSFiles, hosts: Sequence[str]) -> None:
     openssl = shutil.which("openssl")
     if openssl is None:
         raise TLSUnavailableError(
@@ -144,8 +183,9 @@ def _certs_with_openssl(directory: Path, files: TLSFiles) -> None:
         "-addext",
         "keyUsage=critical,keyCertSign,cRLSign",
     )
+    names = ",".join(f"IP:{h}" if _is_ip(h) else f"DNS:{h}" for h in hosts)
     for cn, crt, key, eku in (
-        ("127.0.0.1", files.server_cert, files.server_key, "serverAuth,clientAuth"),
+        (hosts[0], files.server_cert, files.server_key, "serverAuth,clientAuth"),
         ("grpc-etcd-client", files.client_cert, files.client_key, "clientAuth"),
     ):
         ext = directory / f"{key.stem}.ext"
@@ -153,7 +193,7 @@ def _certs_with_openssl(directory: Path, files: TLSFiles) -> None:
             "basicConstraints=critical,CA:FALSE\n"
             "keyUsage=critical,digitalSignature,keyEncipherment\n"
             f"extendedKeyUsage={eku}\n"
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+            f"subjectAltName={names}\n"
             "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid,issuer\n"
         )
         csr = directory / f"{key.stem}.csr"
