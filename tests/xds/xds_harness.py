@@ -91,8 +91,9 @@ class Servers:
 class PlaneProcess:
     """``grpc-etcd xds`` in a subprocess on a fixed port (so a restart reuses it)."""
 
-    def __init__(self, etcd: str, log: Path) -> None:
+    def __init__(self, etcd: str, log: Path, options: tuple[str, ...] = ()) -> None:
         self.etcd = etcd
+        self.options = options  # more ``xds`` options: --cert, --key, --cacert
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self._log = log
@@ -100,7 +101,7 @@ class PlaneProcess:
 
     def start(self) -> None:
         command = [sys.executable, "-m", "grpc_etcd.cli", "--etcd", self.etcd, "-v"]
-        command += ["xds", "--listen", self.address]
+        command += ["xds", "--listen", self.address, *self.options]
         with self._log.open("a") as log:
             self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True)
         line = _read_line(self.process, 15.0, "grpc-etcd xds")
@@ -227,11 +228,16 @@ def node_modules(prefix: Path) -> Path:
 
 
 def client_command(
-    kind: str, plane_address: str, npm: Path, source: dict[str, str] | None = None
+    kind: str,
+    plane_address: str,
+    npm: Path,
+    source: dict[str, str] | None = None,
+    **tls: str,
 ) -> tuple[list[str], dict[str, str]]:
     """The command and environment of an unmodified ``kind`` client of the control plane,
-    with the caller's labels ``source`` in its bootstrap."""
-    bootstrap = bootstrap_json(plane_address, zone="test", source=source)
+    with the caller's labels ``source`` in its bootstrap (and ``cacert``, ``cert``, ``key``
+    for a control plane that serves TLS)."""
+    bootstrap = bootstrap_json(plane_address, zone="test", source=source, **tls)
     env = {**os.environ, "GRPC_XDS_BOOTSTRAP_CONFIG": bootstrap}
     if kind == "grpcio":
         return [sys.executable, str(HERE / "xds_client.py")], env

@@ -24,7 +24,7 @@ from ..config import ServiceConfig
 from ..naming import validate_service
 from ..node import parse_address
 from ..registry.config_watch import watch_config
-from ..registry.etcd import AsyncEtcdClient
+from ..registry.etcd import AsyncEtcdClient, TLSConfig
 from ..registry.watcher import watch_snapshots
 from ..snapshot import Snapshot
 from . import _protos as pb
@@ -35,7 +35,7 @@ from .translate import ServiceState, Translation
 if TYPE_CHECKING:
     from ..aio import Registry as AsyncRegistry
 
-__all__ = ["ControlPlane", "check_listen"]
+__all__ = ["ControlPlane", "check_listen", "check_tls", "server_credentials"]
 
 log = logging.getLogger("grpc_etcd.xds")
 
@@ -45,6 +45,38 @@ def check_listen(listen: str) -> str:
     host, _, port = listen.rpartition(":")
     parse_address(f"{host}:1" if port == "0" else listen)
     return listen
+
+
+def check_tls(tls: TLSConfig | None) -> TLSConfig | None:
+    """``tls`` if it can serve: ``cert_file`` and ``key_file`` (the control plane's own
+    certificate), ``ca_file`` optional (then clients must present a certificate it signed)."""
+    if tls is None:
+        return None
+    if tls.cert_file is None or tls.key_file is None:
+        raise ValueError("the control plane's TLS needs a certificate and its key (--cert, --key)")
+    if tls.server_name is not None:
+        raise ValueError("server_name is for clients; the control plane's TLS takes none")
+    return tls
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise OSError(f"cannot read the control plane's {what} {path}: {exc.strerror}") from None
+
+
+def server_credentials(tls: TLSConfig) -> grpc.ServerCredentials:
+    """The control plane's TLS, read from ``tls``'s files now: with ``ca_file``, mutual TLS
+    (a client without a certificate signed by it fails the handshake)."""
+    check_tls(tls)
+    assert tls.cert_file is not None and tls.key_file is not None
+    pair = (_read(tls.key_file, "key"), _read(tls.cert_file, "certificate"))
+    if tls.ca_file is None:
+        return grpc.ssl_server_credentials([pair])
+    roots = _read(tls.ca_file, "client CA")
+    return grpc.ssl_server_credentials([pair], root_certificates=roots, require_client_auth=True)
 
 
 class _Service:
@@ -80,8 +112,11 @@ class ControlPlane(AsyncClosing):
     ``ControlPlane(registry_or_client, services=["a.srv.app"], listen="127.0.0.1:18000")``:
     ``registry_or_client`` is a ``grpc_etcd.aio.Registry`` (its root is used) or an
     ``AsyncEtcdClient``; ``services=None`` serves every service a client asks for; ``allow``
-    lists the IP networks a node's address must be in (see ``grpc_etcd.allowlist``). Use it as
-    ``async with`` (or ``await start()`` / ``await close()``) on the event loop of its client.
+    lists the IP networks a node's address must be in (see ``grpc_etcd.allowlist``). ``tls``
+    serves over TLS: ``TLSConfig(cert_file=..., key_file=...)`` is the control plane's own
+    certificate; with ``ca_file`` too, clients must present a certificate signed by it (mutual
+    TLS), and a client without one gets nothing. Use it as ``async with`` (or ``await
+    start()`` / ``await close()``) on the event loop of its client.
     """
 
     def __init__(
@@ -92,6 +127,7 @@ class ControlPlane(AsyncClosing):
         listen: str = "127.0.0.1:0",
         root: str | None = None,
         allow: Iterable[str | Network] | AllowList | None = None,
+        tls: TLSConfig | None = None,
     ) -> None:
         if isinstance(registry_or_client, AsyncEtcdClient):
             self._client = registry_or_client
@@ -104,6 +140,7 @@ class ControlPlane(AsyncClosing):
         )
         self._listen = check_listen(listen)
         self._allow = allow_list(allow)
+        self.tls = check_tls(tls)
         self._server: grpc.aio.Server | None = None
         self.port = 0
         self._watched: dict[str, _Service] = {}
@@ -116,13 +153,26 @@ class ControlPlane(AsyncClosing):
         host = self._listen.rsplit(":", 1)[0]
         return f"{host}:{self.port}"
 
+    @property
+    def security(self) -> str:
+        """``"plain text"``, ``"TLS"`` or ``"mutual TLS"``: what a client must speak."""
+        if self.tls is None:
+            return "plain text"
+        return "TLS" if self.tls.ca_file is None else "mutual TLS"
+
     async def start(self) -> None:
         """Watch the named services and start serving ADS."""
         # Without SO_REUSEPORT a second control plane on the port fails instead of sharing it.
         server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         pb.add_ads_servicer(_Servicer(self), server)
         try:
-            self.port = server.add_insecure_port(self._listen)
+            if self.tls is None:
+                self.port = server.add_insecure_port(self._listen)
+            else:
+                self.port = server.add_secure_port(self._listen, server_credentials(self.tls))
+        except OSError:
+            await server.stop(None)
+            raise
         except RuntimeError:  # grpc's "Failed to bind"
             self.port = 0
         if not self.port:
@@ -132,7 +182,7 @@ class ControlPlane(AsyncClosing):
             self._watch(service)
         await server.start()
         self._server = server
-        log.info("xDS control plane listening on %s", self.address)
+        log.info("xDS control plane listening on %s (%s)", self.address, self.security)
 
     async def wait_synced(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
         """Wait until every service watched so far has been read from etcd once."""
