@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
+from hypothesis import HealthCheck, settings
+
 # Test helpers (waiting) are imported as top-level modules.
 sys.path.insert(0, str(Path(__file__).parent))
+
+# Property tests of what strangers can write (tests/fuzz, and the other hypothesis tests): a
+# bounded run in `make test` (hypothesis' default, 100 examples a test), a long one with
+# GRPC_ETCD_FUZZ=1 (or `pytest --hypothesis-profile fuzz`): see docs/security.md.
+settings.register_profile(
+    "fuzz", max_examples=20_000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+if os.environ.get("GRPC_ETCD_FUZZ"):
+    settings.load_profile("fuzz")

@@ -159,7 +159,17 @@ def check_version(version: str) -> str:
     """A version label: a non-empty string without whitespace."""
     if not isinstance(version, str) or not version or any(c.isspace() for c in version):
         raise ValueError(f"version must be a non-empty string without spaces, got {version!r}")
-    return version
+    return _unicode(version, "version")
+
+
+def _unicode(text: str, what: str) -> str:
+    """``text`` if it can be written as UTF-8 (a lone surrogate cannot: the record would fail
+    to encode, or be mangled by a reader)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} {text!r} is not valid Unicode (a lone surrogate)") from None
+    return text
 
 
 def check_weight(weight: int) -> int:
@@ -179,6 +189,8 @@ def check_metadata(metadata: Mapping[str, str] | None, weight: int | None = None
     for k, v in meta.items():
         if not isinstance(k, str) or not isinstance(v, str):
             raise ValueError(f"metadata must map str to str, got {k!r}: {v!r}")
+        _unicode(k, "metadata key")
+        _unicode(v, f"metadata[{k!r}]")
     given = meta.get(WEIGHT_KEY)
     if given is not None and not (given.isascii() and given.isdigit()):
         raise ValueError(f"metadata[{WEIGHT_KEY!r}] must be a non-negative integer, got {given!r}")

@@ -23,6 +23,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,6 +33,8 @@ from .naming import service_name, service_path
 from .node import DEFAULT_VERSION, MethodInfo, Node
 
 __all__ = ["decode_record", "encode_record", "naming_op"]
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 # ---------------------------------------------------------------- encoding
@@ -100,6 +104,48 @@ def _string(value: Any, what: str, key: str) -> str:
     return value
 
 
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _scrub(value: Any) -> Any:
+    """Lone UTF-16 surrogates (``"\\ud800"``) replaced by U+FFFD, as Go's decoder does: no
+    string of a node then fails to encode (printing it, writing it to a log or a header)."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_scrub(item) for item in value]
+    if isinstance(value, dict):
+        return {_scrub(k): _scrub(v) for k, v in value.items()}
+    return value
+
+
+def _load_json(data: bytes | str, key: str) -> Any:
+    """The JSON value of a record, as strictly as Go reads it (no ``NaN`` or ``Infinity``);
+    ``RecordError`` naming ``key`` for anything else, however deeply nested."""
+    try:
+        value = json.loads(data, parse_constant=_not_json)
+    except RecursionError:
+        raise RecordError(key, "not valid JSON (nested too deeply)") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RecordError(key, f"not valid JSON ({exc})") from None
+    if isinstance(data, bytes):  # valid UTF-8 has no surrogates: only escapes can make them
+        suspect = b"\\ud" in data or b"\\uD" in data
+    else:
+        suspect = "\\ud" in data or "\\uD" in data or _SURROGATE.search(data) is not None
+    if suspect:
+        value = _scrub(value)
+    return value
+
+
+def _limiting(value: Any, name: str, key: str) -> int:
+    if not isinstance(value, int | float):
+        return 0
+    if isinstance(value, float) and not math.isfinite(value):
+        raise RecordError(key, f"endpoints[{name!r}].limiting is out of range")
+    return int(value)
+
+
 def _version(value: Any, what: str, key: str) -> str:
     return DEFAULT_VERSION if value is None else _string(value, what, key)
 
@@ -134,7 +180,7 @@ def _decode_methods(value: Any, key: str) -> dict[str, MethodInfo]:
         methods[name] = MethodInfo(
             online=bool(online) if online is not None else False,
             limiting_switch=bool(_get(raw, "limiting_switch")),
-            limiting=int(limiting) if isinstance(limiting, int | float) else 0,
+            limiting=_limiting(limiting, name, key),
             fuse=bool(_get(raw, "fuse")),
             defaults=decoded,
         )
@@ -151,10 +197,7 @@ def decode_record(data: bytes | str, *, key: str = "", service: str = "") -> Nod
     ``key`` is the etcd key it was read from (used in errors and as the id fallback);
     ``service`` the service being watched. Raises :class:`RecordError` naming the key.
     """
-    try:
-        obj = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RecordError(key, f"not valid JSON ({exc})") from exc
+    obj = _load_json(data, key)
     if not isinstance(obj, dict):
         raise RecordError(key, "record is not a JSON object")
 
@@ -201,8 +244,8 @@ def decode_record(data: bytes | str, *, key: str = "", service: str = "") -> Nod
 def naming_op(data: bytes | str) -> int:
     """The ``Op`` of an etcd-naming record (0 add, 1 delete); 0 for any other record."""
     try:
-        obj = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+        obj = _load_json(data, "")
+    except RecordError:
         return 0
     op = _get(obj, "op") if isinstance(obj, dict) and _get(obj, "node") is None else None
     return op if isinstance(op, int) else 0

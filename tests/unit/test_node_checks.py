@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+import grpc_etcd.node as node_checks
 from grpc_etcd.node import (
     MAX_LEASE_TTL,
     MethodInfo,
@@ -111,3 +112,16 @@ def test_ttl_bounds_are_accepted() -> None:
 def test_bad_address_and_methods_are_refused(overrides: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         _build(**overrides)
+
+
+@pytest.mark.parametrize(
+    ("metadata", "version"),
+    [({"zone": "a\ud800"}, "v1"), ({"k\udfff": "a"}, "v1"), ({}, "v\ud800")],
+)
+def test_text_that_cannot_be_written_as_utf8_is_refused(
+    metadata: dict[str, str], version: str
+) -> None:
+    """Found by fuzzing: a lone surrogate made encode_record raise UnicodeEncodeError."""
+    with pytest.raises(ValueError, match="not valid Unicode"):
+        check_metadata(metadata)
+        node_checks.check_version(version)
