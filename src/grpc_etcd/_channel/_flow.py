@@ -32,8 +32,10 @@ How a twin drives it
 
 Every event returns the actions to do now, in order. ``status_of`` (in ``_resilience``) turns a
 grpc call or error into the :class:`Status` the flow reads. The application's own cancel is
-:meth:`CallFlow.cancel`; a request stream whose replay buffer overflows is
-:meth:`CallFlow.commit`. The flow is not thread-safe: one event at a time.
+:meth:`CallFlow.cancel`. A request stream keeps the messages it sent until the Commit, to send
+them again on a new attempt: it tells :meth:`CallFlow.kept` the size of each one, and past
+gRPC's limits (256 KiB per call, 16 MiB per channel: :class:`ReplayBudget`) the flow commits the
+call to its attempt. The flow is not thread-safe: one event at a time.
 
 The hot path may stay inlined in a twin (a pick that succeeds with nothing to apply: the plan is
 ``simple``, the sub-channel not retired): the twin starts that attempt itself and, should it fail,
@@ -43,8 +45,10 @@ decision: the done callback hears OK and :meth:`CallPlan.succeeded` credits the 
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from ..config import HedgingPolicy, RetryPolicy
@@ -63,6 +67,7 @@ __all__ = [
     "Cancel",
     "Commit",
     "Finish",
+    "ReplayBudget",
     "Start",
     "Status",
     "Wait",
@@ -166,6 +171,41 @@ Action = Start | Cancel | Commit | Wait | Finish
 
 _NO_WAIT = Wait(None, False)
 
+#: gRPC's limits on the request messages kept for a replay: per call
+#: (``grpc.per_rpc_retry_buffer_size``) and per channel (``grpc.retry_buffer_size``), in bytes.
+CALL_REPLAY_LIMIT = 256 * 1024
+CHANNEL_REPLAY_LIMIT = 16 * 1024 * 1024
+
+
+class ReplayBudget:
+    """The bytes of request messages a channel's calls keep for a replay, shared by its calls.
+
+    Every change happens under ``lock`` (a ``threading.Lock`` where calls run on several
+    threads; none by default), so concurrent calls lose no byte.
+    """
+
+    def __init__(
+        self,
+        limit: int = CHANNEL_REPLAY_LIMIT,
+        *,
+        lock: AbstractContextManager[object] | None = None,
+    ) -> None:
+        self.limit = limit
+        #: Bytes kept now by all the channel's calls.
+        self.used = 0
+        self._lock = lock if lock is not None else contextlib.nullcontext()
+
+    def take(self, size: int) -> bool:
+        """Count ``size`` more bytes kept; whether the channel is still within its limit."""
+        with self._lock:
+            self.used = used = self.used + size
+        return used <= self.limit
+
+    def give_back(self, size: int) -> None:
+        """``size`` bytes are no longer kept (their call committed or ended)."""
+        with self._lock:
+            self.used -= size
+
 
 class CallPlan:
     """What the service config says of one method's calls, resolved once per config.
@@ -175,6 +215,7 @@ class CallPlan:
     """
 
     __slots__ = (
+        "budget",
         "ended",
         "hedging",
         "refused",
@@ -197,6 +238,7 @@ class CallPlan:
         ended: Callable[[CallFlow[Any]], None] | None = None,
         refused: Callable[[str], None] | None = None,
         rng: random.Random | None = None,
+        budget: ReplayBudget | None = None,
     ) -> None:
         if retry is not None and hedging is not None:
             raise ValueError("a call is retried or hedged, not both")
@@ -214,6 +256,9 @@ class CallPlan:
         self.refused = refused
         #: Draws the retry backoff's jitter (shared: seeding one per call costs a syscall).
         self.rng = rng if rng is not None else random.Random()
+        #: The channel's bytes of request messages kept for replays (None: the call's own limit
+        #: only).
+        self.budget = budget
         self.simple = retry is None and hedging is None and timeout is None
 
     def succeeded(self) -> None:
@@ -265,6 +310,8 @@ class CallFlow(Generic[S]):
         self._no_more = False  # no attempt may start any more (pushback, committed)
         self._armed = _NO_WAIT
         self._refusal: PickError | None = None
+        self._kept = 0  # bytes of request messages kept for a replay, counted in the budget
+        self._overflow = False  # they passed a limit: the call commits to its next attempt
 
     # ------------------------------------------------------------ what the flow says
 
@@ -322,6 +369,23 @@ class CallFlow(Generic[S]):
         if self.finished or self.committed is not None:
             return []
         return self._commit(attempt)
+
+    def kept(self, size: int, now: float) -> list[Action]:
+        """The twin keeps one more request message of ``size`` bytes for a replay. Past the
+        call's limit or the channel's budget the call commits to its oldest attempt in flight
+        (with none in flight, to the next one to start): the twin keeps no more."""
+        if self.finished or self.committed is not None or self._overflow:
+            return []
+        self._kept += size
+        budget = self._plan.budget
+        within = budget.take(size) if budget is not None else True
+        if within and self._kept <= CALL_REPLAY_LIMIT:
+            return []
+        for attempt in self.attempts:
+            if not attempt.ended:
+                return self._commit(attempt)
+        self._overflow = True
+        return []
 
     def on_status(self, attempt: Attempt[S], status: Status, now: float) -> list[Action]:
         """``attempt`` ended with ``status`` (reported once; a second report is ignored)."""
@@ -406,7 +470,10 @@ class CallFlow(Generic[S]):
             if picked is None:
                 return actions + self._unpicked(now, hedge)
             sub, done = picked
-            actions.append(Start(self._add(sub, done, now)))
+            attempt = self._add(sub, done, now)
+            actions.append(Start(attempt))
+            if self._overflow:  # the requests kept passed a limit while none was in flight
+                return actions + self._commit(attempt)
             hedging = self._hedging
             if hedging is None or self._no_more or self._retry.attempts >= hedging.attempts:
                 return actions + self._wait()
@@ -549,6 +616,7 @@ class CallFlow(Generic[S]):
         return throttle is None or throttle.allows_retry
 
     def _commit(self, attempt: Attempt[S]) -> list[Action]:
+        self._release()
         self.committed = attempt
         self._no_more = True
         self._next_at = None
@@ -563,6 +631,7 @@ class CallFlow(Generic[S]):
         return self._end([Finish(attempt, None)])
 
     def _end(self, finish: list[Action]) -> list[Action]:
+        self._release()
         self.finished = True
         self._next_at = None
         self._want_node = False
@@ -571,6 +640,13 @@ class CallFlow(Generic[S]):
         if self._plan.ended is not None and self.attempts:
             self._plan.ended(self)
         return actions + wait + finish
+
+    def _release(self) -> None:
+        """The requests kept for a replay are no longer needed: out of the channel's budget."""
+        kept, self._kept = self._kept, 0
+        budget = self._plan.budget
+        if kept and budget is not None:
+            budget.give_back(kept)
 
     def _last_ended(self) -> Attempt[S] | None:
         for attempt in reversed(self.attempts):

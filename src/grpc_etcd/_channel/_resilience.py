@@ -4,7 +4,8 @@ The channel asks three things of it: which addresses are ejected (to fill
 ``Endpoint.ejected``), the picker to publish - the balancer's, wrapped (:meth:`wrap`) so that
 every pick's done callback also feeds the outlier detector and the metrics, as grpc-go's outlier
 detection wraps its child's picker - and the :class:`~grpc_etcd._channel._flow.CallPlan` of each
-method (its retry or hedging policy, its timeout, the channel's retry throttle). ``on_change()``
+method (its retry or hedging policy, its timeout, the channel's retry throttle and replay
+budget). ``on_change()``
 is called (outside the lock) when the ejected set changes, so that the channel publishes a new
 picker; the twins do that on their monitor (thread or loop), never on the thread whose call
 ended. The detector's interval runs from :meth:`tick`, called from that monitor too.
@@ -27,7 +28,7 @@ from ..policies.base import DoneCallback, DoneInfo, NotReadyError, Pick, Picker
 from ..retry import PUSHBACK_KEY, CallRetry, RetryThrottle, never_reached_server, retry_policy_for
 from ..routing import CallInfo
 from ._call import THROWN_AWAY
-from ._flow import OK, CallFlow, CallPlan, Status
+from ._flow import OK, CallFlow, CallPlan, ReplayBudget, Status
 
 __all__ = ["ChannelResilience", "retry_delay", "status_name", "status_of"]
 
@@ -106,6 +107,8 @@ class ChannelResilience:
         self._metrics = get_metrics()
         self._metrics.refresh()  # a provider set before this channel: seen from its first call
         self._rng = random.Random()
+        # The bytes of request messages the channel's calls keep for replays (gRPC's 16 MiB).
+        self._budget = ReplayBudget(lock=threading.Lock())
         #: Each method's CallPlan under the config in force (made again after a new config).
         self.plans: dict[str, CallPlan] = {}
 
@@ -268,6 +271,7 @@ class ChannelResilience:
             ended=ended,
             refused=self.refused,
             rng=self._rng,
+            budget=self._budget,
         )
         plans = self.plans
         if len(plans) < _MAX_PLANS:
