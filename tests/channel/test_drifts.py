@@ -1,0 +1,168 @@
+"""Where the twins drifted apart (issue 12, "Why" 1 and 3); "Why" 2 needs a kill -9 and lives in
+``tests/resilience/test_stream_kill.py``.
+
+Each drift is one scenario run through both twins with the same expectation. The twin that
+does not meet it today is marked ``xfail(strict=True)`` naming the drift: when the call flow
+fixes it, the test passes, strict turns that into a failure, and the fix removes the marker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import grpc
+import grpc.aio
+import pytest
+from scripted import FAIL_METHOD, OK_METHOD, SERVICE, Lab, Ordered, Request, method, throttle_tokens
+
+import grpc_etcd
+import grpc_etcd.aio
+
+DRIFT_1 = (
+    "drift 1: the asyncio twin gives the retry throttle its token back only for methods with a "
+    "retry policy (A6: every successful call)"
+)
+DRIFT_3 = "drift 3: an attempt that fails to start reports UNKNOWN in the asyncio twin"
+
+RETRY = {"maxAttempts": 3, "initialBackoff": "0.01s", "maxBackoff": "0.05s"}
+#: Retries for Unary and Fail only: the Ok method has no retry policy.
+THROTTLED = {
+    "methodConfig": [
+        {
+            "name": [
+                {"service": "test.Script", "method": "Unary"},
+                {"service": "test.Script", "method": "Fail"},
+            ],
+            "retryPolicy": {
+                **RETRY,
+                "backoffMultiplier": 2,
+                "retryableStatusCodes": ["UNAVAILABLE"],
+            },
+        }
+    ],
+    "retryThrottling": {"maxTokens": 10, "tokenRatio": 1},
+}
+#: Failing calls that leave no token: 10 -> 7 (3 attempts), -> 5 (2), then 1 each.
+DRAIN = 10
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    made = Lab()
+    yield made
+    made.close()
+
+
+# ---------------------------------------------------------------- 1: the throttle's credit
+
+
+def _credit_expected(policy: Ordered, code: str, tokens: list[float | None]) -> None:
+    # Drained to 0; the 10 successful calls of Ok (no retry policy) give 10 x 1 back (A6:
+    # "every outgoing RPC, regardless of service or method"), so the failing call may retry:
+    # 3 attempts, 10 -> 7.
+    assert tokens[0] == 0
+    assert (policy.picks, code, tokens[1]) == (["a", "b", "c"], "UNAVAILABLE", 7)
+
+
+def test_sync_every_successful_call_gives_the_throttle_its_credit(lab: Lab) -> None:
+    lab.reset({name: ("unavailable",) for name in "abc"})
+    policy = Ordered()
+    with grpc_etcd.BalancedChannel(SERVICE, policy=policy, config=THROTTLED) as channel:
+        channel.update(lab.snapshot())
+        assert policy.built.wait(10)
+        fail, ok = (
+            method(channel, "unary_unary", FAIL_METHOD),
+            method(channel, "unary_unary", OK_METHOD),
+        )
+        for _ in range(DRAIN):
+            with pytest.raises(grpc.RpcError):
+                fail(Request(input="drain"), timeout=5)
+        tokens = [throttle_tokens(channel)]
+        for _ in range(10):
+            ok(Request(input="credit"), timeout=5)
+        policy.wait_done()
+        policy.reset()
+        with pytest.raises(grpc.RpcError) as failed:
+            method(channel, "unary_unary")(Request(input="x"), timeout=5)
+        policy.wait_done()
+        tokens.append(throttle_tokens(channel))
+    _credit_expected(policy, failed.value.code().name, tokens)  # type: ignore[attr-defined]
+
+
+@pytest.mark.xfail(strict=True, reason=DRIFT_1)
+async def test_aio_every_successful_call_gives_the_throttle_its_credit(lab: Lab) -> None:
+    lab.reset({name: ("unavailable",) for name in "abc"})
+    policy = Ordered()
+    async with grpc_etcd.aio.BalancedChannel(SERVICE, policy=policy, config=THROTTLED) as channel:
+        channel.update(lab.snapshot())
+        assert await asyncio.to_thread(policy.built.wait, 10)
+        fail, ok = (
+            method(channel, "unary_unary", FAIL_METHOD),
+            method(channel, "unary_unary", OK_METHOD),
+        )
+        for _ in range(DRAIN):
+            with pytest.raises(grpc.RpcError):
+                await fail(Request(input="drain"), timeout=5)
+        tokens = [throttle_tokens(channel)]
+        for _ in range(10):
+            await ok(Request(input="credit"), timeout=5)
+        await asyncio.to_thread(policy.wait_done)
+        policy.reset()
+        with pytest.raises(grpc.RpcError) as failed:
+            await method(channel, "unary_unary")(Request(input="x"), timeout=5)
+        await asyncio.to_thread(policy.wait_done)
+        tokens.append(throttle_tokens(channel))
+    _credit_expected(policy, failed.value.code().name, tokens)  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------- 3: a failed start
+
+# Call credentials on plaintext nodes: the attempt is never sent. gRPC core fails it with
+# UNAUTHENTICATED ("Established channel does not have a sufficient security level to transfer
+# call credential."), and so does the sync twin, to the caller and to the done callback.
+# grpc.aio refuses it as the call starts (a UsageError), and the asyncio twin reports UNKNOWN.
+CREDENTIALS = grpc.access_token_call_credentials("token")
+
+
+def test_sync_an_attempt_that_fails_to_start_reports_its_status(lab: Lab) -> None:
+    lab.reset()
+    policy = Ordered()
+    with grpc_etcd.BalancedChannel(SERVICE, policy=policy) as channel:
+        channel.update(lab.snapshot())
+        assert policy.built.wait(10)
+        codes = []
+        for kind in ("unary_unary", "unary_stream"):
+            with pytest.raises(grpc.RpcError) as failed:
+                call = method(channel, kind)(Request(input="x"), timeout=5, credentials=CREDENTIALS)
+                if kind == "unary_stream":
+                    list(call)
+            codes.append(failed.value.code().name)  # type: ignore[attr-defined]
+        done = policy.wait_done()
+    assert (codes, done) == (["UNAUTHENTICATED"] * 2, ["UNAUTHENTICATED"] * 2)
+    assert lab.journal.attempts == []  # never sent
+
+
+@pytest.mark.xfail(strict=True, reason=DRIFT_3)
+async def test_aio_an_attempt_that_fails_to_start_reports_its_status(lab: Lab) -> None:
+    lab.reset()
+    policy = Ordered()
+    async with grpc_etcd.aio.BalancedChannel(SERVICE, policy=policy) as channel:
+        channel.update(lab.snapshot())
+        assert await asyncio.to_thread(policy.built.wait, 10)
+        codes = []
+        try:
+            for kind in ("unary_unary", "unary_stream"):
+                with pytest.raises(grpc.RpcError) as failed:
+                    call = method(channel, kind)(
+                        Request(input="x"), timeout=5, credentials=CREDENTIALS
+                    )
+                    if kind == "unary_unary":
+                        await call
+                    else:
+                        [_ async for _ in call]
+                codes.append(failed.value.code().name)  # type: ignore[attr-defined]
+        finally:
+            done = await asyncio.to_thread(policy.wait_done)
+    assert (codes, done) == (["UNAUTHENTICATED"] * 2, ["UNAUTHENTICATED"] * 2)
+    assert lab.journal.attempts == []
