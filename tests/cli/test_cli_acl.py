@@ -149,7 +149,8 @@ def test_a_server_registers_and_writes_nothing_else(etcd: EtcdServer, tmp_path: 
     path = tmp_path / "app.json"
     path.write_text(json.dumps(DOCUMENT))
     line = _one_line_error(_cli(etcd, "srv", "config", "set", SERVICE, str(path)))
-    assert f"cannot put {config_key(SERVICE)}: permission denied for user srv" in line
+    # config set reads the stored document first (to write over that one only): refused there
+    assert f"cannot read {config_key(SERVICE)}: permission denied for user srv" in line
 
 
 def test_a_client_discovers_and_follows_config_and_registers_nothing(
@@ -191,7 +192,7 @@ def test_an_operator_sets_config_and_registers_nothing(etcd: EtcdServer, tmp_pat
     assert stored.startswith("stored sec.srv.app's config")
     assert json.loads(_ok(_cli(etcd, "ops", "config", "show", SERVICE))) == DOCUMENT
     line = _one_line_error(_cli(etcd, "ops", "config", "set", OTHER, str(path)))
-    assert f"cannot put {config_key(OTHER)}: permission denied for user ops" in line
+    assert f"cannot read {config_key(OTHER)}: permission denied for user ops" in line
     with _registry(etcd, "ops") as registry, pytest.raises(AuthError, match=r"^cannot put /sec/"):
         registry.register(SERVICE, address="127.0.0.1:5004")
     with _client(etcd, "ops") as ops:

@@ -280,6 +280,7 @@ class AsyncEtcdClient(AsyncClosing):
             pb.TxnResponse,
             idempotent=False,
             timeout=timeout,
+            op=Op("put", k),
         )
         return int(resp.header.revision) if resp.succeeded else 0
 
