@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     AfterValidator,
@@ -42,6 +42,7 @@ __all__ = [
     "HealthCheckConfig",
     "HedgingPolicy",
     "LeastRequestSettings",
+    "Locality",
     "MethodConfig",
     "MethodName",
     "NoSettings",
@@ -464,6 +465,23 @@ class RetryThrottling(_Model):
 # ---------------------------------------------------------------- the document
 
 
+# ---------------------------------------------------------------- large fleets
+
+
+class Locality(_Model):
+    """Locality-aware routing: a node's locality is its label ``key``, the caller's its source
+    label of the same name (else ``$GRPC_ETCD_ZONE``). ``prefer_local`` keeps calls in the
+    caller's locality while enough of its nodes are usable (Envoy's overprovisioning factor
+    1.4); ``zone_aware`` sends as much as possible locally while every node gets an even share,
+    from how the calling channels are spread (Envoy's zone-aware routing). Groups of fewer
+    than ``minClusterSize`` registered nodes ignore it."""
+
+    key: Annotated[StrictStr, Field(min_length=1)] = "zone"
+    mode: Literal["prefer_local", "zone_aware"]
+    #: Envoy's ``min_cluster_size`` and its default.
+    min_cluster_size: Annotated[StrictInt, Field(ge=1)] = 6
+
+
 class ServiceConfig(_Model):
     """One service's routing document (docs/routing.md); ``ServiceConfig()`` is the seed's."""
 
@@ -474,6 +492,10 @@ class ServiceConfig(_Model):
     outlier_detection: OutlierDetection | None = None
     method_config: tuple[MethodConfig, ...] = ()
     retry_throttling: RetryThrottling | None = None
+    locality: Locality | None = None
+    #: Envoy's ``healthy_panic_threshold``, in percent (0: off): below this share of a group's
+    #: registered nodes usable, the policy picks among all of its READY nodes.
+    panic_threshold: Annotated[float, Field(ge=0, le=100, strict=True)] = 0.0
 
     @field_validator("load_balancing_config")
     @classmethod

@@ -15,6 +15,7 @@ from concurrent import futures
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health, health_pb2_grpc
 
 from grpc_etcd import Node, Snapshot
 from grpc_etcd.demo import api_pb2, api_pb2_grpc
@@ -76,6 +77,8 @@ class EchoServer:
         self._cond = threading.Condition()
         self.blocked = 0
         self._server: grpc.Server | None = None
+        #: Its grpc.health.v1 service: ``health.set("", NOT_SERVING)`` turns it unhealthy.
+        self.health = health.HealthServicer()
 
     @property
     def address(self) -> str:
@@ -84,6 +87,7 @@ class EchoServer:
     def start(self, port: int | None = None, credentials: Any = None) -> EchoServer:
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=32))
         api_pb2_grpc.add_ApiServicer_to_server(_Servicer(self), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         server.add_generic_rpc_handlers([_echo_handlers(self)])
         target = f"127.0.0.1:{self.port if port is None else port}"
         if credentials is None:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import grpc
 from echo_servers import EchoServer, Request, who
+from grpc_health.v1 import health_pb2
 from waiting import async_wait_for, wait_for
 
 import grpc_etcd
@@ -104,3 +105,157 @@ async def test_aio_a_new_node_warms_up(
         early = await spread(200)
         assert early["new"] / 200 < _early_bound(time.monotonic() - began), early
         await async_wait_for(full_share, 15, "a full share")
+
+
+# ---------------------------------------------------------------- panic threshold
+
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+PANIC = {"healthCheckConfig": {"serviceName": ""}, "loadBalancingConfig": [{"round_robin": {}}]}
+
+
+def test_sync_below_the_panic_threshold_calls_spread_over_every_ready_node(
+    etcd: EtcdServer, start_server: Callable[..., EchoServer]
+) -> None:
+    servers = [start_server(f"p{i}") for i in range(4)]
+    with grpc_etcd.Registry(etcd.endpoint) as registry:
+        for server in servers:
+            registry.register("test.srv.panic", address=server.address, version="v1")
+        calm = registry.channel("test.srv.panic", config=PANIC)
+        panic = registry.channel("test.srv.panic", config={**PANIC, "panicThreshold": 50})
+        calm_api, panic_api = ApiStub(calm), ApiStub(panic)
+
+        def spread(api: ApiStub, calls: int = 40) -> set[str]:
+            return {who(api.ApiTest(Request(input="x"), timeout=5)) for _ in range(calls)}
+
+        wait_for(lambda: len(spread(calm_api)) == len(spread(panic_api)) == 4, 10, "4 nodes")
+        for server in servers[1:]:  # 1 of 4 serving: 25 % < 50 %
+            server.health.set("", NOT_SERVING)
+        wait_for(lambda: spread(calm_api) == {"p0"}, 5, "the calm channel on p0 alone")
+        assert spread(panic_api) == {"p0", "p1", "p2", "p3"}
+
+
+async def test_aio_below_the_panic_threshold_calls_spread_over_every_ready_node(
+    etcd: EtcdServer, start_server: Callable[..., EchoServer]
+) -> None:
+    servers = [start_server(f"p{i}") for i in range(4)]
+    async with grpc_etcd.aio.Registry(etcd.endpoint) as registry:
+        for server in servers:
+            await registry.register("test.srv.panic-aio", address=server.address, version="v1")
+        calm = registry.channel("test.srv.panic-aio", config=PANIC)
+        panic = registry.channel("test.srv.panic-aio", config={**PANIC, "panicThreshold": 50})
+        calm_api, panic_api = ApiStub(calm), ApiStub(panic)
+
+        async def spread(api: ApiStub, calls: int = 40) -> set[str]:
+            return {who(await api.ApiTest(Request(input="x"), timeout=5)) for _ in range(calls)}
+
+        async def four() -> bool:
+            return len(await spread(calm_api)) == len(await spread(panic_api)) == 4
+
+        async def calm_on_one() -> bool:
+            return await spread(calm_api) == {"p0"}
+
+        await async_wait_for(four, 10, "4 nodes")
+        for server in servers[1:]:
+            server.health.set("", NOT_SERVING)
+        await async_wait_for(calm_on_one, 5, "the calm channel on p0 alone")
+        assert await spread(panic_api) == {"p0", "p1", "p2", "p3"}
+
+
+# ---------------------------------------------------------------- prefer_local
+
+PREFER_LOCAL = {
+    "locality": {"key": "zone", "mode": "prefer_local", "minClusterSize": 6},
+    "loadBalancingConfig": [{"round_robin": {}}],
+}
+#: 1 of 3 local nodes usable: 1.4 / 3 = 46.7 % local; 400 calls: sd 2.5 points, bound 10.
+ONE_OF_THREE = 1.4 / 3
+
+
+def _local(counts: Counter[str]) -> float:
+    """The share of the calls answered in zone a (a call that failed counts as not local:
+    a server stopped under a call fails it)."""
+    return sum(n for name, n in counts.items() if name.startswith("a")) / sum(counts.values())
+
+
+def _all_remote(counts: Counter[str]) -> bool:
+    return all(name.startswith("b") for name in counts)
+
+
+def test_sync_prefer_local_spills_over_as_local_nodes_go(
+    etcd: EtcdServer, start_server: Callable[..., EchoServer]
+) -> None:
+    local = [start_server(f"a{i}") for i in range(3)]
+    remote = [start_server(f"b{i}") for i in range(3)]
+    with grpc_etcd.Registry(etcd.endpoint) as registry:
+        for zone, group in (("a", local), ("b", remote)):
+            for server in group:
+                registry.register(
+                    "test.srv.zones", address=server.address, version="v1", metadata={"zone": zone}
+                )
+        channel = registry.channel("test.srv.zones", config=PREFER_LOCAL, source={"zone": "a"})
+        api = ApiStub(channel)
+
+        def spread(calls: int) -> Counter[str]:
+            counts: Counter[str] = Counter()
+            for _ in range(calls):
+                try:
+                    counts[who(api.ApiTest(Request(input="x"), timeout=5))] += 1
+                except grpc.RpcError as exc:
+                    counts[exc.code().name] += 1
+            return counts
+
+        wait_for(lambda: _ready(channel, 6), 10, "six nodes")
+        assert set(spread(60)) == {"a0", "a1", "a2"}, "all local while every local node is up"
+        for server in local[1:]:
+            server.stop()
+        wait_for(lambda: abs(_local(spread(400)) - ONE_OF_THREE) < 0.1, 5, "47 % local")
+        local[0].stop()
+        began = time.monotonic()
+        wait_for(lambda: _all_remote(spread(20)), 1.0, "every call to zone b")
+        assert time.monotonic() - began < 1.0
+
+
+async def test_aio_prefer_local_spills_over_as_local_nodes_go(
+    etcd: EtcdServer, start_server: Callable[..., EchoServer]
+) -> None:
+    local = [start_server(f"a{i}") for i in range(3)]
+    remote = [start_server(f"b{i}") for i in range(3)]
+    async with grpc_etcd.aio.Registry(etcd.endpoint) as registry:
+        for zone, group in (("a", local), ("b", remote)):
+            for server in group:
+                await registry.register(
+                    "test.srv.zones-aio",
+                    address=server.address,
+                    version="v1",
+                    metadata={"zone": zone},
+                )
+        channel = registry.channel("test.srv.zones-aio", config=PREFER_LOCAL, source={"zone": "a"})
+        api = ApiStub(channel)
+
+        async def spread(calls: int) -> Counter[str]:
+            counts: Counter[str] = Counter()
+            for _ in range(calls):
+                try:
+                    counts[who(await api.ApiTest(Request(input="x"), timeout=5))] += 1
+                except grpc.RpcError as exc:
+                    counts[exc.code().name] += 1
+            return counts
+
+        async def six() -> bool:
+            return _ready(channel, 6)
+
+        async def spilled() -> bool:
+            return abs(_local(await spread(400)) - ONE_OF_THREE) < 0.1
+
+        async def all_remote() -> bool:
+            return _all_remote(await spread(20))
+
+        await async_wait_for(six, 10, "six nodes")
+        assert set(await spread(60)) == {"a0", "a1", "a2"}
+        for server in local[1:]:
+            server.stop()
+        await async_wait_for(spilled, 5, "47 % local")
+        local[0].stop()
+        began = time.monotonic()
+        await async_wait_for(all_remote, 1.0, "every call to zone b")
+        assert time.monotonic() - began < 1.0

@@ -63,6 +63,8 @@ EXAMPLE: dict[str, Any] = {
         }
     ],
     "retryThrottling": {"maxTokens": 10, "tokenRatio": 0.1},
+    "locality": {"key": "zone", "mode": "prefer_local", "minClusterSize": 6},
+    "panicThreshold": 50,
 }
 
 
@@ -109,7 +111,7 @@ def test_empty_document_is_the_seed() -> None:
             {"bogus": 1},
             "bad service config at /grpc-etcd/config/user: unknown key 'bogus' (known: "
             "loadBalancingConfig, routes, fallback, healthCheckConfig, outlierDetection, "
-            "methodConfig, retryThrottling)",
+            "methodConfig, retryThrottling, locality, panicThreshold)",
         ),
         ({"load_balancing_config": []}, "unknown key 'load_balancing_config'"),
         ({"outlierDetection": {"consecutiveErors": 5}}, "outlierDetection: unknown key"),

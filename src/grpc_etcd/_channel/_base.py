@@ -7,6 +7,7 @@ monitor thread polling cygrpc, or a task per sub-channel), the waiting primitive
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -15,7 +16,7 @@ from typing import Any, ClassVar, Generic, TypeVar, cast
 import grpc
 
 from ..config import ServiceConfig, parse_config
-from ..policies import Balancer
+from ..policies import ZONE_ENV, Balancer
 from ..policies.base import (
     ConnState,
     DoneCallback,
@@ -227,7 +228,9 @@ class ChannelBase(Generic[C]):
         self._service = service
         if config is not None and not isinstance(config, ServiceConfig):
             config = parse_config(config)
-        self._balancer = Balancer[Subchannel[C]](config, policy=policy, source=source)
+        self._balancer = Balancer[Subchannel[C]](
+            config, policy=policy, source=source, zone=os.environ.get(ZONE_ENV)
+        )
         self._version = version or None
         self._credentials = credentials
         self._options = tuple(options) if options else ()

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..config import POLICY_SETTINGS, PolicySettings
 from ._balancer import Balancer
+from ._fleet import ZONE_ENV
 from .base import (
     NO_MATCH_DETAILS,
     ConnState,
@@ -38,6 +39,7 @@ from .weighted_round_robin import WeightedRoundRobinPolicy
 __all__ = [
     "NO_MATCH_DETAILS",
     "POLICIES",
+    "ZONE_ENV",
     "Balancer",
     "ConnState",
     "DoneCallback",

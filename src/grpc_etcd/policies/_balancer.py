@@ -14,6 +14,7 @@ it returns may be used from any number of threads.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from typing import Generic, TypeVar
@@ -32,12 +33,14 @@ from ..rules import (
     selects,
     version_selector,
 )
+from ._fleet import GroupRules, group_picker
 from .base import ConnState, Endpoint, NoMatchError, NotReadyError, Pick, Picker, Policy
 
 __all__ = ["Balancer"]
 
 T = TypeVar("T")
 
+_log = logging.getLogger("grpc_etcd.routing")
 _READY = ConnState.READY
 _NONE: frozenset[str] = frozenset()
 # Every other state (IDLE, CONNECTING, SHUTDOWN) may still become usable: a call waits for
@@ -111,7 +114,7 @@ class _Group(Generic[T]):
 
     __slots__ = (
         "_by_method",
-        "_policy",
+        "_rules",
         "coming",
         "failure",
         "members",
@@ -125,30 +128,32 @@ class _Group(Generic[T]):
     def __init__(
         self,
         members: Sequence[Endpoint[T]],
-        policy: Policy,
+        rules: GroupRules,
         offline: frozenset[str] = frozenset(),
     ) -> None:
         usable: dict[int, Endpoint[T]] = {}
         coming, shared = _admit(members, usable, 0)
-        self._finish(tuple(members), policy, offline, usable, coming, shared)
+        self._finish(tuple(members), rules, offline, usable, coming, shared)
 
     def _finish(
         self,
         members: tuple[Endpoint[T], ...],
-        policy: Policy,
+        rules: GroupRules,
         offline: frozenset[str],
         usable: dict[int, Endpoint[T]],
         coming: int,
         shared: bool,
     ) -> None:
         self.members = members
-        self._policy = policy
+        self._rules = rules
         self.usable = usable
         #: How many members are IDLE, CONNECTING or SHUTDOWN; ``shared``: two usable
         #: members share one sub-channel (then a removal needs a full rebuild).
         self.coming = coming
         self.shared = shared
-        self.picker: Picker[T] | None = policy.build(list(usable.values())) if usable else None
+        #: The policy's picker over the usable members, or over every READY one in panic,
+        #: or per locality (``_fleet``); None when no call can be picked now.
+        self.picker: Picker[T] | None = group_picker(members, list(usable.values()), rules)
         self.waiting = coming > 0
         self.failure = _failure(members) if members and not usable and not coming else None
         #: Methods some member's record marks offline (the rare case that needs a filter).
@@ -165,7 +170,7 @@ class _Group(Generic[T]):
         """This group after ``removed`` left and ``added`` joined (``members``: the result):
         O(changed) but for one copy of the usable map and the policy's build."""
         if self.shared or len(members) < _INCREMENTAL_FROM:
-            return _Group(members, self._policy, offline)
+            return _Group(members, self._rules, offline)
         usable = self.usable.copy()
         coming = self.coming
         for endpoint in removed:
@@ -175,7 +180,7 @@ class _Group(Generic[T]):
                 coming -= 1
         coming, shared = _admit(added, usable, coming)
         group: _Group[T] = _Group.__new__(_Group)
-        group._finish(members, self._policy, offline, usable, coming, shared)
+        group._finish(members, self._rules, offline, usable, coming, shared)
         return group
 
     def for_method(self, method: str) -> _Group[T]:
@@ -187,7 +192,7 @@ class _Group(Generic[T]):
             kept = [
                 e for e in self.members if not method_is_offline(offline_methods(e.node), method)
             ]
-            group = self._by_method[method] = _Group(kept, self._policy)  # none offline left
+            group = self._by_method[method] = _Group(kept, self._rules)  # none offline left
         return group
 
 
@@ -265,9 +270,10 @@ class Balancer(Generic[T]):
 
     ``config`` is the code's config; ``policy`` a shortcut for its ``loadBalancingConfig``
     (a name, or a Policy instance of your own; it wins over ``config``'s); ``source`` the
-    labels of the calling channel that routes' ``match.source`` test. :meth:`configure` lays
-    a config from etcd over the code's one (key by key); ``configure(ServiceConfig())``
-    returns to the code's.
+    labels of the calling channel that routes' ``match.source`` test; ``zone`` the caller's
+    locality when ``source`` does not name it (the channel passes ``$GRPC_ETCD_ZONE``).
+    :meth:`configure` lays a config from etcd over the code's one (key by key);
+    ``configure(ServiceConfig())`` returns to the code's.
     """
 
     def __init__(
@@ -276,6 +282,7 @@ class Balancer(Generic[T]):
         *,
         policy: str | Policy | None = None,
         source: Mapping[str, str] | None = None,
+        zone: str | None = None,
     ) -> None:
         from . import get_policy  # the registry imports this module
 
@@ -288,6 +295,9 @@ class Balancer(Generic[T]):
             self._custom = policy
         self._base = base
         self._source = dict(source or {})
+        self._zone = zone or ""
+        self._callers: Mapping[str, int] | None = None
+        self._warned: set[str] = set()
         self._layer = ServiceConfig()
         self._policy_key: tuple[str, object] | None = None
         self._groups: dict[Selector, _Group[T]] = {}
@@ -328,11 +338,57 @@ class Balancer(Generic[T]):
         if key != self._policy_key:
             self._policy = custom or get_policy(config.policy_name, config.policy_config)
             self._policy_key = key
-            self._groups = {}  # a new policy builds every child picker anew
         self._config = config
+        self._set_rules()
         self._table = RouteTable(config, self._source)
         self._nodes = {}
         self._members = None  # the groups a node belongs to may differ under this config
+
+    def _set_rules(self) -> None:
+        """What shapes every group's picker, from the config in force; a change rebuilds
+        every child picker."""
+        config = self._config
+        locality = config.locality
+        zone = ""
+        if locality is not None:
+            zone = self._source.get(locality.key) or self._zone
+            if not zone:
+                self._warn(
+                    f"locality: this channel has no {locality.key!r} (source= or "
+                    "$GRPC_ETCD_ZONE): calls are routed without locality"
+                )
+        rules = GroupRules(self._policy, config.panic_threshold, locality, zone, self._callers)
+        if rules != getattr(self, "_rules", None):
+            self._rules = rules
+            self._groups = {}  # every child picker anew
+
+    def _warn(self, message: str) -> None:
+        """Log ``message`` once (a bad input that routing works around)."""
+        if message not in self._warned:
+            self._warned.add(message)
+            _log.warning("%s", message)
+
+    def _check_locality(self, endpoints: Iterable[Endpoint[T]], everyone: bool) -> None:
+        """Warn once when no node carries the locality key (``everyone``: ``endpoints`` are
+        all the nodes) or a node's locality label is empty."""
+        locality = self._config.locality
+        if locality is None:
+            return
+        key = locality.key
+        carried = False
+        for endpoint in endpoints:
+            value = endpoint.node.metadata.get(key)
+            if value is not None:
+                carried = True
+                if not value:
+                    self._warn(
+                        f"locality: node {endpoint.node.key or endpoint.node.id} has an "
+                        f"empty {key!r} label: it counts as in no locality"
+                    )
+        if everyone and not carried and self._last:
+            self._warn(
+                f"locality: no node carries the label {key!r}: calls are routed without locality"
+            )
 
     def build(self, endpoints: Sequence[Endpoint[T]]) -> Picker[T]:
         """The picker for these endpoints (one per node of the snapshot, in any state)."""
@@ -348,7 +404,7 @@ class Balancer(Generic[T]):
                 if previous is not None and _same(previous.members, listed):
                     groups[wanted] = previous
                 else:
-                    groups[wanted] = _Group(listed, self._policy, self._offline(wanted))
+                    groups[wanted] = _Group(listed, self._rules, self._offline(wanted))
         else:
             changes = self._index_changes(current, members)
             for wanted, group_members in members.items():
@@ -360,12 +416,14 @@ class Balancer(Generic[T]):
                     listed = tuple(group_members.values())
                     offline = self._offline(wanted)
                     if previous is None or change is None:
-                        groups[wanted] = _Group(listed, self._policy, offline)
+                        groups[wanted] = _Group(listed, self._rules, offline)
                     else:
                         groups[wanted] = previous.changed(listed, offline, *change)
             for wanted in [w for w, m in members.items() if not m and w is not ANY]:
                 del members[wanted]
         self._last = current
+        if self._config.locality is not None:
+            self._check_locality(endpoints, everyone=True)
         self._groups = groups
         return self._picker(groups)
 
@@ -456,7 +514,7 @@ class Balancer(Generic[T]):
 
     def _picker(self, groups: dict[Selector, _Group[T]]) -> _BalancedPicker[T]:
         table = self._table
-        empty = _Group[T]((), self._policy)
+        empty = _Group[T]((), self._rules)
         fallback = tuple(groups.get(f, empty) for f in table.fallback)
 
         def chain(wanted: Selector) -> tuple[_Group[T], ...]:
