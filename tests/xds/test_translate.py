@@ -321,3 +321,70 @@ def test_offline_full_method_name_and_a_method_route() -> None:
     without = cluster_name(SERVICE, {"version": "v1"}, "/proto.Api/ApiTest")
     assert ("/proto.Api/ApiTest", {without: 1}) in paths
     assert all(not r.match.HasField("safe_regex") for r in table)
+
+
+# ---------------------------------------------------------------- large fleets
+
+
+def _zoned(a: int, b: int) -> list[Node]:
+    return [node(i, "v1", zone="a") for i in range(a)] + [
+        node(10 + i, "v1", zone="b") for i in range(b)
+    ]
+
+
+def _localities(assignment: Any) -> list[tuple[int, str, int, int]]:
+    """(priority, zone, weight, endpoints) of each locality."""
+    return [
+        (e.priority, e.locality.zone, e.load_balancing_weight.value, len(e.lb_endpoints))
+        for e in assignment.endpoints
+    ]
+
+
+def test_prefer_local_is_the_callers_zone_first_and_the_others_as_failover() -> None:
+    config = {"locality": {"mode": "prefer_local", "minClusterSize": 4}}
+    t = translation(_zoned(3, 3), config)
+    name = cluster_name(SERVICE, {})
+    assert _localities(t.load_assignment(name, {"zone": "a"})) == [(0, "a", 1, 3), (1, "", 1, 3)]
+    assert _localities(t.load_assignment(name, {"zone": "b"})) == [(0, "b", 1, 3), (1, "", 1, 3)]
+    assert _localities(t.load_assignment(name, {})) == [(0, "", 1, 6)], "no zone: no priorities"
+    small = translation(_zoned(1, 2), config)
+    assert _localities(small.load_assignment(name, {"zone": "a"})) == [(0, "", 1, 3)]
+    # One EDS per caller zone, computed once.
+    assert t.serialized(EDS, name, {"zone": "a", "v": "1"}) is t.serialized(
+        EDS, name, {"zone": "a"}
+    )
+    assert t.serialized(EDS, name, {"zone": "a"}) != t.serialized(EDS, name, {"zone": "b"})
+    assert any("prefer_local is sent as EDS priorities" in w for w in t.warnings)
+
+
+def test_zone_aware_weights_localities_by_envoys_shares_of_the_connected_clients() -> None:
+    config = parse_config({"locality": {"mode": "zone_aware", "minClusterSize": 3}})
+    snapshot = Snapshot(SERVICE, {n.key: n for n in _zoned(1, 2)}, revision=7)
+    t = Translation(ServiceState.of(snapshot, config, {"a": 2, "b": 1}))
+    name = cluster_name(SERVICE, {})
+    # Callers 2/3 in a, nodes 1/3 in a: half of an a-caller's calls stay in a, half go to b.
+    assert _localities(t.load_assignment(name, {"zone": "a"})) == [
+        (0, "a", 500_000, 1),
+        (0, "b", 500_000, 2),
+    ]
+    # b-callers keep everything in b; a is their failover.
+    assert _localities(t.load_assignment(name, {"zone": "b"})) == [
+        (0, "b", 1_000_000, 2),
+        (1, "a", 1, 1),
+    ]
+    alone = Translation(ServiceState.of(snapshot, config, {"a": 3}))
+    assert _localities(alone.load_assignment(name, {"zone": "a"})) == [(0, "", 1, 3)]
+
+
+def test_panic_threshold_and_slow_start_have_no_xds_equivalent() -> None:
+    t = translation(
+        _zoned(1, 1),
+        {
+            "panicThreshold": 50,
+            "loadBalancingConfig": [
+                {"round_robin": {"slowStartConfig": {"slowStartWindow": "9s"}}}
+            ],
+        },
+    )
+    assert any("panicThreshold has no equivalent" in w for w in t.warnings)
+    assert any("slowStartConfig has no equivalent" in w for w in t.warnings)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 from pathlib import Path
+from typing import Any
 
 import grpc
 from click.testing import CliRunner
@@ -227,3 +228,93 @@ def test_ring_hash_sends_each_key_to_the_node_a_balanced_channel_picks(
             assert not result["errors"], result
             (theirs[key],) = result["answers"]
         assert theirs == ours
+
+
+# ---------------------------------------------------------------- locality
+
+
+def _share(result: dict[str, Any], prefix: str) -> float:
+    answers = result["answers"]
+    return sum(n for name, n in answers.items() if name.startswith(prefix)) / max(
+        1, sum(answers.values())
+    )
+
+
+def test_prefer_local_keeps_a_grpcio_client_in_its_zone_and_fails_over(
+    registry: grpc_etcd.Registry,
+    servers: Servers,
+    plane: PlaneProcess,
+    kv: EtcdClient,
+    tmp_path: Path,
+) -> None:
+    """EDS priorities: the client's zone (its bootstrap's --zone) first, the others as the
+    failover once every node of its zone fails."""
+    service = "xds.prefer-local.grpcio"
+    command, env = client_command("grpcio", plane.address, tmp_path, zone="a")
+    caller = Client("grpcio", command, env, tmp_path / "client.log")
+    document = {"locality": {"mode": "prefer_local", "minClusterSize": 6}}
+    local = [servers.start(f"a{i}") for i in range(3)]
+    try:
+        with contextlib.ExitStack() as stack:
+            for zone, addresses in (
+                ("a", local),
+                ("b", [servers.start(f"b{i}") for i in range(3)]),
+            ):
+                for address in addresses:
+                    stack.enter_context(
+                        registry.register(service, address=address, metadata={"zone": zone})
+                    )
+            kv.put(config_key(service), json.dumps(document))
+            stack.callback(kv.delete, config_key(service))
+            caller.until(service, lambda r: _share(r, "a") == 1, within=10, what="a only", batch=30)
+            for address in local:
+                servers.stop(address)
+            took = caller.until(
+                service, lambda r: _share(r, "b") == 1, within=10, what="failed over", batch=10
+            )
+            assert took < 5, took
+    finally:
+        caller.close()
+
+
+def test_zone_aware_weighs_zones_by_the_clients_connected_to_the_control_plane(
+    registry: grpc_etcd.Registry,
+    servers: Servers,
+    plane: PlaneProcess,
+    kv: EtcdClient,
+    tmp_path: Path,
+) -> None:
+    """Envoy's zone-aware shares as locality weights: callers 2/3 in zone a, nodes 1/3 in a:
+    an a-client sends 50 % to zone a, the b-client keeps all its calls in b."""
+    service = "xds.zone-aware.grpcio"
+    callers = []
+    for i, zone in enumerate(("a", "a", "b")):
+        command, env = client_command("grpcio", plane.address, tmp_path, zone=zone)
+        callers.append(Client("grpcio", command, env, tmp_path / f"client{i}.log"))
+    document = {"locality": {"mode": "zone_aware", "minClusterSize": 3}}
+    try:
+        with contextlib.ExitStack() as stack:
+            for name, zone in (("za", "a"), ("zb1", "b"), ("zb2", "b")):
+                stack.enter_context(
+                    registry.register(service, address=servers.start(name), metadata={"zone": zone})
+                )
+            kv.put(config_key(service), json.dumps(document))
+            stack.callback(kv.delete, config_key(service))
+            first, second, b_caller = callers
+            for caller in callers:  # each connects, and is counted, once it asks for the service
+                caller.until(service, lambda r: bool(r["answers"]), within=10, what="answers")
+            # 400 calls: grpc's locality picker is a weighted round robin (EDF): +-5 points.
+            first.until(
+                service,
+                lambda r: abs(_share(r, "za") - 0.5) < 0.05,
+                within=10,
+                what="50 % local",
+                batch=400,
+            )
+            assert abs(_share(second.calls(service, 400), "za") - 0.5) < 0.05
+            b_caller.until(
+                service, lambda r: _share(r, "zb") == 1, within=10, what="b only", batch=100
+            )
+    finally:
+        for caller in callers:
+            caller.close()

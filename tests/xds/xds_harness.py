@@ -62,6 +62,7 @@ class Servers:
 
     def __init__(self) -> None:
         self._servers: list[grpc.Server] = []
+        self._by_address: dict[str, grpc.Server] = {}
 
     def start(self, name: str) -> str:
         """Start server ``name``; return its address."""
@@ -78,7 +79,12 @@ class Servers:
         port = server.add_insecure_port("127.0.0.1:0")
         server.start()
         self._servers.append(server)
+        self._by_address[f"127.0.0.1:{port}"] = server
         return f"127.0.0.1:{port}"
+
+    def stop(self, address: str) -> None:
+        """Stop the server at ``address`` (its connections close at once)."""
+        self._by_address.pop(address).stop(None)
 
     def close(self) -> None:
         for server in self._servers:
@@ -232,12 +238,13 @@ def client_command(
     plane_address: str,
     npm: Path,
     source: dict[str, str] | None = None,
+    zone: str = "test",
     **tls: str,
 ) -> tuple[list[str], dict[str, str]]:
     """The command and environment of an unmodified ``kind`` client of the control plane,
-    with the caller's labels ``source`` in its bootstrap (and ``cacert``, ``cert``, ``key``
-    for a control plane that serves TLS)."""
-    bootstrap = bootstrap_json(plane_address, zone="test", source=source, **tls)
+    with the caller's labels ``source`` and its locality ``zone`` in its bootstrap (and
+    ``cacert``, ``cert``, ``key`` for a control plane that serves TLS)."""
+    bootstrap = bootstrap_json(plane_address, zone=zone, source=source, **tls)
     env = {**os.environ, "GRPC_XDS_BOOTSTRAP_CONFIG": bootstrap}
     if kind == "grpcio":
         return [sys.executable, str(HERE / "xds_client.py")], env

@@ -86,6 +86,9 @@ class AdsStream:
                 MessageToDict(request.node.metadata) if request.node.HasField("metadata") else {}
             )
             self.source = source_of(metadata)
+            zone = request.node.locality.zone
+            if zone and "zone" not in self.source:  # the bootstrap's --zone: its locality
+                self.source["zone"] = zone
         state = self._types.setdefault(request.type_url, _TypeState())
         if request.response_nonce and request.response_nonce != state.nonce:
             return  # answers a response that a newer one replaced: ignore, as the protocol says

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Self
 
@@ -30,7 +31,7 @@ from ..snapshot import Snapshot
 from . import _protos as pb
 from ._ads import PENDING, AdsStream
 from .names import service_of
-from .translate import ServiceState, Translation
+from .translate import LDS, ServiceState, Translation
 
 if TYPE_CHECKING:
     from ..aio import Registry as AsyncRegistry
@@ -38,6 +39,9 @@ if TYPE_CHECKING:
 __all__ = ["ControlPlane", "check_listen", "check_tls", "server_credentials"]
 
 log = logging.getLogger("grpc_etcd.xds")
+
+#: A client's labels, sorted: what the control plane counts connected clients by.
+Labels = tuple[tuple[str, str], ...]
 
 
 def check_listen(listen: str) -> str:
@@ -91,12 +95,37 @@ class _Service:
         self.synced = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
         self.warned: set[str] = set()
+        #: The labels of the connected clients that ask for this service, and how many of
+        #: each (their zone is one: ``node.locality.zone``).
+        self.clients: Counter[tuple[tuple[str, str], ...]] = Counter()
+        self.callers: dict[str, int] = {}
+
+    def zone_aware(self) -> bool:
+        """True when this service's config asks for zone_aware locality."""
+        locality = self.config.locality if self.config is not None else None
+        return locality is not None and locality.mode == "zone_aware"
+
+    def count_callers(self) -> bool:
+        """Count the connected clients per locality again; True when the count changed."""
+        locality = self.config.locality if self.config is not None else None
+        callers: Counter[str] = Counter()
+        if locality is not None:
+            for labels, count in self.clients.items():
+                zone = dict(labels).get(locality.key)
+                if zone:
+                    callers[zone] += count
+        if dict(callers) == self.callers:
+            return False
+        self.callers = dict(callers)
+        return True
 
     def rebuild(self) -> bool:
         """Translate again after a change; False while nodes or config are still unread."""
         if self.snapshot is None or not self.config_read:
             return False
-        translation = Translation(ServiceState.of(self.snapshot, self.config))
+        self.count_callers()
+        state = ServiceState.of(self.snapshot, self.config, self.callers)
+        translation = Translation(state)
         for warning in translation.warnings:
             if warning not in self.warned:
                 log.warning("%s", warning)
@@ -145,6 +174,8 @@ class ControlPlane(AsyncClosing):
         self.port = 0
         self._watched: dict[str, _Service] = {}
         self._wakers: set[asyncio.Event] = set()
+        #: Per connected stream, the listeners it asks for and its client's labels.
+        self._members: dict[AdsStream, tuple[frozenset[str], Labels]] = {}
         self._closed = False
 
     @property
@@ -238,6 +269,9 @@ class ControlPlane(AsyncClosing):
         if self._closed:
             raise ValueError("the control plane is closed")
         watched = _Service(service)
+        for names, labels in self._members.values():
+            if service in names:
+                watched.clients[labels] += 1
         self._watched[service] = watched
         watched.tasks = [
             asyncio.create_task(self._follow_nodes(watched), name=f"xds nodes {service}"),
@@ -266,6 +300,29 @@ class ControlPlane(AsyncClosing):
             for waker in self._wakers:
                 waker.set()
 
+    def _joined(self, stream: AdsStream, gone: bool = False) -> None:
+        """Count a stream's client among the callers of the services whose listener it asks
+        for (zone_aware weighs localities by them), after a request that may have changed
+        which ones or its labels, or once it is ``gone``; a service whose count of callers
+        per locality changed is translated again."""
+        before = self._members.pop(stream, (frozenset(), ()))
+        after = _membership(stream) if not gone else (frozenset(), ())
+        if after[0]:
+            self._members[stream] = after
+        if after == before:
+            return
+        for names, labels, step in ((before[0], before[1], -1), (after[0], after[1], 1)):
+            for name in names:
+                watched = self._watched.get(name)
+                if watched is not None:
+                    watched.clients[labels] += step
+        for name in before[0] | after[0]:
+            watched = self._watched.get(name)
+            if watched is not None:
+                watched.clients += Counter()  # drop the zeros
+                if watched.zone_aware() and watched.count_callers():
+                    self._changed(watched)
+
     @contextlib.contextmanager
     def _waker(self) -> Any:
         event = asyncio.Event()
@@ -274,6 +331,12 @@ class ControlPlane(AsyncClosing):
             yield event
         finally:
             self._wakers.discard(event)
+
+
+def _membership(stream: AdsStream) -> tuple[frozenset[str], Labels]:
+    """The listeners (services) a stream asks for and its client's labels."""
+    names = stream.subscriptions().get(LDS, frozenset())
+    return frozenset(names), tuple(sorted(stream.source.items()))
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:
@@ -294,14 +357,17 @@ class _Servicer(pb.AdsServicer):  # type: ignore[misc]
         self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Any]:
         stream = AdsStream()
-        with self._plane._waker() as wake:
+        plane = self._plane
+        with plane._waker() as wake:
 
             async def read() -> None:
                 try:
                     async for request in request_iterator:
                         stream.on_request(request)
+                        plane._joined(stream)
                         wake.set()
                 finally:
+                    plane._joined(stream, gone=True)
                     wake.set()
 
             reader = asyncio.create_task(read())

@@ -38,6 +38,7 @@ from ..config import (
     ServiceConfig,
 )
 from ..node import Node, parse_address
+from ..policies._fleet import zone_aware_shares
 from ..rules import method_is_offline, node_labels, offline_methods, selector, selects
 from ..snapshot import Snapshot
 from . import _protos as pb
@@ -71,6 +72,8 @@ _WEIGHTED_POLICIES = frozenset({"random", "version", "weighted_round_robin"})
 _AS_ROUND_ROBIN = frozenset(
     {"random", "version", "weighted_round_robin", "least_request", "p2c_ewma"}
 )
+#: Locality weights are shares of this (uint32; grpc adds them up).
+_WEIGHT_SCALE = 1_000_000
 #: The retryable codes gRPC honours in an xDS retry policy (gRFC A44).
 _XDS_RETRY_CODES = frozenset(
     {"CANCELLED", "DEADLINE_EXCEEDED", "INTERNAL", "RESOURCE_EXHAUSTED", "UNAVAILABLE"}
@@ -90,11 +93,20 @@ class ServiceState:
     config: ServiceConfig = field(default_factory=ServiceConfig)
     #: One line per node left out because its address is not ``host:port``.
     skipped: tuple[str, ...] = ()
+    #: How many connected clients (ADS streams asking for this service) are in each locality
+    #: (their ``node.locality.zone``, or their source label of the locality key): zone_aware.
+    callers: Mapping[str, int] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, snapshot: Snapshot, config: ServiceConfig | None = None) -> ServiceState:
+    def of(
+        cls,
+        snapshot: Snapshot,
+        config: ServiceConfig | None = None,
+        callers: Mapping[str, int] | None = None,
+    ) -> ServiceState:
         """The state of a snapshot; nodes of weight 0 are drained (get no calls) and left out,
-        as are nodes whose address cannot be dialled or is another node's (the first key wins)."""
+        as are nodes whose address cannot be dialled or is another node's (the first key wins).
+        ``callers``: the connected clients per locality (zone_aware)."""
         nodes: list[Node] = []
         skipped: list[str] = []
         addresses: dict[str, str] = {}
@@ -111,7 +123,8 @@ class ServiceState:
             addresses[node.address] = name
             if node.weight != 0:
                 nodes.append(node)
-        return cls(snapshot.service, tuple(nodes), config or ServiceConfig(), tuple(skipped))
+        config = config or ServiceConfig()
+        return cls(snapshot.service, tuple(nodes), config, tuple(skipped), dict(callers or {}))
 
     def offline(self) -> list[str]:
         """Every method some node marks offline: full names first, then last parts."""
@@ -158,6 +171,23 @@ class Translation:
                 f"{self.service}: outlierDetection.consecutiveErrors has no equivalent in gRPC's "
                 "xDS clients (gRFC A50); ignored"
             )
+        if config.panic_threshold:
+            self.warnings.append(
+                f"{self.service}: panicThreshold has no equivalent in gRPC's xDS clients (they "
+                "ignore healthy_panic_threshold and never send calls to unhealthy endpoints); "
+                "ignored"
+            )
+        if getattr(settings, "slow_start_config", None) is not None:
+            self.warnings.append(
+                f"{self.service}: slowStartConfig has no equivalent in gRPC's xDS clients (no "
+                "slow start: draft gRFC A100); ignored"
+            )
+        if config.locality is not None and config.locality.mode == "prefer_local":
+            self.warnings.append(
+                f"{self.service}: locality prefer_local is sent as EDS priorities (the caller's "
+                "zone first): gRPC clients move to the other zones only once every node of "
+                "theirs fails, not in proportion below 72 % usable"
+            )
         for route in config.routes:
             if route.match.route:
                 self.warnings.append(
@@ -178,7 +208,12 @@ class Translation:
     def serialized(self, type_url: str, name: str, source: Mapping[str, str]) -> bytes | None:
         """:meth:`resource` serialized (deterministically), computed once per caller labels:
         every stream of the same kind of caller shares it."""
-        key = (type_url, name, tuple(sorted(source.items())) if type_url == RDS else ())
+        if type_url == RDS:
+            key = (type_url, name, tuple(sorted(source.items())))
+        elif type_url == EDS and self.state.config.locality is not None:
+            key = (type_url, name, (("", self._zone_of(source)),))
+        else:
+            key = (type_url, name, ())
         if key not in self._serialized:
             resource = self.resource(type_url, name, source)
             self._serialized[key] = (
@@ -197,7 +232,9 @@ class Translation:
             if type_url in (CDS, EDS):
                 if parse_cluster_name(name).service != self.service:
                     return None
-                return self.cluster(name) if type_url == CDS else self.load_assignment(name)
+                if type_url == CDS:
+                    return self.cluster(name)
+                return self.load_assignment(name, source)
         except ValueError:
             return None
         return None
@@ -210,7 +247,7 @@ class Translation:
             LDS: {self.service: self.listener()},
             RDS: {self.service: routes},
             CDS: {name: self.cluster(name) for name in clusters},
-            EDS: {name: self.load_assignment(name) for name in clusters},
+            EDS: {name: self.load_assignment(name, source) for name in clusters},
         }
 
     # ------------------------------------------------------------ LDS
@@ -374,8 +411,10 @@ class Translation:
 
     # ------------------------------------------------------------ EDS
 
-    def load_assignment(self, name: str) -> Any:
-        """The endpoints of cluster ``name``; no node: a drop of every call, with a message."""
+    def load_assignment(self, name: str, source: Mapping[str, str] | None = None) -> Any:
+        """The endpoints of cluster ``name`` for a caller with labels ``source`` (its locality
+        decides the priorities and locality weights); no node: a drop of every call, with a
+        message."""
         _, subset, method = parse_cluster_name(name)
         nodes = self._select(subset, method) if subset is not None else ()
         assignment = pb.ClusterLoadAssignment(cluster_name=name)
@@ -388,21 +427,74 @@ class Translation:
             )
             assignment.policy.drop_overloads.append(drop)
             return assignment
-        weights = [node.weight or 1 for node in nodes]
-        if self._weighted and len(set(weights)) > 1:
-            groups = [([node], weight) for node, weight in zip(nodes, weights, strict=True)]
-            per_node = True
-        else:
-            groups = [(list(nodes), 1)]
-            per_node = False
-        for members, weight in groups:
-            locality = pb.LocalityLbEndpoints(
-                locality=pb.Locality(sub_zone=members[0].key if per_node else ""),
-                load_balancing_weight=pb.UInt32Value(value=weight),
-            )
-            locality.MergeFromString(_endpoints(members))
-            assignment.endpoints.append(locality)
+        for priority, zones in enumerate(self._priorities(nodes, self._zone_of(source))):
+            for zone, (members, weight) in sorted(zones.items()):
+                self._add_localities(assignment, priority, zone, members, weight)
         return assignment
+
+    def _zone_of(self, source: Mapping[str, str] | None) -> str:
+        """The caller's locality: its source label of the locality key ("" when none)."""
+        locality = self.state.config.locality
+        return (source or {}).get(locality.key, "") if locality is not None else ""
+
+    def _priorities(
+        self, nodes: Sequence[Node], zone: str
+    ) -> list[dict[str, tuple[list[Node], float | None]]]:
+        """The nodes by priority, then by locality with the locality's share of the calls:
+        without locality one priority and one locality; ``prefer_local`` the caller's zone
+        first, the others as the failover; ``zone_aware`` Envoy's local and residual shares of
+        the callers in ``zone`` as locality weights, the zones with no share as the failover."""
+        locality = self.state.config.locality
+        everything: list[dict[str, tuple[list[Node], float | None]]] = [{"": (list(nodes), None)}]
+        if locality is None or not zone or len(nodes) < locality.min_cluster_size:
+            return everything
+        by_zone: dict[str, list[Node]] = {}
+        for node in nodes:
+            by_zone.setdefault(node.metadata.get(locality.key, ""), []).append(node)
+        if zone not in by_zone or len(by_zone) < 2:
+            return everything
+        if locality.mode == "prefer_local":
+            local = by_zone.pop(zone)
+            rest = [node for members in by_zone.values() for node in members]
+            return [{zone: (local, None)}, {"": (rest, None)}]
+        upstream = {name: len(members) for name, members in by_zone.items()}
+        split = zone_aware_shares(zone, self.state.callers, upstream)
+        if split is None:
+            return everything
+        share, residual = split
+        total = sum(residual.values())
+        weights = {zone: share, **{z: (1 - share) * r / total for z, r in residual.items()}}
+        first: dict[str, tuple[list[Node], float | None]] = {
+            z: (by_zone[z], w) for z, w in weights.items() if w > 0
+        }
+        failover: dict[str, tuple[list[Node], float | None]] = {
+            z: (members, None) for z, members in by_zone.items() if z not in first
+        }
+        return [first, failover] if failover else [first]
+
+    def _add_localities(
+        self, assignment: Any, priority: int, zone: str, members: list[Node], share: float | None
+    ) -> None:
+        """``members`` as one locality, or with unequal node weights (and a policy that honours
+        them) one locality per node weighted by the node's weight; ``share`` (zone_aware) is
+        the locality's share of the priority's calls, which the weights then divide."""
+        weights = [node.weight or 1 for node in members]
+        groups: list[tuple[list[Node], float, str]]
+        if self._weighted and len(set(weights)) > 1:
+            total = sum(weights) if share is not None else 1
+            groups = [([n], w / total, n.key) for n, w in zip(members, weights, strict=True)]
+        else:
+            groups = [(members, 1.0, "")]
+        for nodes, weight, sub_zone in groups:
+            if share is not None:
+                weight = max(1, round(share * weight * _WEIGHT_SCALE))
+            locality = pb.LocalityLbEndpoints(
+                locality=pb.Locality(zone=zone, sub_zone=sub_zone),
+                load_balancing_weight=pb.UInt32Value(value=int(weight)),
+                priority=priority,
+            )
+            locality.MergeFromString(_endpoints(nodes))
+            assignment.endpoints.append(locality)
 
     def _no_match_message(self, subset: Mapping[str, str] | None, method: str) -> str:
         versions = ", ".join(self.state.versions()) or "none"
