@@ -339,6 +339,9 @@ class Balancer(Generic[T]):
             self._policy = custom or get_policy(config.policy_name, config.policy_config)
             self._policy_key = key
         self._config = config
+        #: Whether some node seen since this config carries the locality key (None: no
+        #: node checked yet).
+        self._carried: bool | None = None
         self._set_rules()
         self._table = RouteTable(config, self._source)
         self._nodes = {}
@@ -368,24 +371,23 @@ class Balancer(Generic[T]):
             self._warned.add(message)
             _log.warning("%s", message)
 
-    def _check_locality(self, endpoints: Iterable[Endpoint[T]], everyone: bool) -> None:
-        """Warn once when no node carries the locality key (``everyone``: ``endpoints`` are
-        all the nodes) or a node's locality label is empty."""
+    def _check_locality(self, fresh: Iterable[Endpoint[T]]) -> None:
+        """Warn once when a node new to this build has an empty locality label, and when no
+        node seen under this config carries the locality key."""
         locality = self._config.locality
         if locality is None:
             return
         key = locality.key
-        carried = False
-        for endpoint in endpoints:
+        for endpoint in fresh:
             value = endpoint.node.metadata.get(key)
             if value is not None:
-                carried = True
+                self._carried = True
                 if not value:
                     self._warn(
                         f"locality: node {endpoint.node.key or endpoint.node.id} has an "
                         f"empty {key!r} label: it counts as in no locality"
                     )
-        if everyone and not carried and self._last:
+        if not self._carried and self._last:
             self._warn(
                 f"locality: no node carries the label {key!r}: calls are routed without locality"
             )
@@ -421,9 +423,13 @@ class Balancer(Generic[T]):
                         groups[wanted] = previous.changed(listed, offline, *change)
             for wanted in [w for w, m in members.items() if not m and w is not ANY]:
                 del members[wanted]
-        self._last = current
         if self._config.locality is not None:
-            self._check_locality(endpoints, everyone=True)
+            # Every node once under a new config, then only the nodes new to a build.
+            fresh = current.keys() - self._last.keys() if self._carried is not None else current
+            self._carried = self._carried or False
+            self._last = current
+            self._check_locality(current[key] for key in fresh)
+        self._last = current
         self._groups = groups
         return self._picker(groups)
 
