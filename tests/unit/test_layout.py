@@ -135,3 +135,16 @@ def test_failed_call_shows_its_public_name() -> None:
 def test_unknown_attribute_is_an_attribute_error() -> None:
     with pytest.raises(AttributeError, match="no_such_name"):
         _ = grpc_etcd.no_such_name  # type: ignore[attr-defined]
+
+
+def test_test_modules_have_unique_names() -> None:
+    """Test folders are no packages, so pytest imports each test module by its base name: two
+    ``test_x.py`` in different folders stop the whole run at collection."""
+    tests = Path(__file__).parents[1]
+    seen: dict[str, Path] = {}
+    clashes = []
+    for path in sorted(tests.rglob("test_*.py")):
+        if path.name in seen:
+            clashes.append(f"{seen[path.name].relative_to(tests)} and {path.relative_to(tests)}")
+        seen.setdefault(path.name, path)
+    assert not clashes, "test modules with one name: " + "; ".join(clashes)
