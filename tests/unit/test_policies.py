@@ -20,6 +20,7 @@ from grpc_etcd.policies import (
     Policy,
     RingHashPolicy,
     get_policy,
+    p2c_ewma,
 )
 from grpc_etcd.policies.ring_hash import hash64, point_key, ring_counts
 from grpc_etcd.policies.weighted_round_robin import schedule
@@ -203,15 +204,17 @@ def _simulate(policy: Policy, slow: str, calls: int, concurrency: int) -> Counte
 def test_least_request_moves_load_away_from_a_30x_slower_node() -> None:
     policy = LeastRequestPolicy()
     counts = _simulate(policy, "slow", 6000, concurrency=6)
-    # Random would give it 1/3. A48 draws with replacement, so the slow node still gets
-    # every call whose two draws both land on it (1/9 = 11 %): the bound is 15 %.
+    # Random would give it 1/3. (Under A48's draws with replacement the slow node would still
+    # get every call whose two draws both land on it, 1/9 = 11 %; the draws are distinct now,
+    # and the bound stays the one written for that: 15 %.)
     assert share(counts, "slow") < 0.15, counts
     assert all(policy.inflight(e.node.address) == 0 for e in ready("a", "b", "slow"))
 
 
 def test_more_choices_move_more_load() -> None:
     counts = _simulate(LeastRequestPolicy({"choiceCount": 3}), "slow", 6000, concurrency=6)
-    # Three draws all on the slow node: 1/27 = 3.7 %; bound 7 %.
+    # Three choices of three nodes compare them all (with replacement, three draws all on the
+    # slow node would be 1/27 = 3.7 %); bound 7 %.
     assert share(counts, "slow") < 0.07, counts
 
 
@@ -249,3 +252,94 @@ def test_p2c_ewma_penalises_errors() -> None:
     # Same latency; the failing node's success average drops below half within ~7 s of
     # simulated time, after which it gets only the forced pick once per second: < 10 %.
     assert share(counts, "bad") < 0.10, counts
+
+
+# ---------------------------------------------------------------- a node that never answers
+
+
+def _hung_node(policy: Policy, clock: list[float], calls: int = 400) -> int:
+    """Issue 12's open loop on a fake clock: three nodes answer in 1 ms, then a fourth joins
+    that accepts calls and never answers (each of its calls ends at the 2 s deadline); one
+    call every 10 ms. Returns how many of the ``calls`` went to the hung node."""
+    running: list[tuple[float, int, DoneCallback, DoneInfo]] = []
+
+    def until(now: float) -> None:
+        while running and running[0][0] <= now:
+            clock[0], _, done, info = heapq.heappop(running)
+            done(info)
+        clock[0] = now
+
+    def call(picker: object, number: int) -> str:
+        pick = picker.pick(CALL)  # type: ignore[attr-defined]
+        assert pick.done is not None
+        if pick.subchannel == "hung":
+            info, ends = DoneInfo("DEADLINE_EXCEEDED", 2.0), clock[0] + 2.0
+        else:
+            info, ends = DoneInfo("OK", 0.001), clock[0] + 0.001
+        heapq.heappush(running, (ends, number, pick.done, info))
+        return str(pick.subchannel)
+
+    warm = policy.build(ready("a", "b", "c"))
+    for number in range(50):
+        until(number * 0.01)
+        call(warm, number)
+    picker = policy.build(ready("a", "b", "c", "hung"))
+    lost = 0
+    for number in range(50, 50 + calls):
+        until(number * 0.01)
+        lost += call(picker, number) == "hung"
+    until(float("inf"))
+    return lost
+
+
+def test_p2c_ewma_a_node_with_calls_out_and_no_answer_is_not_free() -> None:
+    clock = [0.0]
+    policy = P2CEwmaPolicy(clock=lambda: clock[0])
+    stats = policy._stats
+    picker = policy.build(ready("a", "b"))
+    address = {e.subchannel: e.node.address for e in ready("a", "b")}
+    fast, fresh = stats.get(address["a"]), stats.get(address["b"])
+    fast.calls.append(None)
+    fast.finish(DoneInfo("OK", 0.001))  # a answered once, in 1 ms
+    fresh.calls.append(None)  # b has a call out since t=0 and no answer yet
+    fresh.since = 0.0
+    clock[0] = 0.005
+    assert fresh.load(clock[0]) > p2c_ewma.PENDING_PENALTY > fast.load(clock[0])
+    # Once it has a latency, a call out for longer than it counts as that long already.
+    fresh.lag, fresh.cost = 0.001, fast.cost
+    clock[0] = 0.050
+    assert fresh.load(clock[0]) == pytest.approx((0.050 * 1e9 + 1) ** 0.5 * 2)
+    assert fresh.load(clock[0]) > 10 * fast.load(clock[0])  # 50x the latency, damped by the root
+    # So a takes the calls until 10 of them are in flight, with no answer from either.
+    assert {picker.pick(CALL).subchannel for _ in range(10)} == {"a"}
+
+
+def test_p2c_ewma_loses_few_calls_to_a_node_that_never_answers() -> None:
+    clock = [0.0]
+    # Before calls in flight counted as latency paid, the fresh hung node cost 1 against ~1,000
+    # for the others and won every pair it was in: ~half the calls of its first 2 s (~100).
+    # Now: its first call, then none until its calls end (not forced while they are out),
+    # then the forced pick once per FORCE_PICK: a handful. Bound 10 (issue 12's goal).
+    assert _hung_node(P2CEwmaPolicy(clock=lambda: clock[0]), clock) <= 10
+
+
+def test_least_request_loses_few_calls_to_a_node_that_never_answers() -> None:
+    clock = [0.0]
+    # With A48's draws with replacement the hung node would get every call whose two draws
+    # both land on it: 1/16 of 400 = 25. Distinct draws leave it only the calls where it ties
+    # for fewest in flight, before its calls pile up: bound 10 (issue 12's goal).
+    assert _hung_node(LeastRequestPolicy(), clock) <= 10
+
+
+def test_least_request_draws_distinct_candidates() -> None:
+    # One call out on one of two nodes: distinct draws always compare both, so the other wins
+    # every pick (with A48's replacement, both draws land on the busy node 1 time in 4).
+    picker = LeastRequestPolicy().build(ready("a", "b"))
+    busy = picker.pick(CALL).subchannel
+    for _ in range(200):
+        pick = picker.pick(CALL)
+        assert pick.subchannel != busy and pick.done is not None
+        pick.done(DoneInfo("OK", 0.001))
+    # choiceCount >= nodes: every node is compared, so three calls out go to three nodes.
+    many = LeastRequestPolicy({"choiceCount": 5}).build(ready("a", "b", "c"))
+    assert len({many.pick(CALL).subchannel for _ in range(3)}) == 3

@@ -5,6 +5,16 @@ average decays with time, not with the number of calls; a node whose recent call
 penalised (picked only against another failing node); a node not picked for ``FORCE_PICK``
 is picked once, so a node that was slow gets the chance to show it recovered.
 
+Calls in flight count as latency already paid. A node that accepts calls and never answers
+reports nothing until its calls' deadlines, and go-zero's load would take it for the fastest
+node there is (no latency measured: a cost of 1 against ~1,000 for a node answering in 1 ms).
+So, as Finagle's ``PeakEwma`` does, a node with calls in flight and no latency measured yet
+costs :data:`PENDING_PENALTY` plus its calls in flight; and a node with calls in flight is
+taken to be at least as slow as the time since it last made progress (answered a call, or
+got its first call after being idle) - a lower bound of its oldest call's latency. A hung
+node so loses every comparison within a few milliseconds of its first call, and is not forced
+while its calls are out (they will tell how it does).
+
 Unlike go-zero, the statistics belong to the policy instance (one per channel), not to the
 picker: a rebuild after any connectivity change keeps them.
 """
@@ -27,6 +37,7 @@ __all__ = [
     "FORCE_PICK",
     "INIT_SUCCESS",
     "PENALTY",
+    "PENDING_PENALTY",
     "PICK_TIMES",
     "THROTTLE_SUCCESS",
     "P2CEwmaPicker",
@@ -48,8 +59,12 @@ THROTTLE_SUCCESS = INIT_SUCCESS / 2
 PENALTY = float(2**31 - 1)
 #: Draws of a pair looking for two healthy nodes before taking what came (go-zero: 3).
 PICK_TIMES = 3
+#: The load of a node with calls in flight and no latency measured yet, plus one per call in
+#: flight: Finagle's ``PeakEwma`` penalty (``Long.MaxValue >> 16``), far above any measured
+#: load, so such a node gets one call at a time until its first answer.
+PENDING_PENALTY = float((2**63 - 1) >> 16)
 
-_PICK_TRIES = range(PICK_TIMES)
+_PICK_TRIES = range(PICK_TIMES - 1)
 _rand = _random.random
 
 #: Outcomes that count against a node (go-zero's ``codes.Acceptable`` complement).
@@ -68,7 +83,7 @@ FAILURE_CODES = frozenset(
 class _Stats(Load):
     """One address's calls in flight, latency EWMA (seconds) and success EWMA."""
 
-    __slots__ = ("clock", "cost", "lag", "last", "penalty", "picked", "success")
+    __slots__ = ("clock", "cost", "lag", "last", "penalty", "picked", "since", "success")
 
     def __init__(self, clock: Callable[[], float]) -> None:
         super().__init__()
@@ -81,13 +96,15 @@ class _Stats(Load):
         self.penalty = 0.0
         self.last = clock()
         self.picked = self.last
+        #: When the node last made progress: its last answer, or its first call after idling.
+        self.since = self.last
 
     def _finish(self, info: DoneInfo) -> None:
         try:  # noqa: SIM105  (see Load._finish)
             self.calls.pop()
         except IndexError:
             pass
-        now = self.clock()
+        self.since = now = self.clock()
         elapsed = max(now - self.last, 0.0)
         self.last = now
         # The first sample is taken as it is (go-zero); later ones weigh by the time since.
@@ -97,6 +114,18 @@ class _Stats(Load):
         self.success = success = self.success * keep + outcome * (1 - keep)
         self.cost = math.sqrt(lag * 1e9 + 1)
         self.penalty = 0.0 if success > THROTTLE_SUCCESS else PENALTY
+
+    def load(self, now: float) -> float:
+        """What a pick compares: go-zero's cost x (calls in flight + 1) + the failure penalty,
+        with the calls in flight counted as latency already paid (see the module's text)."""
+        pending = len(self.calls)
+        if not pending:
+            return self.cost + self.penalty
+        if not self.lag:
+            return PENDING_PENALTY + pending + self.penalty
+        paid = now - self.since
+        cost = math.sqrt(paid * 1e9 + 1) if paid > self.lag else self.cost
+        return cost * (pending + 1) + self.penalty
 
 
 class P2CEwmaPicker(Generic[T]):
@@ -122,22 +151,31 @@ class P2CEwmaPicker(Generic[T]):
         if n == 1:
             chosen = 0
         else:
-            for _ in _PICK_TRIES:
-                a = int(_rand() * n)
-                b = int(_rand() * (n - 1))
-                b += b >= a
-                first, second = stats[a], stats[b]
-                if not (first.penalty or second.penalty):
-                    break  # two healthy nodes (go-zero draws up to PICK_TIMES pairs for it)
-            # go-zero's load: cost x (calls in flight + 1), plus the penalty of an unhealthy node.
-            load_a = first.cost * (len(first.calls) + 1) + first.penalty
-            load_b = second.cost * (len(second.calls) + 1) + second.penalty
+            a = int(_rand() * n)
+            b = int(_rand() * (n - 1))
+            b += b >= a
+            first, second = stats[a], stats[b]
+            if first.penalty or second.penalty:
+                for _ in _PICK_TRIES:  # go-zero draws up to PICK_TIMES pairs for two healthy
+                    a = int(_rand() * n)
+                    b = int(_rand() * (n - 1))
+                    b += b >= a
+                    first, second = stats[a], stats[b]
+                    if not (first.penalty or second.penalty):
+                        break
+            # The common case inline (no call in flight on either): go-zero's cost + penalty.
+            load_a = first.load(now) if first.calls else first.cost + first.penalty
+            load_b = second.load(now) if second.calls else second.cost + second.penalty
             if load_a > load_b:
                 a, b, second = b, a, first
-            chosen = b if now - second.picked > FORCE_PICK else a
+            # Force the loser if it was left alone too long, unless calls to it are still out.
+            chosen = b if now - second.picked > FORCE_PICK and not second.calls else a
         node = stats[chosen]
         node.picked = now
-        node.calls.append(None)
+        calls = node.calls
+        if not calls:
+            node.since = now
+        calls.append(None)
         return self._picks[chosen]
 
 
