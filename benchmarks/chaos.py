@@ -10,6 +10,12 @@ and the load goes on until the system has had ``--settle`` seconds to recover. F
 scenario: calls sent, calls failed, failed calls started more than 1 s after the fault, and
 the time to recover (fault start to the end of the last failed call; 0 when none failed).
 Every scenario is bounded in time and the whole run stops itself (``--budget``).
+
+The ``hung-*`` scenarios measure one thing across policies (issue 12): a 4th server that
+accepts calls and never answers joins the three; once the channel is READY on all four,
+exactly ``--hung-calls`` calls (400) go out open-loop, one every 10 ms at the default rate,
+each with the 2 s deadline, and the table counts how many were lost. No outlier detection:
+what is measured is the policy alone (and hedging, for the hedging row).
 """
 
 from __future__ import annotations
@@ -32,7 +38,9 @@ from typing import Any
 import grpc
 
 import grpc_etcd
+from grpc_etcd.config import parse_config
 from grpc_etcd.demo import api_pb2, api_pb2_grpc
+from grpc_etcd.errors import ConfigError
 from grpc_etcd.registry.etcd import EtcdClient
 from grpc_etcd.testing import EtcdCluster, EtcdServer, TcpProxy
 
@@ -55,6 +63,29 @@ RETRY_CONFIG = {
         }
     ]
 }
+HUNG_CALLS = 400
+#: Hedging for the hung-server row: a second attempt on another node after 0.2 s without an
+#: answer (10x a loaded call here; well inside the 2 s deadline).
+HEDGE_CONFIG = {
+    "loadBalancingConfig": [{"round_robin": {}}],
+    "methodConfig": [
+        {
+            "name": [{}],
+            "hedgingPolicy": {
+                "maxAttempts": 2,
+                "hedgingDelay": "0.2s",
+                "nonFatalStatusCodes": ["UNAVAILABLE"],
+            },
+        }
+    ],
+}
+
+
+def policy_config(name: str) -> dict[str, Any]:
+    """A config that only names the load-balancing policy."""
+    return {"loadBalancingConfig": [{name: {}}]}
+
+
 EJECT_CONFIG = {
     "outlierDetection": {
         "interval": "1s",
@@ -124,8 +155,11 @@ class Server:
 class Load:
     """Calls at a fixed rate from a thread pool; ``stop()`` returns every call's outcome."""
 
-    def __init__(self, api: Any, rate: float, wait_for_ready: bool = False) -> None:
+    def __init__(
+        self, api: Any, rate: float, wait_for_ready: bool = False, limit: int | None = None
+    ) -> None:
         self._api = api
+        self._limit = limit
         self._wait_for_ready = wait_for_ready
         self._interval = 1.0 / rate
         self._calls: list[Call] = []
@@ -149,13 +183,18 @@ class Load:
 
     def _run(self) -> None:
         next_at = time.monotonic()
-        while not self._stop.is_set():
+        sent = 0
+        while not self._stop.is_set() and (self._limit is None or sent < self._limit):
             self._pool.submit(self._one)
+            sent += 1
             next_at += self._interval
             self._stop.wait(max(0.0, next_at - time.monotonic()))
 
-    def stop(self) -> list[Call]:
-        self._stop.set()
+    def stop(self, *, wait: bool = False) -> list[Call]:
+        """Stop sending (``wait``: once the ``limit`` calls are sent) and return every call's
+        outcome once they all ended."""
+        if not wait:
+            self._stop.set()
         self._thread.join()
         self._pool.shutdown(wait=True)
         return sorted(self._calls, key=lambda call: call.started)
@@ -180,6 +219,16 @@ class Lab:
         self.api = api_pb2_grpc.ApiStub(self.channel)  # type: ignore[no-untyped-call]
         for _ in range(50):  # warm: every node connected before the clock starts
             self.api.ApiTest(api_pb2.Request(input="warm"), timeout=5, wait_for_ready=True)
+
+    def wait_ready(self, count: int, timeout: float = 10.0) -> None:
+        """Wait until the channel has ``count`` READY sub-channels (a new node was registered,
+        seen by the watch and connected to)."""
+        deadline = time.monotonic() + timeout
+        ready = grpc.ChannelConnectivity.READY
+        while sum(s is ready for s in self.channel.subchannel_states().values()) < count:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"fewer than {count} nodes READY after {timeout} s")
+            time.sleep(0.005)  # the channel offers no event for one node's state
 
     def spawn(self, name: str, *args: str) -> Server:
         self.servers[name] = Server(self.endpoint, name, *args)
@@ -264,6 +313,9 @@ class Scenario:
     config: dict[str, Any] | None = None
     settle: float = 3.0
     wait_for_ready: bool = False
+    #: Send exactly this many calls once the fault is in place (and every node READY),
+    #: instead of a steady load around the fault.
+    calls: int | None = None
 
 
 SCENARIOS = [
@@ -281,18 +333,41 @@ SCENARIOS = [
     Scenario("failing", "a 4th server fails every call", failing_server, "<=10 failed",
              config=EJECT_CONFIG),
     Scenario("hanging", "a 4th server never answers", hanging_server, "", config=EJECT_CONFIG),
+    Scenario("hung-random", "a 4th server never answers: random", hanging_server, "",
+             config=policy_config("random"), calls=HUNG_CALLS),
+    Scenario("hung-round-robin", "a 4th server never answers: round_robin", hanging_server, "",
+             config=policy_config("round_robin"), calls=HUNG_CALLS),
+    Scenario("hung-least-request", "a 4th server never answers: least_request", hanging_server,
+             "<=10 failed", config=policy_config("least_request"), calls=HUNG_CALLS),
+    Scenario("hung-p2c", "a 4th server never answers: p2c_ewma", hanging_server, "<=10 failed",
+             config=policy_config("p2c_ewma"), calls=HUNG_CALLS),
+    Scenario("hung-hedging", "a 4th server never answers: round_robin + hedging (0.2 s)",
+             hanging_server, "0 failed", config=HEDGE_CONFIG, calls=HUNG_CALLS),
 ]  # fmt: skip
 
 
 def run(scenario: Scenario, rate: float) -> Result:
+    if scenario.config is not None:
+        try:
+            parse_config(scenario.config)
+        except ConfigError as exc:  # e.g. hedgingPolicy before config.py knew it
+            return Result(scenario.title, 0, 0, 0, 0.0, scenario.goal or "(none)",
+                          note=f"not run: {str(exc).splitlines()[0]}")  # fmt: skip
     lab = Lab(cluster=scenario.cluster, config=scenario.config)
     try:
-        load = Load(lab.api, rate, scenario.wait_for_ready)
-        time.sleep(WARMUP)  # steady load before the fault, at the benchmark's fixed rate
-        fault_at = time.monotonic()
-        scenario.fault(lab)
-        time.sleep(scenario.settle + DEADLINE)  # the load goes on while the system recovers
-        calls = load.stop()
+        if scenario.calls is not None:
+            fault_at = time.monotonic()
+            scenario.fault(lab)
+            lab.wait_ready(len(lab.servers))
+            load = Load(lab.api, rate, scenario.wait_for_ready, limit=scenario.calls)
+            calls = load.stop(wait=True)
+        else:
+            load = Load(lab.api, rate, scenario.wait_for_ready)
+            time.sleep(WARMUP)  # steady load before the fault, at the benchmark's fixed rate
+            fault_at = time.monotonic()
+            scenario.fault(lab)
+            time.sleep(scenario.settle + DEADLINE)  # the load goes on while the system recovers
+            calls = load.stop()
     finally:
         lab.close()
     failed = [call for call in calls if call.code != "OK"]
