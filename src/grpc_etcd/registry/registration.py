@@ -11,6 +11,9 @@ One key, one owner: a key is only ever created when it is absent and rewritten o
 it is bound to this registration's own lease (etcd transactions), so a second live
 registration of the same service and ``instance_id`` is refused (``DuplicateRegistrationError``)
 instead of fighting the first for the key.
+
+The machinery is :class:`LeasedKey`'s, for any record: a channel's client key (ROUTING.md,
+"Large fleets") is one too.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import contextlib
 import enum
 import logging
 from collections.abc import Mapping
+from typing import Self
 
 from .._closing import AsyncClosing
 from ..backoff import Backoff
@@ -29,7 +33,7 @@ from ..node import Node, check_ttl, updated_node
 from ..record import encode_record
 from .etcd import AsyncEtcdClient, EtcdError, KeyValue, LeaseNotFoundError
 
-__all__ = ["KeyState", "Registration", "RegistrationState", "judge_key"]
+__all__ = ["KeyState", "LeasedKey", "Registration", "RegistrationState", "judge_key"]
 
 log = logging.getLogger("grpc_etcd.registration")
 
@@ -67,18 +71,30 @@ def judge_key(kv: KeyValue | None, lease_id: int, record: bytes) -> KeyState:
     return KeyState.OURS if kv.value == record else KeyState.CHANGED
 
 
-class Registration(AsyncClosing):
-    """A registered instance (asyncio). Made by ``grpc_etcd.aio.Registry.register``."""
+class LeasedKey(AsyncClosing):
+    """One etcd key bound to a lease of its own, kept alive and repaired until ``close()``
+    (asyncio): the machinery of a :class:`Registration`, for any record.
 
-    def __init__(self, client: AsyncEtcdClient, node: Node, *, ttl: int, root: str = "") -> None:
+    ``start()`` writes it once (raising if etcd cannot be reached) and then keeps it up; a
+    subclass may instead ``_spawn()`` the upkeep at once, which writes it in the background,
+    retrying with backoff for as long as it is open. ``service`` names whom the key serves.
+    """
+
+    #: What the logs call such a key.
+    _KIND = "key"
+
+    def __init__(
+        self, client: AsyncEtcdClient, key: str, record: bytes, *, ttl: int, service: str = ""
+    ) -> None:
         check_ttl(ttl)
         self._client = client
-        self._node = node
-        self._root = root
-        self._record = encode_record(node, root)
+        self._key = key
+        self._record = record
+        self._service = service
         self.ttl = ttl
         self.lease_id = 0
         self.state = RegistrationState.LOST
+        self._written = False  # once written, a new write is a recovery
         self._wake = asyncio.Event()
         self._lease_lost = asyncio.Event()
         self._keep_alive: object | None = None
@@ -88,17 +104,12 @@ class Registration(AsyncClosing):
     # -------------------------------------------------------------- public
 
     @property
-    def node(self) -> Node:
-        """The node as it is registered now."""
-        return self._node
-
-    @property
     def key(self) -> str:
-        """The etcd key of this instance."""
-        return self._node.key
+        """The etcd key held."""
+        return self._key
 
-    async def start(self) -> Registration:
-        """Register for the first time (raises if etcd cannot be reached), then keep it up.
+    async def start(self) -> Self:
+        """Write the key for the first time (raises if etcd cannot be reached), then keep it up.
 
         If another lease holds the key, wait until that lease could have expired (its TTL
         left, plus 2 s for etcd to revoke it): a process that died without closing (restarted
@@ -106,30 +117,8 @@ class Registration(AsyncClosing):
         ``DuplicateRegistrationError`` is raised."""
         await self._wait_for_free_key()
         await self._register()
-        self._task = asyncio.get_running_loop().create_task(
-            self._maintain(), name=f"grpc-etcd registration {self.key}"
-        )
+        self._spawn()
         return self
-
-    async def update(
-        self,
-        *,
-        version: str | None = None,
-        metadata: Mapping[str, str] | None = None,
-        weight: int | None = None,
-    ) -> None:
-        """Rewrite the record in place (same key, same lease) with a new version, metadata
-        (replaces the whole map) and/or weight, checked as ``register()`` checks them."""
-        self._check_open()
-        node = updated_node(self._node, version=version, metadata=metadata, weight=weight)
-        async with self._lock:
-            self._node = node
-            self._record = encode_record(node, self._root)
-            if self.state is RegistrationState.REGISTERED and not await self._client.put_if_lease(
-                self.key, self._record, held_by=self.lease_id
-            ):
-                self._wake.set()  # the key is not ours right now: the next check repairs it
-        log.info("registration %s updated: version=%s", self.key, node.version)
 
     async def close(self) -> None:
         """Stop keeping the lease alive, delete the key and revoke the lease. Idempotent."""
@@ -151,26 +140,38 @@ class Registration(AsyncClosing):
                 pass
             except EtcdError as exc:
                 log.warning(
-                    "registration %s: could not remove the key on close (%s); "
+                    "%s %s: could not remove the key on close (%s); "
                     "it expires with its lease within %ss",
+                    self._KIND,
                     self.key,
                     exc,
                     self.ttl,
                 )
-        log.info("registration %s closed", self.key)
+        log.info("%s %s closed", self._KIND, self.key)
 
     def __repr__(self) -> str:
-        return f"<Registration {self.key} {self._node.version} {self.state.value}>"
+        return f"<{type(self).__name__} {self.key} {self.state.value}>"
 
     # -------------------------------------------------------------- internals
 
     def _check_open(self) -> None:
         if self.state is RegistrationState.CLOSED:
-            raise ClosedError(f"registration {self.key}")
+            raise ClosedError(f"{self._KIND} {self.key}")
 
     def _set_state(self, state: RegistrationState) -> None:
         self.state = state
-        get_metrics().registration_state(self._node.service, self.key, state.value)
+        self._report(state)
+
+    def _report(self, state: RegistrationState) -> None:
+        """Tell the metrics of a new state (a registration does; a plain key does not)."""
+
+    def _report_recovery(self) -> None:
+        """Tell the metrics the key was written again after a loss."""
+
+    def _spawn(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(
+            self._maintain(), name=f"grpc-etcd {self._KIND} {self.key}"
+        )
 
     def _on_lease_lost(self, lease_id: int) -> None:
         if lease_id == self.lease_id:
@@ -190,7 +191,8 @@ class Registration(AsyncClosing):
         if left < 0:
             return
         log.info(
-            "registration %s: the key is held by lease %x; waiting up to %d s for it to expire",
+            "%s %s: the key is held by lease %x; waiting up to %d s for it to expire",
+            self._KIND,
             self.key,
             kv.lease,
             left + 2,
@@ -215,6 +217,7 @@ class Registration(AsyncClosing):
                     await self._client.lease_revoke(lease_id)
                 raise
             self.lease_id = lease_id
+            self._written = True
             self._lease_lost.clear()
             self._keep_alive = self._client.keep_alive(
                 lease_id, self.ttl, on_lost=self._on_lease_lost
@@ -256,8 +259,9 @@ class Registration(AsyncClosing):
                 return
             if verdict is KeyState.TAKEN:
                 log.warning(
-                    "registration %s: the key is held by another lease (%x); registering again "
+                    "%s %s: the key is held by another lease (%x); registering again "
                     "once it is free",
+                    self._KIND,
                     self.key,
                     kv.lease if kv is not None else 0,
                 )
@@ -268,7 +272,8 @@ class Registration(AsyncClosing):
                 self._set_state(RegistrationState.LOST)
                 return
             log.warning(
-                "registration %s: key was %s; writing it again",
+                "%s %s: key was %s; writing it again",
+                self._KIND,
                 self.key,
                 {
                     KeyState.MISSING: "deleted",
@@ -294,7 +299,8 @@ class Registration(AsyncClosing):
                 if self._lease_lost.is_set():
                     self._set_state(RegistrationState.LOST)
                     log.warning(
-                        "registration %s lost its lease %x; registering again",
+                        "%s %s lost its lease %x; registering again",
+                        self._KIND,
                         self.key,
                         self.lease_id,
                     )
@@ -305,20 +311,71 @@ class Registration(AsyncClosing):
                     self._lease_lost.set()
                     self._wake.set()
                 except EtcdError as exc:
-                    log.debug("registration %s: key check failed: %s", self.key, exc)
+                    log.debug("%s %s: key check failed: %s", self._KIND, self.key, exc)
                 continue
+            recovering = self.lease_id != 0 or self._written
             try:
                 await self._register()
             except (EtcdError, DuplicateRegistrationError) as exc:
                 delay = backoff.next_delay()
-                log.debug("registration %s: retry in %.2fs after %s", self.key, delay, exc)
+                log.debug("%s %s: retry in %.2fs after %s", self._KIND, self.key, delay, exc)
                 await asyncio.sleep(delay)
                 continue
+            attempts = backoff.attempts + 1
+            backoff.reset()
+            if not recovering:  # the first write of keep()
+                log.debug("%s %s written (lease %x)", self._KIND, self.key, self.lease_id)
+                continue
             log.warning(
-                "registration %s recovered after %d attempt(s) (lease %x)",
+                "%s %s recovered after %d attempt(s) (lease %x)",
+                self._KIND,
                 self.key,
-                backoff.attempts + 1,
+                attempts,
                 self.lease_id,
             )
-            get_metrics().recovered(self._node.service)
-            backoff.reset()
+            self._report_recovery()
+
+
+class Registration(LeasedKey):
+    """A registered instance (asyncio). Made by ``grpc_etcd.aio.Registry.register``."""
+
+    _KIND = "registration"
+
+    def __init__(self, client: AsyncEtcdClient, node: Node, *, ttl: int, root: str = "") -> None:
+        super().__init__(client, node.key, encode_record(node, root), ttl=ttl, service=node.service)
+        self._node = node
+        self._root = root
+
+    @property
+    def node(self) -> Node:
+        """The node as it is registered now."""
+        return self._node
+
+    async def update(
+        self,
+        *,
+        version: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        weight: int | None = None,
+    ) -> None:
+        """Rewrite the record in place (same key, same lease) with a new version, metadata
+        (replaces the whole map) and/or weight, checked as ``register()`` checks them."""
+        self._check_open()
+        node = updated_node(self._node, version=version, metadata=metadata, weight=weight)
+        async with self._lock:
+            self._node = node
+            self._record = encode_record(node, self._root)
+            if self.state is RegistrationState.REGISTERED and not await self._client.put_if_lease(
+                self.key, self._record, held_by=self.lease_id
+            ):
+                self._wake.set()  # the key is not ours right now: the next check repairs it
+        log.info("registration %s updated: version=%s", self.key, node.version)
+
+    def __repr__(self) -> str:
+        return f"<Registration {self.key} {self._node.version} {self.state.value}>"
+
+    def _report(self, state: RegistrationState) -> None:
+        get_metrics().registration_state(self._service, self.key, state.value)
+
+    def _report_recovery(self) -> None:
+        get_metrics().recovered(self._service)
