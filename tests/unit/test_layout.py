@@ -27,6 +27,7 @@ PURE = [
     "registry/acl.py",
     "naming.py",
     "snapshot.py",
+    "clients.py",
     "routing.py",
     "backoff.py",
     "errors.py",
