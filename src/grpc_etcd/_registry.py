@@ -18,6 +18,7 @@ from ._channel._sync import BalancedChannel
 from ._closing import Closing
 from ._loop import LoopThread
 from .aio._registry import Registry as AsyncRegistry
+from .aio._registry import _stop
 from .allowlist import AllowList, allow_list
 from .errors import ClosedError
 from .node import DEFAULT_VERSION, Node, check_version
@@ -217,7 +218,7 @@ class Registry(Closing):
         )
 
         async def attach() -> asyncio.Task[None]:
-            return self._inner._attach(service, channel, allowed)
+            return self._inner._attach(service, channel, allowed, source)
 
         try:
             task = self._loop.run(attach())
@@ -228,8 +229,12 @@ class Registry(Closing):
 
         def on_close() -> None:
             self._channels.discard(channel)
-            if not self._loop.closed:
+            if self._loop.closed:
+                return
+            if self._loop.in_loop_thread():
                 self._loop.call_soon(task.cancel)
+            else:  # wait, so that its client key (if any) is gone when close() returns
+                self._loop.run(_stop(task), timeout=self._timeout * 2)
 
         channel.add_close_callback(on_close)
         return channel

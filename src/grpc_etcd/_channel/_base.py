@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from contextlib import AbstractContextManager
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
 import grpc
 
+from ..clients import ClientView
 from ..config import ServiceConfig, parse_config
 from ..policies import ZONE_ENV, Balancer
 from ..policies.base import (
@@ -77,13 +78,17 @@ def _factory(kind: str) -> Callable[..., Any]:
     return make
 
 
-def plan_update(snapshot: Snapshot, current: Mapping[str, object]) -> tuple[list[str], list[str]]:
+def plan_update(
+    snapshot: Snapshot, current: Mapping[str, object], wanted: Set[str] | None = None
+) -> tuple[list[str], list[str]]:
     """The addresses that need a new sub-channel, and those whose sub-channel must go.
 
     Keyed by address: two records for one address (a server restarted inside its old lease's
-    TTL, or one server registered under two versions) share one connection.
+    TTL, or one server registered under two versions) share one connection. ``wanted``: the
+    addresses to keep (the balancer's subsets); None: every node's.
     """
-    wanted = {node.address for node in snapshot.nodes.values()}
+    if wanted is None:
+        wanted = {node.address for node in snapshot.nodes.values()}
     return [a for a in sorted(wanted) if a not in current], [a for a in current if a not in wanted]
 
 
@@ -274,24 +279,24 @@ class ChannelBase(Generic[C]):
         with self._lock:
             if self._closed:
                 return
-            added, gone = plan_update(snapshot, self._subs)
-            opened = []
-            for address in added:
-                sub = self._subs[address] = self._open(address)
-                opened.append(sub)
-            retired = [self._subs.pop(address) for address in gone]
-            self._resilience.track(
-                self._subs, {node.address: node.version for node in snapshot.nodes.values()}
-            )
-            self._follow_health(opened)
-            self._snapshot = snapshot
-            self._publish()
-            # Only now, with a picker that cannot return them published, mark them retired:
-            # a call that picked one from an older picker sees the flag and picks again.
-            for sub in retired:
-                sub.retired = True
-                self._stop_health(sub)
-            self._retire(retired)
+            opened = self._follow(snapshot)
+        self._after_update(opened)
+
+    @property
+    def needs_clients(self) -> bool:
+        """True when the config in force needs the view of the service's calling channels
+        (``deterministic_subsetting``): the registry then keeps this channel's client key
+        and feeds :meth:`update_clients`."""
+        return self._balancer.needs_clients
+
+    def update_clients(self, view: ClientView) -> None:
+        """Follow a new view of the calling channels (ROUTING.md, "Large fleets"): with
+        subsetting, this channel's subsets and so its connections may change."""
+        with self._lock:
+            if self._closed:
+                return
+            self._balancer.update_clients(view)
+            opened = self._follow(self._snapshot) if self._snapshot is not None else []
         self._after_update(opened)
 
     def resolver_error(self, error: str | None) -> None:
@@ -324,12 +329,17 @@ class ChannelBase(Generic[C]):
             self._balancer.configure(config if config is not None else ServiceConfig())
             self._resilience.configure(self._balancer.config)
             self._follow_health(list(self._subs.values()))
-            self._publish()
-        self._after_update([])
+            if self._snapshot is not None:
+                opened = self._follow(self._snapshot)  # a new policy may subset differently
+            else:
+                opened = []
+                self._publish()
+        self._after_update(opened)
         self._after_configure()
 
     def subchannel_states(self) -> dict[str, grpc.ChannelConnectivity]:
-        """The connectivity of the connection to each address of the current nodes."""
+        """The connectivity of the connection to each address this channel keeps one to:
+        every node's, or with subsetting exactly the nodes of its subsets."""
         with self._lock:
             subs = list(self._subs.values())
         return {sub.address: CONNECTIVITY_BY_STATE[sub.state] for sub in subs}
@@ -366,6 +376,31 @@ class ChannelBase(Generic[C]):
         if token is None:
             token = self._method_keys.setdefault(key, object())
         return token
+
+    def _follow(self, snapshot: Snapshot) -> list[Subchannel[C]]:
+        """Connect to the nodes of ``snapshot`` the balancer plans for (all, or its subsets),
+        publish a picker, retire what is no longer wanted; the sub-channels opened (hold the
+        lock)."""
+        wanted = self._balancer.plan(snapshot.nodes.values())
+        added, gone = plan_update(snapshot, self._subs, wanted)
+        opened = []
+        for address in added:
+            sub = self._subs[address] = self._open(address)
+            opened.append(sub)
+        retired = [self._subs.pop(address) for address in gone]
+        self._resilience.track(
+            self._subs, {node.address: node.version for node in snapshot.nodes.values()}
+        )
+        self._follow_health(opened)
+        self._snapshot = snapshot
+        self._publish()
+        # Only now, with a picker that cannot return them published, mark them retired:
+        # a call that picked one from an older picker sees the flag and picks again.
+        for sub in retired:
+            sub.retired = True
+            self._stop_health(sub)
+        self._retire(retired)
+        return opened
 
     def _publish(self) -> None:
         """Build and publish a new picker; wake the calls waiting for one (hold the lock)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -18,11 +19,13 @@ from .._channel._aio import BalancedChannel
 from .._channel._base import DEFAULT_DRAIN_TIMEOUT
 from .._closing import AsyncClosing
 from ..allowlist import AllowList, allow_list
+from ..clients import Client, ClientView, client_labels, new_client_id
 from ..config import ServiceConfig
 from ..errors import ClosedError
 from ..naming import validate_service
 from ..node import DEFAULT_VERSION, Node, check_version
 from ..registry._options import Methods, build_node, endpoints_or_default
+from ..registry.clients_watch import ClientKey, watch_clients
 from ..registry.config_watch import watch_config
 from ..registry.etcd import AsyncEtcdClient, TLSConfig
 from ..registry.registration import Registration, RegistrationState
@@ -78,6 +81,7 @@ class Registry(AsyncClosing):
         self._root = root
         self._registrations: set[Registration] = set()
         self._channels: set[BalancedChannel] = set()
+        self._feeds: set[asyncio.Task[None]] = set()  # one per channel, sync or aio
         self._closed = False
 
     @property
@@ -181,21 +185,27 @@ class Registry(AsyncClosing):
             config=config,
             source=source,
         )
-        task = self._attach(service, channel, allowed)
+        task = self._attach(service, channel, allowed, source)
         self._channels.add(channel)
 
-        def on_close() -> None:
-            task.cancel()
+        async def on_close() -> None:
             self._channels.discard(channel)
+            await _stop(task)  # its client key, if any, is deleted by then
 
         channel.add_close_callback(on_close)
         return channel
 
     def _attach(
-        self, service: str, channel: _Updatable, allow: AllowList | None = None
+        self,
+        service: str,
+        channel: _Updatable,
+        allow: AllowList | None = None,
+        source: Mapping[str, str] | None = None,
     ) -> asyncio.Task[None]:
-        """Feed ``channel`` (sync or aio) the nodes and the config of ``service`` from etcd: a
-        task on the running loop, until it is cancelled. Both twins attach their channels here."""
+        """Feed ``channel`` (sync or aio) the nodes and the config of ``service`` from etcd,
+        and while its config asks for them, the view of its fellow clients (holding its own
+        client key, labelled with ``source`` and ``$GRPC_ETCD_ZONE``): a task on the running
+        loop, until it is cancelled. Both twins attach their channels here."""
         self._check_open()
 
         def unreadable(exc: Exception) -> None:
@@ -205,9 +215,14 @@ class Registry(AsyncClosing):
             self._client, validate_service(service), self._root, allow=allow, on_error=unreadable
         )
         configs = watch_config(self._client, service, self._root)
-        return asyncio.get_running_loop().create_task(
-            feed_channel(snapshots, channel, configs), name=f"grpc-etcd watch {service}"
+        own = Client(new_client_id(), client_labels(source, os.environ))
+        clients = _Clients(self._client, service, self._root, own)
+        task = asyncio.get_running_loop().create_task(
+            feed_channel(snapshots, channel, configs, clients), name=f"grpc-etcd watch {service}"
         )
+        self._feeds.add(task)
+        task.add_done_callback(self._feeds.discard)
+        return task
 
     async def close(self) -> None:
         """Close the channels and registrations made here, then the etcd client."""
@@ -216,6 +231,8 @@ class Registry(AsyncClosing):
         self._closed = True
         for channel in list(self._channels):
             await channel.close()
+        # The sync twin's channels too: their client keys are deleted before the client closes.
+        await asyncio.gather(*(_stop(task) for task in list(self._feeds)))
         # Concurrently: with etcd unreachable each close waits for the request timeout.
         await asyncio.gather(*(r.close() for r in self._registrations))
         await self._client.close()
@@ -232,16 +249,89 @@ class _Updatable(Protocol):
 
     def configure(self, config: ServiceConfig | None) -> None: ...
 
+    @property
+    def needs_clients(self) -> bool: ...
+
+    def update_clients(self, view: ClientView) -> None: ...
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` and wait until it has finished (its ``finally`` blocks included)."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await asyncio.shield(task)
+    if not task.done():  # we were cancelled ourselves while waiting
+        raise asyncio.CancelledError
+
+
+#: How long a channel that needs the view of its fellow clients waits for the first one
+#: before following the nodes (it comes in one etcd round trip; without it the channel
+#: would first connect to a stand-in subset).
+_FIRST_VIEW_WAIT = 1.0
+
+
+class _Clients:
+    """One channel's part in its service's fleet of clients (ROUTING.md, "Large fleets"):
+    its client key and its view of the others, held while its config asks for them."""
+
+    def __init__(self, client: AsyncEtcdClient, service: str, root: str, own: Client) -> None:
+        self._client = client
+        self._service = service
+        self._root = root
+        self._own = own
+        self._key: ClientKey | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._viewed = asyncio.Event()
+
+    async def follow(self, channel: _Updatable) -> None:
+        """Hold the key and feed ``channel`` the view while it needs them; else let go."""
+        if channel.needs_clients and self._task is None:
+            self._viewed.clear()
+            self._key = ClientKey(self._client, self._service, self._own, root=self._root).keep()
+            self._task = asyncio.get_running_loop().create_task(
+                self._feed(channel), name=f"grpc-etcd clients of {self._service}"
+            )
+        elif not channel.needs_clients and self._task is not None:
+            await self.close()
+
+    async def first_view(self) -> None:
+        """Wait for the first view, when one is being followed."""
+        if self._task is not None:
+            await self._viewed.wait()
+
+    async def close(self) -> None:
+        """Stop following the others and delete the key (revoking its lease)."""
+        task, self._task = self._task, None
+        key, self._key = self._key, None
+        if task is not None:
+            await _stop(task)
+        if key is not None:
+            await key.close()
+
+    async def _feed(self, channel: _Updatable) -> None:
+        views = watch_clients(self._client, self._service, self._own, self._root)
+        async with contextlib.aclosing(views):
+            async for view in views:
+                channel.update_clients(view)
+                self._viewed.set()
+
 
 async def feed_channel(
     snapshots: AsyncIterator[Snapshot],
     channel: _Updatable,
     configs: AsyncIterator[ServiceConfig | None] | None = None,
+    clients: _Clients | None = None,
 ) -> None:
     """Hand each snapshot to ``channel.update`` and each config from etcd to
-    ``channel.configure`` until cancelled (sync and aio channels alike)."""
+    ``channel.configure`` until cancelled (sync and aio channels alike); with ``clients``,
+    also the views of the fellow clients while the channel's config needs them."""
 
     async def follow_nodes() -> None:
+        if clients is not None:  # the code's config may need them from the start
+            await clients.follow(channel)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_FIRST_VIEW_WAIT):
+                    await clients.first_view()
         async for snapshot in snapshots:
             channel.update(snapshot)
 
@@ -251,6 +341,8 @@ async def feed_channel(
                 channel.configure(config)
             except Exception:  # a config that validates but cannot apply: keep the last
                 log.exception("cannot apply the config of the channel of %s", channel)
+            if clients is not None:
+                await clients.follow(channel)
 
     try:
         async with asyncio.TaskGroup() as group:
@@ -261,6 +353,8 @@ async def feed_channel(
         for stream in (snapshots, configs):
             with contextlib.suppress(Exception):
                 await stream.aclose()  # type: ignore[union-attr]
+        if clients is not None:
+            await clients.close()
 
 
 def channel(

@@ -10,6 +10,13 @@ Incremental: a group whose members did not change keeps its child picker, so a c
 node rebuilds only the groups that node is in. Not thread-safe: the channel calls
 :meth:`Balancer.build` and :meth:`Balancer.configure` from one thread at a time; the pickers
 it returns may be used from any number of threads.
+
+Subsetting (ROUTING.md, "Large fleets"): a policy with a ``subset(addresses, clients)``
+method keeps only some nodes of each group. :meth:`Balancer.plan` asks it, group by group,
+from every node of the snapshot (in any state), and returns the addresses the channel must
+connect to; :meth:`Balancer.build` then puts a node only in the groups whose subset holds it.
+The view of the calling channels (``clients.ClientView``) reaches the balancer through
+:meth:`Balancer.update_clients`, as snapshots reach it through ``build``.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from typing import Generic, TypeVar
 
+from ..clients import ClientView
 from ..config import ServiceConfig, parse_config
 from ..node import Node
 from ..routing import CallInfo
@@ -36,7 +44,10 @@ from ..rules import (
 from ._fleet import GroupRules, group_picker
 from .base import ConnState, Endpoint, NoMatchError, NotReadyError, Pick, Picker, Policy
 
-__all__ = ["Balancer"]
+__all__ = ["Balancer", "Subsets"]
+
+#: Per group (its selector), the addresses of its subset.
+Subsets = dict[Selector, frozenset[str]]
 
 T = TypeVar("T")
 
@@ -308,6 +319,9 @@ class Balancer(Generic[T]):
         self._members: dict[Selector, dict[int, Endpoint[T]]] | None = None
         #: Per group, the nodes in it that mark some method offline (by node id).
         self._offline_nodes: dict[Selector, dict[int, _NodeInfo]] = {}
+        self._clients: ClientView | None = None
+        #: What the last :meth:`plan` chose per group; None: no subsetting, every node counts.
+        self._subsets: Subsets | None = None
         self._apply()
 
     @property
@@ -320,10 +334,52 @@ class Balancer(Generic[T]):
         """The policy instance building the child pickers (one per channel, kept across builds)."""
         return self._policy
 
+    @property
+    def needs_clients(self) -> bool:
+        """True when the config in force needs the view of the calling channels (the channel
+        then holds a client key and feeds the view to :meth:`update_clients`)."""
+        return bool(getattr(self._policy, "needs_clients", False))
+
+    @property
+    def clients(self) -> ClientView | None:
+        """The last view of the calling channels (None until one came)."""
+        return self._clients
+
+    def update_clients(self, view: ClientView) -> None:
+        """Use this view of the calling channels from the next :meth:`plan` on."""
+        self._clients = view
+
     def configure(self, config: ServiceConfig) -> None:
-        """Use ``config`` (from etcd) over the code's config from the next :meth:`build` on."""
+        """Use ``config`` (from etcd) over the code's config from the next :meth:`build` on
+        (and :meth:`plan`: a new policy may subset differently)."""
         self._layer = config
         self._apply()
+
+    def plan(self, nodes: Iterable[Node]) -> frozenset[str] | None:
+        """The addresses the channel should keep connections to, given every node of the
+        snapshot: None when the policy takes every node (no subsetting), else the union of
+        the subsets the policy takes in each group. Call it with the snapshot's nodes after
+        each new snapshot, view or config, before :meth:`build`."""
+        subset = getattr(self._policy, "subset", None)
+        if subset is None:
+            if self._subsets is not None:
+                self._subsets, self._members = None, None
+            return None
+        known, table = self._nodes, self._table
+        groups: dict[Selector, set[str]] = {}
+        for node in nodes:
+            info = known.get(id(node))
+            if info is None or info.node is not node:
+                info = _NodeInfo(node, table)
+            for wanted in info.selectors:
+                groups.setdefault(wanted, set()).add(node.address)
+        subsets = {
+            wanted: frozenset(subset(sorted(addresses), self._clients))
+            for wanted, addresses in groups.items()
+        }
+        if subsets != self._subsets:
+            self._subsets, self._members = subsets, None  # regroup every endpoint
+        return frozenset().union(*subsets.values())
 
     def _apply(self) -> None:
         from . import get_policy
@@ -346,6 +402,7 @@ class Balancer(Generic[T]):
         self._table = RouteTable(config, self._source)
         self._nodes = {}
         self._members = None  # the groups a node belongs to may differ under this config
+        self._subsets = None  # until the next plan()
 
     def _set_rules(self) -> None:
         """What shapes every group's picker, from the config in force; a change rebuilds
@@ -462,7 +519,7 @@ class Balancer(Generic[T]):
             if info is None or info.node is not node:
                 info = _NodeInfo(node, table)
             nodes[id(node)] = info
-            for wanted in info.selectors:
+            for wanted in self._selectors(info):
                 self._join(wanted, info, endpoint)
         self._nodes = nodes
         return self._members
@@ -491,7 +548,7 @@ class Balancer(Generic[T]):
             info = nodes.get(id(node))
             if info is None or info.node is not node:
                 info = nodes[id(node)] = _NodeInfo(node, table)
-            for wanted in info.selectors:
+            for wanted in self._selectors(info):
                 replaced = self._join(wanted, info, endpoint)
                 added, removed = change(wanted)
                 added.append(endpoint)
@@ -510,6 +567,15 @@ class Balancer(Generic[T]):
                     self._offline_nodes.get(wanted, {}).pop(id(node), None)
                     change(wanted)[1].append(endpoint)
         return changes
+
+    def _selectors(self, info: _NodeInfo) -> tuple[Selector, ...]:
+        """The groups a node goes in: those whose subset holds it (all of its groups when
+        nothing is subsetted)."""
+        subsets = self._subsets
+        if subsets is None:
+            return info.selectors
+        address = info.node.address
+        return tuple(s for s in info.selectors if address in subsets.get(s, ()))
 
     def _offline(self, wanted: Selector) -> frozenset[str]:
         """The methods some node of group ``wanted`` marks offline (usually none)."""
