@@ -38,6 +38,7 @@ __all__ = [
     "DEFAULT_POLICY",
     "POLICY_SETTINGS",
     "STATUS_CODE_NAMES",
+    "SUBSETTING_POLICIES",
     "FailurePercentageEjection",
     "HealthCheckConfig",
     "HedgingPolicy",
@@ -56,6 +57,7 @@ __all__ = [
     "ServiceConfig",
     "SlowStartConfig",
     "SlowStartSettings",
+    "SubsettingSettings",
     "SuccessRateEjection",
     "WeightedSubset",
     "config_json_schema",
@@ -231,6 +233,60 @@ class RingHashSettings(PolicySettings):
         return self
 
 
+#: The wrapper policies that keep a subset of each group's nodes for a child policy
+#: (docs/scale.md).
+SUBSETTING_POLICIES = ("deterministic_subsetting", "random_subsetting")
+
+
+def _child_policy(entries: tuple[Any, ...]) -> tuple[dict[str, Any], ...]:
+    checked = []
+    for entry in entries:
+        if not isinstance(entry, dict):
+            raise PydanticCustomError(
+                "lb_entry",
+                "each entry must be an object like {example}",
+                {"example": '{"round_robin": {}}'},
+            )
+        checked.append(_lb_entry(entry))
+    known = [name for entry in checked for name in entry if name in POLICY_SETTINGS]
+    if not known:
+        raise PydanticCustomError(
+            "lb_unknown",
+            "names no policy we know; known: {known}",
+            {"known": ", ".join(n for n in POLICY_SETTINGS if n not in SUBSETTING_POLICIES)},
+        )
+    if known[0] in SUBSETTING_POLICIES:
+        raise PydanticCustomError(
+            "lb_nested", "{name} cannot be the child of a subsetting policy", {"name": known[0]}
+        )
+    return tuple(checked)
+
+
+class SubsettingSettings(PolicySettings):
+    """``deterministic_subsetting``'s and ``random_subsetting``'s settings (gRFC A68's)."""
+
+    #: How many nodes of each group a channel keeps connections to (A68's default, 20).
+    subset_size: Annotated[StrictInt, Field(ge=1, le=1000)] = 20
+    #: The policy that picks among them, as a ``loadBalancingConfig`` list (the first entry
+    #: we know wins, its settings typed); ``round_robin`` when not given.
+    child_policy: Annotated[
+        tuple[Any, ...],
+        Field(min_length=1),
+        AfterValidator(_child_policy),
+        WithJsonSchema({"type": "array", "minItems": 1, "items": {"type": "object"}}),
+    ] = ({"round_robin": SlowStartSettings()},)
+
+    @property
+    def child(self) -> tuple[str, PolicySettings]:
+        """The child policy's name and typed settings: the first entry of ``childPolicy`` we
+        know."""
+        for entry in self.child_policy:
+            for name, settings in entry.items():
+                if name in POLICY_SETTINGS:
+                    return name, settings
+        raise AssertionError("validated: childPolicy names a known policy")
+
+
 #: Every policy name we know, with the model of its settings.
 POLICY_SETTINGS: Mapping[str, type[PolicySettings]] = {
     "random": SlowStartSettings,
@@ -241,6 +297,8 @@ POLICY_SETTINGS: Mapping[str, type[PolicySettings]] = {
     "least_request": LeastRequestSettings,
     "p2c_ewma": NoSettings,
     "ring_hash": RingHashSettings,
+    "deterministic_subsetting": SubsettingSettings,
+    "random_subsetting": SubsettingSettings,
 }
 
 

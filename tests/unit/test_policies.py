@@ -44,6 +44,8 @@ def test_get_policy_makes_a_new_instance_per_call_and_names_the_known_ones() -> 
         "least_request",
         "p2c_ewma",
         "ring_hash",
+        "deterministic_subsetting",
+        "random_subsetting",
     }
     for name in POLICIES:
         first, second = get_policy(name), get_policy(name)

@@ -224,6 +224,23 @@ def test_policies_map_to_cds(policy: dict[str, Any], lb_policy: str, warned: boo
         assert routes(t)[-1].route.hash_policy[0].header.header_name == "x-user"
 
 
+@pytest.mark.parametrize("wrapper", ["deterministic_subsetting", "random_subsetting"])
+def test_subsetting_is_not_in_grpc_xds_so_its_child_policy_is_served(wrapper: str) -> None:
+    child = {"ring_hash": {"requestHashHeader": "x-user", "minRingSize": 64}}
+    settings = {"subsetSize": 2, "childPolicy": [child]}
+    t = translation([node(1, "v1"), node(2, "v1")], {"loadBalancingConfig": [{wrapper: settings}]})
+    cluster = t.cluster(f"{SERVICE}|*")
+    assert cluster.lb_policy == cluster.RING_HASH
+    assert cluster.ring_hash_lb_config.minimum_ring_size.value == 64
+    assert routes(t)[-1].route.hash_policy[0].header.header_name == "x-user"
+    assert t.warnings == [
+        f"{SERVICE}: {wrapper} is not in gRPC's xDS clients (grpcio has no subsetting); "
+        "serving its childPolicy 'ring_hash' over every node"
+    ]
+    default = translation([node(1, "v1")], {"loadBalancingConfig": [{wrapper: {}}]})
+    assert default.policy == "round_robin" and len(default.warnings) == 1
+
+
 def test_pick_first_uses_the_load_balancing_policy_field() -> None:
     t = translation([node(1, "v1")], {"loadBalancingConfig": [{"pick_first": {}}]})
     (policy,) = t.cluster(f"{SERVICE}|*").load_balancing_policy.policies

@@ -13,6 +13,7 @@ from typing import Any
 from ..config import POLICY_SETTINGS, PolicySettings
 from ._balancer import Balancer
 from ._fleet import ZONE_ENV
+from ._subsetting import SubsettingPolicy
 from .base import (
     NO_MATCH_DETAILS,
     ConnState,
@@ -27,10 +28,12 @@ from .base import (
     Policy,
     QueuePicker,
 )
+from .deterministic_subsetting import DeterministicSubsettingPolicy
 from .least_request import LeastRequestPolicy
 from .p2c_ewma import P2CEwmaPolicy
 from .pick_first import PickFirstPolicy
 from .random import RandomPolicy
+from .random_subsetting import RandomSubsettingPolicy
 from .ring_hash import RingHashPolicy
 from .round_robin import RoundRobinPolicy
 from .version import VersionPicker, VersionPolicy
@@ -42,6 +45,7 @@ __all__ = [
     "ZONE_ENV",
     "Balancer",
     "ConnState",
+    "DeterministicSubsettingPolicy",
     "DoneCallback",
     "DoneInfo",
     "Endpoint",
@@ -56,8 +60,10 @@ __all__ = [
     "Policy",
     "QueuePicker",
     "RandomPolicy",
+    "RandomSubsettingPolicy",
     "RingHashPolicy",
     "RoundRobinPolicy",
+    "SubsettingPolicy",
     "VersionPicker",
     "VersionPolicy",
     "WeightedRoundRobinPolicy",
@@ -74,6 +80,8 @@ POLICIES: Mapping[str, Callable[[Mapping[str, Any] | PolicySettings | None], Pol
     "least_request": LeastRequestPolicy,
     "p2c_ewma": P2CEwmaPolicy,
     "ring_hash": RingHashPolicy,
+    "deterministic_subsetting": DeterministicSubsettingPolicy,
+    "random_subsetting": RandomSubsettingPolicy,
 }
 assert set(POLICIES) == set(POLICY_SETTINGS), "config.POLICY_SETTINGS names every policy"
 

@@ -36,6 +36,7 @@ from ..config import (
     RetryPolicy,
     RingHashSettings,
     ServiceConfig,
+    SubsettingSettings,
 )
 from ..node import Node, parse_address
 from ..policies._fleet import zone_aware_shares
@@ -153,7 +154,13 @@ class Translation:
         self._by_version: dict[str, list[tuple[Node, dict[str, str], frozenset[str]]]] = {}
         for labelled in self._labelled:
             self._by_version.setdefault(labelled[1]["version"], []).append(labelled)
-        policy = config.policy_name
+        policy, settings = config.policy_name, config.policy_config
+        if isinstance(settings, SubsettingSettings):
+            policy, settings = settings.child
+            self.warnings.append(
+                f"{self.service}: {config.policy_name} is not in gRPC's xDS clients (grpcio "
+                f"has no subsetting); serving its childPolicy {policy!r} over every node"
+            )
         self._weighted = policy in _WEIGHTED_POLICIES
         if policy in _AS_ROUND_ROBIN:
             if config.load_balancing_config:
@@ -164,7 +171,6 @@ class Translation:
                 )
             policy = "round_robin"
         self.policy = policy
-        settings = config.policy_config
         self._ring = settings if isinstance(settings, RingHashSettings) else RingHashSettings()
         if config.outlier_detection and config.outlier_detection.consecutive_errors is not None:
             self.warnings.append(

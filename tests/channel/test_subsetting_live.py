@@ -1,0 +1,113 @@
+"""Subsetting against real etcd and real servers, in both twins: a channel connects to exactly
+the nodes of its subsets (``subchannel_states()``), and calls go only there."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from echo_servers import EchoServer, Request, who
+from waiting import async_wait_for, wait_for
+
+import grpc_etcd
+import grpc_etcd.aio
+from grpc_etcd.clients import clients_prefix
+from grpc_etcd.config import config_key
+from grpc_etcd.demo import api_pb2_grpc
+from grpc_etcd.policies.deterministic_subsetting import deterministic_subset
+from grpc_etcd.testing import EtcdServer
+
+SERVICE = "t.srv.subset"
+DETERMINISTIC = {"loadBalancingConfig": [{"deterministic_subsetting": {"subsetSize": 2}}]}
+
+
+def _expected(channel: Any, addresses: Sequence[str], size: int = 2) -> set[str] | None:
+    """The subset the channel should hold once its view counts every channel, else None."""
+    view = channel._balancer.clients
+    if view is None or not view.known:
+        return None
+    return set(deterministic_subset(sorted(addresses), (view.index, view.count), size))
+
+
+def _settled(channels: Sequence[Any], addresses: Sequence[str]) -> bool:
+    for channel in channels:
+        view = channel._balancer.clients
+        if view is None or view.count != len(channels) or channel.snapshot is None:
+            return False
+        if len(channel.snapshot) != len(addresses):
+            return False
+        if set(channel.subchannel_states()) != _expected(channel, addresses):
+            return False
+    return True
+
+
+def _who(channel: Any, n: int = 40) -> set[str]:
+    api = api_pb2_grpc.ApiStub(channel)  # type: ignore[no-untyped-call]
+    return {who(api.ApiTest(Request(input="x"), timeout=5)) for _ in range(n)}
+
+
+def test_sync_channels_connect_only_to_their_subsets(
+    etcd: EtcdServer, start_server: Callable[..., EchoServer]
+) -> None:
+    servers = [start_server(f"s{i}") for i in range(6)]
+    names = {s.address: s.name for s in servers}
+    with grpc_etcd.Registry(etcd.endpoint) as registry:
+        for server in servers:
+            registry.register(SERVICE, address=server.address)
+        channels = [registry.channel(SERVICE, config=DETERMINISTIC) for _ in range(3)]
+        addresses = list(names)
+        wait_for(lambda: _settled(channels, addresses), 10, "every channel on its subset")
+        held = [set(c.subchannel_states()) for c in channels]
+        # 3 channels x 2 nodes over 6 nodes: every node in exactly one subset.
+        assert sorted(a for h in held for a in h) == sorted(addresses)
+        for channel, subset in zip(channels, held, strict=True):
+            assert _who(channel) == {names[a] for a in subset}
+
+        late = start_server("s6")
+        names[late.address] = late.name
+        registry.register(SERVICE, address=late.address)
+        addresses.append(late.address)
+        wait_for(lambda: _settled(channels, addresses), 10, "the subsets after a node joined")
+        moved = [len(set(c.subchannel_states()) - h) for c, h in zip(channels, held, strict=True)]
+        assert max(moved) <= 2
+
+        # A config from etcd switches to random_subsetting: no client keys any more.
+        random3 = {"loadBalancingConfig": [{"random_subsetting": {"subsetSize": 3}}]}
+        registry.client.put(config_key(SERVICE), json.dumps(random3))
+        wait_for(lambda: all(len(c.subchannel_states()) == 3 for c in channels), 10, "subsets of 3")
+        wait_for(
+            lambda: not registry.client.get_prefix(clients_prefix(SERVICE))[0], 10, "keys gone"
+        )
+        for channel in channels:
+            assert _who(channel, 60) == {names[a] for a in channel.subchannel_states()}
+        registry.client.delete(config_key(SERVICE))
+        wait_for(lambda: _settled(channels, addresses), 10, "deterministic subsets again")
+
+
+async def test_aio_channels_connect_only_to_their_subsets(
+    etcd: EtcdServer, start_server: Callable[..., EchoServer]
+) -> None:
+    servers = [start_server(f"s{i}") for i in range(4)]
+    names = {s.address: s.name for s in servers}
+    async with grpc_etcd.aio.Registry(etcd.endpoint) as registry:
+        for server in servers:
+            await registry.register(SERVICE, address=server.address)
+        channels = [registry.channel(SERVICE, config=DETERMINISTIC) for _ in range(2)]
+
+        async def settled() -> bool:
+            return _settled(channels, list(names))
+
+        await async_wait_for(settled, 10, "every channel on its subset")
+        held = [set(c.subchannel_states()) for c in channels]
+        assert sorted(a for h in held for a in h) == sorted(names)
+        for channel, subset in zip(channels, held, strict=True):
+            api = api_pb2_grpc.ApiStub(channel)  # type: ignore[no-untyped-call]
+            answers = {who(await api.ApiTest(Request(input="x"), timeout=5)) for _ in range(30)}
+            assert answers == {names[a] for a in subset}
+        await channels[0].close()
+
+        async def alone() -> bool:
+            return _settled(channels[1:], list(names)) and len(channels[1].subchannel_states()) == 2
+
+        await async_wait_for(alone, 10, "the last channel to take its place alone")
