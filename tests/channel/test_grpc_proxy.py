@@ -4,6 +4,7 @@ through it, in both twins."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -53,7 +54,7 @@ def test_sync_registration_and_channel_through_the_proxy(
 
         def refreshed() -> bool:
             seen.append(direct.client.lease_time_to_live(reg.lease_id))
-            return any(later > earlier for earlier, later in zip(seen, seen[1:], strict=False))
+            return any(later > earlier for earlier, later in itertools.pairwise(seen))
 
         wait_for(refreshed, 8, "a keep-alive through the proxy", interval=0.1)
 

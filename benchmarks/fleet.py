@@ -1,0 +1,385 @@
+"""Subsetting at fleet sizes: connections per node and churn, simulated and against real etcd.
+
+    .venv/bin/python benchmarks/fleet.py [--quick] [--events 10] [--seed 1] [--no-live]
+
+**Simulation.** The assignment code itself - the same ``subset()`` of the policies a channel
+runs, fed a ``ClientView`` - at 300 clients x 300 nodes x subsets of 25, 1,000 x 100 x 25 and
+100 x 100 x 25, next to the schemes of other libraries, re-created here from their sources:
+
+- go-zero (``zrpc/resolver/internal``): 32 nodes at random, the list re-shuffled on every
+  update of the nodes;
+- Kratos (``internal/subset``): a consistent-hash ring of 160 points per node (FNV-32a), each
+  client taking 25 distinct nodes clockwise from the hash of a random key of its own;
+- gRFC A68 ``random_subsetting`` (ours: rendezvous hashing with a per-channel salt);
+- Google's deterministic subsetting as the SRE book gives it (rounds of ``N / k`` clients each
+  shuffling the list with the round number as seed), with the client index taken as the rank
+  among client keys (etcd gives no contiguous task numbers);
+- ``deterministic_subsetting`` (ours).
+
+Node addresses are random ``10.x.y.z:port``, client ids random UUIDs. For each scheme:
+connections per node (max / mean and min / mean over the nodes), and churn: how many members
+of each existing client's subset change (new members) when one node joins, one node leaves,
+one client joins, one client leaves - the mean over clients (averaged over ``--events``
+random events) and the worst client seen.
+
+**Live run.** 60 ``grpc_etcd.aio`` channels x 40 registered nodes x subsets of 8, in one
+process against a throwaway etcd (``grpc_etcd.testing.EtcdServer``) and one grpc server
+listening on 40 loopback ports: the same figures read from each channel's
+``subchannel_states()`` after each event has reached every channel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import statistics
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from grpc_etcd.clients import Client, ClientView
+from grpc_etcd.policies import DeterministicSubsettingPolicy, RandomSubsettingPolicy
+
+ROWS = ((300, 300, 25), (1000, 100, 25), (100, 100, 25))
+GO_ZERO_SIZE = 32  # go-zero's subsetSize constant
+KRATOS_POINTS = 160  # points per node on Kratos' ring
+EVENTS = ("node joins", "node leaves", "client joins", "client leaves")
+
+
+# ------------------------------------------------------------------ the schemes
+
+Subsets = dict[str, set[str]]  # client id -> its subset
+
+
+class Scheme:
+    """One way to give each client a subset; state per client survives events."""
+
+    name = ""
+    #: Whether a client's subset is recomputed when only the other clients change.
+    follows_clients = False
+
+    def __init__(self, size: int, rnd: random.Random) -> None:
+        self.size = size
+        self.rnd = rnd
+
+    def assign(self, clients: Sequence[str], nodes: Sequence[str], old: Subsets | None) -> Subsets:
+        """Every client's subset after an update (``old``: the subsets before it)."""
+        raise NotImplementedError
+
+
+class Deterministic(Scheme):
+    name = "deterministic_subsetting (ours)"
+    follows_clients = True
+
+    def __init__(self, size: int, rnd: random.Random) -> None:
+        super().__init__(size, rnd)
+        self.policy = DeterministicSubsettingPolicy({"subsetSize": size})
+
+    def assign(self, clients: Sequence[str], nodes: Sequence[str], old: Subsets | None) -> Subsets:
+        ring = sorted(nodes)
+        everyone = tuple(Client(c) for c in clients)
+        return {
+            c: set(self.policy.subset(ring, ClientView(Client(c), everyone, 1))) for c in clients
+        }
+
+
+class A68(Scheme):
+    name = "A68 random_subsetting (ours)"
+
+    def __init__(self, size: int, rnd: random.Random) -> None:
+        super().__init__(size, rnd)
+        self.policies: dict[str, RandomSubsettingPolicy] = {}
+
+    def assign(self, clients: Sequence[str], nodes: Sequence[str], old: Subsets | None) -> Subsets:
+        ring = sorted(nodes)
+        out = {}
+        for c in clients:
+            policy = self.policies.get(c)
+            if policy is None:
+                policy = self.policies[c] = RandomSubsettingPolicy({"subsetSize": self.size})
+                policy.salt = self.rnd.randbytes(32)  # the seed's salt, for a repeatable run
+            out[c] = set(policy.subset(ring, None))
+        return out
+
+
+class GoZero(Scheme):
+    name = f"go-zero ({GO_ZERO_SIZE} at random, reshuffled)"
+
+    def assign(self, clients: Sequence[str], nodes: Sequence[str], old: Subsets | None) -> Subsets:
+        out = {}
+        for c in clients:
+            if old is not None and c in old and old.get("__nodes__") == set(nodes):
+                out[c] = old[c]  # no update of the nodes: go-zero keeps its subset
+                continue
+            shuffled = list(nodes)
+            self.rnd.shuffle(shuffled)
+            out[c] = set(shuffled[:GO_ZERO_SIZE])
+        out["__nodes__"] = set(nodes)
+        return out
+
+
+def _fnv32a(data: str) -> int:
+    h = 0x811C9DC5
+    for byte in data.encode():
+        h = ((h ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return h
+
+
+class Kratos(Scheme):
+    name = "Kratos (ring, 160 points per node)"
+
+    def __init__(self, size: int, rnd: random.Random) -> None:
+        super().__init__(size, rnd)
+        self.keys: dict[str, str] = {}
+        self._ring: tuple[frozenset[str], list[tuple[int, str]]] | None = None
+
+    def _points(self, nodes: Sequence[str]) -> list[tuple[int, str]]:
+        key = frozenset(nodes)
+        if self._ring is None or self._ring[0] != key:
+            points = {_fnv32a(f"{i}{n}"): n for n in nodes for i in range(KRATOS_POINTS)}
+            self._ring = (key, sorted(points.items()))
+        return self._ring[1]
+
+    def assign(self, clients: Sequence[str], nodes: Sequence[str], old: Subsets | None) -> Subsets:
+        import bisect
+
+        points = self._points(nodes)
+        hashes = [h for h, _ in points]
+        out = {}
+        for c in clients:
+            key = self.keys.setdefault(c, str(uuid.UUID(int=self.rnd.getrandbits(128))))
+            start = bisect.bisect_right(hashes, _fnv32a(key)) % len(points)
+            chosen: list[str] = []
+            i = start
+            while len(chosen) < min(self.size, len(nodes)):
+                node = points[i % len(points)][1]
+                if node not in chosen:
+                    chosen.append(node)
+                i += 1
+            out[c] = set(chosen)
+        return out
+
+
+class GoogleSRE(Scheme):
+    name = "Google deterministic (SRE book)"
+    follows_clients = True
+
+    def assign(self, clients: Sequence[str], nodes: Sequence[str], old: Subsets | None) -> Subsets:
+        count = max(len(nodes) // self.size, 1)
+        out = {}
+        for index, c in enumerate(sorted(clients)):
+            backends = sorted(nodes)
+            random.Random(index // count).shuffle(backends)
+            start = (index % count) * self.size
+            out[c] = set(backends[start : start + self.size])
+        return out
+
+
+SCHEMES: tuple[type[Scheme], ...] = (GoZero, Kratos, A68, GoogleSRE, Deterministic)
+
+
+# ------------------------------------------------------------------ measuring
+
+
+def balance(subsets: Subsets, nodes: Sequence[str]) -> tuple[float, float]:
+    """max / mean and min / mean of the connections per node."""
+    per_node = Counter(n for c, s in subsets.items() if c != "__nodes__" for n in s)
+    counts = [per_node.get(n, 0) for n in nodes]
+    mean = sum(counts) / len(counts)
+    return max(counts) / mean, min(counts) / mean
+
+
+def moved(before: Subsets, after: Subsets) -> list[int]:
+    """New members, per client present before and after."""
+    return [len(after[c] - before[c]) for c in before if c in after and c != "__nodes__"]
+
+
+@dataclass
+class Row:
+    clients: int
+    nodes: int
+    size: int
+    scheme: str
+    max_mean: float = 0.0
+    min_mean: float = 0.0
+    churn: dict[str, list[float]] = field(default_factory=dict)
+    worst: dict[str, int] = field(default_factory=dict)
+
+
+def _address(rnd: random.Random) -> str:
+    host = f"10.{rnd.randrange(256)}.{rnd.randrange(256)}.{rnd.randrange(1, 255)}"
+    return f"{host}:{rnd.randrange(1024, 65536)}"
+
+
+def simulate(
+    clients: int, nodes: int, size: int, make: type[Scheme], events: int, seed: int
+) -> Row:
+    rnd = random.Random(seed)
+    scheme = make(size, random.Random(seed + 1))
+    client_ids = [str(uuid.UUID(int=rnd.getrandbits(128))) for _ in range(clients)]
+    node_list = sorted({_address(rnd) for _ in range(nodes)})
+    while len(node_list) < nodes:
+        node_list = sorted({*node_list, _address(rnd)})
+    base = scheme.assign(client_ids, node_list, None)
+    row = Row(clients, nodes, size, scheme.name)
+    row.max_mean, row.min_mean = balance(base, node_list)
+    for event in EVENTS:
+        means: list[float] = []
+        worst = 0
+        for _ in range(events):
+            c_ids, n_list = list(client_ids), list(node_list)
+            if event == "node joins":
+                n_list.append(_address(rnd))
+            elif event == "node leaves":
+                n_list.pop(rnd.randrange(len(n_list)))
+            elif event == "client joins":
+                c_ids.append(str(uuid.UUID(int=rnd.getrandbits(128))))
+            else:
+                c_ids.pop(rnd.randrange(len(c_ids)))
+            if event.startswith("client") and not scheme.follows_clients:
+                after = {c: base[c] for c in c_ids if c in base}  # nothing tells the others
+            else:
+                after = scheme.assign(c_ids, n_list, base)
+            each = moved(base, after)
+            means.append(statistics.mean(each))
+            worst = max(worst, max(each))
+        row.churn[event] = means
+        row.worst[event] = worst
+    return row
+
+
+def print_simulation(rows: list[Row]) -> None:
+    print("| clients x nodes x subset | scheme | max/mean | min/mean |", end="")
+    print("".join(f" {e} |" for e in EVENTS))
+    print("|---|---|---:|---:|" + "---:|" * len(EVENTS))
+    for row in rows:
+        cells = "".join(f" {statistics.mean(row.churn[e]):.2f} ({row.worst[e]}) |" for e in EVENTS)
+        print(
+            f"| {row.clients} x {row.nodes} x {row.size} | {row.scheme} | "
+            f"{row.max_mean:.2f} | {row.min_mean:.2f} |{cells}"
+        )
+    print()
+    print("Churn cells: mean subset members changed per client (the worst client seen).")
+
+
+# ------------------------------------------------------------------ live, against etcd
+
+
+async def live(channels: int, nodes: int, size: int, policy: str) -> Row:
+    import grpc
+
+    import grpc_etcd.aio
+    from grpc_etcd.demo import api_pb2_grpc
+    from grpc_etcd.demo.server import Api
+    from grpc_etcd.testing import EtcdServer
+
+    service = "bench.srv.fleet"
+    config = {"loadBalancingConfig": [{policy: {"subsetSize": size}}]}
+    server = grpc.aio.server()
+    api_pb2_grpc.add_ApiServicer_to_server(Api("any", "127.0.0.1"), server)  # type: ignore[no-untyped-call]
+    ports = [server.add_insecure_port("127.0.0.1:0") for _ in range(nodes + 1)]
+    await server.start()
+    row = Row(channels, nodes, size, f"{policy} (live)")
+    try:
+        with EtcdServer() as etcd:
+            async with grpc_etcd.aio.Registry(etcd.endpoint) as registry:
+                regs = [
+                    await registry.register(service, address=f"127.0.0.1:{port}")
+                    for port in ports[:nodes]
+                ]
+                chans = [registry.channel(service, config=config) for _ in range(channels)]
+
+                async def settle(want_nodes: int, want_clients: int) -> dict[Any, set[str]]:
+                    deadline = time.monotonic() + 60
+                    while True:
+                        ready = all(
+                            c.snapshot is not None
+                            and len(c.snapshot) == want_nodes
+                            and (
+                                policy != "deterministic_subsetting"
+                                or (
+                                    c._balancer.clients is not None
+                                    and c._balancer.clients.count == want_clients
+                                )
+                            )
+                            for c in chans
+                        )
+                        if ready:
+                            return {c: set(c.subchannel_states()) for c in chans}
+                        if time.monotonic() > deadline:
+                            raise SystemExit("the live run did not settle within 60 s")
+                        await asyncio.sleep(0.05)
+
+                base = await settle(nodes, channels)
+                per_node = Counter(a for s in base.values() for a in s)
+                counts = [per_node.get(f"127.0.0.1:{p}", 0) for p in ports[:nodes]]
+                mean = statistics.mean(counts)
+                row.max_mean, row.min_mean = max(counts) / mean, min(counts) / mean
+
+                def churn(event: str, after: dict[Any, set[str]]) -> None:
+                    each = [len(after[c] - base[c]) for c in base if c in after]
+                    row.churn[event] = [statistics.mean(each)]
+                    row.worst[event] = max(each)
+
+                extra = await registry.register(service, address=f"127.0.0.1:{ports[nodes]}")
+                churn("node joins", await settle(nodes + 1, channels))
+                await extra.close()
+                await settle(nodes, channels)
+                await regs[len(regs) // 2].close()
+                churn("node leaves", await settle(nodes - 1, channels))
+                regs[len(regs) // 2] = await registry.register(
+                    service, address=f"127.0.0.1:{ports[len(regs) // 2]}"
+                )
+                await settle(nodes, channels)
+                chans.append(registry.channel(service, config=config))
+                after = await settle(nodes, channels + 1)
+                churn("client joins", after)
+                await chans.pop().close()
+                await settle(nodes, channels)
+                leaving = chans.pop(len(chans) // 2)
+                await leaving.close()
+                churn("client leaves", await settle(nodes, channels - 1))
+    finally:
+        await server.stop(None)
+    return row
+
+
+# ------------------------------------------------------------------ main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=10, help="random events per kind")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--quick", action="store_true", help="3 events, smaller live run")
+    parser.add_argument("--no-live", action="store_true", help="the simulation only")
+    args = parser.parse_args()
+    events = 3 if args.quick else args.events
+    started = time.process_time()
+    rows = [
+        simulate(clients, nodes, size, scheme, events, args.seed)
+        for clients, nodes, size in ROWS
+        for scheme in SCHEMES
+    ]
+    print(f"## Simulation ({events} events of each kind, seed {args.seed})\n")
+    print_simulation(rows)
+    print(f"\n(simulation CPU time {time.process_time() - started:.1f} s)\n")
+    if args.no_live:
+        return
+    shape = (20, 12, 4) if args.quick else (60, 40, 8)
+    print(f"## Live: {shape[0]} aio channels x {shape[1]} nodes x {shape[2]}, real etcd\n")
+    live_rows = [
+        asyncio.run(live(*shape, policy))
+        for policy in ("deterministic_subsetting", "random_subsetting")
+    ]
+    print_simulation(live_rows)
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
