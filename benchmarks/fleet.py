@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import statistics
 import sys
@@ -349,6 +350,138 @@ async def live(channels: int, nodes: int, size: int, policy: str) -> Row:
     return row
 
 
+# ------------------------------------------------------------------ the xDS control plane
+
+
+def _proc_stats(pid: int) -> tuple[float, float]:
+    """(RSS in MiB, user+system CPU seconds) of process ``pid``, from /proc."""
+    rss = 0.0
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1]) / 1024
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return rss, (int(fields[11]) + int(fields[12])) / ticks
+
+
+async def xds_cost(streams: int, nodes: int, updates: int) -> list[str]:
+    """Memory and CPU of ``grpc-etcd xds`` per connected client: ``streams`` raw ADS streams
+    (one channel each, as separate client processes would have) subscribed to one service's
+    LDS, RDS, CDS and EDS, then ``updates`` node registrations pushed to all of them."""
+    import subprocess
+
+    import grpc
+
+    import grpc_etcd.aio
+    from grpc_etcd.testing import EtcdServer
+    from grpc_etcd.xds._protos import AdsStub, DiscoveryRequest
+    from grpc_etcd.xds.names import cluster_name
+    from grpc_etcd.xds.translate import CDS, EDS, LDS, RDS
+
+    service = "bench.srv.xds"
+    names = {
+        LDS: service,
+        RDS: service,
+        CDS: cluster_name(service, {}),
+        EDS: cluster_name(service, {}),
+    }
+    lines = []
+    with EtcdServer() as etcd:
+        async with grpc_etcd.aio.Registry(etcd.endpoint) as registry:
+            for i in range(nodes):
+                await registry.register(service, address=f"127.0.0.1:{20000 + i}")
+            plane = subprocess.Popen(  # noqa: ASYNC220 - once, before any stream
+                [sys.executable, "-m", "grpc_etcd.cli", "--etcd", etcd.endpoint, "xds",
+                 "--listen", "127.0.0.1:0", "--services", service],
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            )  # fmt: skip
+            try:
+                assert plane.stdout is not None
+                address = plane.stdout.readline().rsplit(" ", 1)[-1].strip()
+                channels: list[Any] = []
+                queues: list[asyncio.Queue[Any]] = []
+                pushes: list[asyncio.Queue[Any]] = []
+
+                async def subscribe(index: int) -> None:
+                    channel = grpc.aio.insecure_channel(address)
+                    channels.append(channel)
+                    requests: asyncio.Queue[Any] = asyncio.Queue()
+                    pushed: asyncio.Queue[Any] = asyncio.Queue()
+                    queues.append(requests)
+                    pushes.append(pushed)
+
+                    async def out() -> Any:
+                        while True:
+                            item = await requests.get()
+                            if item is None:
+                                return
+                            yield item
+
+                    call = AdsStub(channel).StreamAggregatedResources(out())
+                    for type_url, name in names.items():
+                        request = DiscoveryRequest(type_url=type_url, resource_names=[name])
+                        request.node.id = f"bench-{index}"
+                        await requests.put(request)
+
+                    async def read() -> None:
+                        async for response in call:
+                            ack = DiscoveryRequest(
+                                type_url=response.type_url,
+                                resource_names=[names[response.type_url]],
+                                response_nonce=response.nonce,
+                                version_info=response.version_info,
+                            )
+                            await requests.put(ack)
+                            await pushed.put(response.type_url)
+
+                    asyncio.get_running_loop().create_task(read())
+
+                async def received(count: int, type_url: str | None = None, first: int = 0) -> None:
+                    for pushed in pushes[first:]:
+                        got = 0
+                        while got < count:
+                            if await pushed.get() == type_url or type_url is None:
+                                got += 1
+
+                await subscribe(0)
+                await received(len(names))
+                base_rss, _ = _proc_stats(plane.pid)
+                for index in range(1, streams):
+                    await subscribe(index)
+                await received(len(names), first=1)  # every stream has all four resources
+                rss, _ = _proc_stats(plane.pid)
+                per_stream = (rss - base_rss) * 1024 / (streams - 1)
+                lines.append(
+                    f"| {streams} ADS streams, {nodes} nodes | RSS {base_rss:.0f} MiB with one "
+                    f"client, {rss:.0f} MiB with {streams}: **{per_stream:.0f} KiB per client** |"
+                )
+                costs, walls = [], []
+                for i in range(updates):
+                    _, before = _proc_stats(plane.pid)
+                    start = time.monotonic()
+                    await registry.register(service, address=f"127.0.0.1:{30000 + i}")
+                    await received(1, EDS)
+                    walls.append((time.monotonic() - start) * 1000)
+                    await asyncio.sleep(0.2)  # let the plane finish the acks it was sent
+                    _, after = _proc_stats(plane.pid)
+                    costs.append((after - before) * 1e6 / streams)
+                lines.append(
+                    f"| one node registered, pushed to {streams} clients (median of {updates}) | "
+                    f"plane CPU **{statistics.median(costs):.0f} µs per client**; the last client "
+                    f"had it after {statistics.median(walls):.0f} ms |"
+                )
+                for requests in queues:
+                    await requests.put(None)
+                for channel in channels:
+                    await channel.close()
+            finally:
+                plane.terminate()
+                plane.wait(10)
+    return lines
+
+
 # ------------------------------------------------------------------ main
 
 
@@ -358,6 +491,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="3 events, smaller live run")
     parser.add_argument("--no-live", action="store_true", help="the simulation only")
+    parser.add_argument("--xds", type=int, default=200, help="ADS streams for the xDS cost")
     args = parser.parse_args()
     events = 3 if args.quick else args.events
     started = time.process_time()
@@ -378,6 +512,11 @@ def main() -> None:
         for policy in ("deterministic_subsetting", "random_subsetting")
     ]
     print_simulation(live_rows)
+    streams = 20 if args.quick else args.xds
+    print(f"\n## The xDS control plane per connected client ({streams} raw ADS streams)\n")
+    print("| setup | cost |\n|---|---|")
+    for line in asyncio.run(xds_cost(streams, 40, 3 if args.quick else 9)):
+        print(line)
     sys.stdout.flush()
 
 
