@@ -290,7 +290,7 @@ class ChannelBase(Generic[C]):
         return self._balancer.needs_clients
 
     def update_clients(self, view: ClientView) -> None:
-        """Follow a new view of the calling channels (ROUTING.md, "Large fleets"): with
+        """Follow a new view of the calling channels (docs/scale.md): with
         subsetting, this channel's subsets and so its connections may change."""
         with self._lock:
             if self._closed:

@@ -271,7 +271,7 @@ _FIRST_VIEW_WAIT = 1.0
 
 
 class _Clients:
-    """One channel's part in its service's fleet of clients (ROUTING.md, "Large fleets"):
+    """One channel's part in its service's fleet of clients (docs/scale.md):
     its client key and its view of the others, held while its config asks for them."""
 
     def __init__(self, client: AsyncEtcdClient, service: str, root: str, own: Client) -> None:

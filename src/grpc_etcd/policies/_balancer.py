@@ -11,7 +11,7 @@ node rebuilds only the groups that node is in. Not thread-safe: the channel call
 :meth:`Balancer.build` and :meth:`Balancer.configure` from one thread at a time; the pickers
 it returns may be used from any number of threads.
 
-Subsetting (ROUTING.md, "Large fleets"): a policy with a ``subset(addresses, clients)``
+Subsetting (docs/scale.md): a policy with a ``subset(addresses, clients)``
 method keeps only some nodes of each group. :meth:`Balancer.plan` asks it, group by group,
 from every node of the snapshot (in any state), and returns the addresses the channel must
 connect to; :meth:`Balancer.build` then puts a node only in the groups whose subset holds it.

@@ -1,5 +1,4 @@
-"""A channel's own client key and its view of the others (asyncio core; ROUTING.md "Large
-fleets").
+"""A channel's own client key and its view of the others (asyncio core; docs/scale.md).
 
 The key is a :class:`~grpc_etcd.registry.registration.LeasedKey`: written on a lease of its
 own, kept alive, written again after a lost lease or a deletion, for as long as it is open;

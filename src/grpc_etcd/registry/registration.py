@@ -12,8 +12,8 @@ it is bound to this registration's own lease (etcd transactions), so a second li
 registration of the same service and ``instance_id`` is refused (``DuplicateRegistrationError``)
 instead of fighting the first for the key.
 
-The machinery is :class:`LeasedKey`'s, for any record: a channel's client key (ROUTING.md,
-"Large fleets") is one too.
+The machinery is :class:`LeasedKey`'s, for any record: a channel's client key (docs/scale.md)
+is one too.
 """
 
 from __future__ import annotations
