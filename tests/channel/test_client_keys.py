@@ -18,7 +18,7 @@ import grpc_etcd.aio
 from grpc_etcd.clients import ClientView, clients_prefix
 from grpc_etcd.demo import api_pb2_grpc
 from grpc_etcd.policies import Endpoint, Picker, RandomPolicy
-from grpc_etcd.testing import EtcdServer
+from grpc_etcd.testing import EtcdServer, TcpProxy
 
 SERVICE = "t.srv.fleet"
 PREFIX = clients_prefix(SERVICE)
@@ -127,4 +127,28 @@ def test_a_key_that_is_not_ours_is_one_warning_and_routing_goes_on(
         ]
         api = api_pb2_grpc.ApiStub(channel)  # type: ignore[no-untyped-call]
         assert who(api.ApiTest(Request(input="x"), timeout=5)) == "s1"
+        channel.close()
+
+
+def test_the_view_outlives_an_outage_and_catches_up_after_compaction(etcd: EtcdServer) -> None:
+    """While etcd cannot be reached the last view stands; after it, a watch behind compaction
+    reads the clients again (the nodes' gap-free loop)."""
+    etcd.etcdctl("put", PREFIX + "gone", '{"labels":{"zone":"x"}}')
+    with (
+        TcpProxy(etcd.endpoint) as proxy,
+        grpc_etcd.Registry(proxy.endpoint, timeout=2) as registry,
+    ):
+        channel = registry.channel(SERVICE, policy=NeedsClients(), source={"zone": "a"})
+        wait_for(lambda: _zones(channel) == {"a": 1, "x": 1}, 5, "the first view")
+        before = _view(channel)
+        proxy.cut()
+        etcd.etcdctl("del", PREFIX + "gone")
+        etcd.etcdctl("put", PREFIX + "new", '{"labels":{"zone":"y"}}')
+        for i in range(20):
+            etcd.etcdctl("put", "/other/noise", str(i))
+        revision = json.loads(etcd.etcdctl("get", "/other/noise", "-w", "json"))["header"]
+        etcd.etcdctl("compact", str(revision["revision"]))
+        assert _view(channel) is before, "an unreachable etcd empties no view"
+        proxy.restore()
+        wait_for(lambda: _zones(channel) == {"a": 1, "y": 1}, 10, "the view after compaction")
         channel.close()
