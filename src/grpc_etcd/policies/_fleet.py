@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from itertools import accumulate
 from typing import Generic, TypeVar
 
+from ..clients import ZONE_ENV  # the caller's locality when its source labels do not name it
 from ..config import Locality
 from ..routing import CallInfo
 from .base import ConnState, Endpoint, Pick, Picker, Policy
@@ -48,8 +49,6 @@ __all__ = [
 
 T = TypeVar("T")
 
-#: The environment variable naming the caller's locality when its source labels do not.
-ZONE_ENV = "GRPC_ETCD_ZONE"
 #: Envoy's default overprovisioning factor (``overprovisioning_factor`` 140 %).
 OVERPROVISIONING = 1.4
 _READY = ConnState.READY
