@@ -768,6 +768,10 @@ def _is_tag(part: int | str) -> bool:
     return isinstance(part, str) and ("[" in part and part.endswith("]"))
 
 
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def parse_config(
     data: bytes | str | Mapping[str, Any] | ServiceConfig, *, key: str = ""
 ) -> ServiceConfig:
@@ -780,7 +784,9 @@ def parse_config(
         return data
     if isinstance(data, bytes | str):
         try:
-            data = json.loads(data)
+            data = json.loads(data, parse_constant=_not_json)
+        except RecursionError:
+            raise ConfigError(key, "not valid JSON (nested too deeply)") from None
         except (ValueError, UnicodeDecodeError) as exc:
             raise ConfigError(key, f"not valid JSON ({exc})") from None
     if not isinstance(data, Mapping):
