@@ -13,7 +13,15 @@ from hypothesis import strategies as st
 from grpc_etcd.node import MethodInfo, Node
 from grpc_etcd.snapshot import Snapshot
 from grpc_etcd.xds.names import service_of
-from grpc_etcd.xds.translate import CDS, EDS, LDS, RDS, ServiceState, Translation
+from grpc_etcd.xds.translate import (
+    CACHE_LIMIT,
+    CDS,
+    EDS,
+    LDS,
+    RDS,
+    ServiceState,
+    Translation,
+)
 
 SERVICE = "fz.srv.app"
 TYPES = [LDS, RDS, CDS, EDS]
@@ -97,3 +105,17 @@ def test_any_name_a_client_asks_for(
         assert answer is None or isinstance(answer, bytes)
         if service_of(name) != SERVICE:
             assert answer is None
+
+
+def test_made_up_names_do_not_grow_memory() -> None:
+    """Found reading what fuzzing asked for: every distinct name a client asked for was kept
+    (answer and node subset) until the next change in etcd."""
+    node = Node(SERVICE, "a", "127.0.0.1:1", "v1", key="/fz/srv/app/a")
+    translation = Translation(ServiceState.of(Snapshot(SERVICE, {node.key: node}, 1)))
+    for i in range(CACHE_LIMIT + 500):
+        for type_url in (CDS, EDS):
+            assert translation.serialized(type_url, f"{SERVICE}|zone=z{i}", {}) is not None
+    assert len(translation._serialized) <= CACHE_LIMIT
+    assert len(translation._selected) <= CACHE_LIMIT
+    known = translation.serialized(CDS, f"{SERVICE}|version=v1", {})
+    assert known == translation.serialized(CDS, f"{SERVICE}|version=v1", {})

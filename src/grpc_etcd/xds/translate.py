@@ -137,6 +137,12 @@ class ServiceState:
         return sorted({node.version for node in self.nodes if node.version})
 
 
+#: How many answers (resource name and kind of caller) and subsets one translation keeps.
+#: Names come from clients: past this, answers to made-up names are computed, not kept, so a
+#: client asking for endless names cannot grow the control plane's memory.
+CACHE_LIMIT = 4096
+
+
 class Translation:
     """The xDS resources of one :class:`ServiceState`; build one per state, ask it by name.
 
@@ -220,12 +226,13 @@ class Translation:
             key = (type_url, name, (("", self._zone_of(source)),))
         else:
             key = (type_url, name, ())
-        if key not in self._serialized:
-            resource = self.resource(type_url, name, source)
-            self._serialized[key] = (
-                None if resource is None else resource.SerializeToString(deterministic=True)
-            )
-        return self._serialized[key]
+        if key in self._serialized:
+            return self._serialized[key]
+        resource = self.resource(type_url, name, source)
+        answer = None if resource is None else resource.SerializeToString(deterministic=True)
+        if len(self._serialized) < CACHE_LIMIT:
+            self._serialized[key] = answer
+        return answer
 
     def resource(self, type_url: str, name: str, source: Mapping[str, str]) -> Any | None:
         """The resource ``name`` of ``type_url`` for a caller with labels ``source``, or None
@@ -329,11 +336,13 @@ class Translation:
         if found is None:
             version = subset.get("version")
             candidates = self._labelled if version is None else self._by_version.get(version, [])
-            found = self._selected[key] = tuple(
+            found = tuple(
                 node
                 for node, labels, offline in candidates
                 if selects(wanted, labels) and not (method and method_is_offline(offline, method))
             )
+            if len(self._selected) < CACHE_LIMIT:
+                self._selected[key] = found
         return found
 
     def _to(self, parts: Sequence[tuple[Mapping[str, str] | None, int]], method: str) -> Any:
