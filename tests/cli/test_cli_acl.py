@@ -210,3 +210,14 @@ def test_roles_follow_the_registry_root(etcd: EtcdServer) -> None:
         reg = registry.register(SERVICE, address="127.0.0.1:5005")
         assert reg.key.startswith("/prod/sec/srv/app/")
         reg.close()
+
+
+def test_roles_on_an_etcd_without_auth_come_with_a_note(etcd_factory: Factory) -> None:
+    plain = etcd_factory()
+    plain.etcdctl("user", "add", f"srv:{PASSWORD}")
+    result = CliRunner().invoke(
+        main, ["--etcd", plain.endpoint, "acl", "grant", SERVICE, "--server", "srv"]
+    )
+    assert result.exit_code == 0, result.output
+    assert f"granted {role_name(SERVICE, 'server')} to srv" in result.stdout
+    assert result.stderr.startswith("note: auth is not enabled on this etcd")
