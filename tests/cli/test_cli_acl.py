@@ -221,3 +221,10 @@ def test_roles_on_an_etcd_without_auth_come_with_a_note(etcd_factory: Factory) -
     assert result.exit_code == 0, result.output
     assert f"granted {role_name(SERVICE, 'server')} to srv" in result.stdout
     assert result.stderr.startswith("note: auth is not enabled on this etcd")
+
+
+def test_a_refused_watch_is_one_line_not_a_retry_loop(etcd: EtcdServer) -> None:
+    line = _one_line_error(_cli(etcd, "web", "watch", OTHER))
+    assert "cannot read the keys under /sec/srv/other/: permission denied for user web" in line
+    listed = _one_line_error(_cli(etcd, "web", "ls", OTHER))
+    assert "cannot read the keys under /sec/srv/other/: permission denied for user web" in listed

@@ -25,6 +25,7 @@ __all__ = [
     "ENV_ENDPOINTS",
     "ENV_PASSWORD",
     "Options",
+    "check_readable",
     "friendly_errors",
     "validate_cli_service",
 ]
@@ -114,6 +115,20 @@ class Options:
             "tls": self.tls(),
             "timeout": self.timeout,
         }
+
+
+def check_readable(registry: Registry, service: str) -> None:
+    """Read ``service``'s nodes once, so that a refused read ends a command in one line (the
+    watch it starts would retry a refusal forever, as channels do). Other errors: the watch
+    says when etcd answers again."""
+    from ..registry.etcd import AuthError, EtcdError
+
+    try:
+        registry.nodes(service)
+    except AuthError:
+        raise
+    except EtcdError:
+        pass
 
 
 @contextlib.contextmanager

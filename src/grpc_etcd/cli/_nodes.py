@@ -15,7 +15,7 @@ from ..naming import RESERVED_PREFIX, service_prefix
 from ..node import Node
 from ..record import decode_record
 from ..snapshot import Snapshot
-from ._common import Options, friendly_errors, validate_cli_service
+from ._common import Options, check_readable, friendly_errors, validate_cli_service
 from ._liveness import Liveness
 
 __all__ = ["format_change", "format_table", "list_nodes", "nodes_table", "read_nodes", "watch"]
@@ -168,6 +168,7 @@ def watch(opts: Options, service: str, as_json: bool) -> None:
             opts.client() as probe_client,
             Liveness(probe_client, on_liveness) as liveness,
         ):
+            check_readable(reg, service)
             snapshots = reg.watch(service)
             try:
                 for snapshot in snapshots:

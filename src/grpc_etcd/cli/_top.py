@@ -23,7 +23,7 @@ import grpc
 
 from ..node import Node
 from ..snapshot import Snapshot
-from ._common import Options, friendly_errors, validate_cli_service
+from ._common import Options, check_readable, friendly_errors, validate_cli_service
 
 if TYPE_CHECKING:
     from ..registry.etcd import EtcdClient
@@ -217,6 +217,7 @@ def top(opts: Options, service: str, health_service: str, interval: float) -> No
             raise ValueError(f"--interval must be > 0, got {interval}")
         stop = threading.Event()
         with opts.registry() as reg, opts.client() as client:
+            check_readable(reg, service)
             probes = _Probes(client, health_service)
             follower = threading.Thread(
                 target=_follow, args=(reg, service, probes, stop), daemon=True
