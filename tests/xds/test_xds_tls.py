@@ -5,6 +5,7 @@ required, gets nothing."""
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,34 @@ async def test_the_python_api_serves_tls(
                 with pytest.raises(grpc.aio.AioRpcError) as info:
                     await _listener(channel)
             assert info.value.code() is grpc.StatusCode.UNAVAILABLE
+
+
+async def test_a_rotated_certificate_serves_new_connections_without_a_restart(
+    registered: grpc_etcd.aio.Registry, certs: TLSFiles, tmp_path: Path
+) -> None:
+    live = tmp_path / "live"
+    live.mkdir()
+    cert, key = live / "plane.crt", live / "plane.key"
+    shutil.copy(certs.server_cert, cert)
+    shutil.copy(certs.server_key, key)
+    renewed = make_certs(tmp_path / "renewed")  # another CA: only its clients trust the new one
+    tls = TLSConfig(cert_file=str(cert), key_file=str(key))
+    async with ControlPlane(registered, tls=tls) as plane:
+
+        async def served(ca: bytes) -> bool:
+            credentials = grpc.ssl_channel_credentials(ca)
+            async with grpc.aio.secure_channel(plane.address, credentials) as channel:
+                try:
+                    await _listener(channel)
+                except grpc.aio.AioRpcError:
+                    return False
+                return True
+
+        old_ca, new_ca = certs.ca.read_bytes(), renewed.ca.read_bytes()
+        assert await served(old_ca) and not await served(new_ca)
+        shutil.copy(renewed.server_key, key)
+        shutil.copy(renewed.server_cert, cert)
+        assert await served(new_ca) and not await served(old_ca)
 
 
 def test_bad_tls_arguments_are_refused(certs: TLSFiles) -> None:

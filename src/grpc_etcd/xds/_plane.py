@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Self
@@ -71,16 +72,59 @@ def _read(path: str, what: str) -> bytes:
         raise OSError(f"cannot read the control plane's {what} {path}: {exc.strerror}") from None
 
 
+class _CertificateFiles:
+    """The control plane's TLS files, read again when one changes: a rotated certificate (or
+    client CA) serves new connections without a restart."""
+
+    def __init__(self, tls: TLSConfig) -> None:
+        assert tls.cert_file is not None and tls.key_file is not None
+        self._files = [(tls.key_file, "key"), (tls.cert_file, "certificate")]
+        if tls.ca_file is not None:
+            self._files.append((tls.ca_file, "client CA"))
+        self._stamp: tuple[int, ...] = ()
+
+    def _stamps(self) -> tuple[int, ...]:
+        stamps = []
+        for path, what in self._files:
+            try:
+                stamps.append(os.stat(path).st_mtime_ns)
+            except OSError as exc:
+                why = f"cannot read the control plane's {what} {path}: {exc.strerror}"
+                raise OSError(why) from None
+        return tuple(stamps)
+
+    def load(self) -> Any:
+        """The files as they are now (``OSError`` naming one that cannot be read)."""
+        stamp = self._stamps()
+        key, cert, *roots = (_read(path, what) for path, what in self._files)
+        self._stamp = stamp
+        return grpc.ssl_server_certificate_configuration(
+            [(key, cert)], root_certificates=roots[0] if roots else None
+        )
+
+    def changed(self) -> Any:
+        """New files since the last load, or None (grpc keeps the current ones); called by
+        grpc before each handshake."""
+        try:
+            if self._stamps() == self._stamp:
+                return None
+            configuration = self.load()
+        except OSError as exc:  # half-written, or gone: keep serving with what was read
+            log.warning("keeping the control plane's current TLS files: %s", exc)
+            return None
+        log.info("the control plane's TLS files changed: new connections use them")
+        return configuration
+
+
 def server_credentials(tls: TLSConfig) -> grpc.ServerCredentials:
-    """The control plane's TLS, read from ``tls``'s files now: with ``ca_file``, mutual TLS
-    (a client without a certificate signed by it fails the handshake)."""
+    """The control plane's TLS from ``tls``'s files (read now, and again when they change):
+    with ``ca_file``, mutual TLS (a client without a certificate signed by it fails the
+    handshake)."""
     check_tls(tls)
-    assert tls.cert_file is not None and tls.key_file is not None
-    pair = (_read(tls.key_file, "key"), _read(tls.cert_file, "certificate"))
-    if tls.ca_file is None:
-        return grpc.ssl_server_credentials([pair])
-    roots = _read(tls.ca_file, "client CA")
-    return grpc.ssl_server_credentials([pair], root_certificates=roots, require_client_auth=True)
+    files = _CertificateFiles(tls)
+    return grpc.dynamic_ssl_server_credentials(
+        files.load(), files.changed, require_client_authentication=tls.ca_file is not None
+    )
 
 
 class _Service:
