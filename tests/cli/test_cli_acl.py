@@ -14,9 +14,10 @@ from waiting import wait_for
 
 import grpc_etcd
 from grpc_etcd.cli import main
+from grpc_etcd.clients import clients_prefix
 from grpc_etcd.config import config_key
 from grpc_etcd.registry import RegistrationState
-from grpc_etcd.registry.acl import client_keys_prefix, role_name
+from grpc_etcd.registry.acl import role_name
 from grpc_etcd.registry.etcd import AuthError, EtcdClient
 from grpc_etcd.testing import EtcdServer
 
@@ -25,6 +26,11 @@ SERVICE = "sec.srv.app"
 OTHER = "sec.srv.other"
 PASSWORD = "pw"
 DOCUMENT = {"loadBalancingConfig": [{"round_robin": {}}]}
+SUBSETTING = {
+    "loadBalancingConfig": [
+        {"deterministic_subsetting": {"subsetSize": 2, "childPolicy": [{"round_robin": {}}]}}
+    ]
+}
 
 
 def _cli(etcd: EtcdServer, user: str, *args: str, root: str = "") -> Result:
@@ -161,23 +167,28 @@ def test_a_client_discovers_and_follows_config_and_registers_nothing(
     with _registry(etcd, "srv") as servers, _registry(etcd, "web") as clients:
         reg = servers.register(SERVICE, address="127.0.0.1:5001", version="v1")
         channel = clients.channel(SERVICE)
+        subsetting = clients.channel(SERVICE, config=SUBSETTING)  # holds a leased client key
         try:
             assert [n.id for n in clients.nodes(SERVICE)] == [reg.node.id]
             wait_for(lambda: channel.snapshot is not None and len(channel.snapshot), 10, "nodes")
+            with _client(etcd, "root") as root:
+                prefix = clients_prefix(SERVICE)
+                wait_for(lambda: root.get_prefix(prefix)[0], 10, "the channel's client key")
             _ok(_cli(etcd, "ops", "config", "set", SERVICE, str(path)))
             wait_for(lambda: channel.config.policy_name == "round_robin", 10, "the new config")
         finally:
             channel.close()
+            subsetting.close()
         with pytest.raises(AuthError, match=r"^cannot put /sec/srv/app/app-.*: permission denied"):
             clients.register(SERVICE, address="127.0.0.1:5003")
     with _client(etcd, "web") as web:
         lease = web.lease_grant(5)
-        web.put(client_keys_prefix(SERVICE) + "web-1", "{}", lease=lease)  # its subsetting key
+        web.put(clients_prefix(SERVICE) + "web-1", "{}", lease=lease)  # its subsetting key
         with pytest.raises(AuthError, match=_refused("web", "put", config_key(SERVICE))):
             web.put(config_key(SERVICE), "{}")
         with pytest.raises(AuthError, match=_refused("web", "put", "/sec/srv/other/x")):
             web.put("/sec/srv/other/x", "v")
-        other_clients = client_keys_prefix(OTHER) + "web-1"
+        other_clients = clients_prefix(OTHER) + "web-1"
         with pytest.raises(AuthError, match=_refused("web", "put", other_clients)):
             web.put(other_clients, "{}", lease=lease)
         web.lease_revoke(lease)
@@ -196,7 +207,7 @@ def test_an_operator_sets_config_and_registers_nothing(etcd: EtcdServer, tmp_pat
     with _registry(etcd, "ops") as registry, pytest.raises(AuthError, match=r"^cannot put /sec/"):
         registry.register(SERVICE, address="127.0.0.1:5004")
     with _client(etcd, "ops") as ops:
-        key = client_keys_prefix(SERVICE) + "x"
+        key = clients_prefix(SERVICE) + "x"
         with pytest.raises(AuthError, match=_refused("ops", "put", key)):
             ops.put(key, "{}")
 

@@ -7,7 +7,6 @@ import pytest
 from grpc_etcd.config import config_key
 from grpc_etcd.registry.acl import (
     KINDS,
-    client_keys_prefix,
     describe,
     permissions,
     plan,
@@ -44,7 +43,10 @@ def test_prefixes_end_with_a_slash_so_a_longer_name_is_not_covered() -> None:
     assert not server.key <= b"/a/srv/application/x" < server.range_end
     client = permissions("a.srv.app", "client")
     assert Permission("read", config_key("a.srv.app").encode()) in client  # one key, no range
-    assert client_keys_prefix("a.srv.app") == "/grpc-etcd/clients/a.srv.app/"
+    assert (
+        Permission("readwrite", b"/grpc-etcd/clients/a.srv.app/", b"/grpc-etcd/clients/a.srv.app0")
+        in client
+    )
 
 
 def test_plan_turns_any_role_into_exactly_the_wanted_one() -> None:

@@ -27,6 +27,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from ..clients import clients_prefix
 from ..config import config_key
 from ..naming import _normalize_root, service_prefix, validate_service
 from .etcd._outcomes import key_text
@@ -36,7 +37,6 @@ __all__ = [
     "KINDS",
     "Kind",
     "Plan",
-    "client_keys_prefix",
     "describe",
     "permissions",
     "plan",
@@ -45,12 +45,6 @@ __all__ = [
 
 Kind = Literal["server", "client", "operator"]
 KINDS: tuple[Kind, ...] = ("server", "client", "operator")
-
-
-def client_keys_prefix(service: str, root: str = "") -> str:
-    """Where the channels of a service hold their leased keys: ``R/grpc-etcd/clients/S/``."""
-    validate_service(service)
-    return f"{_normalize_root(root)}/grpc-etcd/clients/{service}/"
 
 
 def role_name(service: str, kind: Kind, root: str = "") -> str:
@@ -78,7 +72,7 @@ def permissions(service: str, kind: Kind, root: str = "") -> tuple[Permission, .
         return (
             _under(nodes, "read"),
             Permission("read", config),
-            _under(client_keys_prefix(service, root), "readwrite"),
+            _under(clients_prefix(service, root), "readwrite"),
         )
     return (Permission("readwrite", config), _under(nodes, "read"))
 
