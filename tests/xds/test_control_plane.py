@@ -201,3 +201,20 @@ async def test_a_port_in_use_is_refused_in_one_line(etcd: EtcdServer) -> None:
         second = ControlPlane(registry, listen=first.address)
         with pytest.raises(OSError, match=r"cannot listen on 127\.0\.0\.1:\d+ \(address in use"):
             await second.start()
+
+
+async def test_clients_cannot_make_it_watch_endless_services(
+    etcd: EtcdServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import grpc_etcd.xds._plane as plane_module
+
+    monkeypatch.setattr(plane_module, "MAX_SERVICES", 3)
+    async with (
+        grpc_etcd.aio.Registry(etcd.endpoint) as registry,
+        ControlPlane(registry) as plane,  # every service a client names
+    ):
+        answers = [plane.lookup(LDS, f"made.up.s{i}", {}) for i in range(6)]
+        assert answers[3:] == [None, None, None] and None not in answers[:3]
+        assert len(plane._watched) == 3
+    warned = [r.getMessage() for r in caplog.records if "not watching" in r.getMessage()]
+    assert len(warned) == 1 and "3 services are watched already" in warned[0]

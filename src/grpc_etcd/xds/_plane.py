@@ -37,7 +37,11 @@ from .translate import LDS, ServiceState, Translation
 if TYPE_CHECKING:
     from ..aio import Registry as AsyncRegistry
 
-__all__ = ["ControlPlane", "check_listen", "check_tls", "server_credentials"]
+__all__ = ["MAX_SERVICES", "ControlPlane", "check_listen", "check_tls", "server_credentials"]
+
+#: Without ``services=``, a service is watched once a client names it: at most this many, so
+#: clients naming endless services cannot make the control plane watch all of etcd.
+MAX_SERVICES = 1000
 
 log = logging.getLogger("grpc_etcd.xds")
 
@@ -217,6 +221,7 @@ class ControlPlane(AsyncClosing):
         self._server: grpc.aio.Server | None = None
         self.port = 0
         self._watched: dict[str, _Service] = {}
+        self._full = False  # warned that MAX_SERVICES are watched
         self._wakers: set[asyncio.Event] = set()
         #: Per connected stream, the listeners it asks for and its client's labels.
         self._members: dict[AdsStream, tuple[frozenset[str], Labels]] = {}
@@ -312,6 +317,16 @@ class ControlPlane(AsyncClosing):
         validate_service(service)
         if self._closed:
             raise ValueError("the control plane is closed")
+        if self.services is None and len(self._watched) >= MAX_SERVICES:
+            if not self._full:
+                self._full = True
+                log.warning(
+                    "not watching %s: %d services are watched already (clients name them; "
+                    "list the services to serve with --services)",
+                    service,
+                    MAX_SERVICES,
+                )
+            raise ValueError(f"{MAX_SERVICES} services are watched already")
         watched = _Service(service)
         for names, labels in self._members.values():
             if service in names:
