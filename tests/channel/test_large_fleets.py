@@ -259,3 +259,79 @@ async def test_aio_prefer_local_spills_over_as_local_nodes_go(
         began = time.monotonic()
         await async_wait_for(all_remote, 1.0, "every call to zone b")
         assert time.monotonic() - began < 1.0
+
+
+# ---------------------------------------------------------------- zone_aware
+
+ZONE_AWARE = {
+    "locality": {"key": "zone", "mode": "zone_aware", "minClusterSize": 3},
+    "loadBalancingConfig": [{"round_robin": {}}],
+}
+#: Callers 2/3 in zone a, nodes 1/3 in a (Envoy's shares): an a-channel sends 50 % to a;
+#: 400 calls (a random split between the zones): sd 2.5 points, bound 10.
+CALLERS = ("a", "a", "b")
+
+
+def test_sync_zone_aware_weighs_zones_by_the_channels_client_keys(
+    etcd: EtcdServer, start_server: Callable[..., EchoServer]
+) -> None:
+    with grpc_etcd.Registry(etcd.endpoint) as registry:
+        for name, zone in (("a0", "a"), ("b0", "b"), ("b1", "b")):
+            registry.register(
+                "test.srv.aware",
+                address=start_server(name).address,
+                version="v1",
+                metadata={"zone": zone},
+            )
+        channels = [
+            registry.channel("test.srv.aware", config=ZONE_AWARE, source={"zone": zone})
+            for zone in CALLERS
+        ]
+        first, _, b_channel = (ApiStub(channel) for channel in channels)
+
+        def local(api: ApiStub, calls: int = 400) -> float:
+            answers = Counter(who(api.ApiTest(Request(input="x"), timeout=5)) for _ in range(calls))
+            return _local(answers)
+
+        wait_for(lambda: abs(local(first) - 0.5) < 0.1, 15, "an a-channel 50 % in zone a")
+        wait_for(lambda: local(b_channel, 100) == 0, 5, "the b-channel all in zone b")
+        channels[1].close()  # its key goes: callers 1/2 in a, an a-channel keeps 2/3 local
+        wait_for(lambda: abs(local(first) - 2 / 3) < 0.1, 15, "2/3 in zone a")
+
+
+async def test_aio_zone_aware_weighs_zones_by_the_channels_client_keys(
+    etcd: EtcdServer, start_server: Callable[..., EchoServer]
+) -> None:
+    async with grpc_etcd.aio.Registry(etcd.endpoint) as registry:
+        for name, zone in (("a0", "a"), ("b0", "b"), ("b1", "b")):
+            await registry.register(
+                "test.srv.aware-aio",
+                address=start_server(name).address,
+                version="v1",
+                metadata={"zone": zone},
+            )
+        channels = [
+            registry.channel("test.srv.aware-aio", config=ZONE_AWARE, source={"zone": zone})
+            for zone in CALLERS
+        ]
+        first, _, b_channel = (ApiStub(channel) for channel in channels)
+
+        async def local(api: ApiStub, calls: int = 400) -> float:
+            answers = Counter(
+                [who(await api.ApiTest(Request(input="x"), timeout=5)) for _ in range(calls)]
+            )
+            return _local(answers)
+
+        async def half() -> bool:
+            return abs(await local(first) - 0.5) < 0.1
+
+        async def b_only() -> bool:
+            return await local(b_channel, 100) == 0
+
+        async def two_thirds() -> bool:
+            return abs(await local(first) - 2 / 3) < 0.1
+
+        await async_wait_for(half, 15, "an a-channel 50 % in zone a")
+        await async_wait_for(b_only, 5, "the b-channel all in zone b")
+        await channels[1].close()
+        await async_wait_for(two_thirds, 15, "2/3 in zone a")

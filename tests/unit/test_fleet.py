@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from policy_helpers import ep, share, spread
 
+from grpc_etcd.clients import Client, ClientView
 from grpc_etcd.config import Locality, parse_config
 from grpc_etcd.policies import Balancer, ConnState, Endpoint, NotReadyError, Picker, get_policy
 from grpc_etcd.policies._fleet import (
@@ -172,3 +173,24 @@ def test_zone_aware_evens_the_load_over_every_node() -> None:
     fleet = a_caller + a_caller + b_caller
     for name in ("a0", "a1", "b0", "b1", "b2", "b3"):
         assert abs(share(fleet, name) - 1 / 6) < 0.015, fleet
+
+
+def test_zone_aware_in_the_balancer_follows_the_view_of_the_callers() -> None:
+    config = parse_config({"locality": {"mode": "zone_aware", "minClusterSize": 3}})
+    nodes = _zone("a", "a", 1) + _zone("b", "b", 2)
+    balancer = Balancer[str](config, source={"zone": "a"})
+    assert balancer.needs_clients, "zone_aware holds a client key"
+    assert not Balancer[str](parse_config(PREFER_LOCAL)).needs_clients
+    # No view yet: no zone-aware split, every node alike.
+    assert abs(_local_share(balancer.build(nodes)) - 1 / 3) < 0.02
+    me = Client("c1", {"zone": "a"})
+    others = (Client("c2", {"zone": "a"}), Client("c3", {"zone": "b"}))
+    balancer.update_clients(ClientView(me, others, revision=5))
+    # Callers 2/3 in a, nodes 1/3 in a: half of this a-caller's calls stay in a.
+    assert abs(_local_share(balancer.build(nodes)) - 0.5) < 0.02
+    half = (Client("c3", {"zone": "b"}),)
+    balancer.update_clients(ClientView(me, half, revision=6))
+    assert abs(_local_share(balancer.build(nodes)) - 2 / 3) < 0.02, "(1/3) / (1/2) local"
+    third = (Client("c3", {"zone": "b"}), Client("c4", {"zone": "b"}))
+    balancer.update_clients(ClientView(me, third, revision=7))
+    assert _local_share(balancer.build(nodes)) == 1.0, "1/3 of the callers, 1/3 of the nodes"

@@ -285,13 +285,14 @@ class ChannelBase(Generic[C]):
     @property
     def needs_clients(self) -> bool:
         """True when the config in force needs the view of the service's calling channels
-        (``deterministic_subsetting``): the registry then keeps this channel's client key
-        and feeds :meth:`update_clients`."""
+        (``deterministic_subsetting``, ``zone_aware`` locality): the registry then keeps this
+        channel's client key and feeds :meth:`update_clients`."""
         return self._balancer.needs_clients
 
     def update_clients(self, view: ClientView) -> None:
         """Follow a new view of the calling channels (docs/scale.md): with
-        subsetting, this channel's subsets and so its connections may change."""
+        subsetting, this channel's subsets and so its connections may change; with
+        zone_aware, the share of calls each locality gets."""
         with self._lock:
             if self._closed:
                 return

@@ -307,7 +307,6 @@ class Balancer(Generic[T]):
         self._base = base
         self._source = dict(source or {})
         self._zone = zone or ""
-        self._callers: Mapping[str, int] | None = None
         self._warned: set[str] = set()
         self._layer = ServiceConfig()
         self._policy_key: tuple[str, object] | None = None
@@ -337,8 +336,11 @@ class Balancer(Generic[T]):
     @property
     def needs_clients(self) -> bool:
         """True when the config in force needs the view of the calling channels (the channel
-        then holds a client key and feeds the view to :meth:`update_clients`)."""
-        return bool(getattr(self._policy, "needs_clients", False))
+        then holds a client key and feeds the view to :meth:`update_clients`): a policy that
+        asks for it (``deterministic_subsetting``), or ``zone_aware`` locality."""
+        locality = self._config.locality
+        zone_aware = locality is not None and locality.mode == "zone_aware"
+        return zone_aware or bool(getattr(self._policy, "needs_clients", False))
 
     @property
     def clients(self) -> ClientView | None:
@@ -346,8 +348,10 @@ class Balancer(Generic[T]):
         return self._clients
 
     def update_clients(self, view: ClientView) -> None:
-        """Use this view of the calling channels from the next :meth:`plan` on."""
+        """Use this view of the calling channels from the next :meth:`plan` and :meth:`build`
+        on (zone_aware weighs the localities by how the callers are spread over them)."""
         self._clients = view
+        self._set_rules()
 
     def configure(self, config: ServiceConfig) -> None:
         """Use ``config`` (from etcd) over the code's config from the next :meth:`build` on
@@ -417,7 +421,11 @@ class Balancer(Generic[T]):
                     f"locality: this channel has no {locality.key!r} (source= or "
                     "$GRPC_ETCD_ZONE): calls are routed without locality"
                 )
-        rules = GroupRules(self._policy, config.panic_threshold, locality, zone, self._callers)
+        callers = None
+        view = self._clients
+        if locality is not None and locality.mode == "zone_aware" and view is not None:
+            callers = view.spread(locality.key) if view.known else None
+        rules = GroupRules(self._policy, config.panic_threshold, locality, zone, callers)
         if rules != getattr(self, "_rules", None):
             self._rules = rules
             self._groups = {}  # every child picker anew
