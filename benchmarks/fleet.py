@@ -34,6 +34,7 @@ import argparse
 import asyncio
 import os
 import random
+import re
 import statistics
 import sys
 import time
@@ -399,7 +400,10 @@ async def xds_cost(streams: int, nodes: int, updates: int) -> list[str]:
             )  # fmt: skip
             try:
                 assert plane.stdout is not None
-                address = plane.stdout.readline().rsplit(" ", 1)[-1].strip()
+                # "xDS control plane listening on 127.0.0.1:PORT (plain text)"
+                found = re.search(r"\d+\.\d+\.\d+\.\d+:\d+", plane.stdout.readline())
+                assert found is not None, "the control plane did not say where it listens"
+                address = found.group()
                 channels: list[Any] = []
                 queues: list[asyncio.Queue[Any]] = []
                 pushes: list[asyncio.Queue[Any]] = []
