@@ -51,12 +51,12 @@ COMMITTED_TOKEN = "needs the call flow: a failure after the commit still takes a
 BACKOFF = {"initialBackoff": "0.01s", "maxBackoff": "0.05s", "backoffMultiplier": 2}
 
 
-def _retry(max_attempts: int = 3, max_tokens: int = 10) -> dict[str, Any]:
+def _retry(max_attempts: int = 3, max_tokens: int | None = 10) -> dict[str, Any]:
     policy = {"maxAttempts": max_attempts, **BACKOFF, "retryableStatusCodes": ["UNAVAILABLE"]}
-    return {
-        "methodConfig": [{"name": [{}], "retryPolicy": policy}],
-        "retryThrottling": {"maxTokens": max_tokens, "tokenRatio": 0.1},
-    }
+    config: dict[str, Any] = {"methodConfig": [{"name": [{}], "retryPolicy": policy}]}
+    if max_tokens is not None:
+        config["retryThrottling"] = {"maxTokens": max_tokens, "tokenRatio": 0.1}
+    return config
 
 
 def _hedge(delay: str = "0.05s") -> dict[str, Any]:
@@ -108,6 +108,11 @@ ROWS = [
         {"a": ("unavailable",)}, RETRY, ("a", "b"), "OK", ("UNAVAILABLE", "OK"), tokens=9.1,
     ),
     Row(
+        "fail before headers, then ok, no throttling",
+        {"a": ("unavailable",)}, _retry(max_tokens=None), ("a", "b"), "OK",
+        ("UNAVAILABLE", "OK"),
+    ),
+    Row(
         "every attempt fails: maxAttempts",
         {n: ("unavailable",) for n in "abc"}, RETRY, ("a", "b", "c"), "UNAVAILABLE",
         ("UNAVAILABLE",) * 3, tokens=7,
@@ -127,12 +132,12 @@ ROWS = [
     Row(
         "hang, no config",
         {"a": ("hang",)}, None, ("a",), "DEADLINE_EXCEEDED", ("DEADLINE_EXCEEDED",),
-        cancelled=("a",), timeout=0.2,
+        cancelled=("a",), timeout=0.3,
     ),
     Row(
         "hang, retry policy",
         {"a": ("hang",)}, RETRY, ("a",), "DEADLINE_EXCEEDED", ("DEADLINE_EXCEEDED",),
-        cancelled=("a",), tokens=10, timeout=0.2,
+        cancelled=("a",), tokens=10, timeout=0.3,
     ),
     Row(
         "pushback 10 ms, then ok",
@@ -154,7 +159,7 @@ ROWS = [
         tokens=1, drain=1,
     ),
     Row(
-        "connection reset, no config: transparent retry",
+        "connection reset (a node that drops or refuses it), no config: transparent retry",
         {"a": ("drop",)}, None, ("a", "b"), "OK", ("UNAVAILABLE", "OK"), cancelled=("a",),
         needs={"sync unary_stream": f"{STREAM_RETRIES} (drift 2)"},
     ),
