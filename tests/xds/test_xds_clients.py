@@ -318,3 +318,27 @@ def test_zone_aware_weighs_zones_by_the_clients_connected_to_the_control_plane(
     finally:
         for caller in callers:
             caller.close()
+
+
+def test_subsetting_is_served_as_its_child_policy_over_every_node(
+    client: Client, registry: grpc_etcd.Registry, servers: Servers, service: str, kv: EtcdClient
+) -> None:
+    """gRPC's xDS clients have no subsetting: the control plane serves the child policy
+    (round_robin here) over every node, so even a subset of 1 reaches all three."""
+    document = {
+        "loadBalancingConfig": [
+            {"deterministic_subsetting": {"subsetSize": 1, "childPolicy": [{"round_robin": {}}]}}
+        ]
+    }
+    with (
+        registry.register(service, address=servers.start("d1"), version="v1"),
+        registry.register(service, address=servers.start("d2"), version="v1"),
+        registry.register(service, address=servers.start("d3"), version="v1"),
+    ):
+        kv.put(config_key(service), json.dumps(document))
+        try:
+            client.until(
+                service, lambda r: _only(r, "d1", "d2", "d3"), within=10, what="all three", batch=9
+            )
+        finally:
+            kv.delete(config_key(service))
