@@ -316,6 +316,21 @@ def test_the_application_cancels() -> None:
     assert picker.done[0] == [DoneInfo("CANCELLED", 0.2)]
 
 
+def test_a_failure_after_the_commit_still_takes_a_throttle_token() -> None:
+    bucket = throttle(10, 0.1)
+    picker = Picker([Sub("a"), Sub("b")])
+    call = flow(picker, throttle=bucket, retry=retry_policy(3))
+    [first] = started(call.start(0.0))
+    headers = Status("UNAVAILABLE", got_response=True)  # headers came, then the failure
+    assert call.on_status(first, headers, 0.1)[-1] == Finish(first)
+    assert bucket.tokens == 9  # as grpc core: counted before the commit is looked at
+    call = flow(picker, throttle=bucket, retry=retry_policy(3))
+    [first] = started(call.start(0.0))
+    call.on_response(first, 0.1)
+    assert call.on_status(first, Status("INTERNAL"), 0.2)[-1] == Finish(first)
+    assert bucket.tokens == 9  # not a retryable code: no token
+
+
 def test_a_committed_request_stream_is_not_retried() -> None:
     picker = Picker([Sub("a"), Sub("b")])
     call = flow(picker, retry=retry_policy(3))
@@ -404,6 +419,25 @@ def test_the_last_failed_hedge_is_the_calls_outcome() -> None:
     first, second = started(call.start(0.0))
     assert call.on_status(first, Status("UNAVAILABLE"), 0.1) == []
     assert call.on_status(second, Status("UNAVAILABLE"), 0.2)[-1] == Finish(second)
+
+
+def test_hedges_that_reach_the_calls_deadline_each_end_by_it() -> None:
+    picker = Picker([Sub("a"), Sub("b"), Sub("c")])
+    call = flow(picker, timeout=0.5, hedging=hedging_policy(3, "0.1s"))
+    [first] = started(call.start(0.0))
+    [second] = started(call.on_time(0.1))
+    deadline = Status("DEADLINE_EXCEEDED", "Deadline Exceeded")
+    assert call.on_status(first, deadline, 0.5) == [Wait(None, False)]  # no cancel of b
+    assert call.on_status(second, deadline, 0.501) == [Finish(second)]
+    # A DEADLINE_EXCEEDED long before the call's deadline (a server's own) is fatal.
+    call = flow(picker, timeout=5.0, hedging=hedging_policy(3, "0.1s"))
+    [first] = started(call.start(0.0))
+    [second] = started(call.on_time(0.1))
+    assert call.on_status(first, deadline, 0.2) == [
+        Cancel(second),
+        Wait(None, False),
+        Finish(first),
+    ]
 
 
 def test_hedges_obey_the_throttle_and_pushback() -> None:

@@ -400,9 +400,9 @@ class CallFlow(Generic[S]):
             return []
         committed = self.committed
         if committed is not None:
-            return self._finish(attempt, status) if attempt is committed else []
+            return self._finish_committed(attempt, status) if attempt is committed else []
         if status.code == "OK" or status.got_response:
-            return self._finish(attempt, status)  # A6: a response commits the call
+            return self._finish_committed(attempt, status)  # A6: a response commits the call
         if self._hedging is not None:
             return self._hedge_failed(attempt, status, now)
         return self._retry_failed(attempt, status, now)
@@ -591,6 +591,13 @@ class CallFlow(Generic[S]):
             and self._retry.next_delay(code, reached_server=False) is not None
         ):
             return self._next_attempt(now)  # transparent: in its place, not counted
+        deadline = self.deadline
+        if code == "DEADLINE_EXCEEDED" and deadline is not None and now >= deadline - _SLACK:
+            # The call's deadline, which every attempt has: the others end by it too, each on
+            # its own (their servers see the deadline, not a cancel). The last is the call's.
+            self._no_more = True
+            self._next_at = None
+            return self._wait() if self._live else self._finish(attempt, status)
         if code not in hedging.non_fatal_status_codes:
             return self._finish(attempt, status)  # fatal: the call ends, the others go
         throttle = self._plan.throttle
@@ -630,6 +637,20 @@ class CallFlow(Generic[S]):
             self._plan.succeeded()
         return self._end([Finish(attempt, None)])
 
+    def _finish_committed(self, attempt: Attempt[S], status: Status) -> list[Action]:
+        """The committed attempt ended. A failure the policy would have retried still takes a
+        throttle token (A6, and grpc core: the throttle counts before the commit is looked at)."""
+        throttle = self._plan.throttle
+        if throttle is not None and status.code != "OK":
+            retry, hedging = self._plan.retry, self._hedging
+            if retry is not None:
+                codes = retry.retryable_status_codes
+            else:
+                codes = hedging.non_fatal_status_codes if hedging is not None else ()
+            if status.code in codes:
+                throttle.on_failure()
+        return self._finish(attempt, status)
+
     def _end(self, finish: list[Action]) -> list[Action]:
         self._release()
         self.finished = True
@@ -666,6 +687,10 @@ class CallFlow(Generic[S]):
         self._armed = wait
         return [wait]
 
+
+#: How far apart the flow's clock and grpc's may see one deadline pass (grpc.aio sends it as a
+#: wall-clock time that core converts to its own clock).
+_SLACK = 0.01
 
 #: Picks made again when a pick returns a sub-channel just retired (a new picker is out by
 #: then, so one more is enough; a few more cover updates racing with the call).
