@@ -11,6 +11,8 @@ so a step can drop the connection the way a killed process does. A script is a l
 one per attempt the node receives on the scripted methods (the last one repeats):
 
 - ``ok``: answer (one response; two for server and bidi streams).
+- ``ok_after:a,b``: answer once the nodes named have seen an attempt (so that a hedge which
+  answers at once cannot be cancelling attempts their servers have not seen yet).
 - ``unavailable``: fail at once with UNAVAILABLE and no headers (a trailers-only response).
 - ``not_found``: fail at once with NOT_FOUND (an answer no policy retries).
 - ``after_headers``: send headers (streams: one response) then fail with UNAVAILABLE.
@@ -165,6 +167,10 @@ class ScriptedServer:
             attempt.cancelled = True
             self.journal.changed()
             context.abort(grpc.StatusCode.CANCELLED, "ended by the client")
+        if step.startswith("ok_after:"):
+            names = set(step.split(":", 1)[1].split(","))
+            self.journal.wait(lambda seen: names <= {a.node for a in seen}, 10, f"{names}")
+            return
         if step not in ("ok", "after_headers"):
             raise AssertionError(f"unknown step {step!r}")
 

@@ -207,9 +207,9 @@ ROWS = [
     ),
     Row(
         "hedge 0s: all at once, the answer commits",
-        {"a": ("hang",), "b": ("hang",)}, _hedge("0s"), ("a", "b", "c"), "OK",
-        ("CANCELLED", "CANCELLED", "OK"), cancelled=("a", "b"), tokens=10, timeout=0.5,
-        hedging=True,
+        {"a": ("hang",), "b": ("hang",), "c": ("ok_after:a,b",)}, _hedge("0s"),
+        ("a", "b", "c"), "OK", ("CANCELLED", "CANCELLED", "OK"), cancelled=("a", "b"),
+        tokens=10, timeout=0.5, hedging=True,
     ),
 ]  # fmt: skip
 
