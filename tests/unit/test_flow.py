@@ -305,6 +305,22 @@ def test_an_adopted_hot_path_attempt_is_retried_like_any() -> None:
     assert second.subchannel.address == "b" and len(second.subchannel.inflight) == 1
 
 
+def test_an_adopted_attempt_of_a_hedged_call_has_its_hedge_due_after_the_delay() -> None:
+    plan = CallPlan(hedging=hedging_policy(2, "0.1s"))
+    assert plan.inline and plan.hedge_delay == pytest.approx(0.1)
+    assert not CallPlan(hedging=hedging_policy(2, "0s")).inline  # all at once: the flow's
+    assert not CallPlan(timeout=1.0).inline and CallPlan(retry=retry_policy()).inline
+    picker = Picker([Sub("a"), Sub("b")])
+    sub = picker.subs[0]
+    sub.inflight.append(None)
+    call = flow(picker, hedging=hedging_policy(2, "0.1s"))
+    first = call.adopt(Pick(sub, None), 0.0)
+    actions = call.on_time(0.1)  # the twin's timer, hedgingDelay after the attempt started
+    [second] = started(actions)
+    assert second.subchannel.address == "b" and call.hedges == 1
+    assert call.on_status(second, Status("OK"), 0.2) == [Cancel(first), Finish(second)]
+
+
 def test_the_application_cancels() -> None:
     picker = Picker([Sub("a"), Sub("b")])
     call = flow(picker, hedging=hedging_policy(2, "0s"))

@@ -37,9 +37,12 @@ them again on a new attempt: it tells :meth:`CallFlow.kept` the size of each one
 gRPC's limits (256 KiB per call, 16 MiB per channel: :class:`ReplayBudget`) the flow commits the
 call to its attempt. The flow is not thread-safe: one event at a time.
 
-The hot path may stay inlined in a twin (a pick that succeeds with nothing to apply: the plan is
-``simple``, the sub-channel not retired): the twin starts that attempt itself and, should it fail,
-makes a flow and hands it over with :meth:`CallFlow.adopt`. A success there takes the flow's
+The hot path may stay inlined in a twin (a pick that succeeds with nothing to apply yet: the
+plan is ``inline``, the sub-channel not retired): the twin starts that attempt itself and, should
+it fail, makes a flow and hands it over with :meth:`CallFlow.adopt`. A plan with a retry policy
+is ``inline`` too (nothing applies before the first attempt ends), and so is hedging with a
+``hedgingDelay``: then, should the attempt last ``hedge_delay``, the twin adopts it and tells the
+flow :meth:`CallFlow.on_time`, which decides the hedge. A success there takes the flow's
 decision: the done callback hears OK and :meth:`CallPlan.succeeded` credits the throttle.
 """
 
@@ -210,14 +213,18 @@ class ReplayBudget:
 class CallPlan:
     """What the service config says of one method's calls, resolved once per config.
 
-    ``simple`` when there is nothing to apply (no retry or hedging policy, no default timeout):
-    a twin may then run a call's first attempt on its inlined hot path.
+    ``simple`` when there is nothing to apply (no retry or hedging policy, no default timeout);
+    ``inline`` when nothing applies before the first attempt ends or has lasted ``hedge_delay``
+    (no default timeout, no hedging all at once): a twin may then run a call's first attempt on
+    its inlined hot path (see the module docstring).
     """
 
     __slots__ = (
         "budget",
         "ended",
+        "hedge_delay",
         "hedging",
+        "inline",
         "refused",
         "retry",
         "rng",
@@ -260,6 +267,10 @@ class CallPlan:
         #: only).
         self.budget = budget
         self.simple = retry is None and hedging is None and timeout is None
+        delay = hedging.hedging_delay if hedging is not None else None
+        #: When a hedge may be due after an inlined first attempt started (None: never).
+        self.hedge_delay = delay
+        self.inline = timeout is None and (delay is None or delay > 0)
 
     def succeeded(self) -> None:
         """A call ended OK: gRFC A6 gives every successful call's token back, any method."""
@@ -353,9 +364,13 @@ class CallFlow(Generic[S]):
 
     def adopt(self, pick: Pick[S], started: float) -> Attempt[S]:
         """Take over an attempt the twin started itself on its hot path at ``started``
-        (already counted in flight on its sub-channel); report its end with :meth:`on_status`."""
+        (already counted in flight on its sub-channel); report its end with :meth:`on_status`.
+        With hedging, the next hedge is due ``hedgingDelay`` after ``started``, as if the flow
+        had started it: :meth:`on_time` sends it."""
         sub, done = pick
-        return self._add(sub, done, started, counted=True)
+        attempt = self._add(sub, done, started, counted=True)
+        self._hedge_due(started)
+        return attempt
 
     def on_response(self, attempt: Attempt[S], now: float) -> list[Action]:
         """``attempt`` received its response headers or first message: it wins the call."""
@@ -474,18 +489,23 @@ class CallFlow(Generic[S]):
             actions.append(Start(attempt))
             if self._overflow:  # the requests kept passed a limit while none was in flight
                 return actions + self._commit(attempt)
-            hedging = self._hedging
-            if hedging is None or self._no_more or self._retry.attempts >= hedging.attempts:
-                return actions + self._wait()
-            due = now + hedging.hedging_delay
-            if self.deadline is not None and due >= self.deadline:
-                return actions + self._wait()  # a hedge that could only start too late
-            if due > now:
-                self._next_at = due
-                return actions + self._wait()
-            if not self._may_hedge():
+            if not self._hedge_due(now) or not self._may_hedge():
                 return actions + self._wait()
             hedge = True  # hedgingDelay 0: every attempt at once
+
+    def _hedge_due(self, now: float) -> bool:
+        """After an attempt started at ``now``: when the next hedge is due (``_next_at``);
+        True when it is due at once (hedgingDelay 0)."""
+        hedging = self._hedging
+        if hedging is None or self._no_more or self._retry.attempts >= hedging.attempts:
+            return False
+        due = now + hedging.hedging_delay
+        if self.deadline is not None and due >= self.deadline:
+            return False  # a hedge that could only start too late
+        if due > now:
+            self._next_at = due
+            return False
+        return True
 
     def _pick(self, given: Pick[S] | PickError | None, *, untried_only: bool) -> Pick[S] | None:
         """A pick for the next attempt, on an untried node when one comes within a few picks
