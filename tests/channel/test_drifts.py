@@ -19,12 +19,6 @@ from scripted import FAIL_METHOD, OK_METHOD, SERVICE, Lab, Ordered, Request, met
 import grpc_etcd
 import grpc_etcd.aio
 
-DRIFT_1 = (
-    "drift 1: the asyncio twin gives the retry throttle its token back only for methods with a "
-    "retry policy (A6: every successful call)"
-)
-DRIFT_3 = "drift 3: an attempt that fails to start reports UNKNOWN in the asyncio twin"
-
 RETRY = {"maxAttempts": 3, "initialBackoff": "0.01s", "maxBackoff": "0.05s"}
 #: Retries for Unary and Fail only: the Ok method has no retry policy.
 THROTTLED = {
@@ -90,7 +84,6 @@ def test_sync_every_successful_call_gives_the_throttle_its_credit(lab: Lab) -> N
     _credit_expected(policy, failed.value.code().name, tokens)  # type: ignore[attr-defined]
 
 
-@pytest.mark.xfail(strict=True, reason=DRIFT_1)
 async def test_aio_every_successful_call_gives_the_throttle_its_credit(lab: Lab) -> None:
     lab.reset({name: ("unavailable",) for name in "abc"})
     policy = Ordered()
@@ -143,7 +136,6 @@ def test_sync_an_attempt_that_fails_to_start_reports_its_status(lab: Lab) -> Non
     assert lab.journal.attempts == []  # never sent
 
 
-@pytest.mark.xfail(strict=True, reason=DRIFT_3)
 async def test_aio_an_attempt_that_fails_to_start_reports_its_status(lab: Lab) -> None:
     lab.reset()
     policy = Ordered()

@@ -1,19 +1,43 @@
 """The asyncio BalancedChannel: the twin of :class:`grpc_etcd.BalancedChannel`.
 
 One ``grpc.aio`` channel per node, each watched by a task blocked in ``wait_for_state_change``
-(grpc's asyncio completion queue wakes it only on a change: no polling at all). A call whose
-node is READY goes straight to that node's own grpc call object; only a call that has to wait
-for a node (or fails to get one) is wrapped, so that ``__call__`` can return at once.
+(grpc's asyncio completion queue wakes it only on a change: no polling at all).
+
+A call returns one of this module's call objects: grpc.aio's call interface over the attempts
+that the call's :class:`~grpc_etcd._channel._flow.CallFlow` decides. The flow decides everything
+(wait for a node or fail, which node, retry, hedge, commit, the deadline, the done callbacks);
+the call object only does what it answers - starts a grpc.aio call on a sub-channel, cancels
+one, arms a timer, waits for the next picker - and tells it what happened, from grpc.aio's done
+callbacks (a unary call has no task of its own). When the plan is ``inline`` (no method timeout,
+no hedging all at once) and the first pick succeeds, that attempt starts at once and a flow is
+made only if it fails, is cancelled or, for a hedged call, outlasts hedgingDelay (an
+:class:`_Alarm` per delay tells, not a timer per call); the flow then decides what follows.
+
+A response stream reads its first message itself: it commits the call (a hedge's first message
+wins it). A request stream sends its messages itself, each attempt from the first message,
+keeping them (and telling the flow their sizes) until the call commits. A unary response
+commits the call when it comes with its status: grpc.aio tells a call's headers only to a task,
+so they do not commit it earlier, and ``initial_metadata()`` of a call whose attempts the flow
+still decides waits for the commit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import functools
 import inspect
 import logging
-import time
-from collections.abc import AsyncIterator, Callable, Generator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Generator,
+    Mapping,
+    Sequence,
+)
 from typing import TYPE_CHECKING, Any, cast
 
 import grpc
@@ -21,22 +45,14 @@ import grpc.aio
 
 from .._closing import AsyncClosing
 from ..config import ServiceConfig
-from ..policies.base import DoneCallback, DoneInfo, Pick, PickError, Policy
-from ..retry import AVOID_TRIES
+from ..policies.base import DoneInfo, Pick, Picker, PickError, Policy
 from ..routing import CallInfo
 from ..snapshot import Snapshot
 from ._base import DEFAULT_DRAIN_TIMEOUT, ChannelBase, MultiCallableBase
-from ._call import (
-    CLOSED,
-    THROWN_AWAY,
-    Refusal,
-    deadline_after,
-    deadline_refusal,
-    refusal,
-    time_left,
-)
+from ._call import CLOSED, Refusal
+from ._flow import CANCELLED, Attempt, CallFlow, CallPlan, Cancel, Commit, Start, Status, Wait
 from ._health import AsyncHealthWatch
-from ._resilience import retry_delay
+from ._resilience import status_of
 from ._subchannel import CONNECTIVITY_BY_STATE, STATE_BY_CONNECTIVITY, Subchannel
 
 __all__ = ["BalancedChannel"]
@@ -44,10 +60,6 @@ __all__ = ["BalancedChannel"]
 log = logging.getLogger("grpc_etcd.channel")
 
 _Sub = Subchannel[grpc.aio.Channel]
-_Start = Callable[[_Sub, "DoneCallback | None", "float | None"], Any]
-
-# grpc.aio's own text for a call cancelled by the application.
-_LOCAL_CANCELLATION = "Locally cancelled by application!"
 
 if TYPE_CHECKING:
     _UnaryUnaryCallBase = grpc.aio.UnaryUnaryCall[Any, Any]
@@ -68,6 +80,11 @@ else:
     _StreamUnaryBase = grpc.aio.StreamUnaryMultiCallable
     _StreamStreamBase = grpc.aio.StreamStreamMultiCallable
 
+_EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from grpc-stubs
+# grpc.aio's own texts for misuse of a streaming call.
+_API_STYLE_ERROR = "The iterator and read/write APIs may not be mixed on a single RPC."
+_RPC_HALF_CLOSED = 'RPC is half closed after calling "done_writing".'
+
 
 def _rpc_error(refused: Refusal) -> grpc.aio.AioRpcError:
     """The aio twin's failed call for a refusal: grpc.aio's own error type."""
@@ -80,14 +97,6 @@ def _rpc_error(refused: Refusal) -> grpc.aio.AioRpcError:
     )
 
 
-async def _report(call: Any, done: DoneCallback, start: float, end: float) -> None:
-    try:
-        code = await call.code()
-    except Exception:  # cancelled or broken: report what we can
-        code = grpc.StatusCode.UNKNOWN
-    done(DoneInfo(code.name, end - start))
-
-
 # Tasks nobody awaits, kept referenced until they finish (asyncio holds only weak references).
 _background: set[asyncio.Future[Any]] = set()
 
@@ -97,21 +106,60 @@ def _keep(future: asyncio.Future[Any]) -> None:
     future.add_done_callback(_background.discard)
 
 
-def _track(call: Any, sub: _Sub, done: DoneCallback | None) -> None:
-    """Count the call as in flight on ``sub`` until it ends; then report to ``done``."""
-    if done is None:
-        call.add_done_callback(sub.release)
-        return
-    inflight = sub.inflight
-    start = time.perf_counter()
-    loop = asyncio.get_running_loop()
+def _now(coroutine: Coroutine[Any, Any, Any]) -> Any:
+    """The value of a coroutine that returns without waiting: a finished grpc.aio call's
+    ``code()``, ``details()``, metadata (grpc keeps them once the call has ended)."""
+    try:
+        coroutine.send(None)
+    except StopIteration as stop:
+        return stop.value
+    coroutine.close()
+    raise RuntimeError("the grpc.aio call has not ended")
 
-    def finished(ended: Any) -> None:
-        inflight.pop()
-        # The status is only reachable by awaiting it; it is already there, so this is quick.
-        _keep(loop.create_task(_report(ended, done, start, time.perf_counter())))
 
-    call.add_done_callback(finished)
+class _Ended:
+    """A finished grpc.aio call with the synchronous methods :func:`status_of` reads."""
+
+    __slots__ = ("_call",)
+
+    def __init__(self, call: Any) -> None:
+        self._call = call
+
+    def code(self) -> Any:
+        return _now(self._call.code())
+
+    def details(self) -> Any:
+        return _now(self._call.details())
+
+    def initial_metadata(self) -> Any:
+        return _now(self._call.initial_metadata())
+
+    def trailing_metadata(self) -> Any:
+        return _now(self._call.trailing_metadata())
+
+
+def _succeeded(call: Any) -> bool:
+    """Whether a finished grpc.aio call ended OK."""
+    return _now(call.code()) is grpc.StatusCode.OK
+
+
+def _locally_cancelled(call: Any) -> bool:
+    """Whether a finished grpc.aio call was cancelled on this side (by grpc.aio, when the task
+    awaiting it was cancelled, or by a closing channel), not by its server."""
+    core = getattr(call, "_cython_call", None)
+    if core is not None:
+        return bool(core.is_locally_cancelled())
+    return bool(call.cancelled())
+
+
+def _size_of(message: Any, serializer: Callable[[Any], bytes] | None) -> int:
+    """A request message's size on the wire, as a replay buffer counts it."""
+    size = getattr(message, "ByteSize", None)  # protobuf knows it without serializing
+    if size is not None:
+        return int(size())
+    if isinstance(message, (bytes, bytearray, memoryview)):
+        return len(message)
+    return len(serializer(message)) if serializer is not None else 0
 
 
 class BalancedChannel(ChannelBase[grpc.aio.Channel], AsyncClosing, grpc.aio.Channel):
@@ -143,6 +191,12 @@ class BalancedChannel(ChannelBase[grpc.aio.Channel], AsyncClosing, grpc.aio.Chan
         # Everything runs on the event loop's one thread: the base's lock is a no-op.
         self._lock = contextlib.nullcontext()
         self._changed = asyncio.Event()  # set (and replaced) when a picker is published
+        # The calls waiting for the next picker (each is told once, on the loop's next turn).
+        self._waiting: list[Callable[[], None]] = []
+        #: What a call's flow reads the channel's current picker with.
+        self._pickers: Callable[[], Picker[_Sub]] = lambda: self._picker
+        # hedgingDelay -> the calls whose hedge may be due after it (see _Alarm).
+        self._alarms: dict[float, _Alarm] = {}
         super().__init__(
             service,
             policy=policy,
@@ -225,27 +279,6 @@ class BalancedChannel(ChannelBase[grpc.aio.Channel], AsyncClosing, grpc.aio.Chan
             await self.wait_for_state_change(state)
             state = self.get_state(try_to_connect=True)
 
-    # ------------------------------------------------------------ picking
-
-    async def _wait_pick(self, info: CallInfo, deadline: float | None) -> Pick[_Sub]:
-        """The slow path: wait for a picker with a node for this call, or raise its error."""
-        loop = asyncio.get_running_loop()
-        while True:
-            changed = self._changed
-            try:
-                return self._picker.pick(info)
-            except PickError as exc:
-                refused = refusal(exc, info, waited=True)
-                if refused is not None:
-                    self._resilience.refused(refused.code)
-                    raise _rpc_error(refused) from None
-            left = time_left(deadline, loop.time())
-            if left == 0.0:
-                self._resilience.refused("DEADLINE_EXCEEDED")
-                raise _rpc_error(deadline_refusal(self._service, info))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), left)
-
     # ------------------------------------------------------------ the base's hooks
 
     def _open(self, address: str) -> _Sub:
@@ -279,6 +312,13 @@ class BalancedChannel(ChannelBase[grpc.aio.Channel], AsyncClosing, grpc.aio.Chan
     def _wake(self) -> None:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
+        waiting = self._waiting
+        if waiting:
+            # On the loop's next turn: a publish happens in the middle of update() or close().
+            self._waiting = []
+            loop = asyncio.get_running_loop()
+            for wake in waiting:
+                loop.call_soon(wake)
 
     def _republish_soon(self) -> None:
         self._publish_soon()  # done callbacks and the ticker run on the loop
@@ -338,6 +378,10 @@ class BalancedChannel(ChannelBase[grpc.aio.Channel], AsyncClosing, grpc.aio.Chan
                 return
             await asyncio.sleep(wait)
 
+    def _alarm(self, delay: float) -> _Alarm:
+        alarm = self._alarms[delay] = _Alarm(asyncio.get_running_loop(), delay)
+        return alarm
+
     def _publish_soon(self) -> None:
         # Many sub-channels change at once (start-up, a network blip): one picker for them all.
         if not self._publish_pending:
@@ -350,597 +394,783 @@ class BalancedChannel(ChannelBase[grpc.aio.Channel], AsyncClosing, grpc.aio.Chan
             self._publish()
 
 
-class _MultiCallable(MultiCallableBase[grpc.aio.Channel]):
-    """The aio twin's calls: pick, count in flight, report to the pick's done callback."""
-
-    _deferred: type[_Deferred]
-    #: The call wrapper that retries a call that never reached a server (None: the kind is
-    #: not retried, its requests are not kept).
-    _transparent: type[_Transparent] | None = None
-
-    def __init__(self, channel: BalancedChannel, *args: Any) -> None:
-        super().__init__(channel, *args)
-        self._channel = channel
-
-    def _invoke(
-        self,
-        first: Any,
-        timeout: float | None,
-        metadata: Any,
-        credentials: grpc.CallCredentials | None,
-        wait_for_ready: bool | None,
-        compression: grpc.Compression | None,
-    ) -> Any:
-        info, metadata = self._resolve(metadata, wait_for_ready)
-        try:
-            sub, done = self._channel._picker.pick(info)
-        except PickError as exc:
-            refused = refusal(exc, info, waited=False)
-            if refused is CLOSED:
-                raise grpc.aio.UsageError("Channel is closed.") from None
-
-            def start(sub: _Sub, done: DoneCallback | None, timeout: float | None) -> Any:
-                call = self._begin(sub, done, first, timeout, metadata, credentials, compression)
-                transparent = self._transparent
-                if transparent is None:
-                    return call
-                return transparent(
-                    call, self, info, sub.address, first, metadata, credentials, compression
-                )
-
-            failure = None
-            if refused is not None:
-                self._channel._resilience.refused(refused.code)
-                failure = _rpc_error(refused)
-            return self._deferred(self._channel, info, failure, start, timeout)
-        if done is not None:
-            call = self._begin(sub, done, first, timeout, metadata, credentials, compression)
-        else:
-            # _begin inlined for picks without a done callback: this is the hottest path.
-            sub.inflight.append(None)
-            try:
-                call = (sub.callables.get(self._key) or self._bind(sub))(
-                    first,
-                    timeout=timeout,
-                    metadata=metadata,
-                    credentials=credentials,
-                    wait_for_ready=False,  # it stays with the pick, see the sync twin's _on
-                    compression=compression,
-                )
-            except BaseException:
-                sub.inflight.pop()
-                raise
-            call.add_done_callback(sub.release)
-        transparent = self._transparent
-        if transparent is None:
-            return call
-        return transparent(call, self, info, sub.address, first, metadata, credentials, compression)
-
-    def _again(
-        self,
-        info: CallInfo,
-        tried: str,
-        first: Any,
-        timeout: float | None,
-        metadata: Any,
-        credentials: grpc.CallCredentials | None,
-        compression: grpc.Compression | None,
-    ) -> Any:
-        """The transparent retry's attempt: on a node other than ``tried`` if one comes
-        within a few picks (waiting for a node like any call if none is ready)."""
-        channel = self._channel
-
-        def start(sub: _Sub, done: DoneCallback | None, left: float | None) -> Any:
-            return self._begin(sub, done, first, left, metadata, credentials, compression)
-
-        for _ in range(AVOID_TRIES):
-            try:
-                sub, done = channel._picker.pick(info)
-            except PickError:
-                return self._deferred(channel, info, None, start, timeout)
-            if sub.address != tried:
-                break
-            if done is not None:
-                done(THROWN_AWAY)
-        return start(sub, done, timeout)
-
-    def _begin(
-        self,
-        sub: _Sub,
-        done: DoneCallback | None,
-        first: Any,
-        timeout: float | None,
-        metadata: Any,
-        credentials: grpc.CallCredentials | None,
-        compression: grpc.Compression | None,
-    ) -> Any:
-        """Start the call on the picked ``sub`` (``done`` observed by the channel's picker),
-        counted in flight until it ends."""
-        sub.inflight.append(None)
-        try:
-            call = (sub.callables.get(self._key) or self._bind(sub))(
-                first,
-                timeout=timeout,
-                metadata=metadata,
-                credentials=credentials,
-                wait_for_ready=False,  # it stays with the pick, see the sync twin's _on
-                compression=compression,
-            )
-        except BaseException:
-            sub.inflight.pop()
-            if done is not None:
-                done(DoneInfo("UNKNOWN", 0.0))
-            raise
-        _track(call, sub, done)
-        return call
+#: How gRPC core fails a call with call credentials on a plaintext channel.
+_INSECURE_CREDENTIALS = Refusal(
+    "UNAUTHENTICATED",
+    "Established channel does not have a sufficient security level to transfer call credential.",
+)
 
 
-class _Deferred:
-    """A call whose node is not known yet (it waits for one) or could not be had.
+class _Alarm:
+    """The calls of one hedgingDelay whose first attempt started on the hot path, to wake when
+    it has passed (their hedge may be due), in the order they started: one loop timer for them
+    all (a timer a call would cost each call about 2 us, and most calls end before it). A call
+    that ends first takes itself off (:meth:`drop`), so that none is kept alive for it."""
 
-    Forwards everything to the real call once it starts; a failed pick surfaces as the
-    ``AioRpcError`` it carries, like any failed grpc.aio call.
+    def __init__(self, loop: asyncio.AbstractEventLoop, delay: float) -> None:
+        self._loop = loop
+        self._delay = delay
+        self._due: collections.deque[tuple[float, int]] = collections.deque()
+        self._calls: dict[int, _Call] = {}
+        self._next = 0
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, call: _Call) -> int:
+        """Wake ``call`` hedgingDelay after its start; the number to :meth:`drop` it with."""
+        number = self._next
+        self._next = number + 1
+        due = call._started + self._delay
+        self._due.append((due, number))
+        self._calls[number] = call
+        if self._timer is None:
+            self._timer = self._loop.call_at(due, self._ring)
+        return number
+
+    def drop(self, number: int) -> None:
+        self._calls.pop(number, None)
+
+    def _ring(self) -> None:
+        self._timer = None
+        dues, calls = self._due, self._calls
+        now = self._loop.time()
+        while dues:
+            due, number = dues[0]
+            if due > now and number in calls:
+                self._timer = self._loop.call_at(due, self._ring)
+                return
+            dues.popleft()
+            call = calls.pop(number, None)
+            if call is not None:
+                call._hedge_due()
+
+
+# What a call is doing, as the application sees it.
+_OPEN = 0  # attempts may still come (or the first is on its way)
+_COMMITTED = 1  # the call is one attempt's, which has not ended yet
+_FINISHED = 2  # the call's outcome is known
+_NOTHING: Any = object()
+
+
+class _Call:
+    """What the four kinds of call share: grpc.aio's call interface and the drive of the flow.
+
+    ``_call`` is the grpc.aio call the application's reads go to: the hot path's attempt,
+    then the committed one, and at the end the one whose outcome is the call's (None while
+    the flow has none for it, or when the call ends without one: ``_refusal`` or ``_error``).
+    Attributes a call seldom needs are class defaults, set on the instance only when used.
     """
+
+    #: Response streams: an attempt is reported once its first read has told whether a
+    #: message came (which commits the call), not by its done callback alone.
+    _reads_first = False
+    #: Request streams: the call sends the requests itself, kept for a replay until it commits.
+    _sends = False
+
+    _state = _OPEN
+    _call: Any = None
+    _flow: CallFlow[_Sub] | None = None
+    #: The hot path's pick, until its attempt ends OK or a flow adopts it.
+    _hot: Pick[_Sub] | None = None
+    _started = 0.0
+    _refusal: Refusal | None = None
+    _error: BaseException | None = None
+    _waiters: list[asyncio.Future[None]] | None = None
+    _callbacks: list[Callable[[Any], None]] | None = None
+    #: The flow's actions still to do, while they are being done (events on the way are
+    #: queued behind them: the flow answered in that order).
+    _queue: list[Any] | None = None
+    _timer: asyncio.TimerHandle | None = None
+    _until: float | None = None
+    _wants_picker = False
+    _subscribed = False
+    #: Where the hot path's attempt of a hedged call waits for hedgingDelay, and its number.
+    _alarm: _Alarm | None = None
+    _alarm_number = 0
+    #: Attempts the flow cancelled (any other cancelled attempt was cancelled locally).
+    _cancels: set[Attempt[_Sub]] | None = None
 
     def __init__(
         self,
-        channel: BalancedChannel,
+        owner: _MultiCallable,
         info: CallInfo,
-        failure: BaseException | None,
-        start: _Start,
-        timeout: float | None,
+        plan: CallPlan,
+        args: tuple[Any, float | None, Any, grpc.CallCredentials | None, Any],
     ) -> None:
+        self._owner = owner
         self._loop = asyncio.get_running_loop()
-        self._deadline = deadline_after(timeout, self._loop.time())
-        self._call: Any = None
-        self._error = failure
-        self._callbacks: list[Callable[[Any], None]] = []
-        self._task: asyncio.Task[None] | None = None
-        if failure is None:
-            self._task = self._loop.create_task(self._start(channel, info, start))
-            self._task.add_done_callback(self._started)
+        self._info = info
+        self._plan = plan
+        #: What every attempt is started with: request (None for a request stream), timeout
+        #: (the caller's), metadata, call credentials, compression.
+        self._args = args
 
-    async def _start(self, channel: BalancedChannel, info: CallInfo, start: _Start) -> None:
-        try:
-            sub, done = await channel._wait_pick(info, self._deadline)
-        except grpc.aio.AioRpcError as exc:
-            self._error = exc
+    # ------------------------------------------------------------ the drive
+
+    def _drive(self, given: Pick[_Sub] | PickError) -> Any:
+        """Make the call's flow, with the first pick (or its refusal), and do what it says.
+        Raise what grpc.aio raises at once: a usage error on a closed channel, an attempt
+        that could not start."""
+        now = self._loop.time()
+        channel = self._owner._channel
+        flow = CallFlow(channel._pickers, self._info, self._plan, now=now, timeout=self._args[1])
+        self._flow = flow
+        self._run(flow.start(now, given))
+        self._raise_at_once()
+        return self
+
+    def _hot_failed(self, error: Exception) -> Any:
+        """The hot path's attempt could not start."""
+        self._report(self._adopt(), self._failed_start(error))
+        self._raise_at_once()
+        return self
+
+    def _raise_at_once(self) -> None:
+        if self._state == _FINISHED and self._call is None:
+            if self._refusal is CLOSED:
+                raise grpc.aio.UsageError("Channel is closed.")
+            if self._error is not None and not isinstance(self._error, grpc.RpcError):
+                raise self._error  # grpc.aio raises it at once too
+
+    def _adopt(self) -> Attempt[_Sub]:
+        """The flow of a hot-path call, which takes over its attempt (now ended, or cancelled
+        by the application)."""
+        pick, self._hot = self._hot, None
+        assert pick is not None
+        if self._alarm is not None:  # the flow decides the hedge now
+            self._alarm.drop(self._alarm_number)
+        started = self._started
+        channel = self._owner._channel
+        flow = CallFlow(
+            channel._pickers, self._info, self._plan, now=started, timeout=self._args[1]
+        )
+        self._flow = flow
+        attempt = flow.adopt(pick, started)
+        attempt.call = self._call
+        if self._state == _COMMITTED:  # a response stream whose first message came
+            self._run(flow.on_response(attempt, self._loop.time()))
+        return attempt
+
+    def _hot_ended(self, call: Any) -> None:
+        """The hot path's attempt ended (grpc.aio's done callback): an OK takes the flow's
+        decision itself; anything else goes to a flow."""
+        pick = self._hot
+        if pick is None:  # adopted meanwhile (the application cancelled)
+            flow = self._flow
+            assert flow is not None
+            self._ended(flow.attempts[0], call)
             return
-        self._call = start(sub, done, time_left(self._deadline, self._loop.time()))
+        core = getattr(call, "_cython_call", None)  # grpc.aio's core call (not if intercepted)
+        if core.is_ok() if core is not None else _succeeded(call):
+            self._hot = None
+            if self._alarm is not None:  # no hedge after it
+                self._alarm.drop(self._alarm_number)
+            sub, done = pick
+            sub.inflight.pop()
+            if done is not None:
+                done(DoneInfo("OK", self._loop.time() - self._started))
+            self._plan.succeeded()
+            self._state = _FINISHED
+            if self._waiters is not None:
+                self._notify()
+            if self._callbacks is not None:
+                self._call_back()
+            return
+        self._ended(self._adopt(), call)
 
-    def _started(self, _task: asyncio.Task[None]) -> None:
-        callbacks, self._callbacks = self._callbacks, []
-        for callback in callbacks:
-            self._forward(callback)
+    def _ended(self, attempt: Attempt[_Sub], _call: Any = None) -> None:
+        """An attempt's grpc.aio call ended (its done callback): tell the flow how."""
+        if attempt.ended:
+            return
+        status = status_of(_Ended(attempt.call))
+        flow = self._flow
+        assert flow is not None
+        if (
+            status.code == "CANCELLED"
+            and not flow.finished
+            and not (self._cancels and attempt in self._cancels)
+            and _locally_cancelled(attempt.call)
+        ):
+            # Cancelled here, not by the flow: grpc.aio does so when the task awaiting the
+            # call is cancelled, and a closing channel does it. The application's cancel.
+            self._run(flow.cancel(self._loop.time()))
+        self._report(attempt, status)
 
-    def _forward(self, callback: Callable[[Any], None]) -> None:
-        if self._call is not None:
-            self._call.add_done_callback(lambda _call: callback(self))
+    def _report(self, attempt: Attempt[_Sub], status: Status) -> None:
+        flow = self._flow
+        assert flow is not None
+        if self._state == _OPEN and self._call is attempt.call:
+            self._call = None  # reads wait for what the flow does next
+        self._run(flow.on_status(attempt, status, self._loop.time()))
+
+    def _run(self, actions: list[Any]) -> None:
+        """Do what the flow answered, in order."""
+        if not actions:
+            return
+        queue = self._queue
+        if queue is not None:  # an event while doing the actions before it: after them
+            queue.extend(actions)
+            return
+        self._queue = queue = list(actions)
+        try:
+            index = 0
+            while index < len(queue):
+                action = queue[index]
+                index += 1
+                kind = type(action)
+                if kind is Start:
+                    self._start(action.attempt)
+                elif kind is Cancel:
+                    self._cancel_attempt(action.attempt)
+                elif kind is Wait:
+                    self._arm(action.until, action.picker)
+                elif kind is Commit:
+                    self._commit(action.attempt)
+                else:
+                    self._finish(action.attempt, action.refusal)
+        finally:
+            self._queue = None
+
+    def _open(self, sub: _Sub, timeout: float | None) -> Any:
+        """Start one attempt's grpc.aio call on ``sub``."""
+        owner = self._owner
+        request, _, metadata, credentials, compression = self._args
+        if credentials is not None and owner._channel._credentials is None:
+            # grpc.aio refuses call credentials on a plaintext channel as the call starts;
+            # gRPC core (and so the sync twin) fails the attempt with this status.
+            raise _rpc_error(_INSECURE_CREDENTIALS)
+        return (sub.callables.get(owner._key) or owner._bind(sub))(
+            request,
+            timeout=timeout,
+            metadata=metadata,
+            credentials=credentials,
+            wait_for_ready=False,  # it stays with the pick, see the sync twin
+            compression=compression,
+        )
+
+    def _failed_start(self, error: Exception) -> Status:
+        """An attempt's call could not start: the call's error if it is the last."""
+        self._error = error
+        if isinstance(error, grpc.aio.AioRpcError):
+            return status_of(error)
+        return Status("UNKNOWN", str(error))
+
+    def _start(self, attempt: Attempt[_Sub]) -> None:
+        try:
+            call = self._open(attempt.subchannel, attempt.timeout)
+        except Exception as exc:
+            self._report(attempt, self._failed_start(exc))
+            return
+        attempt.call = call
+        if self._reads_first:
+            self._read_first(attempt, call)
         else:
-            callback(self)
+            call.add_done_callback(functools.partial(self._ended, attempt))
+        if self._sends:
+            self._send_to(attempt, call)
 
-    async def _resolved(self) -> Any:
-        """The real call; raises the pick's error, or CancelledError if cancelled first."""
-        if self._task is not None and self._call is None and self._error is None:
-            await self._task  # being cancelled here cancels the wait, as it would the call
-        if self._error is not None:
-            raise self._error
-        return self._call
+    def _cancel_attempt(self, attempt: Attempt[_Sub]) -> None:
+        call = attempt.call
+        if call is not None:
+            if self._cancels is None:
+                self._cancels = set()
+            self._cancels.add(attempt)
+            call.cancel()
 
-    async def _settled(self) -> Any:
-        """The real call, or None if there is none; never raises, never cancels the wait."""
-        task = self._task
-        if task is not None and not task.done():
-            await asyncio.wait((task,))
-        return self._call
+    def _commit(self, attempt: Attempt[_Sub]) -> None:
+        self._state = _COMMITTED
+        self._call = attempt.call
+        self._notify()
 
-    # grpc.aio.RpcContext
+    def _finish(self, attempt: Attempt[_Sub] | None, refusal: Refusal | None) -> None:
+        self._state = _FINISHED
+        self._arm(None, False)
+        if attempt is not None:
+            self._call = attempt.call  # None if it failed to start: then _error says why
+        else:
+            self._call = None
+            self._refusal = refusal
+        self._notify()
+        if self._callbacks is not None:
+            self._call_back()
+
+    def _call_back(self) -> None:
+        callbacks, self._callbacks = self._callbacks or [], None
+        for callback in callbacks:
+            try:
+                callback(self)
+            except Exception:
+                log.exception("done callback %r of a call failed", callback)
+
+    def _arm(self, until: float | None, picker: bool) -> None:
+        """The flow's Wait: a timer at ``until``, a look at the next picker."""
+        timer = self._timer
+        if timer is not None:
+            timer.cancel()
+            self._timer = None
+        self._until = until
+        if until is not None:
+            self._timer = self._loop.call_at(until, self._on_timer)
+        self._wants_picker = picker
+        if picker:
+            self._subscribe()
+
+    def _subscribe(self) -> None:
+        if not self._subscribed:
+            self._subscribed = True
+            self._owner._channel._waiting.append(self._on_picker)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        flow = self._flow
+        if flow is None or self._state == _FINISHED:
+            return
+        # The loop may run a timer a clock tick early: it is the time asked for.
+        now = max(self._loop.time(), self._until or 0.0)
+        self._run(flow.on_time(now))
+
+    def _hedge_due(self) -> None:
+        """Called by an :class:`_Alarm` once hedgingDelay has passed since the hot path's
+        attempt started: the flow takes it over and decides the hedge."""
+        if self._hot is not None and self._state == _OPEN:
+            self._adopt()
+            self._on_timer()
+
+    def _on_picker(self) -> None:
+        self._subscribed = False
+        flow = self._flow
+        if flow is None or not self._wants_picker or self._state == _FINISHED:
+            return
+        self._run(flow.on_picker(self._loop.time()))
+        if self._wants_picker:  # the Wait stands: the picker after this one too
+            self._subscribe()
+
+    def _notify(self) -> None:
+        """Wake whatever waits for the call to change (commit, end, a request sent)."""
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _changed(self, *, cancels: bool) -> None:
+        """Wait for the call to change. ``cancels``: a cancelled wait cancels the call, as a
+        cancelled await, read or write of a grpc.aio call does."""
+        waiter = self._loop.create_future()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if cancels:
+                self.cancel()
+            raise
+
+    async def _finished(self) -> None:
+        while self._state != _FINISHED:
+            await self._changed(cancels=False)
+
+    def _lost(self, call: Any) -> bool:
+        """Whether the flow cancelled the attempt of ``call`` (another one won)."""
+        return any(attempt.call is call for attempt in self._cancels or ())
+
+    def _failure(self) -> BaseException:
+        """What a call that ended without a grpc.aio call raises."""
+        refused = self._refusal
+        if refused is CANCELLED:
+            return asyncio.CancelledError()
+        if refused is not None:
+            return _rpc_error(refused)
+        return self._error or asyncio.InvalidStateError("the call has no outcome")
+
+    # ------------------------------------------------------------ grpc.aio.RpcContext
 
     def cancelled(self) -> bool:
-        if self._call is not None:
-            return bool(self._call.cancelled())
-        return self._task is not None and self._task.cancelled()
+        if self._state != _FINISHED:
+            return False
+        if self._refusal is not None:
+            return self._refusal is CANCELLED
+        call = self._call
+        return call is not None and bool(call.cancelled())
 
     def done(self) -> bool:
-        if self._call is not None:
-            return bool(self._call.done())
-        return self._task is None or self._task.done()
+        return self._state == _FINISHED
 
     def time_remaining(self) -> float | None:
-        if self._call is not None:
-            return cast("float | None", self._call.time_remaining())
-        return time_left(self._deadline, self._loop.time())
+        flow = self._flow
+        if flow is not None:
+            return flow.left(self._loop.time())
+        call = self._call
+        return cast("float | None", call.time_remaining()) if call is not None else None
 
     def cancel(self) -> bool:
-        if self._call is not None:
-            return bool(self._call.cancel())
-        if self._task is None or self._task.done():
+        if self._state == _FINISHED:
             return False
-        return self._task.cancel()
+        if self._flow is None:
+            self._adopt()
+        flow = self._flow
+        assert flow is not None
+        self._run(flow.cancel(self._loop.time()))
+        return True
 
     def add_done_callback(self, callback: Callable[[Any], None]) -> None:
-        if self._task is not None and not self._task.done():
-            self._callbacks.append(callback)
-        else:
-            self._forward(callback)
+        if self._state == _FINISHED:
+            callback(self)
+            return
+        if self._callbacks is None:
+            self._callbacks = []
+        self._callbacks.append(callback)
 
-    # grpc.aio.Call
+    # ------------------------------------------------------------ grpc.aio.Call
 
     async def initial_metadata(self) -> grpc.aio.Metadata:
-        call = await self._settled()
-        if call is None:
-            return grpc.aio.Metadata()
-        return cast("grpc.aio.Metadata", await call.initial_metadata())
+        while True:
+            call = self._call
+            # (The headers of a hot path's attempt that a hedge may follow are not the call's
+            # before it commits.)
+            if call is not None and (self._state != _OPEN or self._alarm is None):
+                metadata = await call.initial_metadata()
+                if self._call is call:
+                    return cast("grpc.aio.Metadata", metadata)
+            elif self._state == _FINISHED:
+                return grpc.aio.Metadata()
+            else:
+                await self._changed(cancels=False)
 
     async def trailing_metadata(self) -> grpc.aio.Metadata:
-        call = await self._settled()
+        await self._finished()
+        call = self._call
         if call is None:
             return grpc.aio.Metadata()
         return cast("grpc.aio.Metadata", await call.trailing_metadata())
 
     async def code(self) -> grpc.StatusCode:
-        call = await self._settled()
+        await self._finished()
+        call = self._call
         if call is not None:
             return cast(grpc.StatusCode, await call.code())
-        if isinstance(self._error, grpc.aio.AioRpcError):
-            return self._error.code()
-        return grpc.StatusCode.CANCELLED
+        if self._refusal is not None:
+            return grpc.StatusCode[self._refusal.code]
+        return grpc.StatusCode.UNKNOWN
 
     async def details(self) -> str:
-        call = await self._settled()
+        await self._finished()
+        call = self._call
         if call is not None:
             return cast(str, await call.details())
-        if isinstance(self._error, grpc.aio.AioRpcError):
-            return self._error.details() or ""
-        return _LOCAL_CANCELLATION
+        if self._refusal is not None:
+            return self._refusal.details
+        return str(self._error)
 
     async def debug_error_string(self) -> str:
-        call = await self._settled()
+        await self._finished()
+        call = self._call
         if call is not None:
             return cast(str, await call.debug_error_string())
-        if isinstance(self._error, grpc.aio.AioRpcError):
-            return self._error.debug_error_string() or ""
-        return _LOCAL_CANCELLATION
+        if self._refusal is not None:
+            return self._refusal.details
+        return repr(self._error)
 
     async def wait_for_connection(self) -> None:
-        call = await self._resolved()
-        await call.wait_for_connection()
-
-    # responses and requests, for the kinds that have them
-
-    def __await__(self) -> Generator[Any, None, Any]:
-        call = yield from self._resolved().__await__()
-        return (yield from call.__await__())
-
-    def __aiter__(self) -> AsyncIterator[Any]:
-        return self._responses()
-
-    async def _responses(self) -> AsyncIterator[Any]:
-        call = await self._resolved()
-        async for response in call:
-            yield response
-
-    async def read(self) -> Any:
-        call = await self._resolved()
-        return await call.read()
-
-    async def write(self, request: Any) -> None:
-        call = await self._resolved()
-        await call.write(request)
-
-    async def done_writing(self) -> None:
-        call = await self._resolved()
-        await call.done_writing()
+        while True:
+            call = self._call
+            if call is not None:
+                try:
+                    await call.wait_for_connection()
+                except grpc.aio.AioRpcError:
+                    if self._state == _FINISHED and self._call is call:
+                        raise
+                else:
+                    return
+                if self._call is call:
+                    await self._changed(cancels=False)
+            elif self._state == _FINISHED:
+                raise self._failure()
+            else:
+                await self._changed(cancels=False)
 
     def __repr__(self) -> str:
         if self._call is not None:
             return repr(self._call)
-        if self._error is not None:
-            return f"<{type(self).__name__} failed: {self._error!r}>"
+        if self._state == _FINISHED:
+            return f"<{type(self).__name__} failed: {self._failure()!r}>"
         return f"<{type(self).__name__} waiting for a node>"
 
+    # ------------------------------------------------------------ for the kinds
 
-class _DeferredUnaryUnary(_Deferred, _UnaryUnaryCallBase):
-    pass
-
-
-_EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from grpc-stubs
-
-
-class _DeferredUnaryStream(_Deferred, _UnaryStreamCallBase):
-    pass
-
-
-class _DeferredStreamUnary(_Deferred, _StreamUnaryCallBase):
-    pass
-
-
-class _DeferredStreamStream(_Deferred, _StreamStreamCallBase):
-    pass
-
-
-class _Transparent:
-    """A call of a method without a retry policy, as started on its node: everything is that
-    grpc.aio call's, except that an attempt which failed before reaching any server (see
-    :func:`~grpc_etcd.retry.never_reached_server`) is sent once more, on another node, when its
-    outcome is known: gRPC's transparent retry, without a task of its own for calls that
-    succeed."""
-
-    def __init__(
-        self,
-        call: Any,
-        owner: _MultiCallable,
-        info: CallInfo,
-        address: str,
-        first: Any,
-        metadata: Any,
-        credentials: grpc.CallCredentials | None,
-        compression: grpc.Compression | None,
-    ) -> None:
-        self._call = call
-        self._final = False  # no retry can come any more: self._call is the call
-        self._owner = owner
-        self._info = info
-        self._address = address
-        self._args = (first, metadata, credentials, compression)
-        call.add_done_callback(self._ended)
-
-    def _ended(self, call: Any) -> None:
-        """The first attempt ended: if it failed, retry now (not when someone looks)."""
-        if self._final:
-            return
-        # Whether it succeeded, without a task: grpc.aio's core call knows (grpcio 1.85 has
-        # it); without it, settle in a task.
-        core = getattr(call, "_cython_call", None)
-        if core is not None and core.is_ok():
-            return
-        _keep(asyncio.ensure_future(self._settled()))
-
-    def _failed(self, call: Any, error: grpc.aio.AioRpcError) -> Any:
-        """``call`` (the current attempt) failed with ``error``: the retry's call, or None if
-        it is not retried. A later look at the same failure gets the retry started by the
-        first."""
-        if call is not self._call:
-            return self._call
-        if self._final:
-            return None
-        self._final = True
-        resilience = self._owner._channel._resilience
-        retry = resilience.call_retry(self._info.method)
-        retry.started(self._address)
-        left = call.time_remaining()
-        if retry_delay(retry, error, left) is None:
-            return None
-        resilience.call_ended(self._info.method, retry)
-        first, metadata, credentials, compression = self._args
-        self._call = self._owner._again(
-            self._info, self._address, first, left, metadata, credentials, compression
-        )
-        return self._call
-
-    async def _settled(self) -> Any:
-        """The call for good: the current attempt once it ended, or the retry it needed."""
-        while not self._final:
-            call = self._call
-            if await call.code() is not grpc.StatusCode.UNAVAILABLE:
-                if call is self._call:
-                    self._final = True
-                continue
-            try:
-                await call.wait_for_connection()  # raises the attempt's AioRpcError
-            except grpc.aio.AioRpcError as exc:
-                self._failed(call, exc)
-            else:
-                if call is self._call:
-                    self._final = True
-        return self._call
-
-    # grpc.aio.RpcContext
-
-    def cancelled(self) -> bool:
-        return bool(self._call.cancelled())
-
-    def done(self) -> bool:
-        if not self._call.done():
-            return False
-        if self._final:
-            return True
-        _keep(asyncio.ensure_future(self._settled()))  # soon known whether a retry follows
-        return False
-
-    def time_remaining(self) -> float | None:
-        return cast("float | None", self._call.time_remaining())
-
-    def cancel(self) -> bool:
-        self._final = True
-        return bool(self._call.cancel())
-
-    def add_done_callback(self, callback: Callable[[Any], None]) -> None:
-        call = self._call
-        if self._final:
-            call.add_done_callback(lambda _call: callback(self))
-            return
-
-        async def when_settled() -> None:
-            (await self._settled()).add_done_callback(lambda _call: callback(self))
-
-        call.add_done_callback(lambda _call: _keep(asyncio.ensure_future(when_settled())))
-
-    # grpc.aio.Call
-
-    async def initial_metadata(self) -> grpc.aio.Metadata:
-        call = self._call
-        metadata = await call.initial_metadata()
-        if metadata or self._final or not call.done():  # headers came: it reached a server
-            return cast("grpc.aio.Metadata", metadata)
-        return cast("grpc.aio.Metadata", await (await self._settled()).initial_metadata())
-
-    async def trailing_metadata(self) -> grpc.aio.Metadata:
-        return cast("grpc.aio.Metadata", await (await self._settled()).trailing_metadata())
-
-    async def code(self) -> grpc.StatusCode:
-        return cast(grpc.StatusCode, await (await self._settled()).code())
-
-    async def details(self) -> str:
-        return cast(str, await (await self._settled()).details())
-
-    async def debug_error_string(self) -> str:
-        return cast(str, await (await self._settled()).debug_error_string())
-
-    async def wait_for_connection(self) -> None:
-        call = self._call
-        try:
-            await call.wait_for_connection()
-        except grpc.aio.AioRpcError as exc:
-            again = self._failed(call, exc)
-            if again is None:
-                raise
-            await again.wait_for_connection()
-
-    def __repr__(self) -> str:
-        return repr(self._call)
-
-
-class _TransparentUnaryUnary(_Transparent, _UnaryUnaryCallBase):
-    def __await__(self) -> Generator[Any, None, Any]:
-        call = self._call
-        try:
-            response = yield from call.__await__()
-        except grpc.aio.AioRpcError as exc:
-            again = self._failed(call, exc)
-            if again is None:
-                raise
-            return (yield from again.__await__())
-        self._final = True
-        return response
-
-
-class _TransparentUnaryStream(_Transparent, _UnaryStreamCallBase):
-    """Retried transparently before its first response (a call that never reached a server
-    has none); grpc.aio's rule holds: read() or iterate, not both."""
-
-    def __aiter__(self) -> AsyncIterator[Any]:
-        return self._responses()
-
-    async def _responses(self) -> AsyncIterator[Any]:
-        call = self._call
-        try:
-            async for response in call:
-                self._final = True
-                yield response
-            self._final = True
-            return
-        except grpc.aio.AioRpcError as exc:
-            again = self._failed(call, exc)
-            if again is None:
-                raise
-        async for response in again:
-            yield response
-
-    async def read(self) -> Any:
-        call = self._call
-        if self._final:
-            return await call.read()
-        try:
-            response = await call.read()
-        except grpc.aio.AioRpcError as exc:
-            again = self._failed(call, exc)
-            if again is None:
-                raise
-            return await again.read()
-        self._final = True
-        return response
-
-
-class _Retrying(_Deferred):
-    """A call of a method with a retry policy: attempts until one succeeds (for a stream: its
-    first response arrives), the policy gives up or the deadline comes; each attempt on a node
-    the call has not tried yet. Once it succeeds the call is committed: the real one."""
-
-    def __init__(
-        self, channel: BalancedChannel, info: CallInfo, start: _Start, timeout: float | None
-    ) -> None:
-        self._retry = channel._resilience.call_retry(info.method)
-        super().__init__(channel, info, None, start, timeout)
-
-    async def _first_step(self, call: Any) -> None:
-        """Wait until the attempt counts as a success (raises its AioRpcError if it fails)."""
+    def _read_first(self, attempt: Attempt[_Sub] | None, call: Any) -> None:
         raise NotImplementedError
 
-    async def _start(self, channel: BalancedChannel, info: CallInfo, start: _Start) -> None:
-        retry = self._retry
-        while True:
+    def _send_to(self, attempt: Attempt[_Sub], call: Any) -> None:
+        raise NotImplementedError
+
+
+class _UnaryResponse(_Call):
+    """Awaited for its one response."""
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        call = self._call
+        if call is not None and self._state != _FINISHED:
+            # The hot path: straight to the attempt. Its done callback, which runs before
+            # grpc.aio wakes this, has told the flow (if any) how it ended.
             try:
-                sub, done = await self._pick(channel, info, retry.tried)
-            except grpc.aio.AioRpcError as exc:
-                self._error = exc
-                return
-            retry.started(sub.address)
-            call = start(sub, done, time_left(self._deadline, self._loop.time()))
-            try:
-                await self._first_step(call)
-            except grpc.aio.AioRpcError as exc:
-                delay = retry_delay(retry, exc, time_left(self._deadline, self._loop.time()))
-                if delay is None:
-                    channel._resilience.call_ended(info.method, retry)
-                    self._call = call
-                    return
-                await asyncio.sleep(delay)  # the policy's backoff, within the deadline
-                continue
+                return (yield from call.__await__())
+            except grpc.aio.AioRpcError:
+                pass  # the call's outcome is what the flow makes of it
             except asyncio.CancelledError:
-                call.cancel()
-                raise
-            channel._resilience.succeeded()
-            channel._resilience.call_ended(info.method, retry)
-            self._call = call
+                if self._state != _FINISHED and not self._lost(call):
+                    self.cancel()  # the awaiting task was cancelled: so is the call
+                    raise
+        while self._state != _FINISHED:
+            yield from self._changed(cancels=True).__await__()
+        call = self._call
+        if call is None:
+            raise self._failure()
+        return (yield from call.__await__())
+
+
+class _StreamResponse(_Call):
+    """Read (or iterated) for its responses; the first one commits the call."""
+
+    _reads_first = True
+    #: The committed attempt's first message, read by the call itself, not yet handed out.
+    _first: Any = _NOTHING
+    _style: str | None = None
+    _iterator: AsyncIterator[Any] | None = None
+
+    def _read_first(self, attempt: Attempt[_Sub] | None, call: Any) -> None:
+        _keep(self._loop.create_task(self._first_of(attempt, call)))
+
+    async def _first_of(self, attempt: Attempt[_Sub] | None, call: Any) -> None:
+        """Read an attempt's first message: it commits the call; none means it ended."""
+        try:
+            message = await call.read()
+        except (Exception, asyncio.CancelledError):
+            message = _EOF  # it ended, and its status says how
+        if message is _EOF:
+            if attempt is None:
+                self._hot_ended(call)
+            else:
+                self._ended(attempt, call)
             return
+        if attempt is None:
+            if self._hot is not None:  # the hot path's attempt: committed, no flow needed
+                if self._alarm is not None:  # no hedge after it
+                    self._alarm.drop(self._alarm_number)
+                self._state = _COMMITTED
+                self._first = message
+                self._notify()
+                call.add_done_callback(self._hot_ended)
+                return
+            flow = self._flow  # adopted meanwhile (the application cancelled)
+            assert flow is not None
+            attempt = flow.attempts[0]
+        flow = self._flow
+        assert flow is not None
+        self._run(flow.on_response(attempt, self._loop.time()))
+        if flow.committed is attempt and self._call is call:
+            self._first = message
+            self._notify()
+        call.add_done_callback(functools.partial(self._ended, attempt))
 
-    async def _pick(self, channel: BalancedChannel, info: CallInfo, tried: set[str]) -> Any:
-        for _ in range(AVOID_TRIES):
-            sub, done = await channel._wait_pick(info, self._deadline)
-            if sub.address not in tried:
-                return sub, done
-            if done is not None:
-                done(THROWN_AWAY)
-        return await channel._wait_pick(info, self._deadline)
-
-
-class _RetryingUnaryUnary(_Retrying, _DeferredUnaryUnary):
-    async def _first_step(self, call: Any) -> None:
-        await call
-
-
-class _RetryingUnaryStream(_Retrying, _DeferredUnaryStream):
-    """Retried until the first response, which is kept and handed out first."""
-
-    _first: Any = None
-
-    async def _first_step(self, call: Any) -> None:
-        self._first = await call.read()  # EOF when the stream ended cleanly without one
-
-    def _take_first(self) -> Any:
-        first, self._first = self._first, None
-        return first
-
-    async def _responses(self) -> AsyncIterator[Any]:
-        call = await self._resolved()
-        response = self._take_first()
-        while response is not _EOF:
-            if response is not None:
-                yield response
-            response = await call.read()  # read() all along: grpc.aio forbids mixing styles
+    def _use(self, style: str) -> None:
+        if self._style is None:
+            self._style = style
+        elif self._style != style:
+            raise grpc.aio.UsageError(_API_STYLE_ERROR)
 
     async def read(self) -> Any:
-        call = await self._resolved()
-        first = self._take_first()
-        return first if first is not None else await call.read()
+        self._use("read")
+        return await self._read()
+
+    async def _read(self) -> Any:
+        while True:
+            first = self._first
+            if first is not _NOTHING:
+                self._first = _NOTHING
+                return first
+            if self._state != _OPEN:
+                call = self._call
+                if call is None:
+                    raise self._failure()
+                return await call.read()  # read() all along: grpc.aio forbids mixing styles
+            await self._changed(cancels=True)
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        self._use("iterate")
+        if self._iterator is None:
+            self._iterator = self._responses()
+        return self._iterator
+
+    async def _responses(self) -> AsyncIterator[Any]:
+        while (response := await self._read()) is not _EOF:
+            yield response
+
+
+class _StreamRequest(_Call):
+    """Sends its request messages itself: to every attempt, each one from the first message,
+    keeping them until the call commits (then only until its attempt has sent them)."""
+
+    _sends = True
+    _closing = False  # done_writing() was called (or the request iterator ended)
+    _half_closed = False  # an attempt sent every message and its half close
+    _writes = True  # write()/done_writing() are allowed (no request iterator)
+
+    def _setup(self, requests: Any) -> None:
+        self._kept: list[Any] = []  # the messages from the _base-th on
+        self._base = 0
+        self._count = 0  # messages given so far
+        self._acked = 0  # messages some attempt has sent
+        self._more: list[asyncio.Future[None]] = []  # writers waiting for a message
+        if requests is not None:
+            self._writes = False
+            _keep(self._loop.create_task(self._consume(requests)))
+
+    def _send_to(self, attempt: Attempt[_Sub], call: Any) -> None:
+        _keep(self._loop.create_task(self._write_to(attempt, call)))
+
+    def _commit(self, attempt: Attempt[_Sub]) -> None:
+        super()._commit(attempt)
+        self._wake_writers()
+
+    def _finish(self, attempt: Attempt[_Sub] | None, refusal: Refusal | None) -> None:
+        super()._finish(attempt, refusal)
+        self._kept = []
+        self._wake_writers()
+
+    def _wake_writers(self) -> None:
+        more, self._more = self._more, []
+        for waiter in more:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _write_to(self, attempt: Attempt[_Sub], call: Any) -> None:
+        """Send every message to one attempt, then its half close; stop when it ends."""
+        sent = 0
+        try:
+            while not attempt.ended and self._state != _FINISHED:
+                if sent < self._base:  # the call committed to another attempt
+                    return
+                if sent < self._count:
+                    await call.write(self._kept[sent - self._base])
+                    sent += 1
+                    if sent > self._acked:
+                        self._acked = sent
+                        self._notify()
+                    if self._state == _COMMITTED and self._call is call:
+                        del self._kept[: sent - self._base]  # kept for no replay now
+                        self._base = sent
+                elif self._closing:
+                    await call.done_writing()
+                    if not attempt.ended and not self._half_closed:
+                        self._half_closed = True
+                        self._notify()
+                    return
+                else:
+                    waiter = self._loop.create_future()
+                    self._more.append(waiter)
+                    await waiter
+        except (Exception, asyncio.CancelledError):
+            return  # the attempt ended: its status says how
+
+    async def _put(self, message: Any) -> None:
+        """Send one more request message (to every attempt, present and to come)."""
+        if self._closing:
+            raise asyncio.InvalidStateError(_RPC_HALF_CLOSED)
+        if self._state == _FINISHED:
+            await self._write_after_end(message)
+            return
+        index = self._count
+        self._kept.append(message)
+        self._count = index + 1
+        flow = self._flow
+        if self._state == _OPEN and flow is not None:
+            size = _size_of(message, self._owner._serializer)
+            self._run(flow.kept(size, self._loop.time()))
+        self._wake_writers()
+        while self._acked <= index:  # written once some attempt has sent it
+            if self._state == _FINISHED:
+                await self._write_after_end(message)
+                return
+            await self._changed(cancels=True)
+
+    async def _write_after_end(self, message: Any) -> None:
+        call = self._call
+        if call is None:
+            raise self._failure()
+        await call.write(message)  # grpc.aio's own error for a call that has ended
+
+    async def _close(self) -> None:
+        if self._state == _FINISHED:
+            return
+        self._closing = True
+        self._wake_writers()
+        while not self._half_closed and self._state != _FINISHED:
+            await self._changed(cancels=True)
+
+    async def write(self, request: Any) -> None:
+        if not self._writes:
+            raise grpc.aio.UsageError(_API_STYLE_ERROR)
+        await self._put(request)
+
+    async def done_writing(self) -> None:
+        if not self._writes:
+            raise grpc.aio.UsageError(_API_STYLE_ERROR)
+        await self._close()
+
+    async def _consume(self, requests: Any) -> None:
+        """Send what the application's request iterator yields, as grpc.aio does."""
+        try:
+            if isinstance(requests, AsyncIterable):
+                async for request in requests:
+                    if not await self._put_quietly(request):
+                        return
+            else:
+                for request in requests:
+                    if not await self._put_quietly(request):
+                        return
+            await self._close()
+        except Exception:
+            # grpc.aio cancels a call whose request iterator raised (and logs it at debug).
+            log.debug("the request iterator of a call raised", exc_info=True)
+            self.cancel()
+
+    async def _put_quietly(self, request: Any) -> bool:
+        if self._state == _FINISHED:
+            return False
+        try:
+            await self._put(request)
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            return False
+        return True
+
+
+class _UnaryUnaryCall(_UnaryResponse, _UnaryUnaryCallBase):
+    pass
+
+
+class _UnaryStreamCall(_StreamResponse, _UnaryStreamCallBase):
+    pass
+
+
+class _StreamUnaryCall(_StreamRequest, _UnaryResponse, _StreamUnaryCallBase):
+    pass
+
+
+class _StreamStreamCall(_StreamRequest, _StreamResponse, _StreamStreamCallBase):
+    pass
+
+
+class _MultiCallable(MultiCallableBase[grpc.aio.Channel]):
+    """The aio twin's calls: each one a call object driving its flow."""
+
+    _call_type: type[_Call]
+
+    def __init__(self, channel: BalancedChannel, *args: Any) -> None:
+        super().__init__(channel, *args)
+        self._channel = channel
 
 
 class _UnaryRequest(_MultiCallable):
-    """The calls with one request: retried per the method's policy (the request is kept)."""
-
-    _retrying: type[_Retrying]
-
     def __call__(
         self,
         request: Any,
@@ -950,21 +1180,53 @@ class _UnaryRequest(_MultiCallable):
         wait_for_ready: bool | None = None,
         compression: grpc.Compression | None = None,
     ) -> Any:
-        if not self._channel._resilience.retries(self._method):
-            return self._invoke(
-                request, timeout, metadata, credentials, wait_for_ready, compression
-            )
         info, metadata = self._resolve(metadata, wait_for_ready)
+        channel = self._channel
+        resilience = channel._resilience
+        plan = resilience.plans.get(self._method) or resilience.plan(self._method)
+        args = (request, timeout, metadata, credentials, compression)
+        call = self._call_type(self, info, plan, args)
+        try:
+            pick = channel._picker.pick(info)
+        except PickError as exc:
+            return call._drive(exc)
+        sub = pick[0]
+        if (
+            not plan.inline
+            or sub.retired
+            or (credentials is not None and channel._credentials is None)
+        ):
+            return call._drive(pick)
+        # The hot path: nothing to apply yet, so no flow unless the attempt fails (or lasts
+        # hedgingDelay). It is the flow's Start and on_status, inlined (see _flow.py).
+        sub.inflight.append(None)
+        call._hot = pick
+        call._started = now = call._loop.time()
+        delay = plan.hedge_delay
+        if delay is not None:
+            call._until = now + delay
+            alarm = call._alarm = channel._alarms.get(delay) or channel._alarm(delay)
+            call._alarm_number = alarm.add(call)
+        try:
+            started = (sub.callables.get(self._key) or self._bind(sub))(
+                request,
+                timeout=timeout,
+                metadata=metadata,
+                credentials=credentials,
+                wait_for_ready=False,  # it stays with the pick, see the sync twin
+                compression=compression,
+            )
+        except Exception as exc:
+            return call._hot_failed(exc)
+        call._call = started
+        if call._reads_first:
+            call._read_first(None, started)
+        else:
+            started.add_done_callback(call._hot_ended)
+        return call
 
-        def start(sub: _Sub, done: DoneCallback | None, left: float | None) -> Any:
-            return self._begin(sub, done, request, left, metadata, credentials, compression)
 
-        return self._retrying(self._channel, info, start, timeout)
-
-
-class _StreamRequest(_MultiCallable):
-    """The calls with a request stream: never retried (the requests are gone once sent)."""
-
+class _StreamRequestCallable(_MultiCallable):
     def __call__(
         self,
         request_iterator: Any = None,
@@ -974,29 +1236,33 @@ class _StreamRequest(_MultiCallable):
         wait_for_ready: bool | None = None,
         compression: grpc.Compression | None = None,
     ) -> Any:
-        return self._invoke(
-            request_iterator, timeout, metadata, credentials, wait_for_ready, compression
-        )
+        info, metadata = self._resolve(metadata, wait_for_ready)
+        resilience = self._channel._resilience
+        plan = resilience.plans.get(self._method) or resilience.plan(self._method)
+        args = (None, timeout, metadata, credentials, compression)
+        call = cast(_StreamRequest, self._call_type(self, info, plan, args))
+        call._setup(request_iterator)
+        try:
+            pick: Pick[_Sub] | PickError = self._channel._picker.pick(info)
+        except PickError as exc:
+            pick = exc
+        return call._drive(pick)
 
 
 class _UnaryUnary(_UnaryRequest, _UnaryUnaryBase):
-    _deferred = _DeferredUnaryUnary
-    _retrying = _RetryingUnaryUnary
-    _transparent = _TransparentUnaryUnary
+    _call_type = _UnaryUnaryCall
 
 
 class _UnaryStream(_UnaryRequest, _UnaryStreamBase):
-    _deferred = _DeferredUnaryStream
-    _retrying = _RetryingUnaryStream
-    _transparent = _TransparentUnaryStream
+    _call_type = _UnaryStreamCall
 
 
-class _StreamUnary(_StreamRequest, _StreamUnaryBase):
-    _deferred = _DeferredStreamUnary
+class _StreamUnary(_StreamRequestCallable, _StreamUnaryBase):
+    _call_type = _StreamUnaryCall
 
 
-class _StreamStream(_StreamRequest, _StreamStreamBase):
-    _deferred = _DeferredStreamStream
+class _StreamStream(_StreamRequestCallable, _StreamStreamBase):
+    _call_type = _StreamStreamCall
 
 
 BalancedChannel._MULTICALLABLES = {
