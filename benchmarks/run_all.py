@@ -2,12 +2,13 @@
 
     .venv/bin/python benchmarks/run_all.py [--quick] [--only NAME ...] [--log FILE]
 
-Runs pick_cost.py, channel_throughput.py, cpu_per_call.py, channel_idle_cpu.py, slow_node.py and
-update_latency.py one after the other with this interpreter (``--quick`` is passed through to
-each), prints each script's output as it comes, and before the first one prints the machine:
-core count, CPU model, Python, grpcio, protobuf and etcd versions, and the load average; the
-load average is printed again after each script (the machine may be shared: read the numbers
-with it in mind). Exits non-zero if any script failed; every script runs under a time limit.
+Runs pick_cost.py, channel_throughput.py, cpu_per_call.py, channel_idle_cpu.py, slow_node.py,
+update_latency.py and fleet.py one after the other with this interpreter (``--quick`` is passed
+through to each), prints each script's output as it comes, and before the first one prints the
+machine: core count, CPU model, Python, grpcio, protobuf and etcd versions, and the load
+average; the load average is printed again after each script (the machine may be shared: read
+the numbers with it in mind). Exits non-zero if any script failed; every script runs under a
+time limit.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ SCRIPTS = (
     "channel_idle_cpu.py",
     "slow_node.py",
     "update_latency.py",
+    "fleet.py",
 )
 TIME_LIMIT = 900.0  # seconds per script
 
