@@ -34,6 +34,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -332,7 +333,11 @@ def main() -> None:
                 "127.0.0.1:0",
             ]
         )
-        address = plane.first_line.rsplit(" ", 1)[-1].strip()
+        # "xDS control plane listening on 127.0.0.1:PORT (plain text)"
+        found = re.search(r"\d+\.\d+\.\d+\.\d+:\d+", plane.first_line)
+        if found is None:
+            raise SystemExit(f"the control plane did not say where it listens: {plane.first_line}")
+        address = found.group()
         env = {**os.environ, "GRPC_XDS_BOOTSTRAP_CONFIG": bootstrap_json(address)}
         client = _Process([sys.executable, __file__, "--client"], env)
         try:
