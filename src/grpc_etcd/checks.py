@@ -15,6 +15,10 @@ a fallback that matches none catches nothing. :func:`check_config` names each su
 what was probably meant; :func:`shares` says where the calls go, as the channel draws them (the
 weights of the first route that holds, then the fallbacks, for the nodes registered).
 
+The locality's ``key`` is checked too: a key that no registered node carries leaves every
+call routed without locality (the channel warns once; ``checks`` says it before the document
+is stored).
+
 What is not checked: ``match.source`` names the labels of the *calling* channels, which this
 service's nodes do not carry; ``headers``, ``route`` and ``method`` are facts of the calls.
 """
@@ -42,8 +46,9 @@ _ALWAYS = "version"
 class Finding:
     """A selector of the document that the registered nodes make useless or wrong.
 
-    ``where`` is its place in the document (``routes[0].to[1].subset``, ``fallback[0]``),
-    ``selector`` the selector itself, ``fault`` what is wrong with it and, where one can tell,
+    ``where`` is its place in the document (``routes[0].to[1].subset``, ``fallback[0]``,
+    ``locality``), ``selector`` the selector itself (for the locality, ``{"key": ...}``),
+    ``fault`` what is wrong with it and, where one can tell,
     what was meant (``no node has the label 'verison' - did you mean 'version'?``).
     """
 
@@ -75,7 +80,9 @@ def check_config(
     ones), a combination that no node has. A subset of weight 0 gets no calls, so it may name
     a version not deployed yet (a canary staged at 0%); its label keys are still checked. The
     selector ``{}`` matches every node. Nodes whose record marks them offline match nothing.
-    ``ConfigError`` when the document itself does not validate.
+    A ``locality.key`` that no registered node carries in its metadata is a finding too
+    (none with no node registered: nothing to compare it with). ``ConfigError`` when the
+    document itself does not validate.
     """
     config = _config(document)
     service = nodes.service if isinstance(nodes, Snapshot) else "the service"
@@ -86,7 +93,24 @@ def check_config(
         fault = _fault(wanted, labels, carries_calls, service)
         if fault is not None:
             findings.append(Finding(where, dict(wanted), fault))
+    locality = _locality_fault(config, registered)
+    if locality is not None:
+        findings.append(locality)
     return findings
+
+
+def _locality_fault(config: ServiceConfig, registered: Sequence[Node]) -> Finding | None:
+    """The locality's ``key`` when nodes are registered and none carries it (the balancer
+    reads a node's locality from its metadata, so ``version`` is no locality label)."""
+    if config.locality is None or not registered:
+        return None
+    key = config.locality.key
+    carried = {name for node in registered for name in node.metadata}
+    if key in carried:
+        return None
+    hint = _hint(key, carried, "labels") if carried else " (no node has any label)"
+    fault = f"no node has the label {key!r}, so calls would ignore locality{hint}"
+    return Finding("locality", {"key": key}, fault)
 
 
 def _selectors(config: ServiceConfig) -> Iterable[tuple[str, Mapping[str, str], bool]]:

@@ -297,6 +297,18 @@ def test_a_split_to_a_version_not_deployed_is_refused(
     assert staged.exit_code == 0, staged.output
 
 
+def test_a_locality_key_no_node_carries_is_refused(
+    etcd: EtcdServer, fleet: grpc_etcd.Registry
+) -> None:
+    document = '{"locality": {"key": "zone", "mode": "prefer_local"}}'
+    line = _one_line_error(_cli(etcd, "config", "set", SERVICE, "-", stdin=document))
+    assert line == (
+        'Error: refused: locality {"key": "zone"}: no node has the label \'zone\', so calls '
+        "would ignore locality (no node has any label) (--force stores it anyway)"
+    )
+    assert _stored(etcd) is None
+
+
 def test_a_service_with_no_node_is_refused_too(etcd: EtcdServer) -> None:
     line = _one_line_error(_cli(etcd, "route", "set", "hwholiday.srv.ap", "--split", "v1=100"))
     assert "matches no node: no node of hwholiday.srv.ap is registered" in line

@@ -111,6 +111,28 @@ def test_match_source_is_not_checked_it_names_the_callers_labels() -> None:
     assert check_config(document, FLEET) == []
 
 
+def test_a_locality_key_no_node_carries_is_named_with_what_was_meant() -> None:
+    """Issue 14: the channel routes without locality and warns once; the check says it before
+    the document is stored."""
+    assert faults({"locality": {"key": "zone", "mode": "prefer_local"}}) == []
+    assert faults({"locality": {"key": "zoen", "mode": "zone_aware"}}) == [
+        'locality {"key": "zoen"}: no node has the label \'zoen\', so calls would ignore '
+        "locality - did you mean 'zone'?"
+    ]
+    (finding,) = check_config({"locality": {"key": "rack", "mode": "zone_aware"}}, FLEET)
+    assert finding == Finding(
+        "locality",
+        {"key": "rack"},
+        "no node has the label 'rack', so calls would ignore locality (labels: zone)",
+    )
+    # version is a record field, not a locality label; with no label at all, the hint says so
+    assert faults({"locality": {"key": "version", "mode": "prefer_local"}}, [node("x1")]) == [
+        'locality {"key": "version"}: no node has the label \'version\', so calls would ignore '
+        "locality (no node has any label)"
+    ]
+    assert faults({"locality": {"key": "rack", "mode": "prefer_local"}}, []) == []
+
+
 def test_an_invalid_document_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="did you mean 'weight'"):
         check_config({"routes": [{"to": [{"wieght": 1}]}]}, FLEET)
