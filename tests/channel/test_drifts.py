@@ -1,9 +1,8 @@
 """Where the twins drifted apart (issue 12, "Why" 1 and 3); "Why" 2 needs a kill -9 and lives in
 ``tests/resilience/test_stream_kill.py``.
 
-Each drift is one scenario run through both twins with the same expectation. The twin that
-does not meet it today is marked ``xfail(strict=True)`` naming the drift: when the call flow
-fixes it, the test passes, strict turns that into a failure, and the fix removes the marker.
+Each drift is one scenario run through both twins with the same expectation; both drive the
+call flow now, and meet it.
 """
 
 from __future__ import annotations

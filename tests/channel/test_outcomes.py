@@ -23,8 +23,7 @@ Semantics the rows pin down (gRFC A6 unless said otherwise):
   non-fatal failure; the first answer commits and cancels the others (their servers see it);
   a fatal status or a pushback that forbids retrying ends the hedging.
 
-Rows that need what the call flow (issue 12) will add are ``xfail(strict=True)`` with the
-reason: they turn into failures the day they pass, so the marker goes with the fix.
+Both twins drive the call flow (``_channel/_flow.py``): every row passes for every shape.
 """
 
 from __future__ import annotations
@@ -32,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -42,11 +41,6 @@ from scripted import FAIL_METHOD, Lab, Ordered, Request, method, throttle_tokens
 
 import grpc_etcd
 import grpc_etcd.aio
-
-HEDGING = "needs the call flow's hedging"
-STREAM_RETRIES = "needs the call flow's stream retries"
-COMMIT = "needs the call flow's commit on response headers (A6): both twins retry after them"
-COMMITTED_TOKEN = "needs the call flow: a failure after the commit still takes a token (A6)"
 
 BACKOFF = {"initialBackoff": "0.01s", "maxBackoff": "0.05s", "backoffMultiplier": 2}
 
@@ -91,9 +85,8 @@ class Row:
     drain: int = 0
     #: Responses a response-streaming call gets before it fails (after_headers rows).
     streamed: int = 0
-    #: The row needs hedging (all shapes) or, for request streams, retries of any kind.
+    #: The row hedges: its attempts reach their servers in no fixed order.
     hedging: bool = False
-    needs: dict[str, str] = field(default_factory=dict)  # shape -> xfail reason
 
 
 ROWS = [
@@ -124,10 +117,7 @@ ROWS = [
     Row(
         "fail after headers (streams: after a response): committed",
         {"a": ("after_headers",)}, RETRY, ("a",), "UNAVAILABLE", ("UNAVAILABLE",), tokens=9,
-        streamed=1, needs={"unary": COMMIT, "with_call": COMMIT, "future": COMMIT,
-                           "unary_call": COMMIT, "stream_unary": COMMIT,
-                           "unary_stream": COMMITTED_TOKEN, "unary_stream_read": COMMITTED_TOKEN,
-                           "stream_stream": COMMITTED_TOKEN},
+        streamed=1,
     ),
     Row(
         "hang, no config",
@@ -161,7 +151,6 @@ ROWS = [
     Row(
         "connection reset (a node that drops or refuses it), no config: transparent retry",
         {"a": ("drop",)}, None, ("a", "b"), "OK", ("UNAVAILABLE", "OK"), cancelled=("a",),
-        needs={"sync unary_stream": f"{STREAM_RETRIES} (drift 2)"},
     ),
     Row(
         "connection reset, retry policy: transparent, no token",
@@ -172,7 +161,6 @@ ROWS = [
         "two resets, no config: one transparent retry only",
         {"a": ("drop",), "b": ("drop",)}, None, ("a", "b"), "UNAVAILABLE",
         ("UNAVAILABLE", "UNAVAILABLE"), cancelled=("a", "b"),
-        needs={"sync unary_stream": f"{STREAM_RETRIES} (drift 2)"},
     ),
     Row(
         "two resets, retry policy: transparent, then the policy",
@@ -403,30 +391,10 @@ AIO_SHAPES = {
 # ---------------------------------------------------------------- the table
 
 
-def _reason(row: Row, twin: str, shape: str) -> str | None:
-    """Why ``row`` cannot pass yet for this twin and shape (None: it must pass today)."""
-    if twin == "aio":  # the asyncio twin drives the call flow: every row passes
-        return None
-    request_stream = shape.startswith("stream_")
-    if row.hedging:
-        return f"{HEDGING} and stream retries" if request_stream else HEDGING
-    specific = row.needs.get(f"{twin} {shape}") or row.needs.get(shape)
-    if specific:
-        return specific
-    # Request streams are never retried today, so their failures never reach the throttle.
-    retried = len(row.picks) > 1
-    throttled = row.tokens is not None and "UNAVAILABLE" in row.done
-    if request_stream and (retried or throttled):
-        return STREAM_RETRIES
-    return None
-
-
 def _cases(twin: str, shapes: dict[str, Any]) -> Iterator[Any]:
     for row in ROWS:
         for shape in shapes:
-            reason = _reason(row, twin, shape)
-            marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
-            yield pytest.param(row, shape, id=f"{row.id} | {shape}", marks=marks)
+            yield pytest.param(row, shape, id=f"{row.id} | {shape}")
 
 
 @pytest.fixture(scope="module")

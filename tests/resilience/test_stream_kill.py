@@ -4,8 +4,8 @@ Six workers (threads or tasks) open server streams one after another on a channe
 config; each stream's first message comes 200 ms after it starts. One of three server
 processes is killed -9 while streams on it have received nothing. Such a stream never reached
 a server's answer, so gRPC's transparent retry sends it to another node: none of them may
-fail (a stream that had received a message may). The asyncio twin does this; the sync twin has
-no transparent retry for server streams (it retries them only for methods with a policy).
+fail (a stream that had received a message may). Both twins do this: their streams are the
+call flow's until the first message.
 """
 
 from __future__ import annotations
@@ -26,9 +26,6 @@ from grpc_etcd import Node, Snapshot
 from grpc_etcd.demo import api_pb2
 from grpc_etcd.testing import EtcdServer
 
-DRIFT_2 = (
-    "drift 2: sync server streams have no transparent retry (needs the call flow's stream retries)"
-)
 WORKERS = 6
 #: Streams each worker completes after the kill before the test stops them.
 AFTER = 2
@@ -106,7 +103,6 @@ def _unreceived(tally: Tally) -> list[tuple[int, str]]:
     return [failure for failure in tally.failed if failure[0] == 0]
 
 
-@pytest.mark.xfail(strict=True, reason=DRIFT_2)
 def test_sync_server_streams_that_received_nothing_survive_a_kill9(
     servers: list[ServerProcess],
 ) -> None:

@@ -372,6 +372,10 @@ class ChannelBase(Generic[C]):
             self, kind, method, request_serializer, response_deserializer, registered
         )
 
+    def _current_picker(self) -> Picker[Subchannel[C]]:
+        """The picker in force now (a call's flow reads it whenever it picks)."""
+        return self._picker
+
     def _method_key(self, key: MethodKey) -> object:
         token = self._method_keys.get(key)
         if token is None:
@@ -505,6 +509,10 @@ class MultiCallableBase(Generic[C]):
     """What every multicallable of both twins shares: the call's router and the per-method
     multicallable on each sub-channel, created once."""
 
+    #: The twin serializes the request messages itself (to keep them for a replay): the
+    #: sub-channel's multicallable then takes them as bytes.
+    _raw_requests: ClassVar[bool] = False
+
     def __init__(
         self,
         channel: ChannelBase[C],
@@ -527,10 +535,11 @@ class MultiCallableBase(Generic[C]):
     def _bind(self, sub: Subchannel[C]) -> Any:
         """Create this method's multicallable on ``sub`` once; later calls reuse it."""
         factory = getattr(sub.channel, self._kind)
+        serializer = None if self._raw_requests else self._serializer
         if self._registered:
-            callable_ = factory(self._method, self._serializer, self._deserializer, True)
+            callable_ = factory(self._method, serializer, self._deserializer, True)
         else:
             # grpcio <= 1.62 rejects _registered_method: pass it only when it is set.
-            callable_ = factory(self._method, self._serializer, self._deserializer)
+            callable_ = factory(self._method, serializer, self._deserializer)
         sub.callables[self._key] = callable_
         return callable_

@@ -327,6 +327,11 @@ class CallFlow(Generic[S]):
     # ------------------------------------------------------------ what the flow says
 
     @property
+    def hedged(self) -> bool:
+        """Whether the call is hedged (its plan has a hedging policy)."""
+        return self._hedging is not None
+
+    @property
     def tried(self) -> set[str]:
         """The addresses this call's attempts went to."""
         return self._retry.tried
@@ -467,6 +472,10 @@ class CallFlow(Generic[S]):
         self._retry.started(sub.address)
         if not counted:
             sub.inflight.append(None)
+            # An observed done callback counts the attempt as started now (not when it ends).
+            started = getattr(done, "started", None)
+            if started is not None:
+                started()
         return attempt
 
     def _next_attempt(
@@ -552,7 +561,8 @@ class CallFlow(Generic[S]):
         refused = self._refusal
         if refused is None:  # a hedge found only tried nodes: try again after hedgingDelay
             return self._hedge_later(now, again=True)
-        answer = refusal(refused, self._info, waited=self._waited)
+        # A call that made attempts already was under way: a channel closed under it cancels it.
+        answer = refusal(refused, self._info, waited=self._waited or bool(self.attempts))
         if answer is None:  # wait for a picker with a node for this call
             if isinstance(refused, NotReadyError) and refused.failure is not None:
                 self._cause = refused.failure

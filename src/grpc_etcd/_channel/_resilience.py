@@ -63,7 +63,7 @@ def status_of(call: Any, *, got_response: bool | None = None) -> Status:
     for key, value in _ask(call, "trailing_metadata") or ():
         if key == PUSHBACK_KEY:
             pushback = value if isinstance(value, str) else bytes(value).decode("ascii", "replace")
-    if not got_response:
+    if got_response is None:
         got_response = bool(_ask(call, "initial_metadata"))
     return Status(code, str(_ask(call, "details") or ""), pushback, got_response)
 
@@ -181,7 +181,9 @@ class ChannelResilience:
         self, address: str, done: DoneCallback | None, method: str = ""
     ) -> DoneCallback | None:
         """``done`` wrapped to also count the attempt's outcome on ``address`` (outlier
-        detection, metrics); ``done`` itself when neither wants it."""
+        detection, metrics); ``done`` itself when neither wants it. The wrapper's ``started()``
+        counts the attempt as started (else its end does); a pick given back before its attempt
+        started (:data:`THROWN_AWAY`) counts as no attempt."""
         metrics = self._metrics
         if (
             self._detector is None
@@ -190,17 +192,7 @@ class ChannelResilience:
         ):
             return done
         metrics.picked(self._target, "ok")
-        metrics.attempt_started(self._target, method)
-        version = self._versions.get(address, "")
-
-        def observed(info: DoneInfo) -> None:
-            if done is not None:
-                done(info)
-            metrics.attempt_ended(self._target, method, info.code, info.latency, address, version)
-            if self._detector is not None:
-                self.record(address, info.code)
-
-        return observed
+        return _Observed(self, address, done, method)
 
     def refused(self, code: str) -> None:
         """A call failed at the pick (no node for it, or none in time): count it."""
@@ -297,6 +289,46 @@ class ChannelResilience:
         """A new retry state for one call of ``method`` (transparent retry only without a
         policy for it)."""
         return CallRetry(retry_policy_for(self._config, method), self._throttle)
+
+
+class _Observed:
+    """A pick's done callback that also feeds the outlier detector and the metrics."""
+
+    __slots__ = ("_address", "_done", "_method", "_resilience", "_started")
+
+    def __init__(
+        self,
+        resilience: ChannelResilience,
+        address: str,
+        done: DoneCallback | None,
+        method: str,
+    ) -> None:
+        self._resilience = resilience
+        self._address = address
+        self._done = done
+        self._method = method
+        self._started = False
+
+    def started(self) -> None:
+        """The pick's attempt starts (gRFC A66's ``grpc.client.attempt.started``)."""
+        self._started = True
+        resilience = self._resilience
+        resilience._metrics.attempt_started(resilience._target, self._method)
+
+    def __call__(self, info: DoneInfo) -> None:
+        done = self._done
+        if done is not None:
+            done(info)
+        if info is THROWN_AWAY:
+            return  # no attempt: nothing to measure, nothing said of the node
+        resilience = self._resilience
+        metrics, target, address = resilience._metrics, resilience._target, self._address
+        if not self._started:
+            metrics.attempt_started(target, self._method)
+        version = resilience._versions.get(address, "")
+        metrics.attempt_ended(target, self._method, info.code, info.latency, address, version)
+        if resilience._detector is not None:
+            resilience.record(address, info.code)
 
 
 class _ObservedPicker:

@@ -12,10 +12,15 @@ has to wait for a node.
 
 from __future__ import annotations
 
+import functools
+import heapq
+import itertools
 import logging
+import math
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn, cast
@@ -24,14 +29,26 @@ import grpc
 
 from .._closing import Closing
 from ..config import ServiceConfig
-from ..policies.base import DoneCallback, DoneInfo, PickError, Policy
-from ..retry import AVOID_TRIES, CallRetry
-from ..routing import CallInfo
+from ..policies.base import DoneInfo, Pick, PickError, Policy
 from ._base import DEFAULT_DRAIN_TIMEOUT, ChannelBase, MultiCallableBase
-from ._call import CLOSED, Refusal, deadline_after, deadline_refusal, refusal, time_left
+from ._call import CLOSED, Refusal
+from ._flow import (
+    CANCELLED,
+    OK,
+    Action,
+    Attempt,
+    CallFlow,
+    CallPlan,
+    Cancel,
+    Commit,
+    Finish,
+    Start,
+    Status,
+    Wait,
+)
 from ._health import HealthWatch
-from ._resilience import retry_delay
 from ._resilience import status_name as _code_name
+from ._resilience import status_of
 from ._subchannel import STATE_BY_CODE, Subchannel
 
 __all__ = ["BalancedChannel", "FailedCall"]
@@ -46,7 +63,8 @@ _POLL_FAST = 0.001
 _POLL_SLOW = 0.2
 
 _Sub = Subchannel[grpc.Channel]
-_Acquired = tuple[_Sub, DoneCallback | None, float | None]
+_Flow = CallFlow[_Sub]
+_Attempt = Attempt[_Sub]
 Metadata = Sequence[tuple[str, str | bytes]]
 
 if TYPE_CHECKING:
@@ -145,11 +163,6 @@ class FailedCall(grpc.RpcError, grpc.Call, _FutureBase):
     __repr__ = __str__
 
 
-def _outcome(exc: BaseException) -> DoneInfo:
-    """What a done callback hears about a call that raised ``exc`` as it started."""
-    return DoneInfo(_code_name(exc) if isinstance(exc, grpc.RpcError) else "UNKNOWN", 0.0)
-
-
 def _failed(refused: Refusal) -> BaseException:
     """The sync twin's failed call for a refusal (grpc's own ValueError on a closed channel)."""
     if refused is CLOSED:
@@ -157,32 +170,9 @@ def _failed(refused: Refusal) -> BaseException:
     return FailedCall(grpc.StatusCode[refused.code], refused.details)
 
 
-def _timed(done: DoneCallback, fn: Callable[..., Any], *args: Any) -> Any:
-    """Run a blocking call and report its status and latency to the pick's done callback."""
-    start = time.perf_counter()
-    try:
-        result = fn(*args)
-    except BaseException as exc:
-        code = _code_name(exc) if isinstance(exc, grpc.RpcError) else "UNKNOWN"
-        done(DoneInfo(code, time.perf_counter() - start))
-        raise
-    done(DoneInfo("OK", time.perf_counter() - start))
-    return result
-
-
-def _track(call: Any, sub: _Sub, done: DoneCallback | None) -> None:
-    """Count a non-blocking call (future, stream) as in flight on ``sub`` until it ends."""
-    if done is None:
-        call.add_done_callback(sub.release)
-        return
-    inflight = sub.inflight
-    start = time.perf_counter()
-
-    def finished(ended: Any) -> None:
-        inflight.pop()
-        done(DoneInfo(_code_name(ended), time.perf_counter() - start))
-
-    call.add_done_callback(finished)
+def _code(exc: BaseException) -> str:
+    """The status an attempt that raised ``exc`` as it started reports (its own, if any)."""
+    return _code_name(exc) if isinstance(exc, grpc.RpcError) else "UNKNOWN"
 
 
 def _core(channel: grpc.Channel) -> Any:
@@ -242,6 +232,13 @@ class BalancedChannel(ChannelBase[grpc.Channel], Closing, grpc.Channel):
         self._retired: list[_Sub] = []
         self._dirty = False  # an ejection changed: the monitor publishes a new picker
         self._subscribers: list[list[Any]] = []
+        # Calls waiting for a time (a backoff, a hedge) or for a new picker; the monitor thread
+        # serves them, so no call needs a thread of its own to wait.
+        self._timers: list[tuple[float, int, Callable[[], None]]] = []
+        self._timer_ids = itertools.count()
+        self._awaiting: set[Callable[[], None]] = set()
+        self._woken = False  # a picker came since the monitor last served _awaiting
+        self._next_wake = 0.0  # when the monitor wakes at the latest (time.monotonic)
         self._kick = threading.Event()
         self._monitor = threading.Thread(
             target=self._run, name=f"grpc-etcd-channel {service}", daemon=True
@@ -293,6 +290,7 @@ class BalancedChannel(ChannelBase[grpc.Channel], Closing, grpc.Channel):
         self._kick.set()
         if threading.current_thread() is not self._monitor:
             self._monitor.join()
+        self._serve_waiting(everything=True)  # calls in a backoff or waiting for a node end
         for sub in subs:
             sub.channel.close()
         for callback in callbacks:
@@ -301,57 +299,54 @@ class BalancedChannel(ChannelBase[grpc.Channel], Closing, grpc.Channel):
             except Exception:
                 log.exception("close callback of the channel of %s failed", self._service)
 
-    # ------------------------------------------------------------ picking
+    # ------------------------------------------------------------ what waiting calls need
 
-    def _acquire(self, info: CallInfo, timeout: float | None) -> _Acquired:
-        """The sub-channel for one call, counted in flight; the caller must pop it when done."""
-        try:
-            sub, done = self._picker.pick(info)
-        except PickError:
-            return self._wait(info, timeout)
-        sub.inflight.append(None)
-        if sub.retired:
-            self._discard(sub, done)
-            return self._wait(info, timeout)
-        return sub, done, timeout
+    def _call_at(self, when: float, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` on the monitor thread at ``when`` (time.monotonic); at once
+        (here) if the channel is closed. Any thread."""
+        with self._lock:
+            closed = self._closed
+            kick = False
+            if not closed:
+                heapq.heappush(self._timers, (when, next(self._timer_ids), callback))
+                kick = when < self._next_wake
+        if closed:
+            callback()
+        elif kick:
+            self._kick.set()
 
-    def _acquire_avoiding(
-        self, info: CallInfo, timeout: float | None, tried: set[str]
-    ) -> _Acquired:
-        """Like :meth:`_acquire`, but a node this call already tried only when no other comes."""
-        for _ in range(AVOID_TRIES):
-            sub, done, left = self._acquire(info, timeout)
-            if sub.address not in tried:
-                return sub, done, left
-            self._discard(sub, done)
-        return self._acquire(info, timeout)
+    def _await_picker(self, callback: Callable[[], None], awaiting: bool) -> None:
+        """Call ``callback()`` on the monitor thread after each new picker while ``awaiting``;
+        at once (here) if the channel is closed. Any thread."""
+        with self._lock:
+            closed = self._closed
+            if not closed:
+                if awaiting:
+                    self._awaiting.add(callback)
+                else:
+                    self._awaiting.discard(callback)
+        if closed and awaiting:
+            callback()
 
-    def _wait(self, info: CallInfo, timeout: float | None) -> _Acquired:
-        """The slow path: wait for a picker that has a node for this call, or fail it."""
-        deadline = deadline_after(timeout, time.monotonic())
-        waited = False
-        while True:
-            changed = self._changed
+    def _serve_waiting(self, everything: bool = False) -> None:
+        """Call the timers that are due (``everything``: all of them) and, after a new picker,
+        the calls awaiting one (on the monitor thread, or in close())."""
+        now = time.monotonic()
+        due: list[Callable[[], None]] = []
+        with self._lock:
+            timers = self._timers
+            while timers and (everything or timers[0][0] <= now):
+                due.append(heapq.heappop(timers)[2])
+            if self._woken or everything:
+                self._woken = False
+                due.extend(self._awaiting)
+                if everything:
+                    self._awaiting.clear()
+        for callback in due:
             try:
-                sub, done = self._picker.pick(info)
-            except PickError as exc:
-                refused = refusal(exc, info, waited=waited)
-                if refused is not None:
-                    self._resilience.refused(refused.code)
-                    raise _failed(refused) from None
-            else:
-                sub.inflight.append(None)
-                if not sub.retired:
-                    return sub, done, time_left(deadline, time.monotonic())
-                self._discard(sub, done)
-                continue
-            left = time_left(deadline, time.monotonic())
-            if left == 0.0:
-                self._resilience.refused("DEADLINE_EXCEEDED")
-                raise _failed(deadline_refusal(self._service, info))
-            self._kick.set()  # a call is waiting: have the monitor look closely
-            changed.wait(left)
-            waited = True
+                callback()
+            except Exception:
+                log.exception("a waiting call of the channel of %s failed", self._service)
 
     # ------------------------------------------------------------ the base's hooks
 
@@ -382,6 +377,9 @@ class BalancedChannel(ChannelBase[grpc.Channel], Closing, grpc.Channel):
     def _wake(self) -> None:
         changed, self._changed = self._changed, threading.Event()
         changed.set()
+        if self._awaiting:
+            self._woken = True
+            self._kick.set()
 
     def _watch_health(self, sub: _Sub, service_name: str) -> HealthWatch:
         return HealthWatch(sub.channel, service_name, self._republish, name=sub.address)
@@ -436,8 +434,13 @@ class BalancedChannel(ChannelBase[grpc.Channel], Closing, grpc.Channel):
     def _run(self) -> None:
         interval = _POLL_FAST
         while True:
-            idle = not (self._subs or self._retired)
-            kicked = self._kick.wait(None if idle else interval)
+            timeout = None if not (self._subs or self._retired) else interval
+            with self._lock:
+                if self._timers:
+                    due = max(0.0, self._timers[0][0] - time.monotonic())
+                    timeout = due if timeout is None else min(timeout, due)
+                self._next_wake = math.inf if timeout is None else time.monotonic() + timeout
+            kicked = self._kick.wait(timeout)
             self._kick.clear()
             if self._closed:
                 return
@@ -449,6 +452,7 @@ class BalancedChannel(ChannelBase[grpc.Channel], Closing, grpc.Channel):
                         if self._closed:
                             return
                         self._publish()
+                self._serve_waiting()
                 self._drain()
                 self._deliver()
                 self._resilience.tick()
@@ -458,12 +462,248 @@ class BalancedChannel(ChannelBase[grpc.Channel], Closing, grpc.Channel):
             interval = _POLL_FAST if moved or kicked else min(interval * 2, _POLL_SLOW)
 
 
+class _Drive:
+    """One call's flow, driven by whichever thread has news for it - grpc's callback threads
+    (an attempt ended), the channel's monitor (a timer, a new picker), the caller (a response,
+    a cancel) - one event at a time; callers wait on it for what they need."""
+
+    __slots__ = (
+        "_busy",
+        "_channel",
+        "_cond",
+        "_events",
+        "_picker",
+        "_start",
+        "_timer",
+        "committed",
+        "current",
+        "error",
+        "finished",
+        "flow",
+        "on_finish",
+        "on_start",
+        "requests",
+    )
+
+    def __init__(
+        self,
+        channel: BalancedChannel,
+        flow: _Flow,
+        start: Callable[[_Attempt], Any],
+        requests: _Requests | None = None,
+    ) -> None:
+        self.flow = flow
+        self.requests = requests
+        self._channel = channel
+        self._start = start
+        self._cond = threading.Condition(threading.Lock())
+        self._events: deque[Callable[[], list[Action]]] = deque()
+        self._busy = False
+        self._timer: float | None = None
+        self._picker = False
+        #: The attempt the call is committed to (its first response came).
+        self.committed: _Attempt | None = None
+        #: The attempt started last.
+        self.current: _Attempt | None = None
+        #: How the call ended (None while it goes on).
+        self.finished: Finish | None = None
+        #: What an attempt's start raised: the call ends with it.
+        self.error: BaseException | None = None
+        self.on_finish: Callable[[], None] | None = None
+        self.on_start: Callable[[_Attempt], None] | None = None
+
+    def run(self, actions: list[Action]) -> None:
+        """Do the call's first actions (the caller's, from _begin)."""
+        self.post(lambda: actions)
+
+    def post(self, event: Callable[[], list[Action]]) -> None:
+        """Feed ``event`` (a flow method's call) to the flow and do what it answers, here, unless
+        another thread is at it: then that thread does it next."""
+        with self._cond:
+            self._events.append(event)
+            if self._busy:
+                return
+            self._busy = True
+        while True:
+            try:
+                self._do(event())
+            except Exception:  # a bug, not a call's outcome: never leave the call stuck
+                log.exception("a call of %s failed to go on", self._channel.service)
+            with self._cond:
+                self._events.popleft()
+                if not self._events:
+                    self._busy = False
+                    self._cond.notify_all()
+                    return
+                event = self._events[0]
+
+    def wait(self, ready: Callable[[], bool], timeout: float | None = None) -> bool:
+        """Wait (on the caller's thread) until ``ready()``; False if ``timeout`` passed first."""
+        with self._cond:
+            return self._cond.wait_for(ready, timeout)
+
+    def _do(self, actions: list[Action]) -> None:
+        for action in actions:
+            kind = type(action)
+            if kind is Start:
+                self._launch(cast(Start, action).attempt)
+            elif kind is Cancel:
+                call = cast(Cancel, action).attempt.call
+                if call is not None:
+                    call.cancel()
+            elif kind is Commit:
+                attempt = cast(Commit, action).attempt
+                if self.requests is not None:
+                    self.requests.commit(attempt)
+                self.committed = attempt
+            elif kind is Wait:
+                self._arm(cast(Wait, action))
+            else:
+                if self.requests is not None:
+                    self.requests.release()
+                with self._cond:
+                    self.finished = cast(Finish, action)
+                    self._cond.notify_all()
+                if self.on_finish is not None:
+                    self.on_finish()
+
+    def _launch(self, attempt: _Attempt) -> None:
+        try:
+            call = self._start(attempt)
+        except BaseException as exc:  # it could not start: the call ends with this exception
+            self.error = exc
+            now = time.monotonic()
+            self._do(self.flow.cancel(now))
+            self._do(self.flow.on_status(attempt, Status(_code(exc)), now))
+            return
+        attempt.call = call
+        self.current = attempt
+        call.add_done_callback(functools.partial(self._ended, attempt))
+        if self.on_start is not None:
+            self.on_start(attempt)
+
+    def _ended(self, attempt: _Attempt, call: Any) -> None:
+        """An attempt's grpc call ended (on grpc's callback thread)."""
+        flow = self.flow
+        status = status_of(call, got_response=_got_headers(call))
+        self.post(lambda: flow.on_status(attempt, status, time.monotonic()))
+
+    def respond(self, attempt: _Attempt) -> None:
+        """``attempt`` received its first message."""
+        flow = self.flow
+        self.post(lambda: flow.on_response(attempt, time.monotonic()))
+
+    def cancel(self) -> None:
+        """The application cancels the call."""
+        flow = self.flow
+        self.post(lambda: flow.cancel(time.monotonic()))
+
+    def _arm(self, wait: Wait) -> None:
+        if wait.picker is not self._picker:
+            self._picker = wait.picker
+            self._channel._await_picker(self._on_picker, wait.picker)
+        if wait.until is not None and wait.until != self._timer:
+            self._channel._call_at(wait.until, self._on_time)
+        self._timer = wait.until
+
+    def _on_time(self) -> None:
+        if self.finished is None:
+            flow = self.flow
+            self.post(lambda: flow.on_time(time.monotonic()))
+
+    def _on_picker(self) -> None:
+        if self.finished is None:
+            flow = self.flow
+            self.post(lambda: flow.on_picker(time.monotonic()))
+
+
+class _Requests:
+    """The request messages of one client-streaming or bidi call: read once from the caller's
+    iterator, serialized here, and kept for a replay on a later attempt until the call commits.
+    The flow counts what is kept (``CallFlow.kept``) and commits the call past gRPC's limits;
+    from then on only the attempt committed to reads on."""
+
+    def __init__(self, source: Iterator[Any], serialize: Callable[[Any], bytes] | None) -> None:
+        self._source = iter(source)
+        self._serialize = serialize
+        self._cond = threading.Condition(threading.Lock())
+        self._kept: list[bytes] = []
+        self._keeping = True
+        self._owner: _Attempt | None = None  # the attempt committed to, once it is
+        self._reading = False  # an attempt is reading the caller's iterator
+        self._ended = False  # the caller's iterator is exhausted (or raised)
+        #: Tells the call's flow the size of each message kept.
+        self.kept: Callable[[int], None] | None = None
+
+    def attempt(self, attempt: _Attempt) -> Iterator[bytes]:
+        """The requests of ``attempt``: those kept, then the caller's next ones."""
+        index = 0
+        while True:
+            with self._cond:
+                while True:
+                    if index < len(self._kept):
+                        data: bytes | None = self._kept[index]
+                        break
+                    if self._ended or (self._owner is not None and self._owner is not attempt):
+                        return  # the end, or the call is another attempt's
+                    if not self._reading:
+                        self._reading, data = True, None
+                        break
+                    self._cond.wait()
+            index += 1
+            if data is None:
+                data = self._read()
+                if data is None:
+                    return
+            yield data
+
+    def _read(self) -> bytes | None:
+        """The caller's next message, serialized and (while the call may replay) kept; None at
+        the end of the caller's iterator."""
+        try:
+            message = next(self._source)
+        except BaseException as exc:  # the end, or the caller's iterator failed (grpc says so)
+            with self._cond:
+                self._ended, self._reading = True, False
+                self._cond.notify_all()
+            if isinstance(exc, StopIteration):
+                return None
+            raise
+        data = message if self._serialize is None else self._serialize(message)
+        with self._cond:
+            self._reading = False
+            keeping = self._keeping
+            if keeping:
+                self._kept.append(data)
+            self._cond.notify_all()
+        if keeping and self.kept is not None:
+            self.kept(len(data))
+        return data
+
+    def commit(self, attempt: _Attempt) -> None:
+        """The call is ``attempt``'s: keep nothing more (it replays what was kept)."""
+        with self._cond:
+            if self._keeping:
+                self._keeping, self._owner = False, attempt
+            self._cond.notify_all()
+
+    def release(self) -> None:
+        """The call ended: keep nothing more."""
+        with self._cond:
+            self._keeping = False
+            self._cond.notify_all()
+
+
 class _MultiCallable(MultiCallableBase[grpc.Channel]):
-    """The sync twin's calls: pick, count in flight, report to the pick's done callback."""
+    """The sync twin's calls: each one's flow, driven on the caller's thread or by a _Drive."""
 
     def __init__(self, channel: BalancedChannel, *args: Any) -> None:
         super().__init__(channel, *args)
         self._channel = channel
+
+    def _plan(self) -> CallPlan:
+        resilience = self._channel._resilience
+        return resilience.plans.get(self._method) or resilience.plan(self._method)
 
     def _on(
         self,
@@ -473,12 +713,11 @@ class _MultiCallable(MultiCallableBase[grpc.Channel]):
         timeout: float | None,
         metadata: Any,
         credentials: grpc.CallCredentials | None,
-        wait_for_ready: bool | None,
         compression: grpc.Compression | None,
     ) -> Any:
-        """Start the call on ``sub``'s own multicallable (its ``name`` method if given).
+        """Start an attempt on ``sub``'s own multicallable (its ``name`` method if given).
 
-        ``wait_for_ready`` is the pick's business (the channel waits for a usable node); on the
+        ``wait_for_ready`` is the flow's business (the call waits for a usable node); on the
         node's own connection it would make a call picked onto a connection that just died wait
         for it until the deadline instead of failing over, so it is not passed on.
         """
@@ -487,49 +726,127 @@ class _MultiCallable(MultiCallableBase[grpc.Channel]):
             callable_ = getattr(callable_, name)
         return callable_(request, timeout, metadata, credentials, False, compression)
 
-    def _retry(
-        self,
-        error: grpc.RpcError,
-        sub: _Sub,
-        info: CallInfo,
-        name: str | None,
-        started: float,
-        request: Any,
-        timeout: float | None,
-        *args: Any,
-    ) -> Any:
-        """After a failed blocking unary attempt: retry per the method's policy (and once,
-        transparently, a call that never reached a server), each time on an untried node."""
+    def _begin(
+        self, flow: _Flow, pick: Pick[_Sub] | PickError | None = None
+    ) -> tuple[list[Action], threading.Event]:
+        """Start ``flow`` on the caller's thread: until its first attempt starts or it ends,
+        waiting here while no node is ready (as before grpc's own call returns). Returns its
+        actions and the event of the picker it last picked from."""
         channel = self._channel
-        retry = channel._resilience.call_retry(self._method)
-        deadline = deadline_after(timeout, started)
+        changed = channel._changed  # read before the pick: no new picker goes unnoticed
+        actions = flow.start(time.monotonic(), pick)
+        wait: Wait | None = None
         while True:
-            retry.started(sub.address)
-            delay = retry_delay(retry, error, time_left(deadline, time.monotonic()))
-            if delay is None:
-                channel._resilience.call_ended(self._method, retry)
-                raise error
-            if delay:
-                time.sleep(delay)  # the policy's backoff; bounded by the call's deadline
-            left = time_left(deadline, time.monotonic())
-            sub, done, left = channel._acquire_avoiding(info, left, retry.tried)
-            try:
-                if done is None:
-                    result = self._on(sub, name, request, left, *args)
+            for action in actions:
+                if type(action) is Wait:
+                    wait = action
                 else:
-                    result = _timed(done, self._on, sub, name, request, left, *args)
-                channel._resilience.succeeded()
-                retry.started(sub.address)  # the attempt that succeeded counts too
-                channel._resilience.call_ended(self._method, retry)
-                return result
-            except grpc.RpcError as exc:
-                error = exc
-            finally:
-                sub.inflight.pop()
+                    return actions, changed
+            assert wait is not None and wait.picker
+            channel._kick.set()  # a call is waiting: have the monitor look closely
+            timeout = None if wait.until is None else max(0.0, wait.until - time.monotonic())
+            fired = changed.wait(timeout)
+            changed = channel._changed
+            now = time.monotonic()
+            actions = flow.on_picker(now) if fired else flow.on_time(now)
 
-    def _blocking(
+    def _sequential(
         self,
+        flow: _Flow,
+        actions: list[Action],
         name: str | None,
+        request: Any,
+        metadata: Any,
+        credentials: grpc.CallCredentials | None,
+        compression: grpc.Compression | None,
+        changed: threading.Event,
+        outcome: tuple[Any, BaseException | None] = (None, None),
+    ) -> Any:
+        """Drive a blocking unary call's flow on the caller's thread, one attempt at a time.
+        ``changed`` is the event of the picker the flow last picked from."""
+        channel = self._channel
+        wait = Wait(None, False)
+        while True:
+            attempt: _Attempt | None = None
+            for action in actions:
+                kind = type(action)
+                if kind is Start:
+                    attempt = cast(Start, action).attempt
+                elif kind is Wait:
+                    wait = cast(Wait, action)
+                elif kind is Finish:
+                    finished = cast(Finish, action)
+                    if finished.attempt is None:
+                        assert finished.refusal is not None
+                        raise _failed(finished.refusal)
+                    result, error = outcome
+                    if error is not None:
+                        raise error
+                    return result
+            if attempt is not None:
+                error = None
+                try:
+                    result = self._on(
+                        attempt.subchannel, name, request, attempt.timeout, metadata,
+                        credentials, compression,
+                    )  # fmt: skip
+                except grpc.RpcError as exc:
+                    error = exc
+                except BaseException as exc:  # it could not start: the call ends with it
+                    now = time.monotonic()
+                    flow.cancel(now)
+                    flow.on_status(attempt, Status(_code(exc)), now)
+                    raise
+                outcome = (None, error) if error is not None else (result, None)
+                status = OK if error is None else status_of(error)
+                changed = channel._changed
+                actions = flow.on_status(attempt, status, time.monotonic())
+                continue
+            # Only a Wait: a retry's backoff, or a node for it.
+            left = None if wait.until is None else max(0.0, wait.until - time.monotonic())
+            if wait.picker:
+                channel._kick.set()
+                fired = changed.wait(left)
+            else:
+                fired = False
+                time.sleep(left or 0.0)  # the backoff, bounded by the deadline
+            changed = channel._changed
+            now = time.monotonic()
+            actions = flow.on_picker(now) if fired else flow.on_time(now)
+
+    def _drive(
+        self,
+        request: Any,
+        name: str | None,
+        timeout: float | None,
+        metadata: Metadata | None,
+        credentials: grpc.CallCredentials | None,
+        wait_for_ready: bool | None,
+        compression: grpc.Compression | None,
+    ) -> tuple[_Drive, list[Action]]:
+        """A non-blocking call's flow, begun on the caller's thread, and its drive."""
+        started = time.monotonic()
+        info, metadata = self._resolve(metadata, wait_for_ready)
+        plan = self._plan()
+        flow: _Flow = CallFlow(
+            self._channel._current_picker, info, plan, now=started, timeout=timeout
+        )
+        requests = _Requests(request, self._serializer) if self._raw_requests else None
+
+        def start(attempt: _Attempt) -> Any:
+            sent = request if requests is None else requests.attempt(attempt)
+            return self._on(
+                attempt.subchannel, name, sent, attempt.timeout, metadata, credentials,
+                compression,
+            )  # fmt: skip
+
+        drive = _Drive(self._channel, flow, start, requests)
+        if requests is not None:
+            requests.kept = lambda size: drive.post(lambda: flow.kept(size, time.monotonic()))
+        return drive, self._begin(flow)[0]
+
+    def _future(
+        self,
         request: Any,
         timeout: float | None,
         metadata: Metadata | None,
@@ -537,44 +854,64 @@ class _MultiCallable(MultiCallableBase[grpc.Channel]):
         wait_for_ready: bool | None,
         compression: grpc.Compression | None,
     ) -> Any:
-        """A blocking call (``__call__``, ``with_call``): ends before this returns."""
-        info, metadata = self._resolve(metadata, wait_for_ready)
-        sub, done, timeout = self._channel._acquire(info, timeout)
-        args = (request, timeout, metadata, credentials, wait_for_ready, compression)
-        try:
-            if done is None:
-                return self._on(sub, name, *args)
-            return _timed(done, self._on, sub, name, *args)
-        finally:
-            sub.inflight.pop()
+        """A call whose one response comes as a future (``future()``, and the blocking
+        request-stream calls, which wait for it)."""
+        drive, actions = self._drive(
+            request, "future", timeout, metadata, credentials, wait_for_ready, compression
+        )
+        refused = _refused(actions)
+        if refused is not None:
+            return refused
+        future = _FlowFuture(drive)
+        drive.run(actions)
+        if drive.error is not None:
+            raise drive.error
+        return future
 
-    def _start(
+    def _stream(
         self,
-        name: str | None,
         request: Any,
         timeout: float | None,
-        metadata: Any,
+        metadata: Metadata | None,
         credentials: grpc.CallCredentials | None,
         wait_for_ready: bool | None,
         compression: grpc.Compression | None,
     ) -> Any:
-        """Start a non-blocking call (future or stream), tracked until it ends."""
-        info, metadata = self._resolve(metadata, wait_for_ready)
-        try:
-            sub, done, timeout = self._channel._acquire(info, timeout)
-        except FailedCall as failed:
-            return failed
-        try:
-            call = self._on(
-                sub, name, request, timeout, metadata, credentials, wait_for_ready, compression
-            )
-        except BaseException as exc:
-            sub.inflight.pop()
-            if done is not None:
-                done(_outcome(exc))
-            raise
-        _track(call, sub, done)
-        return call
+        """A call whose responses come as a stream."""
+        drive, actions = self._drive(
+            request, None, timeout, metadata, credentials, wait_for_ready, compression
+        )
+        refused = _refused(actions)
+        if refused is not None:
+            return refused
+        stream = _FlowStream(drive, hedged=drive.flow.hedged)
+        drive.run(actions)
+        if drive.error is not None:
+            raise drive.error
+        return stream
+
+
+def _got_headers(call: Any) -> bool:
+    """Whether an ended call's response headers came, without waiting: grpc's public
+    ``initial_metadata()`` waits for them, and for a stream whose status came first it would
+    wait on grpc's own callback thread for an event that only thread delivers. So the
+    rendezvous' state is read (private; if it moves, answers False: no response)."""
+    state = getattr(call, "_state", None)
+    return bool(getattr(state, "initial_metadata", None))
+
+
+def _refused(actions: list[Action]) -> FailedCall | None:
+    """The failed call to hand back when the call ended at its first pick (None: it began);
+    a call on a closed channel raises grpc's ValueError."""
+    last = actions[-1] if actions else None
+    if not isinstance(last, Finish) or last.attempt is not None:
+        return None
+    refused = last.refusal
+    assert refused is not None
+    failed = _failed(refused)
+    if isinstance(failed, FailedCall):
+        return failed
+    raise failed
 
 
 class _UnaryUnary(_MultiCallable, _UnaryUnaryBase):
@@ -587,40 +924,9 @@ class _UnaryUnary(_MultiCallable, _UnaryUnaryBase):
         wait_for_ready: bool | None = None,
         compression: grpc.Compression | None = None,
     ) -> Any:
-        started = time.monotonic()
-        info, metadata = self._resolve(metadata, wait_for_ready)
-        # _acquire and _on inlined: this is the hottest path.
-        channel = self._channel
-        try:
-            sub, done = channel._picker.pick(info)
-        except PickError:
-            sub, done, left = channel._wait(info, timeout)
-        else:
-            left = timeout
-            sub.inflight.append(None)
-            if sub.retired:
-                channel._discard(sub, done)
-                sub, done, left = channel._wait(info, timeout)
-        try:
-            if done is None:
-                result = (sub.callables.get(self._key) or self._bind(sub))(
-                    request, left, metadata, credentials, False, compression
-                )  # wait_for_ready stays with the pick: see _on
-            else:
-                result = _timed(
-                    done, self._on, sub, None, request, left, metadata, credentials,
-                    wait_for_ready, compression,
-                )  # fmt: skip
-            channel._resilience.succeeded()
-            return result
-        except grpc.RpcError as exc:
-            error = exc
-        finally:
-            sub.inflight.pop()
-        return self._retry(
-            error, sub, info, None, started, request, timeout, metadata, credentials,
-            wait_for_ready, compression,
-        )  # fmt: skip
+        return self._unary(
+            None, request, timeout, metadata, credentials, wait_for_ready, compression
+        )
 
     def with_call(
         self,
@@ -631,26 +937,10 @@ class _UnaryUnary(_MultiCallable, _UnaryUnaryBase):
         wait_for_ready: bool | None = None,
         compression: grpc.Compression | None = None,
     ) -> tuple[Any, grpc.Call]:
-        started = time.monotonic()
-        info, metadata = self._resolve(metadata, wait_for_ready)
-        sub, done, left = self._channel._acquire(info, timeout)
-        args = (request, left, metadata, credentials, wait_for_ready, compression)
-        try:
-            outcome: tuple[Any, grpc.Call] = (
-                self._on(sub, "with_call", *args)
-                if done is None
-                else _timed(done, self._on, sub, "with_call", *args)
-            )
-            self._channel._resilience.succeeded()
-            return outcome
-        except grpc.RpcError as exc:
-            error = exc
-        finally:
-            sub.inflight.pop()
-        retried: tuple[Any, grpc.Call] = self._retry(
-            error, sub, info, "with_call", started, *args[:1], timeout, *args[2:]
+        outcome: tuple[Any, grpc.Call] = self._unary(
+            "with_call", request, timeout, metadata, credentials, wait_for_ready, compression
         )
-        return retried
+        return outcome
 
     def future(
         self,
@@ -661,186 +951,359 @@ class _UnaryUnary(_MultiCallable, _UnaryUnaryBase):
         wait_for_ready: bool | None = None,
         compression: grpc.Compression | None = None,
     ) -> Any:
+        return self._future(request, timeout, metadata, credentials, wait_for_ready, compression)
+
+    def _unary(
+        self,
+        name: str | None,
+        request: Any,
+        timeout: float | None,
+        metadata: Metadata | None,
+        credentials: grpc.CallCredentials | None,
+        wait_for_ready: bool | None,
+        compression: grpc.Compression | None,
+    ) -> Any:
+        """A blocking unary call. The hot path - the first pick succeeds, the call is not
+        hedged - is inlined; every other case, and a failure of it, is the flow's."""
         started = time.monotonic()
         info, metadata = self._resolve(metadata, wait_for_ready)
+        channel = self._channel
+        resilience = channel._resilience
+        plan = resilience.plans.get(self._method) or resilience.plan(self._method)
+        pick: Pick[_Sub] | PickError
         try:
-            acquired = self._channel._acquire(info, timeout)
-        except FailedCall as failed:
-            return failed
-        rest = (metadata, credentials, wait_for_ready, compression)
-        return _RetryingFuture(
-            self, info, request, deadline_after(timeout, started), rest, acquired
-        )
+            pick = channel._picker.pick(info)
+        except PickError as exc:
+            pick = exc  # the flow decides, outside this except: nothing chained to it
+        else:
+            sub, done = pick
+            if plan.inline and plan.hedging is None and not sub.retired:
+                sub.inflight.append(None)
+                try:
+                    callable_ = sub.callables.get(self._key) or self._bind(sub)
+                    if name is not None:
+                        callable_ = getattr(callable_, name)
+                    # wait_for_ready stays with the pick: see _on
+                    result = callable_(request, timeout, metadata, credentials, False, compression)
+                except grpc.RpcError as exc:
+                    error = exc
+                except BaseException as exc:  # it could not start: the call ends with it
+                    sub.inflight.pop()
+                    if done is not None:
+                        done(DoneInfo(_code(exc), time.monotonic() - started))
+                    raise
+                else:
+                    sub.inflight.pop()
+                    if done is not None:
+                        done(DoneInfo("OK", time.monotonic() - started))
+                    throttle = plan.throttle
+                    if throttle is not None:
+                        throttle.on_success()  # the flow's rule: every call that succeeds
+                    return result
+                # The attempt failed: the flow takes it over (a transparent retry, perhaps).
+                flow: _Flow = CallFlow(
+                    channel._current_picker, info, plan, now=started, timeout=timeout
+                )
+                attempt = flow.adopt(pick, started)
+                changed = channel._changed
+                actions = flow.on_status(attempt, status_of(error), time.monotonic())
+                return self._sequential(
+                    flow, actions, name, request, metadata, credentials, compression, changed,
+                    (None, error),
+                )  # fmt: skip
+        flow = CallFlow(channel._current_picker, info, plan, now=started, timeout=timeout)
+        if plan.hedging is None:
+            actions, changed = self._begin(flow, pick)
+            return self._sequential(
+                flow, actions, name, request, metadata, credentials, compression, changed
+            )
+        return self._hedged(flow, pick, name, request, metadata, credentials, compression)
 
-
-class _RetryingFuture(_FutureBase, grpc.Call):
-    """A unary ``future()`` call: grpc's own future of the current attempt, sent again (on a
-    node the call has not tried) when an attempt fails in a way the method's retry policy or
-    gRPC's transparent retry retries; it completes with the last attempt. Attempts after the
-    first start on a thread of their own: picking one may wait for a node, which grpc's
-    callback thread must never do."""
-
-    def __init__(
+    def _hedged(
         self,
-        multicallable: _UnaryUnary,
-        info: CallInfo,
+        flow: _Flow,
+        pick: Pick[_Sub] | PickError,
+        name: str | None,
         request: Any,
-        deadline: float | None,
-        rest: tuple[Any, ...],
-        acquired: _Acquired,
-    ) -> None:
-        self._multicallable = multicallable
-        self._info = info
-        self._request = request
-        self._deadline = deadline
-        self._rest = rest
-        self._retry: CallRetry | None = None  # made at the first failure
-        self._lock = threading.Lock()
-        self._finished = threading.Event()
+        metadata: Any,
+        credentials: grpc.CallCredentials | None,
+        compression: grpc.Compression | None,
+    ) -> Any:
+        """A blocking unary call with a hedging policy: its attempts run as grpc futures."""
+
+        def start(attempt: _Attempt) -> Any:
+            return self._on(
+                attempt.subchannel, "future", request, attempt.timeout, metadata, credentials,
+                compression,
+            )  # fmt: skip
+
+        drive = _Drive(self._channel, flow, start)
+        future = _FlowFuture(drive)
+        actions = self._begin(flow, pick)[0]
+        refused = _refused(actions)
+        if refused is not None:
+            raise refused
+        drive.run(actions)
+        if drive.error is not None:
+            raise drive.error
+        result = future.result()
+        return result if name is None else (result, future._outcome(None))
+
+
+class _FlowFuture(_FutureBase, grpc.Call):
+    """A call with one response, as a grpc future: its attempts are the flow's (retried,
+    hedged); it completes with the attempt that ended the call."""
+
+    def __init__(self, drive: _Drive) -> None:
+        self._drive = drive
         self._callbacks: list[Callable[[Any], None]] = []
-        self._cancelled = False
-        self._call: Any = None
-        self._start(*acquired)
+        drive.on_finish = self._finished
 
-    def _start(self, sub: _Sub, done: DoneCallback | None, left: float | None) -> None:
-        try:
-            call = self._multicallable._on(sub, "future", self._request, left, *self._rest)
-        except BaseException as exc:
-            sub.inflight.pop()
-            if done is not None:
-                done(_outcome(exc))
-            raise
-        _track(call, sub, done)
-        self._address = sub.address
-        self._call = call
-        call.add_done_callback(self._ended)
-
-    def _ended(self, call: Any) -> None:
-        """An attempt ended (on grpc's callback thread): finish, or start the next one."""
-        if call is not self._call:
-            return
-        resilience = self._multicallable._channel._resilience
-        error = None if self._cancelled or call.cancelled() else call.exception()
-        if error is None:
-            if not call.cancelled():
-                resilience.succeeded()
-            if self._retry is not None:
-                self._retry.started(self._address)
-                resilience.call_ended(self._info.method, self._retry)
-            self._finish()
-            return
-        retry = self._retry
-        if retry is None:
-            retry = self._retry = resilience.call_retry(self._info.method)
-        retry.started(self._address)
-        delay = retry_delay(retry, error, time_left(self._deadline, time.monotonic()))
-        if delay is None:
-            resilience.call_ended(self._info.method, retry)
-            self._finish()
-            return
-        timer = threading.Timer(delay, self._again)
-        timer.daemon = True
-        timer.start()
-
-    def _again(self) -> None:
-        if self._finished.is_set():  # cancelled meanwhile
-            return
-        assert self._retry is not None
-        channel = self._multicallable._channel
-        left = time_left(self._deadline, time.monotonic())
-        try:
-            acquired = channel._acquire_avoiding(self._info, left, self._retry.tried)
-            self._start(*acquired)
-        except FailedCall as failed:
-            self._call = failed
-            self._finish()
-        except BaseException:
-            log.exception("a retry of %s failed to start", self._info.method)
-            self._finish()
-
-    def _finish(self) -> None:
-        with self._lock:
-            if self._finished.is_set():
-                return
-            self._finished.set()
+    def _finished(self) -> None:
+        with self._drive._cond:
             callbacks, self._callbacks = self._callbacks, []
         for callback in callbacks:
             try:
                 callback(self)
             except Exception:
-                log.exception("done callback of a call of %s failed", self._info.method)
+                log.exception("done callback of a call of %s failed", self._drive._channel.service)
 
-    def _ended_call(self, timeout: float | None) -> Any:
-        if not self._finished.wait(timeout):
+    def _outcome(self, timeout: float | None) -> Any:
+        """The grpc call that ended the call (a FailedCall when no attempt did)."""
+        drive = self._drive
+        if not drive.wait(lambda: drive.finished is not None, timeout):
             raise grpc.FutureTimeoutError()
-        if self._cancelled:
+        finished = drive.finished
+        assert finished is not None
+        if drive.error is not None:
+            raise drive.error
+        if finished.attempt is not None:
+            return finished.attempt.call
+        if finished.refusal is CANCELLED:
             raise grpc.FutureCancelledError()
-        return self._call
+        assert finished.refusal is not None
+        return _failed(finished.refusal)
 
     # grpc.Future
 
     def cancel(self) -> bool:
-        with self._lock:
-            if self._finished.is_set():
-                return False
-            self._cancelled = True
-            call = self._call
-        call.cancel()  # its done callback finishes this call ...
-        self._finish()  # ... unless it had ended (a retry was due)
+        drive = self._drive
+        if drive.finished is not None:
+            return False
+        drive.cancel()
+        drive.wait(lambda: drive.finished is not None)
         return True
 
     def cancelled(self) -> bool:
-        return self._cancelled
+        finished = self._drive.finished
+        return finished is not None and finished.refusal is CANCELLED and not self._drive.error
 
     def running(self) -> bool:
-        return not self._finished.is_set()
+        return self._drive.finished is None
 
     def done(self) -> bool:
-        return self._finished.is_set()
+        return self._drive.finished is not None
 
     def result(self, timeout: float | None = None) -> Any:
-        return self._ended_call(timeout).result()
+        return self._outcome(timeout).result()
 
     def exception(self, timeout: float | None = None) -> Any:
-        return self._ended_call(timeout).exception()
+        return self._outcome(timeout).exception()
 
     def traceback(self, timeout: float | None = None) -> Any:
-        return self._ended_call(timeout).traceback()
+        return self._outcome(timeout).traceback()
 
     def add_done_callback(self, fn: Callable[[Any], None]) -> None:
-        with self._lock:
-            if not self._finished.is_set():
+        drive = self._drive
+        with drive._cond:
+            if drive.finished is None:
                 self._callbacks.append(fn)
                 return
         fn(self)
 
-    # grpc.Call (the last attempt's, once it ended)
+    # grpc.Call (the attempt's that ended the call)
 
     def initial_metadata(self) -> Any:
-        return self._ended_call(None).initial_metadata()
+        return self._outcome(None).initial_metadata()
 
     def trailing_metadata(self) -> Any:
-        return self._ended_call(None).trailing_metadata()
+        return self._outcome(None).trailing_metadata()
 
     def code(self) -> grpc.StatusCode:
-        if self._finished.wait() and self._cancelled:
+        if self._cancelled():
             return grpc.StatusCode.CANCELLED
-        return cast(grpc.StatusCode, self._call.code())
+        return cast(grpc.StatusCode, self._outcome(None).code())
 
     def details(self) -> str:
-        if self._finished.wait() and self._cancelled:
-            return "Locally cancelled by application!"
-        return cast(str, self._call.details())
+        if self._cancelled():
+            return CANCELLED.details
+        return cast(str, self._outcome(None).details())
+
+    def _cancelled(self) -> bool:
+        drive = self._drive
+        drive.wait(lambda: drive.finished is not None)
+        return self.cancelled()
 
     def is_active(self) -> bool:
-        return not self._finished.is_set()
+        return self._drive.finished is None
 
     def time_remaining(self) -> float | None:  # type: ignore[override]  # grpc's own: None
-        return time_left(self._deadline, time.monotonic())
+        return self._drive.flow.left(time.monotonic())
 
     def add_callback(self, callback: Callable[[], None]) -> bool:
         self.add_done_callback(lambda _future: callback())
         return True
+
+
+#: What a hedged stream's attempt read when it ended before its first message.
+_NO_MESSAGE: Any = object()
+
+
+class _FlowStream:
+    """A call with a response stream, as grpc's own (iterator, Call, Future). Until its first
+    response the flow may retry it, transparently or per the policy, or hedge it; from then on
+    it is the committed attempt's grpc call."""
+
+    def __init__(self, drive: _Drive, *, hedged: bool) -> None:
+        self._drive = drive
+        self._call: Any = None  # the committed attempt's call
+        self._hedged = hedged
+        self._firsts: dict[_Attempt, Any] = {}
+        if hedged:
+            drive.on_start = self._read_first
+
+    def __iter__(self) -> _FlowStream:
+        return self
+
+    def __next__(self) -> Any:
+        call = self._call
+        if call is None:
+            return self._first()
+        return next(call)
+
+    def _first(self) -> Any:
+        """The first response: read by the caller from the one attempt in flight, or (hedged)
+        by a thread per attempt; the attempt that gets it wins the call."""
+        drive = self._drive
+        if self._hedged:
+            drive.wait(lambda: drive.committed is not None or drive.finished is not None)
+            winner = drive.committed
+            if winner is None:
+                return self._failure()
+            # (Committed by its first message, or by its requests passing the limits: then
+            # its reader is still at it.)
+            firsts = self._firsts
+            drive.wait(lambda: winner in firsts or winner.ended)
+            self._call = winner.call
+            message = firsts.pop(winner, _NO_MESSAGE)
+            firsts.clear()
+            if message is _NO_MESSAGE:
+                return next(winner.call)  # ended: its end (or its error) as grpc says it
+            return message
+        failed: _Attempt | None = None
+        while True:
+
+            def moved_on(failed: _Attempt | None = failed) -> bool:
+                current = drive.current
+                return drive.finished is not None or (current is not None and current is not failed)
+
+            drive.wait(moved_on)
+            attempt = drive.current
+            if attempt is None or attempt is failed:
+                return self._failure()
+            call = attempt.call
+            try:
+                message = next(call)
+            except StopIteration:
+                message = _NO_MESSAGE
+            except grpc.RpcError:
+                # Its status comes through its done callback: wait for the flow's word on it.
+                failed = attempt
+                drive.wait(lambda: attempt.ended)  # noqa: B023 (waited for at once)
+                continue
+            drive.respond(attempt)
+            self._call = call
+            if message is _NO_MESSAGE:
+                raise StopIteration
+            return message
+
+    def _read_first(self, attempt: _Attempt) -> None:
+        """A hedged attempt started: read its first message on a thread of its own."""
+
+        def read() -> None:
+            try:
+                message = next(attempt.call)
+            except StopIteration:
+                message = _NO_MESSAGE
+            except Exception:  # an RpcError: its status comes through its done callback
+                return
+            self._firsts[attempt] = message
+            self._drive.respond(attempt)
+
+        threading.Thread(target=read, name="grpc-etcd hedge", daemon=True).start()
+
+    def _failure(self) -> NoReturn:
+        """Raise how the call ended without a response."""
+        finished = self._drive.finished
+        assert finished is not None
+        if finished.attempt is not None:
+            raise finished.attempt.call  # grpc's failed call is its own error
+        last = self._drive.current
+        if finished.refusal is CANCELLED and last is not None:
+            raise last.call
+        assert finished.refusal is not None
+        raise _failed(finished.refusal)
+
+    def _latest(self) -> Any:
+        if self._call is not None:
+            return self._call
+        finished = self._drive.finished
+        if finished is not None and finished.attempt is not None:
+            return finished.attempt.call
+        current = self._drive.current
+        return current.call if current is not None else None
+
+    def cancel(self) -> bool:
+        """Cancel the call (every attempt of it)."""
+        if self._call is not None:
+            return bool(self._call.cancel())
+        if self._drive.finished is not None:
+            return False
+        self._drive.cancel()
+        return True
+
+    def _ended(self) -> Any:
+        """The call that ended the call, once it did (a FailedCall when no attempt did)."""
+        drive = self._drive
+        drive.wait(lambda: drive.finished is not None)
+        call = self._latest()
+        if call is None:
+            finished = drive.finished
+            assert finished is not None and finished.refusal is not None
+            return FailedCall(grpc.StatusCode[finished.refusal.code], finished.refusal.details)
+        return call
+
+    def code(self) -> grpc.StatusCode:
+        return cast(grpc.StatusCode, self._ended().code())
+
+    def details(self) -> str:
+        return cast(str, self._ended().details())
+
+    def trailing_metadata(self) -> Any:
+        return self._ended().trailing_metadata()
+
+    def initial_metadata(self) -> Any:
+        drive = self._drive
+        drive.wait(lambda: drive.committed is not None or drive.finished is not None)
+        return (self._latest() or self._ended()).initial_metadata()
+
+    def __getattr__(self, name: str) -> Any:
+        # The rest of grpc's Call and Future (is_active, time_remaining, add_callback, done,
+        # add_done_callback, result, ...): the committed attempt's, or the latest one's.
+        call = self._latest()
+        if call is None:
+            call = self._ended()
+        return getattr(call, name)
 
 
 class _UnaryStream(_MultiCallable, _UnaryStreamBase):
@@ -853,95 +1316,14 @@ class _UnaryStream(_MultiCallable, _UnaryStreamBase):
         wait_for_ready: bool | None = None,
         compression: grpc.Compression | None = None,
     ) -> Any:
-        if self._channel._resilience.retries(self._method):
-            started = time.monotonic()
-            info, metadata = self._resolve(metadata, wait_for_ready)
-            rest = (metadata, credentials, wait_for_ready, compression)
-            return _RetryingStream(self, info, request, timeout, rest, started)
-        return self._start(
-            None, request, timeout, metadata, credentials, wait_for_ready, compression
-        )
+        return self._stream(request, timeout, metadata, credentials, wait_for_ready, compression)
 
 
-class _RetryingStream:
-    """A server-streaming call of a method with a retry policy: until its first response
-    arrives, a failed attempt is retried (on an untried node) as gRPC does; after it, the
-    call is committed. Everything else is the current attempt's grpc call."""
+class _StreamUnary(_MultiCallable, _StreamUnaryBase):
+    _raw_requests = True
 
-    def __init__(
+    def __call__(
         self,
-        multicallable: _UnaryStream,
-        info: CallInfo,
-        request: Any,
-        timeout: float | None,
-        rest: tuple[Any, ...],
-        started: float,
-    ) -> None:
-        self._multicallable = multicallable
-        self._channel = multicallable._channel
-        self._info = info
-        self._request = request
-        self._rest = rest
-        self._deadline = deadline_after(timeout, started)
-        self._retry = self._channel._resilience.call_retry(info.method)
-        self._committed = False
-        self._call: Any = self._attempt()
-
-    def _attempt(self) -> Any:
-        left = time_left(self._deadline, time.monotonic())
-        sub, done, left = self._channel._acquire_avoiding(self._info, left, self._retry.tried)
-        self._retry.started(sub.address)
-        try:
-            call = self._multicallable._on(sub, None, self._request, left, *self._rest)
-        except BaseException as exc:
-            sub.inflight.pop()
-            if done is not None:
-                done(_outcome(exc))
-            raise
-        _track(call, sub, done)
-        return call
-
-    def __iter__(self) -> _RetryingStream:
-        return self
-
-    def __next__(self) -> Any:
-        while True:
-            try:
-                response = next(self._call)
-            except grpc.RpcError as error:
-                if self._committed:
-                    raise
-                delay = retry_delay(self._retry, error, time_left(self._deadline, time.monotonic()))
-                if delay is None:
-                    self._channel._resilience.call_ended(self._info.method, self._retry)
-                    raise
-                if delay:
-                    time.sleep(delay)  # the policy's backoff, bounded by the deadline
-                self._call = self._attempt()
-                continue
-            except StopIteration:
-                self._commit()
-                raise
-            self._commit()
-            return response
-
-    def _commit(self) -> None:
-        if not self._committed:
-            self._committed = True
-            self._channel._resilience.succeeded()
-            self._channel._resilience.call_ended(self._info.method, self._retry)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._call, name)
-
-
-def _stream_request_call(start: Callable[..., Any], name: str | None) -> Callable[..., Any]:
-    """One method of a request-stream multicallable, written once for the three of
-    ``stream_unary`` and the one of ``stream_stream``: ``start`` is ``_MultiCallable._blocking``
-    or ``._start``, ``name`` the method of the node's own multicallable (None: the call)."""
-
-    def call(
-        self: _MultiCallable,
         request_iterator: Iterator[Any],
         timeout: float | None = None,
         metadata: Metadata | None = None,
@@ -949,23 +1331,55 @@ def _stream_request_call(start: Callable[..., Any], name: str | None) -> Callabl
         wait_for_ready: bool | None = None,
         compression: grpc.Compression | None = None,
     ) -> Any:
-        return start(
-            self, name, request_iterator, timeout, metadata, credentials, wait_for_ready,
-            compression,
-        )  # fmt: skip
+        return self._future(
+            request_iterator, timeout, metadata, credentials, wait_for_ready, compression
+        ).result()
 
-    call.__name__ = call.__qualname__ = name or "__call__"
-    return call
+    def with_call(
+        self,
+        request_iterator: Iterator[Any],
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+        credentials: grpc.CallCredentials | None = None,
+        wait_for_ready: bool | None = None,
+        compression: grpc.Compression | None = None,
+    ) -> tuple[Any, grpc.Call]:
+        future = self._future(
+            request_iterator, timeout, metadata, credentials, wait_for_ready, compression
+        )
+        if isinstance(future, FailedCall):
+            raise future
+        return future.result(), future._outcome(None)
 
-
-class _StreamUnary(_MultiCallable, _StreamUnaryBase):
-    __call__ = _stream_request_call(_MultiCallable._blocking, None)
-    with_call = _stream_request_call(_MultiCallable._blocking, "with_call")
-    future = _stream_request_call(_MultiCallable._start, "future")
+    def future(
+        self,
+        request_iterator: Iterator[Any],
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+        credentials: grpc.CallCredentials | None = None,
+        wait_for_ready: bool | None = None,
+        compression: grpc.Compression | None = None,
+    ) -> Any:
+        return self._future(
+            request_iterator, timeout, metadata, credentials, wait_for_ready, compression
+        )
 
 
 class _StreamStream(_MultiCallable, _StreamStreamBase):
-    __call__ = _stream_request_call(_MultiCallable._start, None)
+    _raw_requests = True
+
+    def __call__(
+        self,
+        request_iterator: Iterator[Any],
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+        credentials: grpc.CallCredentials | None = None,
+        wait_for_ready: bool | None = None,
+        compression: grpc.Compression | None = None,
+    ) -> Any:
+        return self._stream(
+            request_iterator, timeout, metadata, credentials, wait_for_ready, compression
+        )
 
 
 BalancedChannel._MULTICALLABLES = {
