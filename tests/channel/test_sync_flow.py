@@ -357,3 +357,16 @@ def test_a_split_to_a_version_without_nodes_fails_its_share_of_calls(
                 assert exc.__context__ is None and exc.__cause__ is None
                 failed += 1
     assert abs(failed / 400 - 0.5) < 0.1, failed
+
+
+def test_etcd_down_and_a_short_deadline_say_why_and_chain_nothing() -> None:
+    with grpc_etcd.Registry("127.0.0.1:1", timeout=5) as registry:  # nothing listens there
+        channel = registry.channel(SERVICE)
+        unary = method(channel, "unary_unary")
+        for start in (unary, unary.with_call, lambda *a, **k: unary.future(*a, **k).result()):
+            with pytest.raises(grpc.RpcError) as failed:
+                start(Request(input="x"), timeout=0.3)
+            error = failed.value
+            assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            assert "etcd at 127.0.0.1:1 has not answered" in (error.details() or "")
+            assert error.__context__ is None and error.__cause__ is None

@@ -30,7 +30,14 @@ from grpc_etcd._channel._flow import (
 from grpc_etcd.config import HedgingPolicy, RetryPolicy, RetryThrottling, parse_config
 from grpc_etcd.node import Node
 from grpc_etcd.policies import Balancer, ConnState, Endpoint
-from grpc_etcd.policies.base import DoneInfo, NoMatchError, NotReadyError, Pick, PickError
+from grpc_etcd.policies.base import (
+    DoneInfo,
+    NoMatchError,
+    NotReadyError,
+    Pick,
+    PickError,
+    QueuePicker,
+)
 from grpc_etcd.retry import MAX_ATTEMPTS, RetryThrottle
 from grpc_etcd.routing import CallInfo
 
@@ -152,6 +159,22 @@ def test_a_call_waits_for_a_node_until_its_deadline_and_says_why() -> None:
             ),
         ),
     ]
+
+
+def test_what_the_channel_waits_for_is_named_when_the_deadline_passes() -> None:
+    with pytest.raises(NotReadyError) as refused:
+        QueuePicker("etcd at 127.0.0.1:1 has not answered yet").pick(CALL)
+    call = flow(Picker(refuse=refused.value), timeout=0.5)
+    assert call.start(0.0) == [Wait(0.5, True)]  # a reason is no failure: the call waits
+    [_, finish] = call.on_time(0.5)
+    assert finish == Finish(
+        None,
+        Refusal(
+            "DEADLINE_EXCEEDED",
+            "Deadline Exceeded: no ready node of s (version 'v1') in time: "
+            "etcd at 127.0.0.1:1 has not answered yet",
+        ),
+    )
 
 
 def test_a_node_that_comes_starts_the_attempt_with_what_is_left_of_the_deadline() -> None:

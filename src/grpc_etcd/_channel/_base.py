@@ -248,6 +248,7 @@ class ChannelBase(Generic[C]):
         self._picker: Picker[Subchannel[C]] = cast("Picker[Subchannel[C]]", QueuePicker())
         self._connectivity = grpc.ChannelConnectivity.CONNECTING
         self._unresolved: str | None = None  # why there is no snapshot (etcd unreachable)
+        self._resolving: str | None = None  # where the first snapshot is to come from
         self._close_callbacks: list[Callable[[], object]] = []
         self._method_keys: dict[MethodKey, object] = {}
         self._closed = False
@@ -314,6 +315,14 @@ class ChannelBase(Generic[C]):
             if self._snapshot is None:
                 self._publish()
         self._after_update([])
+
+    def _resolving_from(self, source: str) -> None:
+        """The registry reads this channel's nodes from ``source`` (``etcd at HOST:PORT``): a
+        call whose deadline passes before the first snapshot says that it has not answered."""
+        with self._lock:
+            self._resolving = f"{source} has not answered yet: no nodes of {self._service} read"
+            if self._snapshot is None and self._unresolved is None and not self._closed:
+                self._publish()
 
     @property
     def config(self) -> ServiceConfig:
@@ -415,7 +424,7 @@ class ChannelBase(Generic[C]):
         elif self._snapshot is None and self._unresolved is not None:
             picker = UnresolvedPicker(self._unresolved)
         elif self._snapshot is None:
-            picker = QueuePicker()
+            picker = QueuePicker(self._resolving)
         else:
             endpoints = build_endpoints(
                 self._snapshot, self._subs, self._resilience.is_ejected, self._endpoints

@@ -564,8 +564,8 @@ class CallFlow(Generic[S]):
         # A call that made attempts already was under way: a channel closed under it cancels it.
         answer = refusal(refused, self._info, waited=self._waited or bool(self.attempts))
         if answer is None:  # wait for a picker with a node for this call
-            if isinstance(refused, NotReadyError) and refused.failure is not None:
-                self._cause = refused.failure
+            if isinstance(refused, NotReadyError):
+                self._cause = refused.failure or refused.reason or self._cause
             self._want_node = True
             self._want_hedge = hedge
             return self._wait()

@@ -211,6 +211,8 @@ class Registry(AsyncClosing):
         def unreadable(exc: Exception) -> None:
             channel.resolver_error(f"cannot read its nodes from etcd: {exc}")
 
+        channel._resolving_from(f"etcd at {', '.join(self._client.endpoints)}")
+
         snapshots = watch_snapshots(
             self._client, validate_service(service), self._root, allow=allow, on_error=unreadable
         )
@@ -246,6 +248,8 @@ class _Updatable(Protocol):
     def update(self, snapshot: Snapshot) -> None: ...
 
     def resolver_error(self, error: str | None) -> None: ...
+
+    def _resolving_from(self, source: str) -> None: ...
 
     def configure(self, config: ServiceConfig | None) -> None: ...
 

@@ -105,12 +105,15 @@ class NotReadyError(PickError):
     """Nodes that match exist but none is READY: wait for the next picker (within the deadline).
 
     ``failure`` is set when every matching node is in TRANSIENT_FAILURE: a call without
-    ``wait_for_ready`` then fails at once with ``UNAVAILABLE`` and this text.
+    ``wait_for_ready`` then fails at once with ``UNAVAILABLE`` and this text. ``reason`` says
+    why calls wait without failing (the nodes are still being read, say): a call whose
+    deadline passes while it waits names it.
     """
 
-    def __init__(self, failure: str | None = None) -> None:
-        super().__init__(failure or "no ready node yet")
+    def __init__(self, failure: str | None = None, *, reason: str | None = None) -> None:
+        super().__init__(failure or reason or "no ready node yet")
         self.failure = failure
+        self.reason = reason
 
 
 class Picker(Protocol[T_co]):
@@ -136,7 +139,11 @@ class Policy(Protocol):
 
 
 class QueuePicker:
-    """The picker before the first snapshot: every call waits for a real one."""
+    """The picker before the first snapshot: every call waits for a real one (``reason``: what
+    the channel waits for, named by a call whose deadline passes first)."""
+
+    def __init__(self, reason: str | None = None) -> None:
+        self._reason = reason
 
     def pick(self, call: CallInfo) -> Pick[object]:
-        raise NotReadyError()
+        raise NotReadyError(reason=self._reason)
