@@ -218,7 +218,7 @@ class Registry(Closing):
         )
 
         async def attach() -> asyncio.Task[None]:
-            return self._inner._attach(service, channel, allowed, source)
+            return self._inner._attach(service, channel, allowed)
 
         try:
             task = self._loop.run(attach())

@@ -69,13 +69,16 @@ def new_client_id() -> str:
     return str(uuid.uuid4())
 
 
-def client_labels(source: Mapping[str, str] | None, environ: Mapping[str, str]) -> dict[str, str]:
-    """A channel's labels: its ``source=`` labels, with ``zone`` from ``$GRPC_ETCD_ZONE`` when
-    ``source`` names none. Empty values are left out (an unset variable is often empty)."""
+def client_labels(
+    source: Mapping[str, str] | None, environ: Mapping[str, str], key: str = ZONE_LABEL
+) -> dict[str, str]:
+    """A channel's labels: its ``source=`` labels, with its locality under ``key`` (the
+    config's ``locality.key``; ``zone`` without one) from ``$GRPC_ETCD_ZONE`` when ``source``
+    names none. Empty values are left out (an unset variable is often empty)."""
     labels = {name: value for name, value in (source or {}).items() if value}
     zone = environ.get(ZONE_ENV, "").strip()
-    if zone and ZONE_LABEL not in labels:
-        labels[ZONE_LABEL] = zone
+    if zone and key not in labels:
+        labels[key] = zone
     return labels
 
 

@@ -16,6 +16,7 @@ from waiting import async_wait_for, wait_for
 import grpc_etcd
 import grpc_etcd.aio
 from grpc_etcd.clients import ClientView, clients_prefix
+from grpc_etcd.config import config_key
 from grpc_etcd.demo import api_pb2_grpc
 from grpc_etcd.policies import Endpoint, Picker, RandomPolicy
 from grpc_etcd.testing import EtcdServer, TcpProxy
@@ -53,6 +54,11 @@ def _view(channel: Any) -> ClientView | None:
 def _zones(channel: Any) -> Mapping[str, int] | None:
     view = _view(channel)
     return view.spread() if view is not None and view.known else None
+
+
+def _zones_by(channel: Any, key: str) -> Mapping[str, int] | None:
+    view = _view(channel)
+    return view.spread(key) if view is not None and view.known else None
 
 
 def test_sync_channels_hold_keys_see_each_other_and_let_go(
@@ -100,6 +106,53 @@ async def test_aio_channels_hold_keys_see_each_other_and_let_go(etcd: EtcdServer
 
         await async_wait_for(left, 5, "the closed client to leave b's view")
     assert _keys(etcd) == {}, "the registry's close deletes the keys of its channels"
+
+
+REGION = {"locality": {"key": "region", "mode": "zone_aware", "minClusterSize": 1}}
+
+
+def _labels(etcd: EtcdServer) -> list[dict[str, str]]:
+    return sorted((v["labels"] for v in _keys(etcd).values()), key=lambda v: sorted(v.items()))
+
+
+def test_sync_the_key_carries_the_locality_under_the_configs_key(
+    etcd: EtcdServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 14: with a locality key other than zone, $GRPC_ETCD_ZONE (or source=) goes under
+    that key, where zone_aware and per-zone subsets look; a new key in etcd's config moves it."""
+    monkeypatch.setenv("GRPC_ETCD_ZONE", "eu")
+    with grpc_etcd.Registry(etcd.endpoint) as registry:
+        env = registry.channel(SERVICE, config=REGION)
+        named = registry.channel(SERVICE, config=REGION, source={"region": "us"})
+        wait_for(lambda: _labels(etcd) == [{"region": "eu"}, {"region": "us"}], 5, "two keys")
+        for channel in (env, named):
+            wait_for(
+                lambda c=channel: _zones_by(c, "region") == {"eu": 1, "us": 1}, 5, "the regions"
+            )
+        ids = set(_keys(etcd))
+        registry.client.put(config_key(SERVICE), json.dumps({**REGION, "locality": {
+            "key": "zone", "mode": "zone_aware"}}))  # fmt: skip
+        wait_for(
+            lambda: _labels(etcd) == [{"region": "us", "zone": "eu"}, {"zone": "eu"}],
+            5,
+            "zone from env",
+        )
+        assert set(_keys(etcd)) == ids, "each channel keeps its id"
+        wait_for(lambda: _zones_by(named, "zone") == {"eu": 2}, 5, "the zones seen")
+        env.close()
+        named.close()
+
+
+async def test_aio_the_key_carries_the_locality_under_the_configs_key(etcd: EtcdServer) -> None:
+    async with grpc_etcd.aio.Registry(etcd.endpoint) as registry:
+        a = registry.channel(SERVICE, config=REGION, source={"region": "us", "zone": "a"})
+        b = registry.channel(SERVICE, config=REGION, source={"region": "eu"})
+
+        async def seen() -> bool:
+            return _zones_by(a, "region") == _zones_by(b, "region") == {"eu": 1, "us": 1}
+
+        await async_wait_for(seen, 5, "both regions seen")
+        assert _labels(etcd) == [{"region": "eu"}, {"region": "us", "zone": "a"}]
 
 
 def test_a_key_that_is_not_ours_is_one_warning_and_routing_goes_on(

@@ -36,6 +36,26 @@ def test_labels_come_from_source_then_the_zone_variable() -> None:
     assert client_labels({"zone": ""}, {}) == {}
 
 
+def test_the_zone_variable_goes_under_the_locality_key() -> None:
+    env = {"GRPC_ETCD_ZONE": "eu"}
+    assert client_labels({"app": "web"}, env, "region") == {"app": "web", "region": "eu"}
+    assert client_labels({"region": "us"}, env, "region") == {"region": "us"}
+    assert client_labels({"zone": "a"}, env, "region") == {"zone": "a", "region": "eu"}
+
+
+def test_the_balancer_labels_the_client_key_with_the_configs_locality_key() -> None:
+    from grpc_etcd.config import parse_config
+    from grpc_etcd.policies import Balancer
+
+    balancer = Balancer[str](source={"app": "web"}, zone="eu")
+    assert balancer.client_labels == {"app": "web", "zone": "eu"}
+    region = {"locality": {"key": "region", "mode": "zone_aware"}}
+    balancer.configure(parse_config(region))
+    assert balancer.client_labels == {"app": "web", "region": "eu"}
+    named = Balancer[str](parse_config(region), source={"region": "us", "zone": "a"}, zone="eu")
+    assert named.client_labels == {"region": "us", "zone": "a"}
+
+
 def test_a_value_round_trips_and_strangers_are_refused() -> None:
     value = encode_client({"zone": "a", "service": "web"})
     assert value == b'{"labels":{"service":"web","zone":"a"}}'

@@ -290,6 +290,12 @@ class ChannelBase(Generic[C]):
         channel's client key and feeds :meth:`update_clients`."""
         return self._balancer.needs_clients
 
+    @property
+    def client_labels(self) -> dict[str, str]:
+        """The labels this channel's client key carries: its ``source`` labels, with its
+        locality under the config's ``locality.key`` (docs/scale.md)."""
+        return self._balancer.client_labels
+
     def update_clients(self, view: ClientView) -> None:
         """Follow a new view of the calling channels (docs/scale.md): with
         subsetting, this channel's subsets and so its connections may change; with

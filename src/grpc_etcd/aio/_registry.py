@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -19,7 +18,7 @@ from .._channel._aio import BalancedChannel
 from .._channel._base import DEFAULT_DRAIN_TIMEOUT
 from .._closing import AsyncClosing
 from ..allowlist import AllowList, allow_list
-from ..clients import Client, ClientView, client_labels, new_client_id
+from ..clients import Client, ClientView, new_client_id
 from ..config import ServiceConfig
 from ..errors import ClosedError
 from ..naming import validate_service
@@ -185,7 +184,7 @@ class Registry(AsyncClosing):
             config=config,
             source=source,
         )
-        task = self._attach(service, channel, allowed, source)
+        task = self._attach(service, channel, allowed)
         self._channels.add(channel)
 
         async def on_close() -> None:
@@ -196,16 +195,12 @@ class Registry(AsyncClosing):
         return channel
 
     def _attach(
-        self,
-        service: str,
-        channel: _Updatable,
-        allow: AllowList | None = None,
-        source: Mapping[str, str] | None = None,
+        self, service: str, channel: _Updatable, allow: AllowList | None = None
     ) -> asyncio.Task[None]:
         """Feed ``channel`` (sync or aio) the nodes and the config of ``service`` from etcd,
         and while its config asks for them, the view of its fellow clients (holding its own
-        client key, labelled with ``source`` and ``$GRPC_ETCD_ZONE``): a task on the running
-        loop, until it is cancelled. Both twins attach their channels here."""
+        client key, labelled with ``channel.client_labels``): a task on the running loop,
+        until it is cancelled. Both twins attach their channels here."""
         self._check_open()
 
         def unreadable(exc: Exception) -> None:
@@ -217,8 +212,7 @@ class Registry(AsyncClosing):
             self._client, validate_service(service), self._root, allow=allow, on_error=unreadable
         )
         configs = watch_config(self._client, service, self._root)
-        own = Client(new_client_id(), client_labels(source, os.environ))
-        clients = _Clients(self._client, service, self._root, own)
+        clients = _Clients(self._client, service, self._root, new_client_id())
         task = asyncio.get_running_loop().create_task(
             feed_channel(snapshots, channel, configs, clients), name=f"grpc-etcd watch {service}"
         )
@@ -258,6 +252,9 @@ class _Updatable(Protocol):
 
     def update_clients(self, view: ClientView) -> None: ...
 
+    @property
+    def client_labels(self) -> dict[str, str]: ...
+
 
 async def _stop(task: asyncio.Task[None]) -> None:
     """Cancel ``task`` and wait until it has finished (its ``finally`` blocks included)."""
@@ -276,27 +273,31 @@ _FIRST_VIEW_WAIT = 1.0
 
 class _Clients:
     """One channel's part in its service's fleet of clients (docs/scale.md):
-    its client key and its view of the others, held while its config asks for them."""
+    its client key and its view of the others, held while its config asks for them. The key
+    keeps its id for the channel's life; its labels follow the config (``locality.key``)."""
 
-    def __init__(self, client: AsyncEtcdClient, service: str, root: str, own: Client) -> None:
+    def __init__(self, client: AsyncEtcdClient, service: str, root: str, client_id: str) -> None:
         self._client = client
         self._service = service
         self._root = root
-        self._own = own
+        self._own = Client(client_id)
         self._key: ClientKey | None = None
         self._task: asyncio.Task[None] | None = None
         self._viewed = asyncio.Event()
 
     async def follow(self, channel: _Updatable) -> None:
-        """Hold the key and feed ``channel`` the view while it needs them; else let go."""
+        """Hold the key and feed ``channel`` the view while it needs them; else let go. A
+        config whose locality names another key writes the key again with the new labels."""
+        labels = channel.client_labels
+        if self._task is not None and (not channel.needs_clients or labels != self._own.labels):
+            await self.close()
         if channel.needs_clients and self._task is None:
+            self._own = Client(self._own.id, labels)
             self._viewed.clear()
             self._key = ClientKey(self._client, self._service, self._own, root=self._root).keep()
             self._task = asyncio.get_running_loop().create_task(
                 self._feed(channel), name=f"grpc-etcd clients of {self._service}"
             )
-        elif not channel.needs_clients and self._task is not None:
-            await self.close()
 
     async def first_view(self) -> None:
         """Wait for the first view, when one is being followed."""

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from typing import Generic, TypeVar
 
-from ..clients import ClientView
+from ..clients import ZONE_ENV, ZONE_LABEL, ClientView, client_labels
 from ..config import ServiceConfig, parse_config
 from ..node import Node
 from ..routing import CallInfo
@@ -341,6 +341,15 @@ class Balancer(Generic[T]):
         locality = self._config.locality
         zone_aware = locality is not None and locality.mode == "zone_aware"
         return zone_aware or bool(getattr(self._policy, "needs_clients", False))
+
+    @property
+    def client_labels(self) -> dict[str, str]:
+        """The labels of this channel's client key: its ``source`` labels, with its locality
+        (``source``'s, else ``zone``) under the config's ``locality.key`` (``zone`` without a
+        locality), so the other channels find it where zone_aware and per-zone subsets look."""
+        locality = self._config.locality
+        key = locality.key if locality is not None else ZONE_LABEL
+        return client_labels(self._source, {ZONE_ENV: self._zone}, key)
 
     @property
     def clients(self) -> ClientView | None:
