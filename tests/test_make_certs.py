@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import shutil
 import stat
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -95,3 +97,15 @@ def test_other_host_names(tmp_path: Path) -> None:
         assert not _check(port, credentials)  # 127.0.0.1 is not among its names
     with pytest.raises(ValueError, match="at least one host"):
         make_certs(tmp_path / "none", hosts=[])
+
+
+def test_a_relative_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``make_certs("tls")`` from the current directory, as a user's own test would call it
+    (the openssl fallback ran openssl inside the directory with paths relative to outside)."""
+    if shutil.which("openssl") is None and importlib.util.find_spec("cryptography") is None:
+        pytest.skip("no TLS here: neither openssl nor cryptography")  # pragma: no cover
+    monkeypatch.chdir(tmp_path)
+    files = make_certs("tls")  # not _certs(): a failure here is no missing tool
+    assert files.ca == Path("tls/ca.crt")
+    with _server(files, mutual=False) as port:
+        assert _check(port, grpc.ssl_channel_credentials(files.ca.read_bytes()))

@@ -153,15 +153,14 @@ def _certs_with_openssl(directory: Path, files: TLSFiles, hosts: Sequence[str]) 
     openssl = shutil.which("openssl")
     if openssl is None:
         raise TLSUnavailableError(
-            "EtcdServer(tls=...) needs the `cryptography` package (pip install cryptography) "
-            "or the `openssl` command; neither is available"
+            "make_certs (and EtcdServer(tls=...)) needs the `cryptography` package "
+            "(pip install cryptography) or the `openssl` command; neither is available"
         )
     newkey = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
 
     def run(*args: str) -> None:
-        out = subprocess.run(
-            [openssl, *args], capture_output=True, text=True, check=False, cwd=directory
-        )
+        # In the caller's directory: every path given is relative to it (or absolute).
+        out = subprocess.run([openssl, *args], capture_output=True, text=True, check=False)
         if out.returncode != 0:
             raise TLSUnavailableError(f"openssl {' '.join(args)} failed: {out.stderr.strip()}")
 
