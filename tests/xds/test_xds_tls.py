@@ -145,6 +145,30 @@ def test_cli_tls_errors_are_one_line(args: list[str], fault: str) -> None:
     assert line.startswith("Error: ") and fault in line, line
 
 
+@pytest.mark.parametrize(
+    ("cert", "key", "ca", "fault"),
+    [
+        ("server_cert", "client_key", None, "is not the private key of"),
+        ("server_key", "server_cert", None, "a PEM certificate and its private key"),
+        ("server_cert", "server_key", "server_key", "holds no PEM certificate"),
+    ],
+    ids=["other-key", "swapped", "bad-ca"],
+)
+def test_files_that_cannot_serve_tls_are_refused_in_one_line(
+    certs: TLSFiles, cert: str, key: str, ca: str | None, fault: str
+) -> None:
+    """A key of another certificate, or the files swapped, was 'cannot listen on ... (address
+    in use?)' after grpc's own log lines: refused before anything listens, naming the files."""
+    args = ["xds", "--listen", "127.0.0.1:0"]
+    args += ["--cert", str(getattr(certs, cert)), "--key", str(getattr(certs, key))]
+    args += ["--cacert", str(getattr(certs, ca))] if ca else []
+    result = CliRunner().invoke(cli, ["--etcd", "127.0.0.1:1", *args])
+    assert result.exit_code == 1, result.output
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("Error: the control plane's ") and fault in line, line
+    assert "address in use" not in line
+
+
 def test_the_bootstrap_carries_a65_tls_credentials(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         cli,

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import ssl
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Self
@@ -76,6 +77,27 @@ def _read(path: str, what: str) -> bytes:
         raise OSError(f"cannot read the control plane's {what} {path}: {exc.strerror}") from None
 
 
+def _check_pems(key: str, cert: str, ca: str | None = None) -> None:
+    """Refuse, naming the files, what grpc would only refuse by failing to listen (``cannot
+    listen``) or, after a rotation, every handshake: a key that is not the certificate's,
+    files that are not PEM, a client CA file with no certificate in it."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        # A key that needs a password fails here (grpc takes none) instead of prompting.
+        context.load_cert_chain(cert, key, password=lambda: b"")
+    except ssl.SSLError as exc:
+        if exc.reason == "KEY_VALUES_MISMATCH":
+            why = f"key {key} is not the private key of its certificate {cert}"
+        else:
+            why = f"certificate {cert} and key {key} are not a PEM certificate and its private key"
+        raise OSError(f"the control plane's {why}") from None
+    if ca is not None:
+        try:
+            context.load_verify_locations(ca)
+        except ssl.SSLError:
+            raise OSError(f"the control plane's client CA {ca} holds no PEM certificate") from None
+
+
 class _CertificateFiles:
     """The control plane's TLS files, read again when one changes: a rotated certificate (or
     client CA) serves new connections without a restart."""
@@ -98,9 +120,12 @@ class _CertificateFiles:
         return tuple(stamps)
 
     def load(self) -> Any:
-        """The files as they are now (``OSError`` naming one that cannot be read)."""
+        """The files as they are now (``OSError`` naming one that cannot be read, or that
+        cannot serve TLS: a key that is not the certificate's, a CA file with no
+        certificate)."""
         stamp = self._stamps()
         key, cert, *roots = (_read(path, what) for path, what in self._files)
+        _check_pems(*(path for path, _ in self._files))
         self._stamp = stamp
         return grpc.ssl_server_certificate_configuration(
             [(key, cert)], root_certificates=roots[0] if roots else None
