@@ -128,6 +128,16 @@ def test_bad_requests_are_one_line(etcd: EtcdServer) -> None:
     assert "permission denied for user srv" in not_root and "--user root" in not_root
 
 
+def test_a_wrong_password_or_user_is_said_without_the_wrong_advice(etcd: EtcdServer) -> None:
+    """root with a wrong password was told to use --user root; a revoke from a user that does
+    not exist, to create the user first."""
+    base = ["--etcd", etcd.endpoint, "--user", "root", "--password", "wrong"]
+    bad = _one_line_error(CliRunner().invoke(main, [*base, "acl", "show", SERVICE]))
+    assert "authentication failed for user root" in bad and "--user root" not in bad
+    gone = _one_line_error(_cli(etcd, "root", "acl", "revoke", SERVICE, "--client", "nobody"))
+    assert "etcd has no user 'nobody'" in gone and "create it" not in gone
+
+
 def test_a_server_registers_and_writes_nothing_else(etcd: EtcdServer, tmp_path: Path) -> None:
     with _registry(etcd, "srv") as registry:
         reg = registry.register(SERVICE, address="127.0.0.1:5001", ttl=2)

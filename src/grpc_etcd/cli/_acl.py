@@ -48,14 +48,17 @@ def _as_root() -> Iterator[None]:
         try:
             yield
         except AuthError as exc:
+            if exc.operation is None:  # no request refused: a wrong user name or password
+                raise
             first = str(exc).splitlines()[0]
             raise AuthError(f"{first}; only etcd's root manages roles: --user root") from None
 
 
-def _roles_of(client: EtcdClient, user: str) -> tuple[str, ...]:
+def _roles_of(client: EtcdClient, user: str, *, granting: bool) -> tuple[str, ...]:
     roles = client.user_get(user)
     if roles is None:
-        raise ValueError(f"etcd has no user {user!r}: create it first (etcdctl user add {user})")
+        hint = f": create it first (etcdctl user add {user})" if granting else ""
+        raise ValueError(f"etcd has no user {user!r}{hint}")
     return roles
 
 
@@ -94,7 +97,7 @@ def grant(
         pairs = _users(server, client, operator)
         with opts.client() as etcd:
             for _, user in pairs:  # every user exists before anything changes
-                _roles_of(etcd, user)
+                _roles_of(etcd, user, granting=True)
             for kind in dict.fromkeys(kind for kind, _ in pairs):
                 role = role_name(service, kind, opts.root)
                 wanted = permissions(service, kind, opts.root)
@@ -146,7 +149,7 @@ def revoke(
         validate_cli_service(service)
         pairs = _users(server, client, operator)
         with opts.client() as etcd:
-            held = {user: _roles_of(etcd, user) for _, user in pairs}
+            held = {user: _roles_of(etcd, user, granting=False) for _, user in pairs}
             for kind, user in pairs:
                 role = role_name(service, kind, opts.root)
                 if role not in held[user]:
