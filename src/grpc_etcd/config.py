@@ -30,6 +30,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
+from ._strict_json import loads_strict
 from ._words import did_you_mean
 from .errors import ConfigError
 from .naming import RESERVED_PREFIX, _normalize_root, validate_service
@@ -768,10 +769,6 @@ def _is_tag(part: int | str) -> bool:
     return isinstance(part, str) and ("[" in part and part.endswith("]"))
 
 
-def _not_json(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def parse_config(
     data: bytes | str | Mapping[str, Any] | ServiceConfig, *, key: str = ""
 ) -> ServiceConfig:
@@ -784,11 +781,9 @@ def parse_config(
         return data
     if isinstance(data, bytes | str):
         try:
-            data = json.loads(data, parse_constant=_not_json)
-        except RecursionError:
-            raise ConfigError(key, "not valid JSON (nested too deeply)") from None
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ConfigError(key, f"not valid JSON ({exc})") from None
+            data = loads_strict(data)
+        except ValueError as exc:
+            raise ConfigError(key, str(exc)) from None
     if not isinstance(data, Mapping):
         raise ConfigError(key, f"the document must be a JSON object, got {type(data).__name__}")
     try:

@@ -28,6 +28,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from ._strict_json import loads_strict
 from .errors import RecordError
 from .naming import service_name, service_path
 from .node import DEFAULT_VERSION, MethodInfo, Node
@@ -104,10 +105,6 @@ def _string(value: Any, what: str, key: str) -> str:
     return value
 
 
-def _not_json(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def _scrub(value: Any) -> Any:
     """Lone UTF-16 surrogates (``"\\ud800"``) replaced by U+FFFD, as Go's decoder does: no
     string of a node then fails to encode (printing it, writing it to a log or a header)."""
@@ -124,11 +121,9 @@ def _load_json(data: bytes | str, key: str) -> Any:
     """The JSON value of a record, as strictly as Go reads it (no ``NaN`` or ``Infinity``);
     ``RecordError`` naming ``key`` for anything else, however deeply nested."""
     try:
-        value = json.loads(data, parse_constant=_not_json)
-    except RecursionError:
-        raise RecordError(key, "not valid JSON (nested too deeply)") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RecordError(key, f"not valid JSON ({exc})") from None
+        value = loads_strict(data)
+    except ValueError as exc:
+        raise RecordError(key, str(exc)) from None
     if isinstance(data, bytes):  # valid UTF-8 has no surrogates: only escapes can make them
         suspect = b"\\ud" in data or b"\\uD" in data
     else:

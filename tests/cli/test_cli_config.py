@@ -261,6 +261,31 @@ def test_route_set_on_a_stored_document_that_is_not_json_says_what_replaces_it(
     assert _stored(etcd) == b"{not json"
 
 
+@pytest.mark.parametrize("stored", ['{"a": ' + "[" * 5000 + "]" * 5000 + "}", '{"a": NaN}'])
+def test_a_stored_document_nested_too_deeply_or_with_nan_is_no_traceback(
+    etcd: EtcdServer, fleet: grpc_etcd.Registry, stored: str
+) -> None:
+    """Written with etcdctl: clients ignore it (parse_config refuses it); route set and config
+    show read it as JSON themselves, and a deep one raised RecursionError out of them."""
+    with EtcdClient(etcd.endpoint) as client:
+        client.put(KEY, stored)
+    line = _one_line_error(_cli(etcd, "route", "set", SERVICE, "--split", "v1=100"))
+    assert "the stored document is not valid JSON" in line and "replaces it" in line
+    shown = _cli(etcd, "config", "show", SERVICE)
+    assert shown.exit_code == 0 and "Traceback" not in shown.output, shown.output
+    assert shown.stdout == stored + "\n"
+    assert shown.stderr.startswith("warning: clients ignore it: ")
+    assert _cli(etcd, "route", "set", SERVICE, "--split", "v1=100").exit_code == 1
+    assert _cli(etcd, "config", "rollback", SERVICE, "--to", str(_revision(etcd))).exit_code == 1
+
+
+def _revision(etcd: EtcdServer) -> int:
+    with EtcdClient(etcd.endpoint) as client:
+        kv = client.get(KEY)
+    assert kv is not None
+    return kv.mod_revision
+
+
 # ---------------------------------------------------------------- checks against the registry
 
 TYPO = '{"routes": [{"to": [{"subset": {"verison": "v1"}}]}]}'

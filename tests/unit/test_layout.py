@@ -17,6 +17,7 @@ SRC = Path(grpc_etcd.__file__).parent
 PURE = [
     "config.py",
     "_words.py",
+    "_strict_json.py",
     "checks.py",
     "rules.py",
     "outlier.py",

@@ -20,6 +20,7 @@ from typing import IO, Any
 
 import click
 
+from .._strict_json import loads_strict
 from ..checks import Finding, Share, check_config, shares
 from ..config import ServiceConfig, config_json_schema, config_key, parse_config
 from ..errors import CompactedError, ConfigError, EtcdError
@@ -51,9 +52,9 @@ def _document(kv: KeyValue | None, key: str) -> dict[str, Any] | None:
     if kv is None:
         return None
     try:
-        document = json.loads(kv.value)
-    except (ValueError, UnicodeDecodeError) as exc:
-        fault = f"the stored document is not valid JSON ({exc}); {_REPLACE}"
+        document = loads_strict(kv.value)
+    except ValueError as exc:
+        fault = f"the stored document is {exc}; {_REPLACE}"
         raise ConfigError(key, fault) from None
     if not isinstance(document, dict):
         raise ConfigError(key, f"the stored document is not a JSON object; {_REPLACE}")
@@ -153,8 +154,8 @@ def show(opts: Options, service: str) -> None:
             raise click.ClickException(f"no config stored for {service} (at {key})")
         text = kv.value.decode("utf-8", "replace")
         try:
-            click.echo(json.dumps(json.loads(text), indent=2))
-        except ValueError:
+            click.echo(json.dumps(loads_strict(text), indent=2))
+        except ValueError:  # clients ignore it (warned below): as it is stored
             click.echo(text)
         try:
             parse_config(kv.value, key=key)
