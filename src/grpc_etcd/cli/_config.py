@@ -14,7 +14,7 @@ them (by revision: etcd records no time of a write) and ``config rollback`` stor
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -272,25 +272,25 @@ def _versions(client: EtcdClient, key: str, limit: int) -> Iterator[KeyValue | s
     yield f"the {limit} newest shown (--limit)"
 
 
-def summary(raw: bytes) -> str:
-    """One line saying what a stored document does (its policy, split, fallback, other keys)."""
+def summary(raw: bytes | str | Mapping[str, Any]) -> str:
+    """One line saying what a document does (its policy, split, fallback, other keys): what
+    ``config history`` lists and a write prints."""
     try:
         config = parse_config(raw)
     except ConfigError as exc:
-        fault = str(exc).split(": ", 1)[-1]
-        return f"invalid, clients ignore it: {fault}"
+        return f"invalid, clients ignore it: {exc.reason}"
     parts = []
     if config.load_balancing_config:
-        parts.append(f"policy {config.policy_name}")
+        parts.append(f"policy: {config.policy_name}")
     for route in config.routes:
         total = sum(part.weight for part in route.to) or 1
         split = ", ".join(
             f"{_labels(part.subset)} {100 * part.weight / total:g}%" for part in route.to
         )
         match = route.match.model_dump(exclude_defaults=True)
-        parts.append(f"{'route ' + json.dumps(match) + ' ' if match else 'split '}{split}")
+        parts.append(f"{'route ' + json.dumps(match) if match else 'split'}: {split}")
     if config.fallback:
-        parts.append("fallback " + " then ".join(_labels(f) for f in config.fallback))
+        parts.append("fallback: " + " then ".join(_labels(f) for f in config.fallback))
     rest = sorted(
         field.alias or name
         for name, field in ServiceConfig.model_fields.items()
@@ -526,27 +526,7 @@ def set_route(
         if not revision:
             return
         click.echo(f"stored {service}'s config at {key} (revision {revision})")
-        click.echo(f"  {_describe(document)}")
+        click.echo(f"  {summary(document)}")
         with_match = [r for r in replaced if isinstance(r, dict) and r.get("match")]
         if split is not None and with_match:
             click.echo(f"  (replaced {len(replaced)} routes, {len(with_match)} with a match)")
-
-
-def _describe(document: dict[str, Any]) -> str:
-    parts = []
-    routes = document.get("routes", [])
-    if routes:
-        to = routes[-1].get("to", [])
-        total = sum(part.get("weight", 1) for part in to) or 1
-        shares_text = ", ".join(
-            f"{'+'.join(f'{k}={v}' for k, v in part['subset'].items()) or 'any'} "
-            f"{100 * part.get('weight', 1) / total:g}%"
-            for part in to
-        )
-        parts.append(f"split: {shares_text}")
-    if "fallback" in document:
-        chain = " then ".join(
-            "+".join(f"{k}={v}" for k, v in sel.items()) or "any" for sel in document["fallback"]
-        )
-        parts.append(f"fallback: {chain or 'none'}")
-    return "; ".join(parts)
