@@ -19,7 +19,7 @@ import click
 
 from ..errors import AuthError
 from ..registry.acl import KINDS, Kind, describe, permissions, plan, role_name
-from ._common import Options, friendly_errors, validate_cli_service
+from ._common import Options, friendly_errors, one_line, validate_cli_service
 
 if TYPE_CHECKING:
     from ..registry.etcd import EtcdClient
@@ -50,8 +50,8 @@ def _as_root() -> Iterator[None]:
         except AuthError as exc:
             if exc.operation is None:  # no request refused: a wrong user name or password
                 raise
-            first = str(exc).splitlines()[0]
-            raise AuthError(f"{first}; only etcd's root manages roles: --user root") from None
+            hint = "only etcd's root manages roles: --user root"
+            raise AuthError(f"{one_line(exc)}; {hint}") from None
 
 
 def _roles_of(client: EtcdClient, user: str, *, granting: bool) -> tuple[str, ...]:

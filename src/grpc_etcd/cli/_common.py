@@ -27,6 +27,7 @@ __all__ = [
     "Options",
     "check_readable",
     "friendly_errors",
+    "one_line",
     "validate_cli_service",
 ]
 
@@ -131,11 +132,17 @@ def check_readable(registry: Registry, service: str) -> None:
         pass
 
 
+def one_line(exc: BaseException) -> str:
+    """An error as the CLI says it: the first line of its message (its type's name when it
+    has none)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 @contextlib.contextmanager
 def friendly_errors() -> Iterator[None]:
     """Turn our errors into one line on stderr and exit status 1."""
     try:
         yield
     except (GrpcEtcdError, ValueError, OSError, TimeoutError) as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise click.ClickException(message) from None
+        raise click.ClickException(one_line(exc)) from None

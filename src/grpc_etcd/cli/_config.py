@@ -28,7 +28,7 @@ from ..naming import service_prefix
 from ..node import Node
 from ..registry.etcd import EtcdClient, KeyValue
 from ..snapshot import Snapshot, snapshot_from_kvs
-from ._common import Options, friendly_errors, validate_cli_service
+from ._common import Options, friendly_errors, one_line, validate_cli_service
 from ._nodes import format_table
 
 __all__ = ["config", "parse_fallback", "parse_split", "route", "share_lines", "summary"]
@@ -102,15 +102,13 @@ def _store(opts: Options, client: EtcdClient, write: _Write, current: KeyValue |
         click.echo(f"dry run: nothing written to {write.key}")
         before = shares(_in_force(current), nodes)
         click.echo(format_table(share_lines(before, shares(config, nodes))))
-        if findings and not write.force:
-            raise click.ClickException(_refusal(findings))
-        for finding in findings:
-            click.echo(f"warning: with --force, stored despite: {finding}", err=True)
-        return 0
     if findings and not write.force:
         raise click.ClickException(_refusal(findings))
+    forced = "with --force, stored despite" if write.dry_run else "stored anyway (--force)"
     for finding in findings:
-        click.echo(f"warning: stored anyway (--force): {finding}", err=True)
+        click.echo(f"warning: {forced}: {finding}", err=True)
+    if write.dry_run:
+        return 0
     # Stored compact, keys and durations as written, so `config show` prints what was set;
     # only over the document read above, so a write made meanwhile by someone else is not lost.
     text = json.dumps(write.document, separators=(",", ":"))
@@ -210,9 +208,8 @@ def check(opts: Options, file: IO[bytes], service: str) -> None:
             with opts.client() as client:
                 nodes = _nodes(client, service, opts.root)
         except (EtcdError, OSError) as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             click.echo(
-                f"warning: etcd not reached ({reason}): {source} checked against the schema "
+                f"warning: etcd not reached ({one_line(exc)}): {source} checked against the schema "
                 "only, not against the registered nodes",
                 err=True,
             )

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .._closing import OpenClosing
+from ._common import one_line
 
 if TYPE_CHECKING:
     from ..registry.etcd import EtcdClient
@@ -46,7 +47,7 @@ class Liveness(OpenClosing, logging.Filter):
         try:
             self._client.status(timeout=PROBE_TIMEOUT)
         except (EtcdError, OSError, TimeoutError) as exc:
-            error: str | None = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            error: str | None = one_line(exc)
         else:
             error = None
         with self._lock:
