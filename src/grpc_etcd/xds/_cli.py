@@ -84,15 +84,14 @@ def xds(
     opts: Options = ctx.obj
     with friendly_errors():
         try:
-            from ._plane import check_listen, check_tls, server_credentials
+            from ._plane import check_listen, server_credentials
         except ImportError:
             raise ValueError("grpc-etcd xds needs the extra: pip install grpc-etcd[xds]") from None
         check_listen(listen)
         tls = None
         if cert is not None or key is not None or cacert is not None:
-            tls = check_tls(TLSConfig(ca_file=cacert, cert_file=cert, key_file=key))
-            assert tls is not None
-            server_credentials(tls)  # unreadable files: refused before etcd is dialed
+            tls = TLSConfig(ca_file=cacert, cert_file=cert, key_file=key)
+            server_credentials(tls)  # checks and reads the files: refused before etcd is dialed
         wanted = _services(services)
         networks = [part.strip() for part in allow.split(",") if part.strip()] if allow else None
         allow_list(networks)
