@@ -44,6 +44,7 @@ from ._transport import (
     StreamCall,
     channel_credentials,
     parse_endpoints,
+    status_name,
 )
 from ._types import EtcdClientClosedError, EtcdError, TLSConfig
 
@@ -322,11 +323,8 @@ class Session:
                             request, timeout=max(until - loop.time(), 0.001), metadata=metadata
                         )
                     except grpc.aio.AioRpcError as err:
-                        code = err.code()
                         decision = attempts.failed(
-                            code.name if code is not None else "UNKNOWN",
-                            err.details() or "",
-                            ep.address,
+                            status_name(err), err.details() or "", ep.address
                         )
                         if decision.suspect_connection:
                             self.connection_trouble()

@@ -24,7 +24,16 @@ from ._endpoints import parse_endpoints
 from ._outcomes import ErrorKind, Op, classify_status, error_for, not_sent
 from ._types import EtcdClientClosedError, EtcdError, TLSConfig
 
-__all__ = ["EOF", "Endpoint", "ErrorKind", "classify", "map_error", "never_sent", "parse_endpoints"]
+__all__ = [
+    "EOF",
+    "Endpoint",
+    "ErrorKind",
+    "classify",
+    "map_error",
+    "never_sent",
+    "parse_endpoints",
+    "status_name",
+]
 
 #: what ``StreamStreamCall.read()`` returns at the end of the stream (missing from grpc-stubs)
 EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]
@@ -188,14 +197,15 @@ class Endpoint:
         return f"Endpoint({self.address!r})"
 
 
-def _code(err: grpc.aio.AioRpcError) -> str:
+def status_name(err: grpc.aio.AioRpcError) -> str:
+    """The name of a failed request's status code (``"UNAVAILABLE"``, ...)."""
     code = err.code()
     return code.name if code is not None else "UNKNOWN"
 
 
 def classify(err: grpc.aio.AioRpcError) -> ErrorKind:
     """The kind of a failed request (see ``_outcomes.classify_status``)."""
-    return classify_status(_code(err), err.details() or "")
+    return classify_status(status_name(err), err.details() or "")
 
 
 def never_sent(err: grpc.aio.AioRpcError) -> bool:
@@ -212,4 +222,6 @@ def map_error(
     user: str | None = None,
 ) -> EtcdError:
     """Our exception for a gRPC error that is not retried (``op``: what was refused)."""
-    return error_for(_code(err), err.details() or "", endpoint, lease_id=lease_id, op=op, user=user)
+    return error_for(
+        status_name(err), err.details() or "", endpoint, lease_id=lease_id, op=op, user=user
+    )
