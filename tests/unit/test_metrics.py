@@ -116,3 +116,46 @@ def _prints_ok(code: str) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_a_sync_channel_measures_once_a_provider_is_set_and_costs_nothing_before() -> None:
+    # Fresh interpreter (its own global provider). No provider: the published picker is the
+    # balancer's own, no observation per pick; the monitor thread looks for a provider and,
+    # once one is set, publishes an observed picker: calls are measured.
+    code = (
+        "import time\n"
+        "from concurrent import futures\n"
+        "import grpc\n"
+        "from opentelemetry import metrics as otel\n"
+        "from opentelemetry.sdk.metrics import MeterProvider\n"
+        "from opentelemetry.sdk.metrics.export import InMemoryMetricReader\n"
+        "import grpc_etcd\n"
+        "from grpc_etcd import Node, Snapshot\n"
+        "from grpc_etcd.demo import api_pb2, api_pb2_grpc\n"
+        "class Api(api_pb2_grpc.ApiServicer):\n"
+        "    def ApiTest(self, request, context):\n"
+        "        return api_pb2.Response(output='a')\n"
+        "server = grpc.server(futures.ThreadPoolExecutor(2))\n"
+        "api_pb2_grpc.add_ApiServicer_to_server(Api(), server)\n"
+        "address = f\"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}\"\n"
+        "server.start()\n"
+        "node = Node('s.v', 'a', address, 'v1', key='/s/v/a')\n"
+        "channel = grpc_etcd.BalancedChannel('s.v')\n"
+        "channel.update(Snapshot('s.v', {'/s/v/a': node}, 1))\n"
+        "stub = api_pb2_grpc.ApiStub(channel)\n"
+        "stub.ApiTest(api_pb2.Request(input='x'), timeout=5, wait_for_ready=True)\n"
+        "assert type(channel._picker).__name__ != '_ObservedPicker'\n"
+        "reader = InMemoryMetricReader()\n"
+        "otel.set_meter_provider(MeterProvider(metric_readers=[reader]))\n"
+        "deadline = time.monotonic() + 10\n"
+        "while type(channel._picker).__name__ != '_ObservedPicker':\n"
+        "    assert time.monotonic() < deadline, 'never observed'\n"
+        "    time.sleep(0.01)\n"
+        "stub.ApiTest(api_pb2.Request(input='x'), timeout=5)\n"
+        "names = {m.name for rm in reader.get_metrics_data().resource_metrics\n"
+        "         for sm in rm.scope_metrics for m in sm.metrics}\n"
+        "assert 'grpc.client.attempt.duration' in names, names\n"
+        "channel.close(); server.stop(None)\n"
+        "print('ok')\n"
+    )
+    _prints_ok(code)

@@ -169,13 +169,24 @@ class ChannelResilience:
         """Whether outlier detection ejected ``address``."""
         return address in self._ejected
 
-    def wrap(self, picker: Picker[Any]) -> Picker[Any]:
+    def wrap(self, picker: Picker[Any], *, polled: bool = False) -> Picker[Any]:
         """``picker`` as the channel publishes it: observed (outlier detection, metrics) when
-        either is on or may come on (a MeterProvider set later), else as it is."""
+        either is on, else as it is. While no MeterProvider is set, one may come later:
+        ``polled`` says the channel's monitor asks :meth:`metrics_came` now and then (and
+        publishes again when it says yes); else the picks themselves ask, every
+        :data:`~grpc_etcd.metrics.CHECK_EVERY`."""
         metrics = self._metrics
-        if self._detector is None and not metrics.enabled and not metrics.pending:
-            return picker
-        return _ObservedPicker(picker, self)
+        if self._detector is not None or metrics.enabled:
+            return _ObservedPicker(picker, self)
+        if metrics.pending and not polled:
+            return _ObservedPicker(picker, self)  # observe() polls
+        return picker
+
+    def metrics_came(self) -> bool:
+        """Whether a MeterProvider was set since the picker was published without one (the
+        channel then publishes again, observed)."""
+        metrics = self._metrics
+        return metrics.pending and metrics.refresh()
 
     def observe(
         self, address: str, done: DoneCallback | None, method: str = ""

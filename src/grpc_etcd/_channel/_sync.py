@@ -204,6 +204,8 @@ class BalancedChannel(ChannelBase[grpc.Channel], Closing, grpc.Channel):
     flight finish (for at most ``drain_timeout`` seconds) before its connection is closed.
     """
 
+    _POLLS_METRICS = True  # the monitor thread asks, every wake (<= 0.2 s)
+
     def __init__(
         self,
         service: str,
@@ -446,7 +448,7 @@ class BalancedChannel(ChannelBase[grpc.Channel], Closing, grpc.Channel):
                 return
             try:
                 moved = self._sweep()
-                if moved or self._dirty:
+                if moved or self._dirty or self._resilience.metrics_came():
                     self._dirty = False
                     with self._lock:
                         if self._closed:
