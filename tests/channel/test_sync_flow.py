@@ -7,7 +7,7 @@ import random
 import threading
 from collections.abc import Iterable, Iterator
 from concurrent import futures
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -182,23 +182,43 @@ def _start(channel: grpc_etcd.BalancedChannel, form: str) -> futures.Future[str]
     return pool.submit(lambda: future.result().output)
 
 
+@pytest.mark.parametrize("winner", ["hedge", "first"])
 @pytest.mark.parametrize("form", FORMS)
-def test_a_hedge_goes_to_an_untried_node_wins_and_the_loser_sees_its_cancel(
-    servers: list[Scripted], form: str
+def test_a_hedge_goes_to_an_untried_node_the_first_answer_wins_the_loser_sees_its_cancel(
+    servers: list[Scripted], form: str, winner: str
 ) -> None:
     a, b, _ = servers
+    order: list[Scripted] = []
     for server in (a, b):
         server.mode = "hold"
     with grpc_etcd.BalancedChannel(SERVICE, config=config("hedgingPolicy")) as channel:
         channel.update(snapshot(a, b))
         ready(channel, 2)
         answered = _start(channel, form)
-        wait_for(lambda: len(a.seen) + len(b.seen) == 2, 10, "the call and its hedge")
+        wait_for(lambda: a.seen or b.seen, 10, "the first attempt")
+        order.append(a if a.seen else b)
+        wait_for(lambda: len(a.seen) + len(b.seen) == 2, 10, "the hedge")
+        order.append(b if order[0] is a else a)
         assert len(a.seen) == len(b.seen) == 1  # the hedge went to the node not tried
-        b.release()
-        assert answered.result(10).startswith("b|x")
-        wait_for(lambda: a.cancelled == 1, 10, "the losing attempt's server to see the cancel")
-        a.release()
+        won, lost = order if winner == "first" else order[::-1]
+        won.release()
+        assert answered.result(10).startswith(f"{won.name}|x")
+        wait_for(lambda: lost.cancelled == 1, 10, "the losing attempt's server to see the cancel")
+        lost.release()
+
+
+def test_a_hedged_call_that_cannot_start_raises_and_counts_nothing(
+    servers: list[Scripted],
+) -> None:
+    with grpc_etcd.BalancedChannel(SERVICE, config=config("hedgingPolicy")) as channel:
+        channel.update(snapshot(servers[0]))
+        ready(channel, 1)
+        unary, bad = method(channel, "unary_unary"), cast(Any, "no such compression")
+        for start in (unary, unary.with_call, unary.future):
+            with pytest.raises(KeyError):
+                start(Request(input="x"), timeout=10, compression=bad)
+        assert unary(Request(input="x"), timeout=10).output == "a|x"
+        assert all(not sub.inflight for sub in channel._subs.values())
 
 
 def test_a_non_fatal_status_sends_the_next_hedge_at_once(servers: list[Scripted]) -> None:

@@ -553,12 +553,14 @@ class MultiCallableBase(Generic[C]):
 
     def _bind(self, sub: Subchannel[C]) -> Any:
         """Create this method's multicallable on ``sub`` once; later calls reuse it."""
+        callable_ = sub.callables[self._key] = self._new_callable(sub)
+        return callable_
+
+    def _new_callable(self, sub: Subchannel[C]) -> Any:
+        """A new multicallable of this method on ``sub``'s own channel."""
         factory = getattr(sub.channel, self._kind)
         serializer = None if self._raw_requests else self._serializer
         if self._registered:
-            callable_ = factory(self._method, serializer, self._deserializer, True)
-        else:
-            # grpcio <= 1.62 rejects _registered_method: pass it only when it is set.
-            callable_ = factory(self._method, serializer, self._deserializer)
-        sub.callables[self._key] = callable_
-        return callable_
+            return factory(self._method, serializer, self._deserializer, True)
+        # grpcio <= 1.62 rejects _registered_method: pass it only when it is set.
+        return factory(self._method, serializer, self._deserializer)

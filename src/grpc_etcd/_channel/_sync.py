@@ -12,6 +12,7 @@ has to wait for a node.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import heapq
 import itertools
@@ -26,10 +27,12 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import grpc
+from grpc._cython import cygrpc  # type: ignore[attr-defined]  # (untyped) the cancel code
 
 from .._closing import Closing
 from ..config import ServiceConfig
 from ..policies.base import DoneInfo, Pick, PickError, Policy
+from ..routing import CallInfo
 from ._base import DEFAULT_DRAIN_TIMEOUT, ChannelBase, MultiCallableBase
 from ._call import CLOSED, Refusal
 from ._flow import (
@@ -236,7 +239,8 @@ class BalancedChannel(ChannelBase[grpc.Channel], Closing, grpc.Channel):
         self._subscribers: list[list[Any]] = []
         # Calls waiting for a time (a backoff, a hedge) or for a new picker; the monitor thread
         # serves them, so no call needs a thread of its own to wait.
-        self._timers: list[tuple[float, int, Callable[[], None]]] = []
+        self._timers: list[list[Any]] = []  # [when, number, callback or None], a heap
+        self._incoming: list[list[Any]] = []  # timers set since the monitor last looked
         self._timer_ids = itertools.count()
         self._awaiting: set[Callable[[], None]] = set()
         self._woken = False  # a picker came since the monitor last served _awaiting
@@ -303,19 +307,24 @@ class BalancedChannel(ChannelBase[grpc.Channel], Closing, grpc.Channel):
 
     # ------------------------------------------------------------ what waiting calls need
 
-    def _call_at(self, when: float, callback: Callable[[], None]) -> None:
+    def _call_at(self, when: float, callback: Callable[[], None]) -> list[Any]:
         """Call ``callback()`` on the monitor thread at ``when`` (time.monotonic); at once
-        (here) if the channel is closed. Any thread."""
-        with self._lock:
-            closed = self._closed
-            kick = False
-            if not closed:
-                heapq.heappush(self._timers, (when, next(self._timer_ids), callback))
-                kick = when < self._next_wake
-        if closed:
+        (here) if the channel is closed. Any thread. Returns the timer: setting its last item
+        to None cancels it (the monitor then does not even wake for it)."""
+        timer: list[Any] = [when, next(self._timer_ids), callback]
+        if self._closed:
             callback()
-        elif kick:
-            self._kick.set()
+        else:
+            self._incoming.append(timer)  # (atomic: no lock on a call's path)
+            if when < self._next_wake:
+                self._kick.set()
+        return timer
+
+    def _take_incoming(self) -> None:
+        """Move the timers set since into the heap (under the lock)."""
+        incoming, timers = self._incoming, self._timers
+        while incoming:
+            heapq.heappush(timers, incoming.pop())
 
     def _await_picker(self, callback: Callable[[], None], awaiting: bool) -> None:
         """Call ``callback()`` on the monitor thread after each new picker while ``awaiting``;
@@ -337,8 +346,11 @@ class BalancedChannel(ChannelBase[grpc.Channel], Closing, grpc.Channel):
         due: list[Callable[[], None]] = []
         with self._lock:
             timers = self._timers
+            self._take_incoming()
             while timers and (everything or timers[0][0] <= now):
-                due.append(heapq.heappop(timers)[2])
+                callback = heapq.heappop(timers)[2]
+                if callback is not None:
+                    due.append(callback)
             if self._woken or everything:
                 self._woken = False
                 due.extend(self._awaiting)
@@ -438,8 +450,12 @@ class BalancedChannel(ChannelBase[grpc.Channel], Closing, grpc.Channel):
         while True:
             timeout = None if not (self._subs or self._retired) else interval
             with self._lock:
-                if self._timers:
-                    due = max(0.0, self._timers[0][0] - time.monotonic())
+                timers = self._timers
+                self._take_incoming()
+                while timers and timers[0][2] is None:  # cancelled: no need to wake for it
+                    heapq.heappop(timers)
+                if timers:
+                    due = max(0.0, timers[0][0] - time.monotonic())
                     timeout = due if timeout is None else min(timeout, due)
                 self._next_wake = math.inf if timeout is None else time.monotonic() + timeout
             kicked = self._kick.wait(timeout)
@@ -917,6 +933,11 @@ def _refused(actions: list[Action]) -> FailedCall | None:
 
 
 class _UnaryUnary(_MultiCallable, _UnaryUnaryBase):
+    def __init__(self, channel: BalancedChannel, *args: Any) -> None:
+        super().__init__(channel, *args)
+        # Where each sub-channel keeps this method's cancellable blocking multicallable.
+        self._capture_key = (self._key, _Capture)
+
     def __call__(
         self,
         request: Any,
@@ -979,7 +1000,12 @@ class _UnaryUnary(_MultiCallable, _UnaryUnaryBase):
             pick = exc  # the flow decides, outside this except: nothing chained to it
         else:
             sub, done = pick
-            if plan.inline and plan.hedging is None and not sub.retired:
+            if plan.inline and plan.hedging is not None and not sub.retired:
+                captured = self._capturing(sub, name)
+                if captured is not None:
+                    hedge = _InlineHedge(self, info, plan, pick, started, timeout)
+                    return hedge.run(captured, request, metadata, credentials, compression)
+            elif plan.inline and not sub.retired:
                 sub.inflight.append(None)
                 try:
                     callable_ = sub.callables.get(self._key) or self._bind(sub)
@@ -1024,14 +1050,39 @@ class _UnaryUnary(_MultiCallable, _UnaryUnaryBase):
     def _hedged(
         self,
         flow: _Flow,
-        pick: Pick[_Sub] | PickError,
+        pick: Pick[_Sub] | PickError | None,
         name: str | None,
         request: Any,
         metadata: Any,
         credentials: grpc.CallCredentials | None,
         compression: grpc.Compression | None,
+        actions: list[Action] | None = None,
     ) -> Any:
-        """A blocking unary call with a hedging policy: its attempts run as grpc futures."""
+        """A blocking unary call with a hedging policy: its attempts run as grpc futures
+        (``actions``: the flow began already, they are its answer so far)."""
+        drive = _Drive(
+            self._channel, flow, self._future_start(request, metadata, credentials, compression)
+        )
+        future = _FlowFuture(drive)
+        if actions is None:
+            actions = self._begin(flow, pick)[0]
+            refused = _refused(actions)
+            if refused is not None:
+                raise refused
+        drive.run(actions)
+        if drive.error is not None:
+            raise drive.error
+        result = future.result()
+        return result if name is None else (result, future._outcome(None))
+
+    def _future_start(
+        self,
+        request: Any,
+        metadata: Any,
+        credentials: grpc.CallCredentials | None,
+        compression: grpc.Compression | None,
+    ) -> Callable[[_Attempt], Any]:
+        """How a flow's attempt of this unary call starts: as a grpc future."""
 
         def start(attempt: _Attempt) -> Any:
             return self._on(
@@ -1039,17 +1090,231 @@ class _UnaryUnary(_MultiCallable, _UnaryUnaryBase):
                 compression,
             )  # fmt: skip
 
-        drive = _Drive(self._channel, flow, start)
-        future = _FlowFuture(drive)
-        actions = self._begin(flow, pick)[0]
-        refused = _refused(actions)
-        if refused is not None:
-            raise refused
-        drive.run(actions)
-        if drive.error is not None:
-            raise drive.error
-        result = future.result()
-        return result if name is None else (result, future._outcome(None))
+        return start
+
+    def _capturing(self, sub: _Sub, name: str | None) -> tuple[Any, _Capture] | None:
+        """This method's multicallable on ``sub`` (its ``name`` method if given) whose blocking
+        call another thread may cancel, with its capture; None when grpcio's internals do not
+        allow it (then the hedged call's attempts run as futures)."""
+        key = self._capture_key
+        found: tuple[Any, _Capture] | None = sub.callables.get(key) or None
+        if key not in sub.callables:
+            callable_ = self._new_callable(sub)
+            core = getattr(callable_, "_channel", None)
+            if core is not None and hasattr(core, "segregated_call"):
+                capture = _Capture(core)
+                with contextlib.suppress(AttributeError):
+                    callable_._channel = capture
+                    found = (callable_, capture)
+            sub.callables[key] = found or False
+        if found is None:
+            return None
+        callable_, capture = found
+        return (callable_ if name is None else getattr(callable_, name)), capture
+
+
+class _Capture:
+    """A sub-channel's cygrpc channel, as a multicallable of its sees it: a blocking call's own
+    grpc call (cygrpc's segregated call) is handed to the thread's ``sink``, so that another
+    thread can cancel it. grpcio's private API: without it, hedges run as futures."""
+
+    __slots__ = ("_core", "_local")
+
+    def __init__(self, core: Any) -> None:
+        self._core = core
+        self._local = threading.local()
+
+    def sink(self, sink: Callable[[Any], None] | None) -> None:
+        """Hand the next segregated call made on this thread to ``sink``."""
+        self._local.sink = sink
+
+    def segregated_call(self, *args: Any) -> Any:
+        call = self._core.segregated_call(*args)
+        sink = getattr(self._local, "sink", None)
+        if sink is not None:
+            self._local.sink = None
+            sink(call)
+        return call
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._core, name)
+
+
+#: How the flow's Cancel reaches an inline attempt's segregated call (grpc's own words).
+_CANCELLED_CODE = cygrpc.StatusCode.cancelled
+_CANCELLED_DETAILS = "Locally cancelled by application!"
+
+
+class _InlineHedge:
+    """A hedged blocking unary call whose first attempt runs on the caller's thread as a plain
+    blocking call: about as cheap as an unhedged call when it answers within hedgingDelay. If
+    it lasts that long, the monitor's timer hands it to a flow (``CallFlow.adopt``), which
+    sends the hedge; the first answer wins and the other attempt is cancelled.
+
+    No lock on the way: the caller and the timer each try to take ``_turn`` (``list.pop`` is
+    atomic); the one that gets it decides whether a flow is in the call."""
+
+    __slots__ = (
+        "_attempt",
+        "_call",
+        "_cancel",
+        "_drive",
+        "_info",
+        "_mc",
+        "_pick",
+        "_plan",
+        "_sent",
+        "_started",
+        "_timeout",
+        "_turn",
+    )
+
+    _sent: tuple[Any, Any, grpc.CallCredentials | None, grpc.Compression | None]
+
+    def __init__(
+        self,
+        mc: _UnaryUnary,
+        info: CallInfo,
+        plan: CallPlan,
+        pick: Pick[_Sub],
+        started: float,
+        timeout: float | None,
+    ) -> None:
+        self._mc = mc
+        self._info = info
+        self._plan = plan
+        self._pick = pick
+        self._started = started
+        self._timeout = timeout
+        self._turn = [None]
+        self._call: Any = None  # the attempt's segregated call, once made
+        self._cancel = False  # cancel it as soon as it is made
+        self._drive: _Drive | None = None
+        self._attempt: _Attempt | None = None
+
+    def _take_turn(self) -> bool:
+        try:
+            self._turn.pop()
+        except IndexError:
+            return False
+        return True
+
+    def run(
+        self,
+        captured: tuple[Any, _Capture],
+        request: Any,
+        metadata: Any,
+        credentials: grpc.CallCredentials | None,
+        compression: grpc.Compression | None,
+    ) -> Any:
+        """The call: its first attempt here; the rest, if any, the flow's."""
+        mc, plan = self._mc, self._plan
+        channel = mc._channel
+        sub, done = self._pick
+        callable_, capture = captured
+        self._sent = (request, metadata, credentials, compression)  # for the hedges, if any
+        sub.inflight.append(None)
+        assert plan.hedge_delay is not None
+        timer = channel._call_at(self._started + plan.hedge_delay, self._due)
+        capture.sink(self._captured)
+        error: grpc.RpcError | None = None
+        try:
+            result = callable_(request, self._timeout, metadata, credentials, False, compression)
+        except grpc.RpcError as exc:
+            error = exc
+        except BaseException as exc:  # it could not start: the call ends with it
+            self._failed_start(exc)
+            raise
+        finally:
+            capture.sink(None)
+        if self._take_turn():  # the flow never took it over
+            timer[2] = None  # (the monitor need not wake for it)
+            if error is None:
+                sub.inflight.pop()
+                if done is not None:
+                    done(DoneInfo("OK", time.monotonic() - self._started))
+                plan.succeeded()
+                return result
+            flow: _Flow = CallFlow(
+                channel._current_picker, self._info, plan, now=self._started, timeout=self._timeout
+            )
+            attempt = flow.adopt(self._pick, self._started)
+            actions = flow.on_status(attempt, status_of(error), time.monotonic())
+            if flow.finished:
+                raise error
+            return mc._hedged(
+                flow, None, _name(callable_), request, metadata, credentials, compression, actions
+            )
+        drive, first = self._drive, self._attempt
+        assert drive is not None and first is not None
+        status = OK if error is None else status_of(error)
+        flow = drive.flow
+        drive.post(lambda: flow.on_status(first, status, time.monotonic()))
+        drive.wait(lambda: drive.finished is not None)
+        finished = drive.finished
+        assert finished is not None
+        if finished.attempt is first:
+            if error is not None:
+                raise error
+            return result
+        if finished.attempt is None:
+            assert finished.refusal is not None
+            raise _failed(finished.refusal)
+        winner = finished.attempt.call
+        return winner.result() if _name(callable_) is None else (winner.result(), winner)
+
+    def _due(self) -> None:
+        """hedgingDelay passed (on the monitor thread): unless the caller has its outcome, a
+        flow takes the attempt over and decides the hedge."""
+        if not self._turn:
+            return
+        mc = self._mc
+        channel = mc._channel
+        flow: _Flow = CallFlow(
+            channel._current_picker, self._info, self._plan, now=self._started,
+            timeout=self._timeout,
+        )  # fmt: skip
+        attempt = flow.adopt(self._pick, self._started)
+        attempt.call = self  # the flow's Cancel reaches cancel()
+        drive = _Drive(channel, flow, mc._future_start(*self._sent))
+        self._drive, self._attempt = drive, attempt  # (set before the turn: the caller reads)
+        if self._take_turn():
+            drive.post(lambda: flow.on_time(time.monotonic()))
+
+    def _captured(self, call: Any) -> None:
+        self._call = call
+        if self._cancel:  # (cancel() may also see the call: a second cancel does nothing)
+            call.cancel(_CANCELLED_CODE, _CANCELLED_DETAILS)
+
+    def cancel(self) -> bool:
+        """The flow cancels the inline attempt (a hedge won)."""
+        self._cancel = True
+        call = self._call
+        if call is not None:
+            call.cancel(_CANCELLED_CODE, _CANCELLED_DETAILS)
+        return True
+
+    def _failed_start(self, exc: BaseException) -> None:
+        sub, done = self._pick
+        if self._take_turn():
+            sub.inflight.pop()
+            if done is not None:
+                done(DoneInfo(_code(exc), time.monotonic() - self._started))
+            return
+        drive, attempt = self._drive, self._attempt
+        assert drive is not None and attempt is not None
+        flow = drive.flow
+
+        def failed() -> list[Action]:
+            now = time.monotonic()
+            return flow.cancel(now) + flow.on_status(attempt, Status(_code(exc)), now)
+
+        drive.post(failed)
+
+
+def _name(callable_: Any) -> str | None:
+    """``"with_call"`` for a bound ``with_call``, else None (``__call__``)."""
+    return "with_call" if getattr(callable_, "__name__", None) == "with_call" else None
 
 
 class _FlowFuture(_FutureBase, grpc.Call):
