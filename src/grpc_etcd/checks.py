@@ -176,9 +176,11 @@ def shares(
 ) -> list[Share]:
     """Where the calls that name no version go under ``document``, for the ``nodes``
     registered now: per route (first match wins), each subset's share of its calls, after
-    the fallbacks, as the channel draws them. Pinned calls (``x-version``) skip the routes and
-    are not listed. Registration is what counts here, not connectivity: a registered node that
-    is down makes its calls fall back at run time, which no document can foresee.
+    the fallbacks, as the channel draws them; the last kind listed is the calls no route with
+    a match takes (``other calls``, or ``calls that name no version`` when no route has a
+    match). Pinned calls (``x-version``) skip the routes and are not listed. Registration is
+    what counts here, not connectivity: a registered node that is down makes its calls fall
+    back at run time, which no document can foresee.
     """
     config = _config(document)
     registered = _online(nodes)

@@ -376,6 +376,28 @@ def test_dry_run_shows_the_shares_before_and_after_and_writes_nothing(
     assert _stored(etcd) == before
 
 
+def test_dry_run_compares_the_calls_no_route_matches_before_and_after(
+    etcd: EtcdServer, fleet: grpc_etcd.Registry
+) -> None:
+    """With a route that matches a header, the calls no route matches are 'other calls'; they
+    were listed apart from the same calls before ('calls that name no version'), as if none of
+    them had gone anywhere before."""
+    beta = {"routes": [{"match": {"headers": {"x-tier": "beta"}}, "to": [{"subset": {}}]}]}
+    result = _cli(etcd, "config", "set", SERVICE, "-", "--dry-run", stdin=json.dumps(beta))
+    assert result.exit_code == 0, result.output
+    table: dict[str, list[tuple[str, ...]]] = {}
+    for line in result.stdout.splitlines()[2:]:
+        row = _SHARE_ROW.match(line)
+        if row is None:
+            table[line] = []
+        else:
+            table[list(table)[-1]].append(row.groups()[:3])
+    assert table == {
+        "calls with header x-tier=beta:": [("any", "0%", "100%")],
+        "other calls:": [("any", "100%", "100%")],
+    }, result.stdout
+
+
 def test_config_check_for_a_pipeline(
     etcd: EtcdServer, fleet: grpc_etcd.Registry, tmp_path: Path
 ) -> None:

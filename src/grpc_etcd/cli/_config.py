@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import IO, Any
 
 import click
@@ -408,8 +408,13 @@ def _at(client: EtcdClient, key: str, service: str, revision: int) -> KeyValue:
 
 def share_lines(before: Sequence[Share], after: Sequence[Share]) -> list[list[str]]:
     """The dry run's table: per kind of call, each subset's share before and after, and the
-    nodes in it now (first row: the header)."""
+    nodes in it now (first row: the header). The calls no route matches, last in both lists,
+    are one kind (``other calls`` beside a route with a match, else ``calls that name no
+    version``): the name ``after`` gives them."""
     rows = [["", "BEFORE", "AFTER", "NODES"]]
+    if before and after:  # the last kind is the calls no route matches: one name for both
+        rest = before[-1].calls
+        before = [replace(s, calls=after[-1].calls) if s.calls == rest else s for s in before]
     kinds = list(dict.fromkeys([s.calls for s in after] + [s.calls for s in before]))
     for kind in kinds:
         rows.append([f"{kind}:", "", "", ""])
