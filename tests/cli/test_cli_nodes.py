@@ -132,3 +132,15 @@ def test_ls_skips_grpc_etcds_own_keys_and_uses_one_order(etcd: EtcdServer) -> No
 def test_grpc_etcds_own_namespace_is_no_service_name(name: str) -> None:
     with pytest.raises(ValueError, match="grpc-etcd"):
         grpc_etcd.naming.service_prefix(name)
+
+
+def test_ls_of_every_service_skips_the_own_keys_of_every_root(etcd: EtcdServer) -> None:
+    """A config stored under --root /prod was read as a bad node record by a plain ``ls``."""
+    etcd.etcdctl("put", "/prod/grpc-etcd/config/a.srv.b", '{"fallback": [{}]}')
+    etcd.etcdctl("put", "/prod/grpc-etcd/clients/a.srv.b/c1", '{"zone": "a"}')
+    with grpc_etcd.Registry(etcd.endpoint, root="/prod") as registry:
+        registry.register("a.srv.b", address="127.0.0.1:5001", version="v1")
+        result = CliRunner().invoke(main, ["--etcd", etcd.endpoint, "ls"])
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+    assert [line.split()[0] for line in result.stdout.splitlines()[1:]] == ["prod.a.srv.b"]

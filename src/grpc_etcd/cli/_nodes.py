@@ -32,17 +32,17 @@ def _service_of_key(key: str, root: str) -> str:
 
 def read_nodes(opts: Options, service: str | None) -> list[tuple[Node, int]]:
     """The nodes under ``service`` (or under the root: every service), each with its lease's
-    TTL left, in one order: by service, version, id. grpc-etcd's own keys are no node."""
+    TTL left, in one order: by service, version, id. grpc-etcd's own keys are no node: those
+    of the root, and of any root below it (``<root>/prod/grpc-etcd/...``)."""
     root = opts.root.rstrip("/")
     prefix = service_prefix(service, opts.root) if service else root + "/"
-    own = root + RESERVED_PREFIX
     with opts.client() as client:
         kvs, _ = client.get_prefix(prefix)
         rows: list[tuple[Node, int]] = []
         for kv in kvs:
             key = kv.key.decode("utf-8", "replace")
-            if key.startswith(own):
-                continue  # service configs and the like, not services
+            if service is None and RESERVED_PREFIX in key[len(root) :]:
+                continue  # service configs and client keys, not services
             try:
                 node = decode_record(
                     kv.value, key=key, service=service or _service_of_key(key, opts.root)
