@@ -1,9 +1,8 @@
 """The sync twin driving the call flow against real servers: hedging in every unary form and for
-server streams, retries and replays of request streams, the split's share and etcd's silence."""
+server streams, retries and replays of request streams (the outcome table has the rest)."""
 
 from __future__ import annotations
 
-import random
 import threading
 from collections.abc import Iterable, Iterator
 from concurrent import futures
@@ -343,50 +342,3 @@ def test_requests_past_the_buffer_commit_the_call_to_its_attempt(servers: list[S
             call(requests(big, big, big), timeout=10)  # past 256 KiB: not kept, not retried
         assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
         assert len(a.seen) == 1
-
-
-# ------------------------------------------------------------------ issue 13
-
-
-def test_a_split_to_a_version_without_nodes_fails_its_share_of_calls(
-    servers: list[Scripted],
-) -> None:
-    """``v1=50,v9=50`` with no v9 node: 50% of calls fail (25% did: a refused pick was drawn
-    again). Seeded, 400 calls: 50% +- 10% (the binomial's sigma is 2.5%: 4 sigma)."""
-    split = {
-        "routes": [
-            {
-                "to": [
-                    {"subset": {"version": "v1"}, "weight": 50},
-                    {"subset": {"version": "v9"}, "weight": 50},
-                ]
-            }
-        ]
-    }
-    random.seed(13)
-    with grpc_etcd.BalancedChannel(SERVICE, config=split) as channel:
-        channel.update(snapshot(servers[0]))
-        ready(channel, 1)
-        unary = method(channel, "unary_unary")
-        failed = 0
-        for i in range(400):
-            try:
-                unary(Request(input=str(i)), timeout=10)
-            except grpc.RpcError as exc:
-                assert exc.code() == grpc.StatusCode.UNAVAILABLE
-                assert exc.__context__ is None and exc.__cause__ is None
-                failed += 1
-    assert abs(failed / 400 - 0.5) < 0.1, failed
-
-
-def test_etcd_down_and_a_short_deadline_say_why_and_chain_nothing() -> None:
-    with grpc_etcd.Registry("127.0.0.1:1", timeout=5) as registry:  # nothing listens there
-        channel = registry.channel(SERVICE)
-        unary = method(channel, "unary_unary")
-        for start in (unary, unary.with_call, lambda *a, **k: unary.future(*a, **k).result()):
-            with pytest.raises(grpc.RpcError) as failed:
-                start(Request(input="x"), timeout=0.3)
-            error = failed.value
-            assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-            assert "etcd at 127.0.0.1:1 has not answered" in (error.details() or "")
-            assert error.__context__ is None and error.__cause__ is None
