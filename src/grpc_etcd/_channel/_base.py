@@ -1,8 +1,10 @@
 """What both BalancedChannels are: their state and their decisions (httpx's ``BaseClient``).
 
-The twins keep only what really differs: how a sub-channel's connectivity is observed (a
-monitor thread polling cygrpc, or a task per sub-channel), the waiting primitive
-(``threading.Event`` or ``asyncio.Event``), their failed-call objects, and draining.
+The decisions about a channel's nodes are here; the decisions about one call are its flow's
+(``_flow.py``). The twins keep what really differs: how a sub-channel's connectivity is
+observed (a monitor thread polling cygrpc, or a task per sub-channel), how a call waits (the
+monitor thread's timers, or the loop's), how a call's flow is driven over grpc's sync or asyncio
+API, their call objects, and draining.
 """
 
 from __future__ import annotations
