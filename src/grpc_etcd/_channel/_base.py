@@ -22,7 +22,6 @@ from ..config import ServiceConfig, parse_config
 from ..policies import ZONE_ENV, Balancer
 from ..policies.base import (
     ConnState,
-    DoneCallback,
     Endpoint,
     Picker,
     Policy,
@@ -30,7 +29,7 @@ from ..policies.base import (
 )
 from ..routing import CallRouter
 from ..snapshot import Snapshot
-from ._call import THROWN_AWAY, ClosedPicker, UnresolvedPicker
+from ._call import ClosedPicker, UnresolvedPicker
 from ._resilience import ChannelResilience
 from ._subchannel import CONNECTIVITY_BY_STATE, Subchannel
 
@@ -487,13 +486,6 @@ class ChannelBase(Generic[C]):
         health, sub.health = sub.health, None
         if health is not None:
             health.close()
-
-    @staticmethod
-    def _discard(sub: Subchannel[C], done: DoneCallback | None) -> None:
-        """Give back a pick that will not be used (its sub-channel was retired under it)."""
-        sub.inflight.pop()
-        if done is not None:
-            done(THROWN_AWAY)
 
     # ------------------------------------------------------------ the twins' hooks
 

@@ -1,7 +1,8 @@
-"""One call's decisions, for both twins (pure): refuse, fail or wait; and its deadline.
+"""What a refused pick means (pure): fail, and with what, or wait; the pickers of a closed or an
+unresolved channel; the words of a deadline that passed waiting.
 
-The twins ask :func:`refusal` what a refused pick means and turn the answer into their own
-failed-call objects; only the waiting primitive differs between them.
+The call flow (``_flow.py``) asks :func:`refusal`; the twins turn its :class:`Refusal` into
+their own failed-call objects.
 """
 
 from __future__ import annotations

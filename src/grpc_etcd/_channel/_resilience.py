@@ -25,12 +25,12 @@ from ..config import ServiceConfig
 from ..metrics import get_metrics
 from ..outlier import OutlierDetector
 from ..policies.base import DoneCallback, DoneInfo, NotReadyError, Pick, Picker
-from ..retry import PUSHBACK_KEY, CallRetry, RetryThrottle, never_reached_server, retry_policy_for
+from ..retry import PUSHBACK_KEY, CallRetry, RetryThrottle, retry_policy_for
 from ..routing import CallInfo
 from ._call import THROWN_AWAY
 from ._flow import OK, CallFlow, CallPlan, ReplayBudget, Status
 
-__all__ = ["ChannelResilience", "retry_delay", "status_name", "status_of"]
+__all__ = ["ChannelResilience", "status_name", "status_of"]
 
 #: Plans kept per channel, one per method called; past it they are made per call (a channel
 #: calls a handful of methods; a bound keeps a caller inventing names from growing it).
@@ -66,22 +66,6 @@ def status_of(call: Any, *, got_response: bool | None = None) -> Status:
     if got_response is None:
         got_response = bool(_ask(call, "initial_metadata"))
     return Status(code, str(_ask(call, "details") or ""), pushback, got_response)
-
-
-def retry_delay(retry: CallRetry, error: BaseException, time_left: float | None) -> float | None:
-    """After an attempt failed with ``error``: seconds until the next attempt, or None (the
-    call fails with it). The decision of both twins, for a policy's retry and a transparent
-    one: grpc's sync errors and grpc.aio's ``AioRpcError`` both answer ``code()``,
-    ``details()``, ``initial_metadata()`` and ``trailing_metadata()`` at once."""
-    code = status_name(error)
-    reached = not never_reached_server(
-        code, str(_ask(error, "details") or ""), got_response=bool(_ask(error, "initial_metadata"))
-    )
-    pushback = None
-    for key, value in _ask(error, "trailing_metadata") or ():
-        if key == PUSHBACK_KEY:
-            pushback = value if isinstance(value, str) else bytes(value).decode("ascii", "replace")
-    return retry.next_delay(code, reached_server=reached, pushback=pushback, time_left=time_left)
 
 
 class ChannelResilience:
@@ -286,15 +270,6 @@ class ChannelResilience:
         throttle = self._throttle
         if throttle is not None:  # the throttle locks its own count
             throttle.on_success()
-
-    def retries(self, method: str) -> bool:
-        """Whether calls of ``method`` have a retry policy."""
-        return retry_policy_for(self._config, method) is not None
-
-    def call_ended(self, method: str, retry: CallRetry) -> None:
-        """A call that went through the retry logic ended: record its retries (A96)."""
-        retries = max(0, retry.attempts - 1)
-        self._metrics.call_ended(self._target, method, retries, retry.transparent)
 
     def call_retry(self, method: str) -> CallRetry:
         """A new retry state for one call of ``method`` (transparent retry only without a
