@@ -95,6 +95,7 @@ def _read(path: str | None) -> bytes | None:
 
 
 def channel_credentials(tls: TLSConfig) -> grpc.ChannelCredentials:
+    """gRPC's credentials for ``tls``'s PEM files (the CA, and a client pair for mutual TLS)."""
     if (tls.cert_file is None) != (tls.key_file is None):
         raise ValueError("TLSConfig: cert_file and key_file go together (mutual TLS)")
     return grpc.ssl_channel_credentials(
@@ -122,6 +123,7 @@ class Endpoint:
 
     @property
     def channel(self) -> grpc.aio.Channel:
+        """The endpoint's channel, created on first use (``EtcdClientClosedError`` once closed)."""
         if self._closed:
             raise EtcdClientClosedError(endpoints=(self.address,))
         if self._channel is None:
@@ -139,6 +141,7 @@ class Endpoint:
     def unary(
         self, path: str, serializer: Callable[[Any], bytes], deserializer: Callable[[bytes], Any]
     ) -> UnaryCallable:
+        """The unary method ``path`` on this endpoint's channel (kept per path)."""
         mc = self._unary.get(path)
         if mc is None:
             mc = self.channel.unary_unary(
@@ -150,6 +153,7 @@ class Endpoint:
     def stream(
         self, path: str, serializer: Callable[[Any], bytes], deserializer: Callable[[bytes], Any]
     ) -> StreamCallable:
+        """The bidi-streaming method ``path`` on this endpoint's channel (kept per path)."""
         mc = self._stream.get(path)
         if mc is None:
             mc = self.channel.stream_stream(
@@ -186,6 +190,7 @@ class Endpoint:
         return True
 
     async def close(self) -> None:
+        """Close the channel; the endpoint refuses to make another."""
         self._closed = True
         channel, self._channel = self._channel, None
         self._unary.clear()
