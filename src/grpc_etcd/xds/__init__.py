@@ -6,7 +6,7 @@
     os.environ["GRPC_XDS_BOOTSTRAP_CONFIG"] = grpc_etcd.xds.bootstrap_json("127.0.0.1:18000")
     channel = grpc.insecure_channel("xds:///hwholiday.srv.app")               # any client
 
-The control plane and the translation need the ``xds`` extra (``pip install grpc-etcd[xds]``);
+The control plane and the translation need the ``xds`` extra (``pip install 'grpc-etcd[xds]'``);
 they are imported on first use, so the bootstrap helpers work without it. See docs/xds.md.
 """
 

@@ -86,7 +86,8 @@ def xds(
         try:
             from ._plane import check_listen, server_credentials
         except ImportError:
-            raise ValueError("grpc-etcd xds needs the extra: pip install grpc-etcd[xds]") from None
+            extra = "pip install 'grpc-etcd[xds]'"
+            raise ValueError(f"grpc-etcd xds needs the xds extra: {extra}") from None
         check_listen(listen)
         tls = None
         if cert is not None or key is not None or cacert is not None:
