@@ -249,3 +249,14 @@ def test_a_refused_watch_is_one_line_not_a_retry_loop(etcd: EtcdServer) -> None:
     assert "cannot read the keys under /sec/srv/other/: permission denied for user web" in line
     listed = _one_line_error(_cli(etcd, "web", "ls", OTHER))
     assert "cannot read the keys under /sec/srv/other/: permission denied for user web" in listed
+
+
+def test_config_check_fails_when_etcd_refuses_the_read(etcd: EtcdServer, tmp_path: Path) -> None:
+    """etcd answered, and refused (no or wrong credentials): that is no 'etcd not reached', so
+    the pipeline's check fails instead of passing a typo on the schema alone."""
+    typo = tmp_path / "typo.json"
+    typo.write_text('{"routes": [{"to": [{"subset": {"verison": "v1"}}]}]}')
+    for credentials in ([], ["--user", "web", "--password", "wrong"]):
+        args = ["--etcd", etcd.endpoint, *credentials, "config", "check", str(typo)]
+        line = _one_line_error(CliRunner().invoke(main, [*args, "--service", SERVICE]))
+        assert "no user name and password" in line or "authentication failed" in line, line

@@ -23,7 +23,7 @@ import click
 from .._strict_json import loads_strict
 from ..checks import Finding, Share, check_config, shares
 from ..config import ServiceConfig, config_json_schema, config_key, parse_config
-from ..errors import CompactedError, ConfigError, EtcdError
+from ..errors import CompactedError, ConfigError, EtcdError, EtcdUnavailableError
 from ..naming import service_prefix
 from ..node import Node
 from ..registry.etcd import EtcdClient, KeyValue
@@ -199,7 +199,8 @@ def check(opts: Options, file: IO[bytes], service: str) -> None:
 
     Exit status 0: the document validates and its selectors match SERVICE's registered nodes
     (or etcd could not be reached: then the schema alone was checked, and a warning says so).
-    Exit status 1: it does not validate, or a selector misses the registry (one line).
+    Exit status 1: it does not validate, a selector misses the registry, or etcd refused the
+    read (one line).
     """
     with friendly_errors():
         validate_cli_service(service)
@@ -207,7 +208,7 @@ def check(opts: Options, file: IO[bytes], service: str) -> None:
         try:
             with opts.client() as client:
                 nodes = _nodes(client, service, opts.root)
-        except (EtcdError, OSError) as exc:
+        except (EtcdUnavailableError, OSError, TimeoutError) as exc:  # a refusal is an error
             click.echo(
                 f"warning: etcd not reached ({one_line(exc)}): {source} checked against the schema "
                 "only, not against the registered nodes",
