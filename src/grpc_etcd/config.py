@@ -335,8 +335,9 @@ def validate_policy_settings(
     """The typed settings of policy ``name`` (``None`` = ``{}``); ConfigError if invalid."""
     model = POLICY_SETTINGS.get(name)
     if model is None:
+        hint = did_you_mean(name, POLICY_SETTINGS)
         raise ConfigError(
-            "", f"unknown balancing policy {name!r}; known: {', '.join(POLICY_SETTINGS)}"
+            "", f"unknown balancing policy {name!r}{hint}; known: {', '.join(POLICY_SETTINGS)}"
         )
     return model.of(name, settings)
 
@@ -564,7 +565,11 @@ class ServiceConfig(_Model):
                 "lb_unknown",
                 "names no policy we know ({names}); known: {known}",
                 {
-                    "names": ", ".join(repr(n) for entry in entries for n in entry),
+                    "names": ", ".join(
+                        f"{n!r}{did_you_mean(n, POLICY_SETTINGS)}"
+                        for entry in entries
+                        for n in entry
+                    ),
                     "known": ", ".join(POLICY_SETTINGS),
                 },
             )

@@ -21,6 +21,7 @@ from grpc_etcd.config import (
     format_duration,
     parse_config,
     parse_duration,
+    validate_policy_settings,
 )
 from grpc_etcd.errors import ConfigError, GrpcEtcdError
 from grpc_etcd.policies import get_policy
@@ -330,6 +331,15 @@ def test_a_typod_key_is_one_fault_in_our_words_with_what_was_meant() -> None:
         f"bad service config at {KEY}: routes[0].to[0].subset.v: must be a string, got 2; "
         "fallback[0].version: must be a string, got 1"
     )
+
+
+def test_a_typod_policy_name_is_named_with_what_was_meant() -> None:
+    typo = {"loadBalancingConfig": [{"round_robbin": {}}]}
+    assert "names no policy we know ('round_robbin' - did you mean 'round_robin'?); known: " in (
+        refusal(typo)
+    )
+    with pytest.raises(ConfigError, match="'least_requests' - did you mean 'least_request'"):
+        validate_policy_settings("least_requests", {})
 
 
 def test_a_typo_in_a_policys_settings_lists_that_policys_settings() -> None:
