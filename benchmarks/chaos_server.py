@@ -79,7 +79,11 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
 
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=64))
+    # No SO_REUSEPORT: a restart on a given --port must fail loudly if anything still listens
+    # there, not share the port with it (grpc turns the option on by default).
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=64), options=[("grpc.so_reuseport", 0)]
+    )
     echo = Echo(args.name, args.mode)
     api_pb2_grpc.add_ApiServicer_to_server(echo, server)  # type: ignore[no-untyped-call]
     server.add_generic_rpc_handlers([_stream_handler(echo)])

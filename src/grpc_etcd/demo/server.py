@@ -37,8 +37,12 @@ class Api(api_pb2_grpc.ApiServicer):
 
 def serve(etcd: str, version: str, port: int, ttl: int, service: str = SERVICE) -> None:
     """Run one demo server until SIGTERM/SIGINT."""
+    # No SO_REUSEPORT (grpc's default turns it on): a --port already in use must fail, not
+    # silently share its calls with whatever listens there.
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=8), interceptors=[propagate_route()]
+        futures.ThreadPoolExecutor(max_workers=8),
+        interceptors=[propagate_route()],
+        options=[("grpc.so_reuseport", 0)],
     )
     bound = server.add_insecure_port(f"127.0.0.1:{port}")
     address = f"127.0.0.1:{bound}"
