@@ -152,14 +152,24 @@ class ClientView:
         """This channel's place among the clients sorted by id: 0 .. count - 1."""
         return next(i for i, c in enumerate(self.clients) if c.id == self.own.id)
 
-    def place(self) -> tuple[int, int]:
+    def place(self, label: str | None = None, value: str = "") -> tuple[int, int]:
         """This client's place on a ring of circumference 1, as a fraction ``(num, den)``:
         ``index / count`` once the view is known; before that, a point drawn from a hash of
-        the id (so that clients starting together do not all take the same place)."""
-        if self.known:
+        the id (so that clients starting together do not all take the same place).
+
+        With ``label``, the place among the clients whose ``label`` is ``value`` (this one
+        counted whatever its own key says: its zone may be newer than its key), so the callers
+        of one zone are spread evenly around the ring, shifted by ``i / Z`` of a step for the
+        ``i``-th of the ``Z`` values the clients carry: the zones' callers interleave, and
+        together are spread evenly too when the zones have as many callers each."""
+        if not self.known:
+            digest = hashlib.blake2b(self.own.id.encode(), digest_size=8).digest()
+            return int.from_bytes(digest, "big"), 1 << 64
+        if label is None:
             return self.index, self.count
-        digest = hashlib.blake2b(self.own.id.encode(), digest_size=8).digest()
-        return int.from_bytes(digest, "big"), 1 << 64
+        peers = [c for c in self.clients if c is self.own or c.labels.get(label, "") == value]
+        values = sorted({*self.spread(label), value})
+        return peers.index(self.own) * len(values) + values.index(value), len(peers) * len(values)
 
     def spread(self, label: str = ZONE_LABEL) -> dict[str, int]:
         """How many clients carry each value of ``label`` (those without it are not counted):

@@ -4,6 +4,7 @@ the nodes of its subsets (``subchannel_states()``), and calls go only there."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -15,7 +16,8 @@ import grpc_etcd.aio
 from grpc_etcd.clients import clients_prefix
 from grpc_etcd.config import config_key
 from grpc_etcd.demo import api_pb2_grpc
-from grpc_etcd.policies.deterministic_subsetting import deterministic_subset
+from grpc_etcd.policies._subsetting import Zones, take
+from grpc_etcd.policies.deterministic_subsetting import deterministic_subset, zoned_rings
 from grpc_etcd.testing import EtcdServer
 
 SERVICE = "t.srv.subset"
@@ -111,3 +113,92 @@ async def test_aio_channels_connect_only_to_their_subsets(
             return _settled(channels[1:], list(names)) and len(channels[1].subchannel_states()) == 2
 
         await async_wait_for(alone, 10, "the last channel to take its place alone")
+
+
+# ---------------------------------------------------------------- with a locality
+
+ZONED = {
+    "locality": {"key": "zone", "mode": "prefer_local", "minClusterSize": 2},
+    "loadBalancingConfig": [{"deterministic_subsetting": {"subsetSize": 4}}],
+}
+CALLER_ZONES = ("a", "a", "b", "b")
+
+
+def _zoned_fleet(servers: Sequence[EchoServer]) -> dict[str, str]:
+    """Zone a for the lower half of the addresses, b for the upper (one subnet per zone):
+    consecutive slices of the address ring would hold one zone each."""
+    ordered = sorted(s.address for s in servers)
+    return {a: "a" if i < len(ordered) // 2 else "b" for i, a in enumerate(ordered)}
+
+
+def _zoned_settled(channels: Sequence[Any], zones: dict[str, str]) -> bool:
+    addresses = sorted(zones)
+    for channel, zone in zip(channels, CALLER_ZONES, strict=True):
+        view = channel._balancer.clients
+        if view is None or view.count != len(channels) or channel.snapshot is None:
+            return False
+        if len(channel.snapshot) != len(addresses):
+            return False
+        place = view.place("zone", zone)
+        expected = take(zoned_rings(addresses, Zones("zone", zone, zones), place, 4), ())
+        if set(channel.subchannel_states()) != set(expected):
+            return False
+    return True
+
+
+def _check_zoned(held: Sequence[set[str]], zones: dict[str, str]) -> None:
+    for subset, zone in zip(held, CALLER_ZONES, strict=True):
+        assert sorted(zones[a] for a in subset) == ["a", "a", "b", "b"], (zone, subset)
+    # 4 channels x 4 over 8 nodes: every node in two subsets
+    assert Counter(a for subset in held for a in subset) == dict.fromkeys(zones, 2)
+
+
+def test_sync_zoned_subsets_hold_local_nodes_and_calls_stay_local(
+    etcd: EtcdServer, start_server: Callable[..., EchoServer]
+) -> None:
+    servers = [start_server(f"s{i}") for i in range(8)]
+    zones = _zoned_fleet(servers)
+    names = {s.address: s.name for s in servers}
+    with grpc_etcd.Registry(etcd.endpoint) as registry:
+        for address, zone in zones.items():
+            registry.register(SERVICE, address=address, metadata={"zone": zone})
+        channels = [
+            registry.channel(SERVICE, config=ZONED, source={"zone": zone}) for zone in CALLER_ZONES
+        ]
+        wait_for(lambda: _zoned_settled(channels, zones), 10, "every channel on its subset")
+        held = [set(c.subchannel_states()) for c in channels]
+        _check_zoned(held, zones)
+        for channel, subset, zone in zip(channels, held, CALLER_ZONES, strict=True):
+            local = {names[a] for a in subset if zones[a] == zone}
+            wait_for(lambda c=channel, mine=local: _who(c) == mine, 10, "calls on the local nodes")
+
+
+async def test_aio_zoned_subsets_hold_local_nodes_and_calls_stay_local(
+    etcd: EtcdServer, start_server: Callable[..., EchoServer]
+) -> None:
+    servers = [start_server(f"s{i}") for i in range(8)]
+    zones = _zoned_fleet(servers)
+    names = {s.address: s.name for s in servers}
+    async with grpc_etcd.aio.Registry(etcd.endpoint) as registry:
+        for address, zone in zones.items():
+            await registry.register(SERVICE, address=address, metadata={"zone": zone})
+        channels = [
+            registry.channel(SERVICE, config=ZONED, source={"zone": zone}) for zone in CALLER_ZONES
+        ]
+
+        async def settled() -> bool:
+            return _zoned_settled(channels, zones)
+
+        await async_wait_for(settled, 10, "every channel on its subset")
+        held = [set(c.subchannel_states()) for c in channels]
+        _check_zoned(held, zones)
+        for channel, subset, zone in zip(channels, held, CALLER_ZONES, strict=True):
+            local = {names[a] for a in subset if zones[a] == zone}
+            api = api_pb2_grpc.ApiStub(channel)  # type: ignore[no-untyped-call]
+
+            async def on_local(api: Any = api, local: set[str] = local) -> bool:
+                return {
+                    who(await api.ApiTest(Request(input="x"), timeout=5)) for _ in range(30)
+                } == local
+
+            await async_wait_for(on_local, 10, "calls on the local nodes")

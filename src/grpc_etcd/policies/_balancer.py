@@ -11,18 +11,21 @@ node rebuilds only the groups that node is in. Not thread-safe: the channel call
 :meth:`Balancer.build` and :meth:`Balancer.configure` from one thread at a time; the pickers
 it returns may be used from any number of threads.
 
-Subsetting (docs/scale.md): a policy with a ``subset(addresses, clients)``
-method keeps only some nodes of each group. :meth:`Balancer.plan` asks it, group by group,
-from every node of the snapshot (in any state), and returns the addresses the channel must
-connect to; :meth:`Balancer.build` then puts a node only in the groups whose subset holds it.
-The view of the calling channels (``clients.ClientView``) reaches the balancer through
-:meth:`Balancer.update_clients`, as snapshots reach it through ``build``.
+Subsetting (docs/scale.md): a policy with a ``rings(addresses, clients, zones)`` method
+(``_subsetting.SubsettingPolicy``; or only ``subset(addresses, clients)``) keeps only some
+nodes of each group. :meth:`Balancer.plan` asks it, group by group, from every node of the
+snapshot (in any state) - with the localities of the nodes and the caller when a locality is
+configured - and returns the addresses the channel must connect to; :meth:`Balancer.build`
+then puts a node only in the groups whose subset holds it. The view of the calling channels
+(``clients.ClientView``) reaches the balancer through :meth:`Balancer.update_clients`, as
+snapshots reach it through ``build``.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from functools import partial
 from typing import Generic, TypeVar
 
@@ -42,6 +45,7 @@ from ..rules import (
     version_selector,
 )
 from ._fleet import GroupRules, group_picker
+from ._subsetting import Ring, Zones, take
 from .base import ConnState, Endpoint, NoMatchError, NotReadyError, Pick, Picker, Policy
 
 __all__ = ["Balancer", "Subsets"]
@@ -276,6 +280,28 @@ class _NodeInfo:
         self.selectors: tuple[Selector, ...] = tuple(mine) if node.online else ()
 
 
+_Rings = Callable[[Sequence[str], ClientView | None, Zones | None], Sequence[Ring]]
+
+
+def _rings_of(policy: Policy) -> _Rings | None:
+    """How ``policy`` takes each group's subset as rings (None: it takes every node); a
+    policy of one's own with only ``subset(addresses, clients)`` reaches past nothing."""
+    rings: _Rings | None = getattr(policy, "rings", None)
+    if rings is not None:
+        return rings
+    subset = getattr(policy, "subset", None)
+    if subset is None:
+        return None
+
+    def one(
+        addresses: Sequence[str], clients: ClientView | None, zones: Zones | None
+    ) -> list[Ring]:
+        chosen = tuple(subset(addresses, clients))
+        return [Ring(chosen, len(chosen))]
+
+    return one
+
+
 class Balancer(Generic[T]):
     """Turns the channel's endpoints into pickers, under a service config.
 
@@ -321,6 +347,11 @@ class Balancer(Generic[T]):
         self._clients: ClientView | None = None
         #: What the last :meth:`plan` chose per group; None: no subsetting, every node counts.
         self._subsets: Subsets | None = None
+        #: Per group, the rings its subset is taken from (the last plan's); None: no subsetting.
+        self._rings: dict[Selector, Sequence[Ring]] | None = None
+        self._caller_zone = ""
+        #: Per group, its own rules when they differ from ``_rules`` (see ``_size_groups``).
+        self._group_rules: dict[Selector, GroupRules] = {}
         self._apply()
 
     @property
@@ -373,26 +404,52 @@ class Balancer(Generic[T]):
         snapshot: None when the policy takes every node (no subsetting), else the union of
         the subsets the policy takes in each group. Call it with the snapshot's nodes after
         each new snapshot, view or config, before :meth:`build`."""
-        subset = getattr(self._policy, "subset", None)
-        if subset is None:
+        rings = _rings_of(self._policy)
+        if rings is None:
             if self._subsets is not None:
                 self._subsets, self._members = None, None
+            self._rings = None
             return None
         known, table = self._nodes, self._table
         groups: dict[Selector, set[str]] = {}
+        zone_of: dict[str, str] = {}
+        locality = self._config.locality
+        key = locality.key if locality is not None and self._caller_zone else ""
         for node in nodes:
             info = known.get(id(node))
             if info is None or info.node is not node:
                 info = _NodeInfo(node, table)
             for wanted in info.selectors:
                 groups.setdefault(wanted, set()).add(node.address)
-        subsets = {
-            wanted: frozenset(subset(sorted(addresses), self._clients))
-            for wanted, addresses in groups.items()
+            if key:
+                zone_of[node.address] = node.metadata.get(key, "")
+        zones = Zones(key, self._caller_zone, zone_of) if key else None
+        clients = self._clients
+        self._rings = {
+            wanted: rings(sorted(addresses), clients, zones) for wanted, addresses in groups.items()
         }
+        self._size_groups(groups, zone_of)
+        subsets = {wanted: frozenset(take(rings, ())) for wanted, rings in self._rings.items()}
         if subsets != self._subsets:
             self._subsets, self._members = subsets, None  # regroup every endpoint
         return frozenset().union(*subsets.values())
+
+    def _size_groups(self, groups: Mapping[Selector, set[str]], zone_of: Mapping[str, str]) -> None:
+        """With zone_aware over subsets, give each group's picker the group's registered nodes
+        per locality (``GroupRules.sizes``); a change rebuilds every child picker."""
+        rules: dict[Selector, GroupRules] = {}
+        if zone_of and self._rules.callers is not None:
+            for wanted, addresses in groups.items():
+                sizes: dict[str, int] = {}
+                for address in addresses:
+                    sizes[zone_of[address]] = sizes.get(zone_of[address], 0) + 1
+                rules[wanted] = replace(self._rules, sizes=sizes)
+        if rules != self._group_rules:
+            self._group_rules = rules
+            self._groups = {}
+
+    def _rules_of(self, wanted: Selector) -> GroupRules:
+        return self._group_rules.get(wanted, self._rules)
 
     def _apply(self) -> None:
         from . import get_policy
@@ -415,7 +472,7 @@ class Balancer(Generic[T]):
         self._table = RouteTable(config, self._source)
         self._nodes = {}
         self._members = None  # the groups a node belongs to may differ under this config
-        self._subsets = None  # until the next plan()
+        self._subsets = self._rings = None  # until the next plan()
 
     def _set_rules(self) -> None:
         """What shapes every group's picker, from the config in force; a change rebuilds
@@ -424,7 +481,7 @@ class Balancer(Generic[T]):
         locality = config.locality
         zone = ""
         if locality is not None:
-            zone = self._source.get(locality.key) or self._zone
+            zone = self._source.get(locality.key) or self._zone.strip()
             if not zone:
                 self._warn(
                     f"locality: this channel has no {locality.key!r} (source= or "
@@ -434,9 +491,11 @@ class Balancer(Generic[T]):
         view = self._clients
         if locality is not None and locality.mode == "zone_aware" and view is not None:
             callers = view.spread(locality.key) if view.known else None
+        self._caller_zone = zone
         rules = GroupRules(self._policy, config.panic_threshold, locality, zone, callers)
         if rules != getattr(self, "_rules", None):
             self._rules = rules
+            self._group_rules = {}  # until the next plan()
             self._groups = {}  # every child picker anew
 
     def _warn(self, message: str) -> None:
@@ -480,7 +539,7 @@ class Balancer(Generic[T]):
                 if previous is not None and _same(previous.members, listed):
                     groups[wanted] = previous
                 else:
-                    groups[wanted] = _Group(listed, self._rules, self._offline(wanted))
+                    groups[wanted] = _Group(listed, self._rules_of(wanted), self._offline(wanted))
         else:
             changes = self._index_changes(current, members)
             for wanted, group_members in members.items():
@@ -492,7 +551,7 @@ class Balancer(Generic[T]):
                     listed = tuple(group_members.values())
                     offline = self._offline(wanted)
                     if previous is None or change is None:
-                        groups[wanted] = _Group(listed, self._rules, offline)
+                        groups[wanted] = _Group(listed, self._rules_of(wanted), offline)
                     else:
                         groups[wanted] = previous.changed(listed, offline, *change)
             for wanted in [w for w, m in members.items() if not m and w is not ANY]:

@@ -21,6 +21,11 @@ The balancer decides, the policy only builds pickers over the nodes it is given:
 Below ``minClusterSize`` registered nodes, without a caller locality or (zone_aware) before
 the view of the callers is known, locality is not applied: the policy picks among all of the
 group's usable nodes.
+
+With subsetting the group's members are the channel's subset, which holds each locality's
+share of it only to the nearest node; zone_aware then weighs each locality by its size in the
+whole group (``sizes``) times the usable share of its nodes in the subset, so the fleet's
+proportions decide, not the subset's rounding.
 """
 
 from __future__ import annotations
@@ -59,13 +64,15 @@ _rand = _random.random
 class GroupRules:
     """What shapes every group's picker: the policy, the panic threshold (percent, 0: off),
     the locality settings with the caller's locality (``zone``, "" when unknown), and for
-    zone_aware how the calling channels are spread over the localities (None: not known)."""
+    zone_aware how the calling channels are spread over the localities (None: not known) and,
+    when the group's members are a subset of it, its registered nodes per locality."""
 
     policy: Policy
     panic: float = 0.0
     locality: Locality | None = None
     zone: str = ""
     callers: Mapping[str, int] | None = None
+    sizes: Mapping[str, int] | None = None
 
 
 def prefer_local_share(
@@ -83,7 +90,7 @@ def prefer_local_share(
 
 
 def zone_aware_shares(
-    zone: str, callers: Mapping[str, int], upstream: Mapping[str, int]
+    zone: str, callers: Mapping[str, int], upstream: Mapping[str, float]
 ) -> tuple[float, dict[str, float]] | None:
     """Envoy's zone-aware split for a caller in ``zone``: the share of its calls that stay
     local, and the other localities' weights (residual capacity) for the rest; None when
@@ -189,8 +196,14 @@ def group_picker(
         return LocalityPicker(policy.build(local), share, [policy.build(remote)], [1.0])
     if rules.callers is None:
         return policy.build(usable)
-    upstream = {name: len(nodes) for name, nodes in by_zone.items()}
+    upstream: dict[str, float] = {name: len(nodes) for name, nodes in by_zone.items()}
     upstream[zone] = len(local)
+    if rules.sizes is not None:  # a subset: the group's sizes, at the subset's usable shares
+        held: dict[str, int] = {}
+        for endpoint in registered.values():
+            name = endpoint.node.metadata.get(key, "")
+            held[name] = held.get(name, 0) + 1
+        upstream = {n: rules.sizes.get(n, 0) * u / held[n] for n, u in upstream.items() if u}
     split = zone_aware_shares(zone, rules.callers, upstream)
     if split is None:
         return policy.build(usable)

@@ -6,7 +6,8 @@ channel's subset (the others' hashes do not move), and no coordination is needed
 balance: the number of channels per node is binomial, so it evens out only when
 ``clients * subsetSize / nodes`` is large (docs/scale.md measures it). A68 hashes with
 MurmurHash3 (grpc-java now with XXH64 and a random seed); any uniform keyed hash has the same
-properties, and this one uses the standard library's BLAKE2b keyed with the salt.
+properties, and this one uses the standard library's BLAKE2b keyed with the salt. Past its
+unreachable members a subset reaches for the next lowest hashes (``_subsetting.take``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 from ..clients import ClientView
 from ..config import PolicySettings
-from ._subsetting import SubsettingPolicy
+from ._subsetting import Ring, SubsettingPolicy, Zones
 
 __all__ = ["RandomSubsettingPolicy", "random_subset"]
 
@@ -32,7 +33,10 @@ def random_subset(addresses: Sequence[str], salt: bytes, size: int) -> list[str]
     no more than ``size``), in hash order."""
     if len(addresses) <= size:
         return list(addresses)
+    return _lowest(addresses, salt, size)
 
+
+def _lowest(addresses: Sequence[str], salt: bytes, size: int) -> list[str]:
     def score(address: str) -> bytes:
         return hashlib.blake2b(address.encode(), digest_size=8, key=salt).digest()
 
@@ -52,3 +56,13 @@ class RandomSubsettingPolicy(SubsettingPolicy):
     def subset(self, addresses: Sequence[str], clients: ClientView | None) -> list[str]:
         """This channel's rendezvous subset of ``addresses`` (``clients`` is not needed)."""
         return random_subset(addresses, self.salt, self.subset_size)
+
+    def rings(
+        self, addresses: Sequence[str], clients: ClientView | None, zones: Zones | None = None
+    ) -> list[Ring]:
+        """The rendezvous subset, then the next lowest hashes to reach for (A68 draws across
+        the localities at random: ``zones`` is not needed)."""
+        size = self.subset_size
+        if len(addresses) <= size:
+            return [Ring(tuple(addresses), len(addresses))]
+        return [Ring(tuple(_lowest(addresses, self.salt, 2 * size)), size)]
