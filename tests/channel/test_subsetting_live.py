@@ -18,7 +18,7 @@ from grpc_etcd.config import config_key
 from grpc_etcd.demo import api_pb2_grpc
 from grpc_etcd.policies._subsetting import Zones, take
 from grpc_etcd.policies.deterministic_subsetting import deterministic_subset, zoned_rings
-from grpc_etcd.testing import EtcdServer
+from grpc_etcd.testing import EtcdServer, TcpProxy
 
 SERVICE = "t.srv.subset"
 DETERMINISTIC = {"loadBalancingConfig": [{"deterministic_subsetting": {"subsetSize": 2}}]}
@@ -202,3 +202,109 @@ async def test_aio_zoned_subsets_hold_local_nodes_and_calls_stay_local(
                 } == local
 
             await async_wait_for(on_local, 10, "calls on the local nodes")
+
+
+# ---------------------------------------------------------------- past unreachable members
+
+#: Reconnect fast, so a restored node is READY again within a fraction of a second.
+FAST_RECONNECT = [
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 200),
+]
+#: How long a node must be READY again before its replacement goes (the default is 30 s).
+HOLD = 0.5
+
+
+class _Partition:
+    """Five servers, each registered at a TcpProxy of its own that can be cut: etcd keeps
+    their keys while this client cannot reach them (a one-sided partition)."""
+
+    def __init__(self, start_server: Callable[..., EchoServer]) -> None:
+        servers = [start_server(f"s{i}") for i in range(5)]
+        proxies = [TcpProxy(s.address) for s in servers]
+        self.proxies = {p.endpoint: p for p in proxies}
+        self.names = {p.endpoint: s.name for p, s in zip(proxies, servers, strict=True)}
+        #: A lone channel's ring with subsetSize 2: the sorted addresses from the first.
+        self.ring = sorted(self.proxies)
+
+    def cut(self, *indexes: int) -> None:
+        for i in indexes:
+            self.proxies[self.ring[i]].cut()
+
+    def restore(self) -> None:
+        for proxy in self.proxies.values():
+            proxy.restore()
+
+    def close(self) -> None:
+        for proxy in self.proxies.values():
+            proxy.close()
+
+    def held(self, channel: Any) -> list[str]:
+        return sorted(self.names[a] for a in channel.subchannel_states())
+
+    def ring_names(self, *indexes: int) -> list[str]:
+        return sorted(self.names[self.ring[i]] for i in indexes)
+
+
+def test_sync_a_subset_reaches_past_unreachable_members_and_comes_back(
+    etcd: EtcdServer, start_server: Callable[..., EchoServer]
+) -> None:
+    fleet = _Partition(start_server)
+    try:
+        with grpc_etcd.Registry(etcd.endpoint) as registry:
+            for address in fleet.ring:
+                registry.register(SERVICE, address=address)
+            channel = registry.channel(SERVICE, config=DETERMINISTIC, options=FAST_RECONNECT)
+            channel._balancer.unreachable.hold = HOLD
+            first = fleet.ring_names(0, 1)
+            wait_for(
+                lambda: fleet.held(channel) == first and len(_who(channel)) == 2, 10, "2 nodes"
+            )
+            fleet.cut(0, 1, 2)
+            # s0, s1 down: the next two join; s2 down too: no more (subsetSize 2 more at most)
+            wait_for(lambda: fleet.held(channel) == fleet.ring_names(0, 1, 2, 3), 10, "widened")
+            wait_for(lambda: _who(channel) == set(fleet.ring_names(3)), 10, "calls on the 4th")
+            fleet.restore()
+            wait_for(lambda: fleet.held(channel) == first, 10, "back to the first two")
+            assert _who(channel) == set(first)
+            channel.close()
+    finally:
+        fleet.close()
+
+
+async def test_aio_a_subset_reaches_past_unreachable_members_and_comes_back(
+    etcd: EtcdServer, start_server: Callable[..., EchoServer]
+) -> None:
+    fleet = _Partition(start_server)
+    try:
+        async with grpc_etcd.aio.Registry(etcd.endpoint) as registry:
+            for address in fleet.ring:
+                await registry.register(SERVICE, address=address)
+            channel = registry.channel(SERVICE, config=DETERMINISTIC, options=FAST_RECONNECT)
+            channel._balancer.unreachable.hold = HOLD
+            api = api_pb2_grpc.ApiStub(channel)  # type: ignore[no-untyped-call]
+            first = fleet.ring_names(0, 1)
+
+            async def answers() -> set[str]:
+                return {who(await api.ApiTest(Request(input="x"), timeout=5)) for _ in range(30)}
+
+            async def holds(names: list[str]) -> bool:
+                return fleet.held(channel) == names
+
+            async def started() -> bool:
+                return await holds(first) and len(await answers()) == 2
+
+            async def on_the_4th() -> bool:
+                return await answers() == set(fleet.ring_names(3))
+
+            await async_wait_for(started, 10, "2 nodes")
+            fleet.cut(0, 1, 2)
+            await async_wait_for(lambda: holds(fleet.ring_names(0, 1, 2, 3)), 10, "widened")
+            await async_wait_for(on_the_4th, 10, "calls on the 4th")
+            fleet.restore()
+            await async_wait_for(lambda: holds(first), 10, "back to the first two")
+            assert await answers() == set(first)
+            await channel.close()
+    finally:
+        fleet.close()

@@ -19,12 +19,13 @@ from grpc_etcd.config import parse_config
 from grpc_etcd.errors import ConfigError
 from grpc_etcd.policies import (
     Balancer,
+    ConnState,
     DeterministicSubsettingPolicy,
     Endpoint,
     RandomSubsettingPolicy,
     get_policy,
 )
-from grpc_etcd.policies._subsetting import Zones, take
+from grpc_etcd.policies._subsetting import Ring, Unreachable, Zones, take
 from grpc_etcd.policies.deterministic_subsetting import deterministic_subset, zoned_rings
 from grpc_etcd.policies.random_subsetting import random_subset
 from grpc_etcd.routing import CallInfo
@@ -350,11 +351,101 @@ def test_zoned_subsets_are_the_fleet_in_miniature_and_move_little() -> None:
     assert statistics.mean(_moved(before, left)) <= 1.5
 
 
+# ---------------------------------------------------------------- reaching past unreachable nodes
+
+TF, READY_, CONNECTING = ConnState.TRANSIENT_FAILURE, ConnState.READY, ConnState.CONNECTING
+
+
+def test_a_subset_reaches_past_its_down_members_to_the_next_of_their_ring_at_most_keep_more() -> (
+    None
+):
+    ring = Ring(("n1", "n2", "n3", "n4", "n5", "n6"), 3)
+    assert take([ring], ()) == ["n1", "n2", "n3"]
+    assert take([ring], {"n2"}) == ["n1", "n2", "n3", "n4"]
+    assert take([ring], {"n2", "n4"}) == ["n1", "n2", "n3", "n4", "n5"]
+    # every one down: one fresh subset more, never the whole ring
+    assert take([ring], {"n1", "n2", "n3", "n4", "n5", "n6"}) == list(ring.order)
+    long = Ring(tuple(f"m{i}" for i in range(10)), 2)
+    assert take([long], {f"m{i}" for i in range(10)}) == ["m0", "m1", "m2", "m3"]
+    # per zone: a local member is replaced by the next local node
+    local, remote = Ring(("a1", "a2", "a3", "a4"), 2), Ring(("b1", "b2"), 1)
+    assert take([local, remote], {"a1"}) == ["a1", "a2", "a3", "b1"]
+
+
+def test_a_down_node_counts_until_it_has_been_ready_for_the_hold() -> None:
+    seen = Unreachable(hold=10)
+    seen.update({"x": READY_, "y": READY_}, 0)
+    assert not seen.down and seen.recheck_at is None
+    seen.update({"x": TF, "y": READY_}, 1)
+    assert set(seen.down) == {"x"}
+    # reconnect attempts of a dead node: still down, nothing to recheck
+    for t, state in enumerate([ConnState.IDLE, CONNECTING, TF, CONNECTING], start=2):
+        seen.update({"x": state, "y": READY_}, t)
+        assert set(seen.down) == {"x"} and seen.recheck_at is None
+    seen.update({"x": READY_, "y": READY_}, 10)
+    assert set(seen.down) == {"x"} and seen.recheck_at == 20
+    seen.update({"x": TF, "y": READY_}, 15)  # a flap within the hold: the clock starts again
+    seen.update({"x": READY_, "y": READY_}, 16)
+    assert seen.recheck_at == 26
+    seen.update({"x": READY_, "y": READY_}, 25.9)
+    assert "x" in seen.down
+    seen.update({"x": READY_, "y": READY_}, 26)
+    assert not seen.down and seen.recheck_at is None
+    seen.update({"x": TF}, 30)
+    seen.update({}, 31)
+    assert not seen.down, "a node no longer connected is forgotten"
+
+
 def _planned(balancer: Balancer[str], endpoints: Sequence[Endpoint[str]]) -> set[str]:
     wanted = balancer.plan(e.node for e in endpoints)
     assert wanted is not None
     by_address = {e.node.address: e.subchannel for e in endpoints}
     return {by_address[a] for a in wanted}
+
+
+def test_the_balancer_widens_past_failing_members_and_shrinks_back_after_the_hold() -> None:
+    endpoints = [ep(f"n{i}") for i in range(8)]
+    address = {e.subchannel: e.node.address for e in endpoints}
+    name = {a: n for n, a in address.items()}
+    balancer = _balancer(0, 4)  # deterministic, subsetSize 2: client 0 of 4 takes n0, n1
+    balancer.unreachable.hold = 5
+    assert _planned(balancer, endpoints) == {"n0", "n1"}
+    states = {address["n0"]: READY_, address["n1"]: READY_}
+
+    def replan(t: float, **changed: ConnState) -> set[str]:
+        states.update({address[n]: s for n, s in changed.items()})
+        wanted = balancer.replan(states, t)
+        assert wanted is not None
+        for gone in set(states) - wanted:
+            del states[gone]
+        states.update({a: CONNECTING for a in wanted if a not in states})
+        return {name[a] for a in wanted}
+
+    assert replan(1, n1=TF) == {"n0", "n1", "n2"}
+    assert replan(2, n2=TF) == {"n0", "n1", "n2", "n3"}
+    assert replan(3, n3=TF) == {"n0", "n1", "n2", "n3"}, "at most subsetSize more"
+    # the dead ones retry; the plan does not move with them
+    assert replan(4, n1=CONNECTING, n2=CONNECTING, n3=ConnState.IDLE) == {"n0", "n1", "n2", "n3"}
+    assert replan(5, n2=READY_, n3=READY_) == {"n0", "n1", "n2", "n3"}
+    assert balancer.recheck_at == 10
+    assert replan(10) == {"n0", "n1", "n2"}, "n2 back for 5 s: n3 is let go"
+    assert replan(11, n1=READY_) == {"n0", "n1", "n2"}
+    assert replan(12, n1=TF) == {"n0", "n1", "n2"}, "a flap within the hold moves nothing"
+    assert replan(13, n1=READY_) == {"n0", "n1", "n2"}
+    assert replan(18) == {"n0", "n1"}
+    # build: the subset's groups hold the replacement, so calls reach it
+    replan(20, n0=TF)
+    connected = [e for e in endpoints if e.subchannel in {"n0", "n1", "n2"}]
+    connected[0] = ep("n0", state=TF)
+    assert set(spread(balancer.build(connected), 100)) == {"n1", "n2"}
+
+
+def test_random_subsets_reach_for_the_next_lowest_hashes() -> None:
+    addresses = _addresses(50)
+    policy = RandomSubsettingPolicy({"subsetSize": 5})
+    (ring,) = policy.rings(addresses, None)
+    assert list(ring.order[:5]) == policy.subset(addresses, None) and len(ring.order) == 10
+    assert take([ring], {ring.order[0]}) == list(ring.order[:6])
 
 
 def test_with_a_locality_every_subset_keeps_local_nodes_and_prefer_local_uses_them() -> None:

@@ -9,7 +9,9 @@ API, their call objects, and draining.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from contextlib import AbstractContextManager
@@ -255,6 +257,7 @@ class ChannelBase(Generic[C]):
         self._close_callbacks: list[Callable[[], object]] = []
         self._method_keys: dict[MethodKey, object] = {}
         self._closed = False
+        self._recheck_due: float | None = None  # when a recheck of the subsets is scheduled
         self._resilience = ChannelResilience(service, self._republish_soon)
         self._resilience.configure(self._balancer.config)
 
@@ -404,7 +407,15 @@ class ChannelBase(Generic[C]):
         """Connect to the nodes of ``snapshot`` the balancer plans for (all, or its subsets),
         publish a picker, retire what is no longer wanted; the sub-channels opened (hold the
         lock)."""
-        wanted = self._balancer.plan(snapshot.nodes.values())
+        wanted = self._balancer.plan(snapshot.nodes.values(), self._states(), time.monotonic())
+        return self._connect(snapshot, wanted)
+
+    def _states(self) -> dict[str, ConnState]:
+        """The connectivity of each connected address (hold the lock)."""
+        return {address: sub.state for address, sub in self._subs.items()}
+
+    def _connect(self, snapshot: Snapshot, wanted: Set[str] | None) -> list[Subchannel[C]]:
+        """Open what ``wanted`` adds, publish, retire what it drops (see :meth:`_follow`)."""
         added, gone = plan_update(snapshot, self._subs, wanted)
         opened = []
         for address in added:
@@ -416,16 +427,53 @@ class ChannelBase(Generic[C]):
         )
         self._follow_health(opened)
         self._snapshot = snapshot
-        self._publish()
+        self._publish_picker()
         # Only now, with a picker that cannot return them published, mark them retired:
         # a call that picked one from an older picker sees the flag and picks again.
         for sub in retired:
             sub.retired = True
             self._stop_health(sub)
         self._retire(retired)
+        self._recheck_later()
         return opened
 
     def _publish(self) -> None:
+        """Build and publish a new picker; wake the calls waiting for one (hold the lock).
+
+        With subsetting, a change of connectivity may first move the subsets past the members
+        this channel cannot reach, or back (the balancer decides: ``Balancer.replan``); this
+        opens and retires what it says."""
+        snapshot = self._snapshot
+        if snapshot is not None and not self._closed and self._balancer.subsetting:
+            wanted = self._balancer.replan(self._states(), time.monotonic())
+            if wanted is not None:
+                if wanted != self._subs.keys():
+                    self._after_update(self._connect(snapshot, wanted))
+                    return
+                self._recheck_later()
+        self._publish_picker()
+
+    def _recheck_later(self) -> None:
+        """Publish again when the balancer says a subset may shrink back with no other change
+        (on the loop the channel is driven from, else on a timer thread)."""
+        due = self._balancer.recheck_at
+        if due is None or (self._recheck_due is not None and self._recheck_due <= due):
+            return
+        self._recheck_due = due
+        delay = max(0.0, due - time.monotonic()) + 0.001  # a timer may fire a hair early
+        try:
+            asyncio.get_running_loop().call_later(delay, self._recheck)
+        except RuntimeError:  # no loop in this thread: the sync twin's monitor or a caller
+            timer = threading.Timer(delay, self._recheck)
+            timer.name = f"grpc-etcd subsets of {self._service}"
+            timer.daemon = True
+            timer.start()
+
+    def _recheck(self) -> None:
+        self._recheck_due = None
+        self._republish()
+
+    def _publish_picker(self) -> None:
         """Build and publish a new picker; wake the calls waiting for one (hold the lock)."""
         picker: Any
         if self._closed:

@@ -15,8 +15,10 @@ Subsetting (docs/scale.md): a policy with a ``rings(addresses, clients, zones)``
 (``_subsetting.SubsettingPolicy``; or only ``subset(addresses, clients)``) keeps only some
 nodes of each group. :meth:`Balancer.plan` asks it, group by group, from every node of the
 snapshot (in any state) - with the localities of the nodes and the caller when a locality is
-configured - and returns the addresses the channel must connect to; :meth:`Balancer.build`
-then puts a node only in the groups whose subset holds it. The view of the calling channels
+configured - and returns the addresses the channel must connect to; :meth:`Balancer.replan`
+does it again after a change of connectivity, reaching past the members this channel cannot
+reach (``_subsetting.take``, ``Unreachable``); :meth:`Balancer.build` then puts a node only
+in the groups whose subset holds it. The view of the calling channels
 (``clients.ClientView``) reaches the balancer through :meth:`Balancer.update_clients`, as
 snapshots reach it through ``build``.
 """
@@ -45,7 +47,7 @@ from ..rules import (
     version_selector,
 )
 from ._fleet import GroupRules, group_picker
-from ._subsetting import Ring, Zones, take
+from ._subsetting import Ring, Unreachable, Zones, take
 from .base import ConnState, Endpoint, NoMatchError, NotReadyError, Pick, Picker, Policy
 
 __all__ = ["Balancer", "Subsets"]
@@ -349,6 +351,8 @@ class Balancer(Generic[T]):
         self._subsets: Subsets | None = None
         #: Per group, the rings its subset is taken from (the last plan's); None: no subsetting.
         self._rings: dict[Selector, Sequence[Ring]] | None = None
+        #: The connected addresses a subset reaches past (docs/scale.md).
+        self.unreachable = Unreachable()
         self._caller_zone = ""
         #: Per group, its own rules when they differ from ``_rules`` (see ``_size_groups``).
         self._group_rules: dict[Selector, GroupRules] = {}
@@ -399,11 +403,22 @@ class Balancer(Generic[T]):
         self._layer = config
         self._apply()
 
-    def plan(self, nodes: Iterable[Node]) -> frozenset[str] | None:
+    @property
+    def subsetting(self) -> bool:
+        """True when the last :meth:`plan` kept a subset of each group."""
+        return self._rings is not None
+
+    def plan(
+        self,
+        nodes: Iterable[Node],
+        states: Mapping[str, ConnState] | None = None,
+        now: float = 0.0,
+    ) -> frozenset[str] | None:
         """The addresses the channel should keep connections to, given every node of the
-        snapshot: None when the policy takes every node (no subsetting), else the union of
-        the subsets the policy takes in each group. Call it with the snapshot's nodes after
-        each new snapshot, view or config, before :meth:`build`."""
+        snapshot (and the connectivity of the addresses it is connected to, at ``now``): None
+        when the policy takes every node (no subsetting), else the union of the subsets the
+        policy takes in each group. Call it with the snapshot's nodes after each new snapshot,
+        view or config, before :meth:`build`."""
         rings = _rings_of(self._policy)
         if rings is None:
             if self._subsets is not None:
@@ -429,10 +444,7 @@ class Balancer(Generic[T]):
             wanted: rings(sorted(addresses), clients, zones) for wanted, addresses in groups.items()
         }
         self._size_groups(groups, zone_of)
-        subsets = {wanted: frozenset(take(rings, ())) for wanted, rings in self._rings.items()}
-        if subsets != self._subsets:
-            self._subsets, self._members = subsets, None  # regroup every endpoint
-        return frozenset().union(*subsets.values())
+        return self.replan(states, now)
 
     def _size_groups(self, groups: Mapping[Selector, set[str]], zone_of: Mapping[str, str]) -> None:
         """With zone_aware over subsets, give each group's picker the group's registered nodes
@@ -450,6 +462,29 @@ class Balancer(Generic[T]):
 
     def _rules_of(self, wanted: Selector) -> GroupRules:
         return self._group_rules.get(wanted, self._rules)
+
+    def replan(
+        self, states: Mapping[str, ConnState] | None = None, now: float = 0.0
+    ) -> frozenset[str] | None:
+        """The addresses to keep connections to after a change of connectivity (the states
+        of the connected addresses, at ``now``): the last plan's subsets, each reaching past
+        its members in TRANSIENT_FAILURE (docs/scale.md); None without subsetting. When a
+        member that was down is READY again, call it again at :attr:`recheck_at`."""
+        if self._rings is None:
+            return None
+        if states is not None:
+            self.unreachable.update(states, now)
+        down = self.unreachable.down
+        subsets = {wanted: frozenset(take(rings, down)) for wanted, rings in self._rings.items()}
+        if subsets != self._subsets:
+            self._subsets, self._members = subsets, None  # regroup every endpoint
+        return frozenset().union(*subsets.values())
+
+    @property
+    def recheck_at(self) -> float | None:
+        """When :meth:`replan` may let a subset shrink back though nothing else changes (a
+        member that was down has been READY long enough by then), else None."""
+        return self.unreachable.recheck_at if self._rings is not None else None
 
     def _apply(self) -> None:
         from . import get_policy

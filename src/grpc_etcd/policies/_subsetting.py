@@ -3,12 +3,20 @@ subset reaches past the nodes this channel cannot reach (pure).
 
 Like gRPC's ``random_subsetting`` (gRFC A68), a subsetting policy only filters: the balancer
 asks :meth:`SubsettingPolicy.rings` which nodes of each group to keep (from every registered
-node of the group, whatever its state, so connectivity never moves a subset), the channel
-connects to those alone, and the child policy picks among the usable ones, as usual.
+node of the group, whatever its state, so connectivity never moves a subset: at most it
+reaches past some members, below), the channel connects to those alone, and the child policy
+picks among the usable ones, as usual.
 
 A policy gives each group's subset as :class:`Ring` s: nodes in the order the subset takes
-them and how many it takes. :func:`take` takes them, reaching past the ones that are down to
-the next node of their ring, at most ``keep`` more per ring.
+them and how many it takes. When some of those are in TRANSIENT_FAILURE for this channel
+(a one-sided partition: etcd still holds their keys, so no subset moves), :func:`take`
+reaches past each of them to the next node of its ring, as Finagle's aperture grows past
+unavailable nodes - at most ``keep`` more per ring, so a group never holds more than twice
+its subset: a channel cut off from everything connects to one fresh subset, not the fleet.
+:class:`Unreachable` says which nodes count as down, with hysteresis: a node is down from
+its first TRANSIENT_FAILURE until it has been READY for :data:`RECOVERY_HOLD` seconds, so
+the reconnect attempts of a dead node (TRANSIENT_FAILURE, IDLE, CONNECTING, ...) and a node
+that flaps keep one replacement rather than opening and closing it at every change.
 """
 
 from __future__ import annotations
@@ -19,11 +27,15 @@ from typing import Any, NamedTuple, TypeVar
 
 from ..clients import ClientView
 from ..config import PolicySettings, SubsettingSettings
-from .base import Endpoint, Picker, Policy
+from .base import ConnState, Endpoint, Picker, Policy
 
-__all__ = ["Ring", "SubsettingPolicy", "Zones", "take"]
+__all__ = ["RECOVERY_HOLD", "Ring", "SubsettingPolicy", "Unreachable", "Zones", "take"]
 
 T = TypeVar("T")
+
+#: How long a node that was down must be READY before a subset lets go of its replacement
+#: (seconds): Envoy's and gRFC A50's base ejection time, the usual "is it back" period.
+RECOVERY_HOLD = 30.0
 
 
 class Ring(NamedTuple):
@@ -59,6 +71,42 @@ def take(rings: Iterable[Ring], down: Container[str]) -> list[str]:
             if address not in down:
                 good += 1
     return out
+
+
+class Unreachable:
+    """Which connected addresses a subset should reach past (see the module): fed the
+    connectivity of every sub-channel at each change, with the time."""
+
+    def __init__(self, hold: float = RECOVERY_HOLD) -> None:
+        self.hold = hold
+        #: Down addresses -> since when seen READY (None: not READY since it went down).
+        self.down: dict[str, float | None] = {}
+
+    def update(self, states: Mapping[str, ConnState], now: float) -> None:
+        """Take the states of the connected addresses now (an address not among them is
+        forgotten: nothing is known of a node this channel is not connected to)."""
+        down = self.down
+        for address in [a for a in down if a not in states]:
+            del down[address]
+        for address, state in states.items():
+            if state is ConnState.TRANSIENT_FAILURE:
+                down[address] = None
+            elif address in down:
+                if state is not ConnState.READY:
+                    down[address] = None  # trying again: not back yet
+                else:
+                    since = down[address]
+                    if since is None:
+                        down[address] = since = now
+                    if now - since >= self.hold:
+                        del down[address]
+
+    @property
+    def recheck_at(self) -> float | None:
+        """When a node that is READY again may stop counting as down (the earliest), else
+        None: the channel looks again then, though nothing else changed."""
+        times = [since + self.hold for since in self.down.values() if since is not None]
+        return min(times, default=None)
 
 
 class SubsettingPolicy:
