@@ -721,6 +721,44 @@ class _Requests:
             self._cond.notify_all()
 
 
+def _method(run: Callable[..., Any], name: str | None, *, streaming: bool) -> Callable[..., Any]:
+    """A multicallable's ``__call__``, ``with_call`` or ``future`` (``name``), with grpc's
+    signature: it hands ``run`` its name and arguments."""
+    if streaming:
+
+        def method(
+            self: _MultiCallable,
+            request_iterator: Iterator[Any],
+            timeout: float | None = None,
+            metadata: Metadata | None = None,
+            credentials: grpc.CallCredentials | None = None,
+            wait_for_ready: bool | None = None,
+            compression: grpc.Compression | None = None,
+        ) -> Any:
+            return run(
+                self, name, request_iterator, timeout, metadata, credentials, wait_for_ready,
+                compression,
+            )  # fmt: skip
+
+    else:
+
+        def method(  # type: ignore[misc]  # the same, but for its first argument's name
+            self: _MultiCallable,
+            request: Any,
+            timeout: float | None = None,
+            metadata: Metadata | None = None,
+            credentials: grpc.CallCredentials | None = None,
+            wait_for_ready: bool | None = None,
+            compression: grpc.Compression | None = None,
+        ) -> Any:
+            return run(
+                self, name, request, timeout, metadata, credentials, wait_for_ready, compression
+            )
+
+    method.__name__ = method.__qualname__ = name or "__call__"
+    return method
+
+
 class _MultiCallable(MultiCallableBase[grpc.Channel]):
     """The sync twin's calls: each one's flow, driven on the caller's thread or by a _Drive."""
 
@@ -753,12 +791,9 @@ class _MultiCallable(MultiCallableBase[grpc.Channel]):
             callable_ = getattr(callable_, name)
         return callable_(request, timeout, metadata, credentials, False, compression)
 
-    def _begin(
-        self, flow: _Flow, pick: Pick[_Sub] | PickError | None = None
-    ) -> tuple[list[Action], threading.Event]:
+    def _begin(self, flow: _Flow, pick: Pick[_Sub] | PickError | None = None) -> list[Action]:
         """Start ``flow`` on the caller's thread: until its first attempt starts or it ends,
-        waiting here while no node is ready (as before grpc's own call returns). Returns its
-        actions and the event of the picker it last picked from."""
+        waiting here while no node is ready (as before grpc's own call returns)."""
         channel = self._channel
         changed = channel._changed  # read before the pick: no new picker goes unnoticed
         actions = flow.start(time.monotonic(), pick)
@@ -768,75 +803,11 @@ class _MultiCallable(MultiCallableBase[grpc.Channel]):
                 if type(action) is Wait:
                     wait = action
                 else:
-                    return actions, changed
+                    return actions
             assert wait is not None and wait.picker
             channel._kick.set()  # a call is waiting: have the monitor look closely
             timeout = None if wait.until is None else max(0.0, wait.until - time.monotonic())
             fired = changed.wait(timeout)
-            changed = channel._changed
-            now = time.monotonic()
-            actions = flow.on_picker(now) if fired else flow.on_time(now)
-
-    def _sequential(
-        self,
-        flow: _Flow,
-        actions: list[Action],
-        name: str | None,
-        request: Any,
-        metadata: Any,
-        credentials: grpc.CallCredentials | None,
-        compression: grpc.Compression | None,
-        changed: threading.Event,
-        outcome: tuple[Any, BaseException | None] = (None, None),
-    ) -> Any:
-        """Drive a blocking unary call's flow on the caller's thread, one attempt at a time.
-        ``changed`` is the event of the picker the flow last picked from."""
-        channel = self._channel
-        wait = Wait(None, False)
-        while True:
-            attempt: _Attempt | None = None
-            for action in actions:
-                kind = type(action)
-                if kind is Start:
-                    attempt = cast(Start, action).attempt
-                elif kind is Wait:
-                    wait = cast(Wait, action)
-                elif kind is Finish:
-                    finished = cast(Finish, action)
-                    if finished.attempt is None:
-                        assert finished.refusal is not None
-                        raise _failed(finished.refusal)
-                    result, error = outcome
-                    if error is not None:
-                        raise error
-                    return result
-            if attempt is not None:
-                error = None
-                try:
-                    result = self._on(
-                        attempt.subchannel, name, request, attempt.timeout, metadata,
-                        credentials, compression,
-                    )  # fmt: skip
-                except grpc.RpcError as exc:
-                    error = exc
-                except BaseException as exc:  # it could not start: the call ends with it
-                    now = time.monotonic()
-                    flow.cancel(now)
-                    flow.on_status(attempt, Status(_code(exc)), now)
-                    raise
-                outcome = (None, error) if error is not None else (result, None)
-                status = OK if error is None else status_of(error)
-                changed = channel._changed
-                actions = flow.on_status(attempt, status, time.monotonic())
-                continue
-            # Only a Wait: a retry's backoff, or a node for it.
-            left = None if wait.until is None else max(0.0, wait.until - time.monotonic())
-            if wait.picker:
-                channel._kick.set()
-                fired = changed.wait(left)
-            else:
-                fired = False
-                time.sleep(left or 0.0)  # the backoff, bounded by the deadline
             changed = channel._changed
             now = time.monotonic()
             actions = flow.on_picker(now) if fired else flow.on_time(now)
@@ -870,10 +841,11 @@ class _MultiCallable(MultiCallableBase[grpc.Channel]):
         drive = _Drive(self._channel, flow, start, requests)
         if requests is not None:
             requests.kept = lambda size: drive.post(lambda: flow.kept(size, time.monotonic()))
-        return drive, self._begin(flow)[0]
+        return drive, self._begin(flow)
 
     def _future(
         self,
+        name: str | None,
         request: Any,
         timeout: float | None,
         metadata: Metadata | None,
@@ -881,22 +853,28 @@ class _MultiCallable(MultiCallableBase[grpc.Channel]):
         wait_for_ready: bool | None,
         compression: grpc.Compression | None,
     ) -> Any:
-        """A call whose one response comes as a future (``future()``, and the blocking
-        request-stream calls, which wait for it)."""
+        """A call whose one response comes as a future: ``future()``, or (the request-stream
+        calls) ``__call__`` and ``with_call``, which wait for it."""
         drive, actions = self._drive(
             request, "future", timeout, metadata, credentials, wait_for_ready, compression
         )
         refused = _refused(actions)
         if refused is not None:
-            return refused
+            if name == "future":
+                return refused
+            raise refused
         future = _FlowFuture(drive)
         drive.run(actions)
         if drive.error is not None:
             raise drive.error
-        return future
+        if name == "future":
+            return future
+        result = future.result()
+        return result if name is None else (result, future._outcome(None))
 
     def _stream(
         self,
+        name: str | None,
         request: Any,
         timeout: float | None,
         metadata: Metadata | None,
@@ -947,44 +925,6 @@ class _UnaryUnary(_MultiCallable, _UnaryUnaryBase):
         # Where each sub-channel keeps this method's cancellable blocking multicallable.
         self._capture_key = (self._key, _Capture)
 
-    def __call__(
-        self,
-        request: Any,
-        timeout: float | None = None,
-        metadata: Metadata | None = None,
-        credentials: grpc.CallCredentials | None = None,
-        wait_for_ready: bool | None = None,
-        compression: grpc.Compression | None = None,
-    ) -> Any:
-        return self._unary(
-            None, request, timeout, metadata, credentials, wait_for_ready, compression
-        )
-
-    def with_call(
-        self,
-        request: Any,
-        timeout: float | None = None,
-        metadata: Metadata | None = None,
-        credentials: grpc.CallCredentials | None = None,
-        wait_for_ready: bool | None = None,
-        compression: grpc.Compression | None = None,
-    ) -> tuple[Any, grpc.Call]:
-        outcome: tuple[Any, grpc.Call] = self._unary(
-            "with_call", request, timeout, metadata, credentials, wait_for_ready, compression
-        )
-        return outcome
-
-    def future(
-        self,
-        request: Any,
-        timeout: float | None = None,
-        metadata: Metadata | None = None,
-        credentials: grpc.CallCredentials | None = None,
-        wait_for_ready: bool | None = None,
-        compression: grpc.Compression | None = None,
-    ) -> Any:
-        return self._future(request, timeout, metadata, credentials, wait_for_ready, compression)
-
     def _unary(
         self,
         name: str | None,
@@ -1033,30 +973,26 @@ class _UnaryUnary(_MultiCallable, _UnaryUnaryBase):
                     sub.inflight.pop()
                     if done is not None:
                         done(DoneInfo("OK", time.monotonic() - started))
-                    throttle = plan.throttle
-                    if throttle is not None:
-                        throttle.on_success()  # the flow's rule: every call that succeeds
+                    plan.succeeded()  # the flow's rule: every call that succeeds
                     return result
-                # The attempt failed: the flow takes it over (a transparent retry, perhaps).
+                # The attempt failed: a flow takes it over (a transparent retry, perhaps).
                 flow: _Flow = CallFlow(
                     channel._current_picker, info, plan, now=started, timeout=timeout
                 )
                 attempt = flow.adopt(pick, started)
-                changed = channel._changed
+                attempt.call = error  # (grpc's failed call: its outcome, should it end the call)
                 actions = flow.on_status(attempt, status_of(error), time.monotonic())
-                return self._sequential(
-                    flow, actions, name, request, metadata, credentials, compression, changed,
-                    (None, error),
-                )  # fmt: skip
+                return self._by_futures(
+                    flow, None, name, request, metadata, credentials, compression, actions
+                )
         flow = CallFlow(channel._current_picker, info, plan, now=started, timeout=timeout)
-        if plan.hedging is None:
-            actions, changed = self._begin(flow, pick)
-            return self._sequential(
-                flow, actions, name, request, metadata, credentials, compression, changed
-            )
-        return self._hedged(flow, pick, name, request, metadata, credentials, compression)
+        return self._by_futures(flow, pick, name, request, metadata, credentials, compression)
 
-    def _hedged(
+    __call__ = _method(_unary, None, streaming=False)
+    with_call = _method(_unary, "with_call", streaming=False)
+    future = _method(_MultiCallable._future, "future", streaming=False)
+
+    def _by_futures(
         self,
         flow: _Flow,
         pick: Pick[_Sub] | PickError | None,
@@ -1067,14 +1003,15 @@ class _UnaryUnary(_MultiCallable, _UnaryUnaryBase):
         compression: grpc.Compression | None,
         actions: list[Action] | None = None,
     ) -> Any:
-        """A blocking unary call with a hedging policy: its attempts run as grpc futures
+        """A blocking unary call past its hot path (waiting for a node, retried, hedged): the
+        flow's attempts run as grpc futures and the caller waits for the call's outcome
         (``actions``: the flow began already, they are its answer so far)."""
         drive = _Drive(
             self._channel, flow, self._future_start(request, metadata, credentials, compression)
         )
         future = _FlowFuture(drive)
         if actions is None:
-            actions = self._begin(flow, pick)[0]
+            actions = self._begin(flow, pick)
             refused = _refused(actions)
             if refused is not None:
                 raise refused
@@ -1248,10 +1185,9 @@ class _InlineHedge:
                 channel._current_picker, self._info, plan, now=self._started, timeout=self._timeout
             )
             attempt = flow.adopt(self._pick, self._started)
+            attempt.call = error  # (grpc's failed call: its outcome, should it end the call)
             actions = flow.on_status(attempt, status_of(error), time.monotonic())
-            if flow.finished:
-                raise error
-            return mc._hedged(
+            return mc._by_futures(
                 flow, None, _name(callable_), request, metadata, credentials, compression, actions
             )
         drive, first = self._drive, self._attempt
@@ -1583,79 +1519,19 @@ class _FlowStream:
 
 
 class _UnaryStream(_MultiCallable, _UnaryStreamBase):
-    def __call__(
-        self,
-        request: Any,
-        timeout: float | None = None,
-        metadata: Metadata | None = None,
-        credentials: grpc.CallCredentials | None = None,
-        wait_for_ready: bool | None = None,
-        compression: grpc.Compression | None = None,
-    ) -> Any:
-        return self._stream(request, timeout, metadata, credentials, wait_for_ready, compression)
+    __call__ = _method(_MultiCallable._stream, None, streaming=False)
 
 
 class _StreamUnary(_MultiCallable, _StreamUnaryBase):
     _raw_requests = True
-
-    def __call__(
-        self,
-        request_iterator: Iterator[Any],
-        timeout: float | None = None,
-        metadata: Metadata | None = None,
-        credentials: grpc.CallCredentials | None = None,
-        wait_for_ready: bool | None = None,
-        compression: grpc.Compression | None = None,
-    ) -> Any:
-        return self._future(
-            request_iterator, timeout, metadata, credentials, wait_for_ready, compression
-        ).result()
-
-    def with_call(
-        self,
-        request_iterator: Iterator[Any],
-        timeout: float | None = None,
-        metadata: Metadata | None = None,
-        credentials: grpc.CallCredentials | None = None,
-        wait_for_ready: bool | None = None,
-        compression: grpc.Compression | None = None,
-    ) -> tuple[Any, grpc.Call]:
-        future = self._future(
-            request_iterator, timeout, metadata, credentials, wait_for_ready, compression
-        )
-        if isinstance(future, FailedCall):
-            raise future
-        return future.result(), future._outcome(None)
-
-    def future(
-        self,
-        request_iterator: Iterator[Any],
-        timeout: float | None = None,
-        metadata: Metadata | None = None,
-        credentials: grpc.CallCredentials | None = None,
-        wait_for_ready: bool | None = None,
-        compression: grpc.Compression | None = None,
-    ) -> Any:
-        return self._future(
-            request_iterator, timeout, metadata, credentials, wait_for_ready, compression
-        )
+    __call__ = _method(_MultiCallable._future, None, streaming=True)
+    with_call = _method(_MultiCallable._future, "with_call", streaming=True)
+    future = _method(_MultiCallable._future, "future", streaming=True)
 
 
 class _StreamStream(_MultiCallable, _StreamStreamBase):
     _raw_requests = True
-
-    def __call__(
-        self,
-        request_iterator: Iterator[Any],
-        timeout: float | None = None,
-        metadata: Metadata | None = None,
-        credentials: grpc.CallCredentials | None = None,
-        wait_for_ready: bool | None = None,
-        compression: grpc.Compression | None = None,
-    ) -> Any:
-        return self._stream(
-            request_iterator, timeout, metadata, credentials, wait_for_ready, compression
-        )
+    __call__ = _method(_MultiCallable._stream, None, streaming=True)
 
 
 BalancedChannel._MULTICALLABLES = {
