@@ -17,7 +17,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import grpc
 
@@ -31,6 +31,8 @@ from ._call import THROWN_AWAY
 from ._flow import OK, CallFlow, CallPlan, ReplayBudget, Status
 
 __all__ = ["ChannelResilience", "status_name", "status_of"]
+
+_tuple_new: Any = tuple.__new__
 
 #: Plans kept per channel, one per method called; past it they are made per call (a channel
 #: calls a handful of methods; a bound keeps a caller inventing names from growing it).
@@ -321,20 +323,31 @@ class _ObservedPicker:
     """A picker whose picks' done callbacks also feed the channel's outlier detector and
     metrics (grpc-go's outlier detection wraps its child picker the same way)."""
 
-    __slots__ = ("_ejected", "_inner", "_observe")
+    __slots__ = ("_inner", "_resilience")
 
     def __init__(self, inner: Picker[Any], resilience: ChannelResilience) -> None:
         self._inner = inner
-        self._observe = resilience.observe
-        self._ejected = resilience.is_ejected
+        self._resilience = resilience
 
     def pick(self, call: CallInfo) -> Pick[Any]:
-        sub, done = self._inner.pick(call)
+        picked = self._inner.pick(call)
+        sub, done = picked
         address = sub.address
-        if self._ejected(address):
+        resilience = self._resilience
+        if address in resilience._ejected:
             # Ejected since this picker was built; the channel's monitor is publishing one
             # without it: give the pick back and have the call wait for that one.
             if done is not None:
                 done(THROWN_AWAY)
             raise NotReadyError()
-        return Pick(sub, self._observe(address, done, call.method))
+        metrics = resilience._metrics
+        if (
+            resilience._detector is None
+            and not metrics.enabled
+            and not (metrics.pending and metrics.poll())
+        ):
+            # Nothing observes (observe()'s first test, inlined): the pick itself, no new Pick
+            # and no wrapped callback a call.
+            return picked
+        observed = resilience.observe(address, done, call.method)
+        return cast("Pick[Any]", _tuple_new(Pick, (sub, observed)))
