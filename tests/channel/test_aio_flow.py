@@ -201,3 +201,14 @@ async def test_an_ejection_publishes_its_picker_on_the_loops_next_turn(lab: Lab)
         assert channel._resilience.is_ejected(lab.servers["a"].address)
         await asyncio.sleep(0)  # the loop's next turn
         assert published == [False]  # published, and not inside the call's done callback
+
+
+async def test_a_call_that_stopped_waiting_for_a_node_is_not_kept_by_the_channel() -> None:
+    async with grpc_etcd.aio.BalancedChannel(SERVICE) as channel:  # no node yet: calls wait
+        calls = [method(channel, "unary_unary")(Request(input="x"), timeout=0.05) for _ in range(3)]
+        assert len(channel._waiting) == 3
+        for call in calls:
+            with pytest.raises(grpc.aio.AioRpcError) as failed:
+                await call
+            assert failed.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert not channel._waiting  # none is held until a picker comes, maybe never

@@ -191,8 +191,9 @@ class BalancedChannel(ChannelBase[grpc.aio.Channel], AsyncClosing, grpc.aio.Chan
         # Everything runs on the event loop's one thread: the base's lock is a no-op.
         self._lock = contextlib.nullcontext()
         self._changed = asyncio.Event()  # set (and replaced) when a picker is published
-        # The calls waiting for the next picker (each is told once, on the loop's next turn).
-        self._waiting: list[Callable[[], None]] = []
+        # The calls waiting for the next picker (each is told once, on the loop's next turn);
+        # a call leaves as soon as it no longer waits.
+        self._waiting: dict[_Call, None] = {}
         #: What a call's flow reads the channel's current picker with.
         self._pickers: Callable[[], Picker[_Sub]] = lambda: self._picker
         # hedgingDelay -> the calls whose hedge may be due after it (see _Alarm).
@@ -315,10 +316,10 @@ class BalancedChannel(ChannelBase[grpc.aio.Channel], AsyncClosing, grpc.aio.Chan
         waiting = self._waiting
         if waiting:
             # On the loop's next turn: a publish happens in the middle of update() or close().
-            self._waiting = []
+            self._waiting = {}
             loop = asyncio.get_running_loop()
-            for wake in waiting:
-                loop.call_soon(wake)
+            for call in waiting:
+                loop.call_soon(call._on_picker)
 
     def _republish_soon(self) -> None:
         self._publish_soon()  # done callbacks and the ticker run on the loop
@@ -482,7 +483,6 @@ class _Call:
     _timer: asyncio.TimerHandle | None = None
     _until: float | None = None
     _wants_picker = False
-    _subscribed = False
     #: Where the hot path's attempt of a hedged call waits for hedgingDelay, and its number.
     _alarm: _Alarm | None = None
     _alarm_number = 0
@@ -712,12 +712,9 @@ class _Call:
             self._timer = self._loop.call_at(until, self._on_timer)
         self._wants_picker = picker
         if picker:
-            self._subscribe()
-
-    def _subscribe(self) -> None:
-        if not self._subscribed:
-            self._subscribed = True
-            self._owner._channel._waiting.append(self._on_picker)
+            self._owner._channel._waiting[self] = None
+        else:
+            self._owner._channel._waiting.pop(self, None)
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -736,13 +733,12 @@ class _Call:
             self._on_timer()
 
     def _on_picker(self) -> None:
-        self._subscribed = False
         flow = self._flow
         if flow is None or not self._wants_picker or self._state == _FINISHED:
             return
         self._run(flow.on_picker(self._loop.time()))
         if self._wants_picker:  # the Wait stands: the picker after this one too
-            self._subscribe()
+            self._owner._channel._waiting[self] = None
 
     def _notify(self) -> None:
         """Wake whatever waits for the call to change (commit, end, a request sent)."""
