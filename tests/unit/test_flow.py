@@ -22,7 +22,6 @@ from grpc_etcd._channel._flow import (
     Cancel,
     Commit,
     Finish,
-    ReplayBudget,
     Start,
     Status,
     Wait,
@@ -368,48 +367,6 @@ def test_a_failure_after_the_commit_still_takes_a_throttle_token() -> None:
     call.on_response(first, 0.1)
     assert call.on_status(first, Status("INTERNAL"), 0.2)[-1] == Finish(first)
     assert bucket.tokens == 9  # not a retryable code: no token
-
-
-def test_a_committed_request_stream_is_not_retried() -> None:
-    picker = Picker([Sub("a"), Sub("b")])
-    call = flow(picker, retry=retry_policy(3))
-    [first] = started(call.start(0.0))
-    assert call.commit(first, 0.1) == [Commit(first)]
-    assert call.on_status(first, Status("UNAVAILABLE"), 0.2)[-1] == Finish(first)
-
-
-def test_request_messages_kept_past_the_calls_limit_commit_the_oldest_attempt_in_flight() -> None:
-    picker = Picker([Sub("a"), Sub("b"), Sub("c")])
-    budget = ReplayBudget()
-    call = flow(picker, hedging=hedging_policy(3, "0s"), budget=budget)
-    first, second, third = started(call.start(0.0))
-    assert call.kept(200 * 1024, 0.1) == []
-    assert budget.used == 200 * 1024
-    call.on_status(first, Status("UNAVAILABLE"), 0.15)  # not fatal: the others go on
-    assert call.kept(100 * 1024, 0.2) == [Commit(second), Cancel(third)]
-    assert call.committed is second and budget.used == 0  # the call keeps nothing now
-    assert call.kept(100 * 1024, 0.3) == [] and budget.used == 0
-    assert call.on_status(second, Status("UNAVAILABLE"), 0.4)[-1] == Finish(second)
-
-
-def test_past_the_channels_budget_a_call_with_none_in_flight_commits_its_next_attempt() -> None:
-    picker = Picker([Sub("a"), Sub("b")])
-    budget = ReplayBudget(limit=1000)
-    other = flow(picker, retry=retry_policy(3), budget=budget)
-    started(other.start(0.0))
-    other.kept(900, 0.0)  # another call of the channel keeps 900 bytes
-    call = flow(picker, retry=retry_policy(3), budget=budget)
-    [first] = started(call.start(0.0))
-    assert call.kept(50, 0.0) == []
-    actions = call.on_status(first, Status("UNAVAILABLE"), 0.1)
-    assert not started(actions)  # the backoff
-    assert call.kept(100, 0.2) == []  # past the budget with no attempt in flight
-    [second] = started(actions := call.on_time(1.0))
-    assert Commit(second) in actions and call.committed is second
-    assert budget.used == 900  # the other call's
-    assert call.on_status(second, Status("UNAVAILABLE"), 1.1)[-1] == Finish(second)
-    other.cancel(1.2)
-    assert budget.used == 0
 
 
 # ------------------------------------------------------------------ hedging

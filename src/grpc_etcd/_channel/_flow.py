@@ -15,7 +15,8 @@ How a twin drives it
     while not flow.finished:               # (a callback-driven twin loops in its callbacks)
         for action in actions:
             Start(attempt)  -> start the grpc call on attempt.subchannel with attempt.timeout
-                               (keep it in attempt.call); report what it does:
+                               (keep it in attempt.call; the flow has told the pick's observed
+                               done callback that its attempt starts); report what it does:
                                flow.on_response(attempt, now) when its response headers or
                                first message arrive; flow.on_status(attempt, status, now) when
                                it ends, whatever happened (cancelled ones too)
@@ -380,13 +381,6 @@ class CallFlow(Generic[S]):
     def on_response(self, attempt: Attempt[S], now: float) -> list[Action]:
         """``attempt`` received its response headers or first message: it wins the call."""
         if self.finished or self.committed is not None or attempt.ended:
-            return []
-        return self._commit(attempt)
-
-    def commit(self, attempt: Attempt[S], now: float) -> list[Action]:
-        """Commit the call to ``attempt`` without a response (its request messages no longer
-        fit the replay buffer): no attempt after it, the others are cancelled."""
-        if self.finished or self.committed is not None:
             return []
         return self._commit(attempt)
 
