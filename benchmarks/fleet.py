@@ -22,10 +22,22 @@ of each existing client's subset change (new members) when one node joins, one n
 one client joins, one client leaves - the mean over clients (averaged over ``--events``
 random events) and the worst client seen.
 
+**Zones.** Three zones, one subnet each (so address order groups the nodes by zone), callers
+and nodes spread over them evenly or not: ``deterministic_subsetting`` without a locality
+(consecutive slices of the address ring), with one (``locality`` set: a window of each zone's
+ring, ranked among the callers of one's own zone), and A68. Printed per scheme: connections
+per node; callers whose subset holds no node of their own zone (``prefer_local`` cannot keep
+their calls local) and the fewest local nodes in a subset; with ``prefer_local``, each zone's
+calls spread over its nodes (each caller's calls evenly over the local nodes of its subset):
+the worst zone's max / mean and min / mean; with ``zone_aware``, how far the local share a
+caller computes from its subset is from the one the whole group gives (percentage points,
+mean and worst); and churn as above, events drawn by the zones' shares.
+
 **Live run.** 60 ``grpc_etcd.aio`` channels x 40 registered nodes x subsets of 8, in one
 process against a throwaway etcd (``grpc_etcd.testing.EtcdServer``) and one grpc server
 listening on 40 loopback ports: the same figures read from each channel's
-``subchannel_states()`` after each event has reached every channel.
+``subchannel_states()`` after each event has reached every channel; then the same with the
+nodes and channels in three zones and a locality configured.
 """
 
 from __future__ import annotations
@@ -46,6 +58,8 @@ from typing import Any
 
 from grpc_etcd.clients import Client, ClientView
 from grpc_etcd.policies import DeterministicSubsettingPolicy, RandomSubsettingPolicy
+from grpc_etcd.policies._fleet import zone_aware_shares
+from grpc_etcd.policies._subsetting import Zones, take
 
 ROWS = ((300, 300, 25), (1000, 100, 25), (100, 100, 25))
 GO_ZERO_SIZE = 32  # go-zero's subsetSize constant
@@ -269,10 +283,210 @@ def print_simulation(rows: list[Row]) -> None:
     print("Churn cells: mean subset members changed per client (the worst client seen).")
 
 
+# ------------------------------------------------------------------ zones
+
+ZONES = ("a", "b", "c")
+#: clients x nodes x subset, the callers' shares of the zones, the nodes'.
+ZONE_ROWS = (
+    (300, 300, 25, (1 / 3, 1 / 3, 1 / 3), (1 / 3, 1 / 3, 1 / 3)),
+    (300, 300, 25, (0.6, 0.3, 0.1), (0.2, 0.3, 0.5)),
+    (1000, 100, 25, (0.5, 0.25, 0.25), (0.1, 0.45, 0.45)),
+)
+ZONE_SCHEMES = (
+    "deterministic_subsetting, no locality",
+    "deterministic_subsetting + locality (ours)",
+    "A68 random_subsetting",
+)
+
+
+@dataclass
+class ZoneRow:
+    clients: int
+    nodes: int
+    size: int
+    shares: str
+    scheme: str
+    max_mean: float = 0.0
+    min_mean: float = 0.0
+    no_local: float = 0.0
+    fewest_local: int = 0
+    local_max: float = 0.0
+    local_min: float = 0.0
+    aware_mean: float = 0.0
+    aware_worst: float = 0.0
+    aware_fleet: float = 0.0
+    sizes: tuple[int, int] = (0, 0)
+    churn: dict[str, float] = field(default_factory=dict)
+    worst: dict[str, int] = field(default_factory=dict)
+
+
+class _ZoneFleet:
+    """Callers (id -> zone) and nodes (address -> zone), and each scheme's subsets of them."""
+
+    def __init__(self, scheme: str, size: int, rnd: random.Random) -> None:
+        self.scheme = scheme
+        self.size = size
+        self.rnd = rnd
+        self.policy = DeterministicSubsettingPolicy({"subsetSize": size})
+        self.salts: dict[str, RandomSubsettingPolicy] = {}
+
+    def assign(self, callers: dict[str, str], nodes: dict[str, str]) -> Subsets:
+        ring = sorted(nodes)
+        everyone = tuple(Client(c, {"zone": z}) for c, z in callers.items())
+        out: Subsets = {}
+        for client in everyone:
+            zone = client.labels["zone"]
+            if self.scheme.startswith("A68"):
+                policy = self.salts.get(client.id)
+                if policy is None:
+                    policy = self.salts[client.id] = RandomSubsettingPolicy(
+                        {"subsetSize": self.size}
+                    )
+                    policy.salt = self.rnd.randbytes(32)
+                out[client.id] = set(policy.subset(ring, None))
+                continue
+            view = ClientView(client, everyone, 1)
+            if "no locality" in self.scheme:
+                out[client.id] = set(self.policy.subset(ring, view))
+            else:
+                rings = self.policy.rings(ring, view, Zones("zone", zone, nodes))
+                out[client.id] = set(take(rings, ()))
+        return out
+
+
+def _node_address(zone: int, rnd: random.Random) -> str:
+    return f"10.{zone}.{rnd.randrange(256)}.{rnd.randrange(1, 255)}:{rnd.randrange(1024, 65536)}"
+
+
+def zone_figures(
+    row: ZoneRow, subsets: Subsets, callers: dict[str, str], nodes: dict[str, str]
+) -> None:
+    """Balance, local nodes, prefer_local's spread and zone_aware's error, into ``row``."""
+    row.max_mean, row.min_mean = balance(subsets, list(nodes))
+    locals_ = {c: [a for a in subsets[c] if nodes[a] == z] for c, z in callers.items()}
+    row.no_local = 100 * sum(1 for held in locals_.values() if not held) / len(callers)
+    row.fewest_local = min(len(held) for held in locals_.values())
+    load: Counter[str] = Counter()
+    for held in locals_.values():
+        for address in held:
+            load[address] += 1 / len(held)
+    worst_max, worst_min = 1.0, 1.0
+    for zone in ZONES:
+        here = [load.get(a, 0.0) for a, z in nodes.items() if z == zone]
+        if here and sum(here):
+            mean = statistics.mean(here)
+            worst_max, worst_min = (
+                max(worst_max, max(here) / mean),
+                min(worst_min, min(here) / mean),
+            )
+    row.local_max, row.local_min = worst_max, worst_min
+    spread = Counter(callers.values())
+    fleet = Counter(nodes.values())
+    errors = []
+    by_zone: dict[str, list[float]] = {}
+    for client, zone in callers.items():
+        whole = zone_aware_shares(zone, spread, fleet)
+        # what the picker weighs (_fleet.group_picker): each zone the subset holds, at the
+        # group's size (every node usable here)
+        held = {nodes[a] for a in subsets[client]}
+        mine = zone_aware_shares(zone, spread, {z: fleet[z] for z in held})
+        error = 100 * ((mine[0] if mine else 1.0) - (whole[0] if whole else 1.0))
+        errors.append(abs(error))
+        by_zone.setdefault(zone, []).append(error)
+    row.aware_mean, row.aware_worst = statistics.mean(errors), max(errors)
+    row.aware_fleet = max(abs(statistics.mean(e)) for e in by_zone.values())
+    row.sizes = (min(len(s) for s in subsets.values()), max(len(s) for s in subsets.values()))
+
+
+def simulate_zones(
+    clients: int,
+    nodes: int,
+    size: int,
+    caller_shares: Sequence[float],
+    node_shares: Sequence[float],
+    scheme: str,
+    events: int,
+    seed: int,
+) -> ZoneRow:
+    rnd = random.Random(seed)
+    fleet = _ZoneFleet(scheme, size, random.Random(seed + 1))
+
+    def zone() -> int:
+        return rnd.choices(range(len(ZONES)), node_shares)[0]
+
+    def caller_zone() -> str:
+        return ZONES[rnd.choices(range(len(ZONES)), caller_shares)[0]]
+
+    node_map: dict[str, str] = {}
+    for z, share in enumerate(node_shares):
+        while sum(1 for v in node_map.values() if v == ZONES[z]) < round(nodes * share):
+            node_map[_node_address(z, rnd)] = ZONES[z]
+    callers = {
+        str(uuid.UUID(int=rnd.getrandbits(128))): ZONES[z]
+        for z, share in enumerate(caller_shares)
+        for _ in range(round(clients * share))
+    }
+    shares = "/".join(f"{round(100 * s)}" for s in caller_shares)
+    shares += " x " + "/".join(f"{round(100 * s)}" for s in node_shares)
+    row = ZoneRow(clients, nodes, size, shares, scheme)
+    base = fleet.assign(callers, node_map)
+    zone_figures(row, base, callers, node_map)
+    follows_clients = scheme.startswith("deterministic")
+    for event in EVENTS:
+        means: list[float] = []
+        worst = 0
+        for _ in range(events):
+            c_map, n_map = dict(callers), dict(node_map)
+            if event == "node joins":
+                z = zone()
+                n_map[_node_address(z, rnd)] = ZONES[z]
+            elif event == "node leaves":
+                del n_map[rnd.choice(sorted(n_map))]
+            elif event == "client joins":
+                c_map[str(uuid.UUID(int=rnd.getrandbits(128)))] = caller_zone()
+            else:
+                del c_map[rnd.choice(sorted(c_map))]
+            if event.startswith("client") and not follows_clients:
+                after = {c: base[c] for c in c_map if c in base}
+            else:
+                after = fleet.assign(c_map, n_map)
+            each = moved(base, after)
+            means.append(statistics.mean(each))
+            worst = max(worst, max(each))
+        row.churn[event] = statistics.mean(means)
+        row.worst[event] = worst
+    return row
+
+
+def print_zones(rows: list[ZoneRow]) -> None:
+    print(
+        "| clients x nodes x subset | callers x nodes per zone, % | scheme | max/mean | "
+        "min/mean | subset sizes | callers with no local node | fewest local | prefer_local "
+        "spread, worst zone | zone_aware error per caller, points: mean (worst) | zone_aware "
+        "error of a zone's callers together |"
+    )
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for row in rows:
+        print(
+            f"| {row.clients} x {row.nodes} x {row.size} | {row.shares} | {row.scheme} | "
+            f"{row.max_mean:.2f} | {row.min_mean:.2f} | {row.sizes[0]}-{row.sizes[1]} | "
+            f"{row.no_local:.0f} % | {row.fewest_local} | {row.local_max:.2f} / "
+            f"{row.local_min:.2f} | {row.aware_mean:.1f} ({row.aware_worst:.1f}) | "
+            f"{row.aware_fleet:.1f} |"
+        )
+    print()
+    print("| clients x nodes x subset | callers x nodes per zone, % | scheme |", end="")
+    print("".join(f" {e} |" for e in EVENTS))
+    print("|---|---|---|" + "---:|" * len(EVENTS))
+    for row in rows:
+        cells = "".join(f" {row.churn[e]:.2f} ({row.worst[e]}) |" for e in EVENTS)
+        print(f"| {row.clients} x {row.nodes} x {row.size} | {row.shares} | {row.scheme} |{cells}")
+
+
 # ------------------------------------------------------------------ live, against etcd
 
 
-async def live(channels: int, nodes: int, size: int, policy: str) -> Row:
+async def live(channels: int, nodes: int, size: int, policy: str, zones: bool = False) -> Row:
     import grpc
 
     import grpc_etcd.aio
@@ -281,20 +495,37 @@ async def live(channels: int, nodes: int, size: int, policy: str) -> Row:
     from grpc_etcd.testing import EtcdServer
 
     service = "bench.srv.fleet"
-    config = {"loadBalancingConfig": [{policy: {"subsetSize": size}}]}
+    config: dict[str, Any] = {"loadBalancingConfig": [{policy: {"subsetSize": size}}]}
+    if zones:
+        config["locality"] = {"key": "zone", "mode": "prefer_local", "minClusterSize": 1}
     server = grpc.aio.server()
     api_pb2_grpc.add_ApiServicer_to_server(Api("any", "127.0.0.1"), server)  # type: ignore[no-untyped-call]
     ports = [server.add_insecure_port("127.0.0.1:0") for _ in range(nodes + 1)]
     await server.start()
-    row = Row(channels, nodes, size, f"{policy} (live)")
+    row = Row(channels, nodes, size, f"{policy}{' + locality' if zones else ''} (live)")
+    # With zones: a third of the ports each, in address order (one subnet per zone).
+    ordered = sorted(f"127.0.0.1:{port}" for port in ports)
+    zone_of = {
+        a: ZONES[i * len(ZONES) // len(ordered)] if zones else "" for i, a in enumerate(ordered)
+    }
+    joined = 0
+
+    def channel(registry: Any) -> Any:
+        nonlocal joined
+        joined += 1
+        source = {"zone": ZONES[joined % len(ZONES)]} if zones else None
+        return registry.channel(service, config=config, source=source)
+
+    async def register(registry: Any, port: int) -> Any:
+        address = f"127.0.0.1:{port}"
+        metadata = {"zone": zone_of[address]} if zones else None
+        return await registry.register(service, address=address, metadata=metadata)
+
     try:
         with EtcdServer() as etcd:
             async with grpc_etcd.aio.Registry(etcd.endpoint) as registry:
-                regs = [
-                    await registry.register(service, address=f"127.0.0.1:{port}")
-                    for port in ports[:nodes]
-                ]
-                chans = [registry.channel(service, config=config) for _ in range(channels)]
+                regs = [await register(registry, port) for port in ports[:nodes]]
+                chans = [channel(registry) for _ in range(channels)]
 
                 async def settle(want_nodes: int, want_clients: int) -> dict[Any, set[str]]:
                     deadline = time.monotonic() + 60
@@ -322,23 +553,27 @@ async def live(channels: int, nodes: int, size: int, policy: str) -> Row:
                 counts = [per_node.get(f"127.0.0.1:{p}", 0) for p in ports[:nodes]]
                 mean = statistics.mean(counts)
                 row.max_mean, row.min_mean = max(counts) / mean, min(counts) / mean
+                if zones:
+                    local = [
+                        sum(1 for a in held if zone_of[a] == c._balancer.client_labels["zone"])
+                        for c, held in base.items()
+                    ]
+                    row.scheme += f"; fewest local nodes in a subset: {min(local)}"
 
                 def churn(event: str, after: dict[Any, set[str]]) -> None:
                     each = [len(after[c] - base[c]) for c in base if c in after]
                     row.churn[event] = [statistics.mean(each)]
                     row.worst[event] = max(each)
 
-                extra = await registry.register(service, address=f"127.0.0.1:{ports[nodes]}")
+                extra = await register(registry, ports[nodes])
                 churn("node joins", await settle(nodes + 1, channels))
                 await extra.close()
                 await settle(nodes, channels)
                 await regs[len(regs) // 2].close()
                 churn("node leaves", await settle(nodes - 1, channels))
-                regs[len(regs) // 2] = await registry.register(
-                    service, address=f"127.0.0.1:{ports[len(regs) // 2]}"
-                )
+                regs[len(regs) // 2] = await register(registry, ports[len(regs) // 2])
                 await settle(nodes, channels)
-                chans.append(registry.channel(service, config=config))
+                chans.append(channel(registry))
                 after = await settle(nodes, channels + 1)
                 churn("client joins", after)
                 await chans.pop().close()
@@ -507,6 +742,15 @@ def main() -> None:
     print(f"## Simulation ({events} events of each kind, seed {args.seed})\n")
     print_simulation(rows)
     print(f"\n(simulation CPU time {time.process_time() - started:.1f} s)\n")
+    started = time.process_time()
+    zone_rows = [
+        simulate_zones(*shape, scheme, events, args.seed)
+        for shape in ZONE_ROWS
+        for scheme in ZONE_SCHEMES
+    ]
+    print(f"## Zones: three, one subnet each ({events} events of each kind, seed {args.seed})\n")
+    print_zones(zone_rows)
+    print(f"\n(simulation CPU time {time.process_time() - started:.1f} s)\n")
     if args.no_live:
         return
     shape = (20, 12, 4) if args.quick else (60, 40, 8)
@@ -515,6 +759,7 @@ def main() -> None:
         asyncio.run(live(*shape, policy))
         for policy in ("deterministic_subsetting", "random_subsetting")
     ]
+    live_rows.append(asyncio.run(live(*shape, "deterministic_subsetting", zones=True)))
     print_simulation(live_rows)
     streams = 20 if args.quick else args.xds
     print(f"\n## The xDS control plane per connected client ({streams} raw ADS streams)\n")
