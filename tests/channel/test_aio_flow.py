@@ -212,3 +212,19 @@ async def test_a_call_that_stopped_waiting_for_a_node_is_not_kept_by_the_channel
                 await call
             assert failed.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         assert not channel._waiting  # none is held until a picker comes, maybe never
+
+
+async def test_a_bidi_call_waits_for_its_connection_before_it_writes(lab: Lab) -> None:
+    # The server answers once the client is done writing, so no response (which would commit
+    # the call) comes before the writes: wait_for_connection() must not wait for one.
+    lab.reset({"a": ("unavailable",)})
+    policy = Ordered()
+    async with await _channel(lab, policy, RETRY) as channel:
+        call = method(channel, "stream_stream")(timeout=5)
+        await call.wait_for_connection()
+        await call.write(Request(input="x"))
+        await call.done_writing()
+        assert (await call.read()).output == "b|ok|x"  # a failed it: replayed to b
+        assert await call.read() is grpc.aio.EOF  # type: ignore[attr-defined]
+        assert await call.code() == grpc.StatusCode.OK
+        assert policy.picks == ["a", "b"]

@@ -667,6 +667,8 @@ class _Call:
             call.add_done_callback(functools.partial(self._ended, attempt))
         if self._sends:
             self._send_to(attempt, call)
+        if self._waiters is not None:
+            self._notify()  # (wait_for_connection() may wait for an attempt to start)
 
     def _cancel_attempt(self, attempt: Attempt[_Sub]) -> None:
         call = attempt.call
@@ -867,22 +869,31 @@ class _Call:
         return repr(self._error)
 
     async def wait_for_connection(self) -> None:
+        failed: list[Any] = []  # attempts that failed, whose end the flow may not have heard
         while True:
             call = self._call
-            if call is not None:
-                try:
-                    await call.wait_for_connection()
-                except grpc.aio.AioRpcError:
-                    if self._state == _FINISHED and self._call is call:
-                        raise
-                else:
-                    return
-                if self._call is call:
-                    await self._changed(cancels=False)
-            elif self._state == _FINISHED:
-                raise self._failure()
-            else:
+            if self._state == _FINISHED:
+                if call is None:
+                    raise self._failure()
+                await call.wait_for_connection()  # (raises the call's error if it failed)
+                return
+            if call is None and self._flow is not None:
+                # No attempt is the call's yet: one of them connected is enough (a request
+                # stream may need it before its server can answer).
+                live = [a.call for a in self._flow.attempts if a.call is not None and not a.ended]
+                call = live[-1] if live else None
+            if call is None or call in failed:
                 await self._changed(cancels=False)
+                continue
+            try:
+                await call.wait_for_connection()
+            except grpc.aio.AioRpcError:
+                failed.append(call)
+            except asyncio.CancelledError:
+                if not self._lost(call):
+                    raise
+            else:
+                return
 
     def __repr__(self) -> str:
         if self._call is not None:
