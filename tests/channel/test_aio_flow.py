@@ -228,3 +228,13 @@ async def test_a_bidi_call_waits_for_its_connection_before_it_writes(lab: Lab) -
         assert await call.read() is grpc.aio.EOF  # type: ignore[attr-defined]
         assert await call.code() == grpc.StatusCode.OK
         assert policy.picks == ["a", "b"]
+
+
+async def test_the_headers_of_a_retried_call_are_its_attempts_and_commit_it(lab: Lab) -> None:
+    lab.reset({"a": ("unavailable",), "b": ("after_headers",)})
+    policy = Ordered()
+    async with await _channel(lab, policy, RETRY) as channel:
+        call = method(channel, "unary_unary")(Request(input="x"), timeout=5)
+        assert ("scripted", "headers") in list(await call.initial_metadata())  # b's
+        assert await call.code() == grpc.StatusCode.UNAVAILABLE  # after them: not retried
+        assert policy.picks == ["a", "b"]

@@ -823,16 +823,27 @@ class _Call:
     async def initial_metadata(self) -> grpc.aio.Metadata:
         while True:
             call = self._call
-            # (The headers of a hot path's attempt that a hedge may follow are not the call's
-            # before it commits.)
-            if call is not None and (self._state != _OPEN or self._alarm is None):
-                metadata = await call.initial_metadata()
-                if self._call is call:
-                    return cast("grpc.aio.Metadata", metadata)
-            elif self._state == _FINISHED:
-                return grpc.aio.Metadata()
-            else:
+            if self._state != _OPEN:
+                if call is None:
+                    return grpc.aio.Metadata()
+                return cast("grpc.aio.Metadata", await call.initial_metadata())
+            flow = self._flow
+            attempt = None
+            if flow is not None:  # the latest attempt in flight, if any
+                attempt = next((a for a in reversed(flow.attempts) if not a.ended), None)
+                call = attempt.call if attempt is not None else None
+            if call is None or call.done():  # the flow decides what comes next
                 await self._changed(cancels=False)
+                continue
+            metadata = await call.initial_metadata()
+            if self._state != _OPEN or call.done():
+                continue  # the call went on without it (or it ended without headers)
+            # Its headers came: they commit the call to it (A6).
+            if self._alarm is not None and self._flow is None:
+                attempt = self._adopt()  # a hedge may follow a hot path's attempt: no more
+            if attempt is not None and self._flow is not None:
+                self._run(self._flow.on_response(attempt, self._loop.time()))
+            return cast("grpc.aio.Metadata", metadata)
 
     async def trailing_metadata(self) -> grpc.aio.Metadata:
         await self._finished()
