@@ -15,10 +15,10 @@ made only if it fails, is cancelled or, for a hedged call, outlasts hedgingDelay
 
 A response stream reads its first message itself: it commits the call (a hedge's first message
 wins it). A request stream sends its messages itself, each attempt from the first message,
-keeping them (and telling the flow their sizes) until the call commits. A unary response
-commits the call when it comes with its status: grpc.aio tells a call's headers only to a task,
-so they do not commit it earlier, and ``initial_metadata()`` of a call whose attempts the flow
-still decides waits for the commit.
+keeping them (and telling the flow their sizes) until the call commits. Response headers
+commit the call (A6) when its status says they came, or when the application's
+``initial_metadata()`` sees them: grpc.aio tells a call's headers only to whoever awaits them,
+and a unary call has no task of its own to do so.
 """
 
 from __future__ import annotations
