@@ -12,9 +12,12 @@ from typing import Any
 import grpc
 import grpc.aio
 import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from scripted import SERVICE, Lab, Ordered, Request, method
 
 import grpc_etcd.aio
+import grpc_etcd.metrics
 from grpc_etcd.aio import BalancedChannel
 
 RETRY = {
@@ -238,3 +241,35 @@ async def test_the_headers_of_a_retried_call_are_its_attempts_and_commit_it(lab:
         assert ("scripted", "headers") in list(await call.initial_metadata())  # b's
         assert await call.code() == grpc.StatusCode.UNAVAILABLE  # after them: not retried
         assert policy.picks == ["a", "b"]
+
+
+async def test_hedges_are_measured_per_attempt_and_counted(
+    lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reader = InMemoryMetricReader()
+    monkeypatch.setattr(
+        grpc_etcd.metrics, "_default", grpc_etcd.metrics.Metrics(MeterProvider([reader]))
+    )
+    lab.reset({"a": ("hang",)})
+    policy = Ordered()
+    async with await _channel(lab, policy, hedging("0.05s")) as channel:
+        call = method(channel, "unary_unary")(Request(input="x"), timeout=5)
+        assert (await call).output == "b|ok|x"
+        assert await asyncio.to_thread(policy.wait_done) == ["CANCELLED", "OK"]
+    data = reader.get_metrics_data()
+    assert data is not None
+    points = {
+        metric.name: list(metric.data.data_points)
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+    }
+    started = sum(p.value for p in points["grpc.client.attempt.started"])  # type: ignore[attr-defined]
+    statuses = sorted(
+        p.attributes["grpc.status"]  # type: ignore[index]
+        for p in points["grpc.client.attempt.duration"]
+        for _ in range(p.count)  # type: ignore[attr-defined]
+    )
+    [hedges] = points["grpc.client.call.hedges"]
+    assert started == 2 and statuses == ["CANCELLED", "OK"]
+    assert (hedges.count, hedges.sum) == (1, 1)  # type: ignore[attr-defined]
