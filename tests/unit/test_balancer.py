@@ -322,11 +322,3 @@ def test_every_policy_runs_behind_the_balancer() -> None:
         assert picks(picker, CallInfo("/m", "v2"), 20) == {"b1"}, name
         with pytest.raises(NoMatchError):
             picker.pick(CallInfo("/m", "v9"))
-
-
-def test_node_online_false_in_the_record_is_read() -> None:
-    from grpc_etcd.node import decode_record
-
-    record = b'{"node":{"id":"a","address":"127.0.0.1:1","version":"v1","online":false}}'
-    assert decode_record(record, key="/s/a").online is False
-    assert decode_record(record.replace(b',"online":false', b""), key="/s/a").online is True
