@@ -4,6 +4,7 @@ and the fake-clock simulations the load-aware policies' tests share."""
 from __future__ import annotations
 
 import heapq
+import random
 from collections import Counter
 from collections.abc import Mapping
 
@@ -132,3 +133,9 @@ def hung_node(policy: Policy, clock: list[float], calls: int = 400) -> int:
         lost += call(picker, number) == "hung"
     until(float("inf"))
     return lost
+
+
+def addresses(n: int, seed: int = 1) -> list[str]:
+    """``n`` distinct addresses spread over 10.0.0.0/16 (fixed seed), sorted."""
+    rnd = random.Random(seed)
+    return sorted({f"10.0.{rnd.randrange(256)}.{rnd.randrange(256)}:{8000 + i}" for i in range(n)})

@@ -147,3 +147,14 @@ def test_no_value_a_stranger_writes_breaks_the_view(
         assert any(c.id == "me" for c in view.clients)
         assert [c.id for c in view.clients] == sorted(c.id for c in view.clients)
         assert all(c.id and "/" not in c.id for c in view.clients)
+
+
+def test_a_zones_callers_are_ranked_among_themselves_and_the_zones_interleave() -> None:
+    clients = (Client("a1", {"zone": "a"}), Client("b1", {"zone": "b"}), Client("b2"))
+    view = ClientView(Client("a2", {"zone": "a"}), clients, 1)
+    assert view.place() == (1, 4)
+    # a2 is second of the two a-callers; zone a is the first of two zones: place (2*1+0)/4.
+    assert view.place("zone", "a") == (2, 4)
+    b2 = ClientView(Client("b2", {"zone": "b"}), (*clients[:2], Client("a2", {"zone": "a"})), 1)
+    assert b2.place("zone", "b") == (3, 4), "second of b's two, shifted half a step"
+    assert ClientView(Client("x")).place("zone", "a")[1] == 1 << 64, "a stand-in before a view"
