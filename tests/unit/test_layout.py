@@ -81,6 +81,41 @@ def test_pure_modules_import_no_io(path: Path) -> None:
     assert not roots & FORBIDDEN_IN_PURE, f"{path.name} imports {roots & FORBIDDEN_IN_PURE}"
 
 
+# Pure modules whose tests live in another pure module's test module, and why.
+TESTED_ELSEWHERE = {
+    "policies/random.py": "test_policies.py runs its distributions with version's and wrr's",
+    "policies/round_robin.py": "test_policies.py runs its distribution with random's",
+    "policies/_stateless.py": "the half pick_first, round_robin and wrr share: tested as those",
+}
+
+
+def _test_names(path: Path) -> tuple[str, ...]:
+    """The names a pure module's test module may have: ``test_<module>.py``, or with its
+    package in front (``_channel/_call.py``: ``test_channel_call.py``); a package's
+    ``__init__.py`` is the package itself (``test_policies.py``)."""
+    parts = [part.strip("_") for part in path.relative_to(SRC).with_suffix("").parts]
+    if parts[-1] == "init":
+        return (f"test_{parts[-2]}.py",)
+    names = [f"test_{parts[-1]}.py"]
+    if len(parts) > 1:
+        names.append(f"test_{parts[-2]}_{parts[-1]}.py")
+    return tuple(names)
+
+
+def test_each_pure_module_has_a_test_module_of_its_own() -> None:
+    """Unit tests laid out like src/ (issue 12): tests/unit/test_<module>.py per pure module."""
+    unit = Path(__file__).parent
+    missing = [
+        f"{path.relative_to(SRC)} (tests/unit/{' or '.join(_test_names(path))})"
+        for path in _pure_modules()
+        if str(path.relative_to(SRC)) not in TESTED_ELSEWHERE
+        and not any((unit / name).exists() for name in _test_names(path))
+    ]
+    assert not missing, "pure modules without a test module: " + ", ".join(missing)
+    pure = {str(path.relative_to(SRC)) for path in _pure_modules()}
+    assert set(TESTED_ELSEWHERE) <= pure, "an exception names a module that is not pure (or gone)"
+
+
 def _imports_under(package: str) -> dict[str, set[str]]:
     return {str(m.relative_to(SRC)): _imports(m) for m in sorted((SRC / package).rglob("*.py"))}
 
