@@ -24,14 +24,15 @@ random events) and the worst client seen.
 
 **Zones.** Three zones, one subnet each (so address order groups the nodes by zone), callers
 and nodes spread over them evenly or not: ``deterministic_subsetting`` without a locality
-(consecutive slices of the address ring), with one (``locality`` set: a window of each zone's
-ring, ranked among the callers of one's own zone), and A68. Printed per scheme: connections
-per node; callers whose subset holds no node of their own zone (``prefer_local`` cannot keep
-their calls local) and the fewest local nodes in a subset; with ``prefer_local``, each zone's
-calls spread over its nodes (each caller's calls evenly over the local nodes of its subset):
-the worst zone's max / mean and min / mean; with ``zone_aware``, how far the local share a
-caller computes from its subset is from the one the whole group gives (percentage points,
-mean and worst); and churn as above, events drawn by the zones' shares.
+(consecutive slices of the address ring), with one (``locality`` set: slices of a ring that
+interleaves the zones, ranked among the callers of one's own zone), and A68. Printed per
+scheme: connections per node; callers whose subset holds no node of their own zone
+(``prefer_local`` cannot keep their calls local) and the fewest local nodes in a subset; with
+``prefer_local``, each zone's calls spread over its nodes (each caller's calls evenly over the
+local nodes of its subset): the worst zone's max / mean and min / mean; with ``zone_aware``,
+how far the local share a caller computes from its subset is from the one the whole group
+gives (percentage points, mean and worst); and churn as above, events drawn by the zones'
+shares.
 
 **Live run.** 60 ``grpc_etcd.aio`` channels x 40 registered nodes x subsets of 8, in one
 process against a throwaway etcd (``grpc_etcd.testing.EtcdServer``) and one grpc server

@@ -4,6 +4,7 @@ locality, a window of each zone's ring."""
 
 from __future__ import annotations
 
+import math
 import random
 import statistics
 from collections import Counter
@@ -143,6 +144,34 @@ def test_zoned_subsets_balance_keep_a_local_node_and_hold_about_subset_size(
     if all(size * nodes[z] >= n for z in caller_zones if z < len(nodes) and nodes[z]):
         assert max(counts) - min(counts) <= len(caller_zones)
         assert all(abs(count - exact) < len(caller_zones) for count in counts)
+
+
+@given(
+    callers=st.lists(st.integers(0, 30), min_size=1, max_size=4),
+    nodes=st.lists(st.integers(0, 30), min_size=1, max_size=4),
+    size=st.integers(1, 30),
+)
+def test_zoned_subsets_hold_exactly_subset_size_and_their_own_zones_share(
+    callers: list[int], nodes: list[int], size: int
+) -> None:
+    """ROUTING.md: every group keeps up to subsetSize nodes - with a locality too, exactly
+    ``min(k, N)``. Its own zone's share ``q = k N_z / N`` rounded down or up (one when
+    ``q < 1``); every other zone's within one per zone beyond the first."""
+    subsets, of = _zoned_subsets(callers, nodes, size)
+    n, per_zone = len(of), Counter(of.values())
+    for zone, subset in subsets:
+        assert len(subset) == min(size, n)
+        if size >= n:
+            continue
+        held = Counter(of[a] for a in subset)
+        for other, count in per_zone.items():
+            share = size * count / n
+            if other != zone:
+                assert abs(held[other] - share) < len(per_zone), (other, held, share)
+            elif share >= 1:
+                assert math.floor(share) <= held[zone] <= math.ceil(share), (held, share)
+            else:
+                assert held[zone] == 1
 
 
 def test_zoned_subsets_are_the_fleet_in_miniature_and_move_little() -> None:

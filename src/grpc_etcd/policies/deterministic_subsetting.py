@@ -10,15 +10,20 @@ balances like Google's deterministic subsetting (SRE book, ch. 20): every node i
 a change moves little: a node joining or leaving shifts each slice by at most one place, and
 a channel joining or leaving moves every place by less than ``N / M`` nodes.
 
-**With a locality** (``zones``), each locality's nodes form a ring of their own, and the
-channel's place is its rank among the channels *of its own locality*. On every ring it takes
-the window ``[place, place + k / N)`` of the way round: ``k * N_z / N`` nodes of a locality
-holding ``N_z`` of the ``N`` nodes (rounded down or up by the window's position, at least one
-of its own), so a subset is the group in miniature - the locality rules (prefer_local,
-zone_aware) see the group's proportions in it - and every node is in ``M_c * k / N`` subsets
-of the ``M_c`` channels of each locality ``c``, give or take one: the channels of a zone
-cover its nodes, and every other zone's, evenly. The size is ``k`` give or take one per
-locality beyond the first. docs/scale.md has the measured tables.
+**With a locality** (``zones``), the channel's place is its rank among the channels *of its
+own locality*, and it takes ``k`` consecutive nodes of a ring that interleaves the
+localities, each in address order: their nodes merged by where they stand on their own rings
+(node ``j`` of ``N_z`` at ``(j + 1/2) / N_z`` of the way round) - or, where that leaves some
+slice short of its own locality's share, the others merged and its own spread evenly among
+them. A subset then holds exactly ``k`` nodes, and is the group in miniature: ``k * N_z / N``
+nodes of each locality, its own rounded down or up (and at least one), the others within one
+more, so the locality rules (prefer_local, zone_aware) see the group's proportions in it. As
+the ring is the same for every channel of a locality and they stand evenly around it, each
+node is in ``M_c * k / N`` subsets of the ``M_c`` channels of each locality ``c``, give or take
+one (and of all ``M`` channels, give or take one, where the localities share one ring and
+have as many channels each). A channel whose locality is too small for a node in every slice
+(``k * N_c < N``) swaps the last of its slice for the next of its own. docs/scale.md has the
+measured tables.
 
 The place comes from the view of the client keys (``clients.ClientView.place``); until the
 first view, a stand-in drawn at random for this channel.
@@ -26,6 +31,7 @@ first view, a stand-in drawn at random for this channel.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -55,25 +61,85 @@ def deterministic_subset(addresses: Sequence[str], place: tuple[int, int], size:
     return [addresses[(start + i) % n] for i in range(size)]
 
 
+def _merged(by_zone: Mapping[str, Sequence[str]], skip: str | None = None) -> list[tuple[str, int]]:
+    """Every locality's nodes (but ``skip`` 's) as (locality, index in it), merged by their
+    places on their own rings, ``(2j + 1) / 2 N_z`` of the way round (exact: scaled to
+    integers; ties by locality)."""
+    scale = math.lcm(*(2 * len(members) for members in by_zone.values()))
+    return [
+        (zone, j)
+        for _, zone, j in sorted(
+            ((2 * j + 1) * (scale // (2 * len(members))), zone, j)
+            for zone, members in by_zone.items()
+            if zone != skip
+            for j in range(len(members))
+        )
+    ]
+
+
+def _holds_its_share(ring: Sequence[tuple[str, int]], own: str, size: int) -> bool:
+    """True when every ``size`` consecutive places of ``ring`` hold ``own`` 's share of them
+    rounded down or up."""
+    n = len(ring)
+    mine = [zone == own for zone, _ in ring]
+    count, total = sum(mine[:size]), sum(mine)
+    low, high = size * total // n, -(-size * total // n)
+    for start in range(n):
+        if not low <= count <= high:
+            return False
+        count += mine[(start + size) % n] - mine[start]
+    return True
+
+
+def _ring_of(by_zone: Mapping[str, Sequence[str]], own: str, size: int) -> list[tuple[str, int]]:
+    """The ring the channels of locality ``own`` take their slices of: every locality merged
+    (:func:`_merged`), when that spreads ``own`` evenly enough for every slice to hold its
+    share; else the others merged and ``own`` 's ``i``-th node after ``floor((2i + 1) O / 2
+    N_own)`` of their ``O`` nodes."""
+    ring = _merged(by_zone)
+    if own not in by_zone or _holds_its_share(ring, own, size):
+        return ring
+    others = _merged(by_zone, skip=own)
+    mine = len(by_zone[own])
+    ring, taken = [], 0
+    for i in range(mine):
+        upto = (2 * i + 1) * len(others) // (2 * mine)
+        ring.extend(others[taken:upto])
+        ring.append((own, i))
+        taken = upto
+    ring.extend(others[taken:])
+    return ring
+
+
 def zoned_rings(
     addresses: Sequence[str], zones: Zones, place: tuple[int, int], size: int
 ) -> list[Ring]:
-    """One ring per locality of ``addresses`` (sorted): the nodes whose place on it lies in
-    ``[place, place + size / N)`` (at least one of the caller's own locality)."""
-    n = len(addresses)
-    num, den = place
+    """One ring per locality of ``addresses`` (sorted): its nodes among the ``size``
+    consecutive ones from ``place`` of the ring of ``zones.own`` 's channels (at least one of
+    ``zones.own`` when it has nodes), or all of them when there are no more than ``size``."""
     by_zone: dict[str, list[str]] = {}
     for address in addresses:
         by_zone.setdefault(zones.of.get(address, ""), []).append(address)
-    rings = []
-    for zone, members in sorted(by_zone.items()):
-        m = len(members)
-        start = num * m // den
-        end = (num * m * n + size * m * den) // (den * n)  # floor((place + size / n) * m)
-        count = min(max(end - start, 1 if zone == zones.own else 0), m)
-        if count:
-            rings.append(_ring(members, start, count))
-    return rings
+    n = len(addresses)
+    if n <= size:
+        return [_ring(members, 0, len(members)) for _, members in sorted(by_zone.items())]
+    ring = _ring_of(by_zone, zones.own, size)
+    num, den = place
+    start = num * n // den  # exact integer arithmetic: every channel agrees on the boundaries
+    window = [ring[(start + i) % n] for i in range(size)]
+    if zones.own in by_zone and all(zone != zones.own for zone, _ in window):
+        # Its locality too small for one in every slice: the next of its own takes the last place.
+        window[-1] = next(
+            ring[(start + size + i) % n]
+            for i in range(n)
+            if ring[(start + size + i) % n][0] == zones.own
+        )
+    first: dict[str, int] = {}
+    count: dict[str, int] = {}
+    for zone, j in window:
+        first.setdefault(zone, j)
+        count[zone] = count.get(zone, 0) + 1
+    return [_ring(by_zone[zone], first[zone], count[zone]) for zone in sorted(count)]
 
 
 class DeterministicSubsettingPolicy(SubsettingPolicy):
