@@ -34,6 +34,7 @@ def test_each_kind_holds_exactly_its_job() -> None:
             "readwrite /r/grpc-etcd/clients/a.srv.app/*",
         ],
         "operator": ["readwrite /r/grpc-etcd/config/a.srv.app", "read /r/a/srv/app/*"],
+        "xds": ["read /r/a/srv/app/*", "read /r/grpc-etcd/config/a.srv.app"],
     }
 
 

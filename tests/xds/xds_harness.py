@@ -97,9 +97,16 @@ class Servers:
 class PlaneProcess:
     """``grpc-etcd xds`` in a subprocess on a fixed port (so a restart reuses it)."""
 
-    def __init__(self, etcd: str, log: Path, options: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        etcd: str,
+        log: Path,
+        options: tuple[str, ...] = (),
+        etcd_options: tuple[str, ...] = (),
+    ) -> None:
         self.etcd = etcd
         self.options = options  # more ``xds`` options: --cert, --key, --cacert
+        self.etcd_options = etcd_options  # grpc-etcd's own, before ``xds``: --user, --password
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self._log = log
@@ -107,6 +114,7 @@ class PlaneProcess:
 
     def start(self) -> None:
         command = [sys.executable, "-m", "grpc_etcd.cli", "--etcd", self.etcd, "-v"]
+        command += self.etcd_options
         command += ["xds", "--listen", self.address, *self.options]
         with self._log.open("a") as log:
             self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True)

@@ -1,6 +1,7 @@
 """``grpc-etcd acl ...``: etcd roles that give each kind of user of a service exactly its job.
 
     grpc-etcd --user root acl grant a.srv.app --server srv --client web --operator ops
+    grpc-etcd --user root acl grant a.srv.app --xds plane      # grpc-etcd xds's own user
     grpc-etcd --user root acl show a.srv.app
     grpc-etcd --user root acl revoke a.srv.app --client web
 
@@ -28,16 +29,18 @@ __all__ = ["acl"]
 
 
 def _users(
-    server: Sequence[str], client: Sequence[str], operator: Sequence[str]
+    server: Sequence[str], client: Sequence[str], operator: Sequence[str], xds: Sequence[str]
 ) -> list[tuple[Kind, str]]:
     pairs: list[tuple[Kind, str]] = []
-    for kind, users in zip(KINDS, (server, client, operator), strict=True):
+    for kind, users in zip(KINDS, (server, client, operator, xds), strict=True):
         for user in users:
             if not user.strip():
                 raise ValueError(f"--{kind} needs a user name")
             pairs.append((kind, user.strip()))
     if not pairs:
-        raise ValueError("name at least one user: --server USER, --client USER or --operator USER")
+        raise ValueError(
+            "name at least one user: --server USER, --client USER, --operator USER or --xds USER"
+        )
     return pairs
 
 
@@ -66,6 +69,9 @@ _USER_OPTIONS = [
     click.option("--server", multiple=True, metavar="USER", help="Registers SERVICE's servers."),
     click.option("--client", multiple=True, metavar="USER", help="Calls SERVICE (discovery)."),
     click.option("--operator", multiple=True, metavar="USER", help="Sets SERVICE's config."),
+    click.option(
+        "--xds", multiple=True, metavar="USER", help="Runs the control plane serving SERVICE."
+    ),
 ]
 
 
@@ -77,7 +83,8 @@ def _with_users(command: Any) -> Any:
 
 @click.group()
 def acl() -> None:
-    """Least-privilege etcd roles for a service's servers, clients and operators."""
+    """Least-privilege etcd roles for a service's servers, clients, operators and the xDS
+    control plane."""
 
 
 @acl.command()
@@ -90,11 +97,12 @@ def grant(
     server: tuple[str, ...],
     client: tuple[str, ...],
     operator: tuple[str, ...],
+    xds: tuple[str, ...],
 ) -> None:
     """Create or update SERVICE's role of each kind named and grant it to the users."""
     with _as_root():
         validate_cli_service(service)
-        pairs = _users(server, client, operator)
+        pairs = _users(server, client, operator, xds)
         with opts.client() as etcd:
             for _, user in pairs:  # every user exists before anything changes
                 _roles_of(etcd, user, granting=True)
@@ -143,11 +151,12 @@ def revoke(
     server: tuple[str, ...],
     client: tuple[str, ...],
     operator: tuple[str, ...],
+    xds: tuple[str, ...],
 ) -> None:
     """Take SERVICE's role of each kind named back from the users (the roles stay)."""
     with _as_root():
         validate_cli_service(service)
-        pairs = _users(server, client, operator)
+        pairs = _users(server, client, operator, xds)
         with opts.client() as etcd:
             held = {user: _roles_of(etcd, user, granting=False) for _, user in pairs}
             for kind, user in pairs:

@@ -1,8 +1,9 @@
 """Least-privilege etcd roles for one service (pure: names, permissions, what to change).
 
-``grpc-etcd acl grant SERVICE --server USER | --client USER | --operator USER`` creates these
-roles and grants them; this module says what they hold. Under the registry root ``R`` (often
-empty), for service ``S`` whose nodes live under ``P/`` (``a.srv.app`` -> ``/a/srv/app/``):
+``grpc-etcd acl grant SERVICE --server USER | --client USER | --operator USER | --xds USER``
+creates these roles and grants them; this module says what they hold. Under the registry root
+``R`` (often empty), for service ``S`` whose nodes live under ``P/`` (``a.srv.app`` ->
+``/a/srv/app/``):
 
 ========  ==========================================  =========================================
 kind      may                                         needs it to
@@ -15,6 +16,10 @@ client    read ``P/*`` and ``R/grpc-etcd/config/S``;  discover the nodes and fol
           read and write ``R/grpc-etcd/clients/S/*``  hold its leased key for subsetting
 operator  read and write ``R/grpc-etcd/config/S``;    set, roll back and check the config (the
           read ``P/*``                                checks compare it with the nodes)
+xds       read ``P/*`` and ``R/grpc-etcd/config/S``   serve S over xDS (``grpc-etcd xds``):
+                                                      follow its nodes and its config; it
+                                                      counts the clients connected to it, not
+                                                      their keys, and writes nothing
 ========  ==========================================  =========================================
 
 Leases are not key-scoped in etcd: any authenticated user may grant one and keep one alive;
@@ -43,8 +48,8 @@ __all__ = [
     "role_name",
 ]
 
-Kind = Literal["server", "client", "operator"]
-KINDS: tuple[Kind, ...] = ("server", "client", "operator")
+Kind = Literal["server", "client", "operator", "xds"]
+KINDS: tuple[Kind, ...] = ("server", "client", "operator", "xds")
 
 
 def role_name(service: str, kind: Kind, root: str = "") -> str:
@@ -74,6 +79,8 @@ def permissions(service: str, kind: Kind, root: str = "") -> tuple[Permission, .
             Permission("read", config),
             _under(clients_prefix(service, root), "readwrite"),
         )
+    if kind == "xds":
+        return (_under(nodes, "read"), Permission("read", config))
     return (Permission("readwrite", config), _under(nodes, "read"))
 
 
