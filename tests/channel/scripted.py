@@ -160,7 +160,8 @@ class ScriptedServer:
             context.abort(grpc.StatusCode.UNAVAILABLE, f"{self.name}: scripted pushback")
         if step in ("hang", "drop"):
             ended = threading.Event()
-            context.add_callback(ended.set)
+            if not context.add_callback(ended.set):
+                ended.set()  # the call was over before this handler ran (a late hedge)
             if step == "drop":
                 self.proxy.cut()
             ended.wait(30)

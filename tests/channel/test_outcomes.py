@@ -53,8 +53,12 @@ def _retry(max_attempts: int = 3, max_tokens: int | None = 10) -> dict[str, Any]
     return config
 
 
-def _hedge(delay: str = "0.05s") -> dict[str, Any]:
-    policy = {"maxAttempts": 3, "hedgingDelay": delay, "nonFatalStatusCodes": ["UNAVAILABLE"]}
+def _hedge(delay: str = "0.05s", attempts: int = 3) -> dict[str, Any]:
+    policy = {
+        "maxAttempts": attempts,
+        "hedgingDelay": delay,
+        "nonFatalStatusCodes": ["UNAVAILABLE"],
+    }
     return {
         "methodConfig": [{"name": [{}], "hedgingPolicy": policy}],
         "retryThrottling": {"maxTokens": 10, "tokenRatio": 0.1},
@@ -168,9 +172,11 @@ ROWS = [
         ("UNAVAILABLE", "UNAVAILABLE", "OK"), cancelled=("a", "b"), tokens=9.1,
     ),
     Row(
+        # maxAttempts 2: with a third, it would go out whenever b's answer took longer than
+        # hedgingDelay (50 ms: a busy machine's loopback round trip can), then be cancelled.
         "hedge: the second attempt answers, the first is cancelled",
-        {"a": ("hang",)}, HEDGE, ("a", "b"), "OK", ("CANCELLED", "OK"), cancelled=("a",),
-        tokens=10, timeout=0.5, hedging=True,
+        {"a": ("hang",)}, _hedge(attempts=2), ("a", "b"), "OK", ("CANCELLED", "OK"),
+        cancelled=("a",), tokens=10, timeout=0.5, hedging=True,
     ),
     Row(
         "hedge: a non-fatal failure sends the next at once",
@@ -417,13 +423,18 @@ def _seen(lab: Lab, policy: Ordered, outcome: Outcome, channel: Any, done: list[
     )
 
 
-def _wait_cancelled(lab: Lab) -> None:
-    # A server hears that a call ended a little after the client did: wait until every attempt
-    # that was left without an answer (hang, drop) has ended on its server.
+def _wait_cancelled(lab: Lab, row: Row) -> None:
+    # A server hears of an attempt, and that it ended, a little after the client did (on a
+    # busy machine a hedge's handler may only start once the call is over): wait until the
+    # servers saw as many attempts as the row expects, and every one left without an answer
+    # (hang, drop) has ended on its server.
     lab.journal.wait(
-        lambda seen: all(a.cancelled for a in seen if a.step in ("hang", "drop")),
+        lambda seen: (
+            len(seen) >= len(row.picks)
+            and all(a.cancelled for a in seen if a.step in ("hang", "drop"))
+        ),
         10,
-        "the servers to see their unanswered attempts end",
+        "the servers to see every attempt, and their unanswered ones end",
     )
 
 
@@ -448,7 +459,7 @@ def test_sync(lab: Lab, row: Row, shape: str) -> None:
         lab.reset(row.scripts)
         outcome = SYNC_SHAPES[shape](channel, row.timeout)
         done = policy.wait_done()
-        _wait_cancelled(lab)
+        _wait_cancelled(lab, row)
         seen = _seen(lab, policy, outcome, channel, done)
     assert _normalise(seen, row) == expected(row, shape)
 
@@ -475,6 +486,6 @@ async def test_aio(lab: Lab, row: Row, shape: str) -> None:
         lab.reset(row.scripts)
         outcome = await AIO_SHAPES[shape](channel, row.timeout)
         done = await asyncio.to_thread(policy.wait_done)
-        await asyncio.to_thread(_wait_cancelled, lab)
+        await asyncio.to_thread(_wait_cancelled, lab, row)
         seen = _seen(lab, policy, outcome, channel, done)
     assert _normalise(seen, row) == expected(row, shape)

@@ -3,7 +3,9 @@ server streams, retries and replays of request streams (the outcome table has th
 
 from __future__ import annotations
 
+import sys
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from concurrent import futures
 from typing import Any, cast
@@ -342,3 +344,28 @@ def test_requests_past_the_buffer_commit_the_call_to_its_attempt(servers: list[S
             call(requests(big, big, big), timeout=10)  # past 256 KiB: not kept, not retried
         assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
         assert len(a.seen) == 1
+
+
+# ------------------------------------------------------------------ the monitor's timers
+
+
+def test_a_timer_set_while_the_monitor_takes_the_timers_wakes_it(servers: list[Scripted]) -> None:
+    # A call's timer (a backoff, a hedge) is added without the channel's lock; the monitor
+    # takes the timers added so far, then decides how long to sleep. A timer added between the
+    # two must kick it, or it fires at the next poll (up to 0.2 s late: a hedge then found the
+    # deadline too near to go). The wrapped take adds one just there, on the monitor's thread.
+    kicked: list[bool] = []
+    with grpc_etcd.BalancedChannel(SERVICE) as channel:
+        channel.update(snapshot(servers[0]))
+        ready(channel, 1)
+        take = channel._take_incoming
+
+        def take_then_add() -> None:
+            take()
+            if not kicked and sys._getframe(1).f_code.co_name == "_run":
+                channel._call_at(time.monotonic() + 60, lambda: None)
+                kicked.append(channel._kick.is_set())
+
+        channel._take_incoming = take_then_add  # type: ignore[method-assign]
+        wait_for(lambda: kicked, 10, "the monitor to take its timers")
+    assert kicked == [True]

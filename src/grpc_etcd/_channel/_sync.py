@@ -459,6 +459,9 @@ class BalancedChannel(ChannelBase[grpc.Channel], Closing, grpc.Channel):
         while True:
             timeout = None if not (self._subs or self._retired) else interval
             with self._lock:
+                # A timer set from here on kicks (see _call_at): one set after the take below
+                # would otherwise wait for the next poll, up to _POLL_SLOW late.
+                self._next_wake = math.inf
                 timers = self._timers
                 self._take_incoming()
                 while timers and timers[0][2] is None:  # cancelled: no need to wake for it
