@@ -26,7 +26,7 @@ from collections.abc import Callable, Container
 from contextlib import AbstractContextManager
 from typing import TypeVar
 
-from .config import MAX_ATTEMPTS, RetryPolicy, RetryThrottling, ServiceConfig
+from .config import MAX_ATTEMPTS, RetryPolicy, RetryThrottling
 
 __all__ = [
     "MAX_ATTEMPTS",
@@ -36,7 +36,6 @@ __all__ = [
     "never_reached_server",
     "pick_avoiding",
     "pushback_delay",
-    "retry_policy_for",
 ]
 
 T = TypeVar("T")
@@ -66,14 +65,6 @@ def never_reached_server(code: str, details: str, *, got_response: bool) -> bool
         return False
     lowered = details.lower()
     return any(phrase in lowered for phrase in _NOT_REACHED)
-
-
-def retry_policy_for(config: ServiceConfig | None, method: str) -> RetryPolicy | None:
-    """The retry policy of a full method name ``/pkg.Service/Method`` (None: no retries)."""
-    if config is None:
-        return None
-    entry = config.method_config_for(method)
-    return None if entry is None else entry.retry_policy
 
 
 class RetryThrottle:

@@ -1,4 +1,4 @@
-"""The per-call decisions both channels share (pure): the refusal table and deadlines."""
+"""The per-call decisions both channels share (pure): the refusal table and its words."""
 
 from __future__ import annotations
 
@@ -10,10 +10,8 @@ from grpc_etcd._channel._call import (
     ClosedPicker,
     Refusal,
     UnresolvedPicker,
-    deadline_after,
     deadline_refusal,
     refusal,
-    time_left,
 )
 from grpc_etcd.policies.base import NoMatchError, NotReadyError, PickError
 from grpc_etcd.routing import CallInfo
@@ -56,14 +54,6 @@ def test_pickers_of_a_closed_and_an_unresolved_channel() -> None:
         "UNAVAILABLE", "cannot resolve s: etcd down"
     )
     assert refusal(raised.value, _call(wait_for_ready=True), waited=False) is None
-
-
-def test_deadline_arithmetic() -> None:
-    assert deadline_after(None, 100.0) is None
-    assert deadline_after(2.5, 100.0) == 102.5
-    assert time_left(None, 5.0) is None
-    assert time_left(102.5, 101.0) == 1.5
-    assert time_left(102.5, 103.0) == 0.0  # never negative: 0 means it has passed
 
 
 def test_deadline_refusal_names_service_and_version() -> None:

@@ -1,4 +1,4 @@
-"""A channel's ejection and retry state: config in, ejections and retry states out."""
+"""A channel's ejection and retry state: config in, ejections and each method's plan out."""
 
 from __future__ import annotations
 
@@ -67,17 +67,15 @@ def test_consecutive_errors_eject_and_the_interval_brings_back() -> None:
     assert not state.is_ejected(A) and changes == [1, 1]
 
 
-def test_no_config_no_ejection_no_health_and_only_transparent_retry() -> None:
+def test_no_config_no_ejection_no_health_and_no_retry_policy() -> None:
     state = ChannelResilience("t", lambda: None)
     assert state.health_service is None and not state.outlier_detection
     done = state.observe(A, None)
     if done is not None:  # the metrics' wrapper (opentelemetry-api is installed)
         done(DoneInfo("UNAVAILABLE", 0.01))
     assert state.tick() is None and not state.is_ejected(A)
-    retry = state.call_retry("/proto.Api/Get")
-    retry.started(A)
-    assert retry.next_delay("UNAVAILABLE") is None
-    assert retry.next_delay("UNAVAILABLE", reached_server=False) == 0.0
+    plan = state.plan("/proto.Api/Get")
+    assert plan.simple and plan.retry is None and plan.throttle is None  # transparent only
 
 
 def test_retry_policy_for_named_methods_and_dropping_outlier_config_returns_all() -> None:
@@ -85,12 +83,8 @@ def test_retry_policy_for_named_methods_and_dropping_outlier_config_returns_all(
     state = ChannelResilience("t", lambda: changes.append(1), clock=Clock())
     state.configure(parse_config(CONFIG))
     state.track([A, B, C])
-    retry = state.call_retry("/proto.Api/Get")
-    retry.started(A)
-    assert retry.next_delay("UNAVAILABLE") is not None
-    other = state.call_retry("/other.Svc/Get")
-    other.started(A)
-    assert other.next_delay("UNAVAILABLE") is None
+    assert state.plan("/proto.Api/Get").retry is not None
+    assert state.plan("/other.Svc/Get").retry is None
     for _ in range(3):
         state.record(A, "UNAVAILABLE")
     assert state.is_ejected(A)
@@ -107,13 +101,15 @@ def test_the_retry_throttle_loses_no_token_across_threads() -> None:
     state.configure(parse_config(config))
     start = threading.Barrier(8)
 
+    plan = state.plan("/proto.Api/Get")
+    throttle = plan.throttle
+    assert throttle is not None
+
     def work() -> None:
         start.wait()
         for _ in range(2000):
-            retry = state.call_retry("/proto.Api/Get")
-            retry.started(A)
-            retry.next_delay("UNAVAILABLE")  # takes a token
-            state.succeeded()  # gives it back
+            throttle.on_failure()  # a retryable failure takes a token
+            plan.succeeded()  # a successful call gives it back
 
     interval = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)

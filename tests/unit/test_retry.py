@@ -7,13 +7,12 @@ import random
 
 import pytest
 
-from grpc_etcd.config import RetryPolicy, RetryThrottling, parse_config
+from grpc_etcd.config import RetryPolicy, RetryThrottling
 from grpc_etcd.retry import (
     CallRetry,
     RetryThrottle,
     never_reached_server,
     pick_avoiding,
-    retry_policy_for,
 )
 
 
@@ -125,26 +124,6 @@ def test_a_throttled_channel_stops_retrying_in_an_outage() -> None:
             retried += 1
             retry.started("b")
     assert retried == 4  # 10 tokens, retries stop at 5: then every call fails once
-
-
-def test_retry_policy_for_names_only_the_configured_methods() -> None:
-    retry = {
-        "maxAttempts": 3,
-        "initialBackoff": "0.1s",
-        "maxBackoff": "1s",
-        "backoffMultiplier": 2,
-        "retryableStatusCodes": ["UNAVAILABLE"],
-    }
-    config = parse_config(
-        {
-            "methodConfig": [
-                {"name": [{"service": "proto.Api", "method": "Get"}], "retryPolicy": retry}
-            ]
-        }
-    )
-    assert retry_policy_for(config, "/proto.Api/Get") is not None
-    assert retry_policy_for(config, "/proto.Api/Put") is None
-    assert retry_policy_for(None, "/proto.Api/Get") is None
 
 
 @pytest.mark.parametrize(

@@ -19,10 +19,8 @@ __all__ = [
     "ClosedPicker",
     "Refusal",
     "UnresolvedPicker",
-    "deadline_after",
     "deadline_refusal",
     "refusal",
-    "time_left",
 ]
 
 
@@ -82,16 +80,6 @@ def refusal(exc: PickError, call: CallInfo, *, waited: bool) -> Refusal | None:
         # Closed under a waiting call: cancelled, like the calls in flight.
         return Refusal("CANCELLED", "Channel closed!") if waited else CLOSED
     return Refusal("UNAVAILABLE", str(exc))
-
-
-def deadline_after(timeout: float | None, now: float) -> float | None:
-    """The call's deadline on the clock ``now`` was read from (None: no deadline)."""
-    return None if timeout is None else now + timeout
-
-
-def time_left(deadline: float | None, now: float) -> float | None:
-    """Seconds until ``deadline`` (at least 0), or None when there is none."""
-    return None if deadline is None else max(0.0, deadline - now)
 
 
 def deadline_refusal(service: str, call: CallInfo) -> Refusal:

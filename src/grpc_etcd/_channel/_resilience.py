@@ -25,7 +25,7 @@ from ..config import ServiceConfig
 from ..metrics import get_metrics
 from ..outlier import OutlierDetector
 from ..policies.base import DoneCallback, DoneInfo, NotReadyError, Pick, Picker
-from ..retry import PUSHBACK_KEY, CallRetry, RetryThrottle, retry_policy_for
+from ..retry import PUSHBACK_KEY, RetryThrottle
 from ..routing import CallInfo
 from ._call import THROWN_AWAY
 from ._flow import OK, CallFlow, CallPlan, ReplayBudget, Status
@@ -266,17 +266,6 @@ class ChannelResilience:
         if len(plans) < _MAX_PLANS:
             plans[method] = plan
         return plan
-
-    def succeeded(self) -> None:
-        """An attempt succeeded: the retry throttle gets its token ratio back."""
-        throttle = self._throttle
-        if throttle is not None:  # the throttle locks its own count
-            throttle.on_success()
-
-    def call_retry(self, method: str) -> CallRetry:
-        """A new retry state for one call of ``method`` (transparent retry only without a
-        policy for it)."""
-        return CallRetry(retry_policy_for(self._config, method), self._throttle)
 
 
 class _Observed:
