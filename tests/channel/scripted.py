@@ -175,6 +175,17 @@ class ScriptedServer:
         if step not in ("ok", "after_headers"):
             raise AssertionError(f"unknown step {step!r}")
 
+    def _read(self, attempt: Attempt, requests: Iterable[Request]) -> list[Request]:
+        """Every request of a request stream. The attempt is in the journal before: a client
+        that ends it while its requests are on their way (a lost hedge, the deadline) has
+        still sent it, and the journal says it ended without an answer."""
+        try:
+            return list(requests)
+        except grpc.RpcError:
+            attempt.cancelled = True
+            self.journal.changed()
+            raise
+
     def _answer(self, attempt: Attempt, request: Request) -> Response:
         return Response(output=f"{self.name}|{attempt.step}|{request.input}")
 
@@ -204,8 +215,8 @@ class ScriptedServer:
             yield self._answer(attempt, request)
 
         def client_stream(requests: Iterable[Request], context: grpc.ServicerContext) -> Response:
-            joined = Request(input="".join(r.input for r in requests))
             attempt = self._begin("ClientStream", context, None)
+            joined = Request(input="".join(r.input for r in self._read(attempt, requests)))
             self._fail_or_wait(attempt, context)
             if attempt.step == "after_headers":
                 context.send_initial_metadata((("scripted", "headers"),))
@@ -215,8 +226,8 @@ class ScriptedServer:
         def bidi(requests: Iterable[Request], context: grpc.ServicerContext) -> Iterator[Response]:
             # Every request is read first: grpc.aio reports INTERNAL instead of the status now
             # and then when a server ends a call while the client still writes requests.
-            received = list(requests)
             attempt = self._begin("Bidi", context, None)
+            received = self._read(attempt, requests)
             self._fail_or_wait(attempt, context)
             for number, request in enumerate(received):
                 if number and attempt.step == "after_headers":
