@@ -11,6 +11,12 @@ not rewritten: channels, ``nodes()`` and ``watch()`` read Go services registered
 format, which etcd's naming resolvers do not read, so a raw target there only ever made a key
 (``hwholiday/srv/bad/<id>``, no leading ``/``) that no dotted channel and no ``grpc-etcd ls``
 would see.
+
+``grpc-etcd`` is no part of any service name (``a.grpc-etcd.b``, ``foo/grpc-etcd/x``): the keys
+of such a service would lie in the namespace of a root's own keys (``/a/grpc-etcd/...`` is where
+the services of root ``/a`` keep their configs and client keys: ``a.grpc-etcd.config`` with
+instance ``x`` would be the config of service ``x`` under root ``/a``), which ``grpc-etcd ls``
+skips. ``register()``, channels, ``nodes()``, ``watch()`` and the CLI refuse such a name alike.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ _DOTTED_PART = re.compile(r"^[A-Za-z0-9_\-]+$")
 #: grpc-etcd's own keys live under ``<root>/grpc-etcd/`` (service configs, and the like): no
 #: service's nodes do, so a listing of every service skips it.
 RESERVED_PREFIX = "/grpc-etcd/"
+_RESERVED_PART = RESERVED_PREFIX.strip("/")
 
 
 def validate_service(service: str) -> str:
@@ -45,11 +52,17 @@ def validate_service(service: str) -> str:
     if "/" in service:
         if "//" in service.strip("/"):
             raise ValueError(f"service target {service!r} has an empty path segment")
-        if ("/" + service.lstrip("/")).startswith(RESERVED_PREFIX):
-            raise ValueError(f"service target {service!r} is in grpc-etcd's own {RESERVED_PREFIX}")
+        if _RESERVED_PART in service.strip("/").split("/"):
+            raise ValueError(
+                f"service target {service!r}: 'grpc-etcd' is no part of a service name (its keys "
+                f"would be among grpc-etcd's own, <root>{RESERVED_PREFIX}...)"
+            )
         return service
-    if service.split(".", 1)[0] == RESERVED_PREFIX.strip("/"):
-        raise ValueError(f"service name {service!r}: the name 'grpc-etcd' is grpc-etcd's own")
+    if _RESERVED_PART in service.split("."):
+        raise ValueError(
+            f"service name {service!r}: 'grpc-etcd' is no part of a service name (its keys would "
+            f"be among grpc-etcd's own, <root>{RESERVED_PREFIX}...)"
+        )
     for part in service.split("."):
         if not _DOTTED_PART.match(part):
             raise ValueError(

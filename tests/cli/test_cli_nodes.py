@@ -144,3 +144,18 @@ def test_ls_of_every_service_skips_the_own_keys_of_every_root(etcd: EtcdServer) 
     assert result.exit_code == 0, result.output
     assert result.stderr == ""
     assert [line.split()[0] for line in result.stdout.splitlines()[1:]] == ["prod.a.srv.b"]
+
+
+def test_ls_and_register_agree_on_grpc_etcd_in_a_name(etcd: EtcdServer) -> None:
+    """``ls`` skips what lies under any ``.../grpc-etcd/`` (a root's own keys); a service named
+    ``a.grpc-etcd.b`` would have lain there, hidden: it is refused, by ``ls`` as by register()."""
+    etcd.etcdctl("put", "/a/grpc-etcd/config/b", '{"fallback": [{}]}')  # root /a's config of b
+    with grpc_etcd.Registry(etcd.endpoint) as registry:
+        registry.register("a.grpc-etcd2.b", address="127.0.0.1:5001", version="v1")
+        listed = CliRunner().invoke(main, ["--etcd", etcd.endpoint, "ls"])
+        refused = CliRunner().invoke(main, ["--etcd", etcd.endpoint, "ls", "a.grpc-etcd.b"])
+    assert listed.exit_code == 0 and listed.stderr == "", listed.output
+    assert [line.split()[0] for line in listed.stdout.splitlines()[1:]] == ["a.grpc-etcd2.b"]
+    assert refused.exit_code == 1
+    (line,) = refused.stderr.splitlines()
+    assert "'grpc-etcd' is no part of a service name" in line

@@ -69,3 +69,17 @@ def test_only_dotted_names_are_registered(raw: str) -> None:
     with pytest.raises(ValueError, match=rf"must be dotted \(e.g. '{dotted}'\)"):
         validate_dotted(raw)
     assert validate_dotted(dotted) == dotted
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["a.grpc-etcd.b", "grpc-etcd.x", "a.b.grpc-etcd", "foo/grpc-etcd/x", "grpc-etcd/config/app"],
+)
+def test_grpc_etcd_is_no_part_of_a_service_name(name: str) -> None:
+    """Keys of ``a.grpc-etcd.b`` would lie under ``/a/grpc-etcd/``, where the services of root
+    ``/a`` keep their configs and client keys (and which ``grpc-etcd ls`` skips)."""
+    with pytest.raises(ValueError, match=r"'grpc-etcd' is no part of a service name"):
+        service_prefix(name)
+    with pytest.raises(ValueError, match=r"'grpc-etcd' is no part of a service name"):
+        validate_dotted(name.replace("/", "."))
+    assert service_prefix("a.grpc-etcd2.b") == "/a/grpc-etcd2/b/", "a part that only looks alike"
