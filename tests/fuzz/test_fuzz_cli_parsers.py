@@ -8,10 +8,9 @@ from fuzz_strategies import fuzzing
 from hypothesis import given
 from hypothesis import strategies as st
 
-from grpc_etcd.cli._common import validate_cli_service
 from grpc_etcd.cli._config import parse_fallback, parse_split
 from grpc_etcd.config import parse_config
-from grpc_etcd.naming import service_prefix
+from grpc_etcd.naming import service_prefix, validate_dotted
 from grpc_etcd.registry.etcd import parse_endpoint, split_endpoints
 from grpc_etcd.xds.bootstrap import parse_labels
 
@@ -80,7 +79,7 @@ def test_labels(text: str) -> None:
 @given(typed)
 def test_service_names(text: str) -> None:
     try:
-        service = validate_cli_service(text)
+        service = validate_dotted(text)
     except ValueError as exc:
         _one_line(exc)
         return

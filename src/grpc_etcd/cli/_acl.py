@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..errors import AuthError
+from ..naming import validate_dotted
 from ..registry.acl import KINDS, Kind, describe, permissions, plan, role_name
-from ._common import Options, friendly_errors, one_line, validate_cli_service
+from ._common import Options, friendly_errors, one_line
 
 if TYPE_CHECKING:
     from ..registry.etcd import EtcdClient
@@ -101,7 +102,7 @@ def grant(
 ) -> None:
     """Create or update SERVICE's role of each kind named and grant it to the users."""
     with _as_root():
-        validate_cli_service(service)
+        validate_dotted(service)
         pairs = _users(server, client, operator, xds)
         with opts.client() as etcd:
             for _, user in pairs:  # every user exists before anything changes
@@ -155,7 +156,7 @@ def revoke(
 ) -> None:
     """Take SERVICE's role of each kind named back from the users (the roles stay)."""
     with _as_root():
-        validate_cli_service(service)
+        validate_dotted(service)
         pairs = _users(server, client, operator, xds)
         with opts.client() as etcd:
             held = {user: _roles_of(etcd, user, granting=False) for _, user in pairs}
@@ -175,7 +176,7 @@ def revoke(
 def show(opts: Options, service: str, as_json: bool) -> None:
     """List SERVICE's roles, what each may do, and the users that hold it."""
     with _as_root():
-        validate_cli_service(service)
+        validate_dotted(service)
         with opts.client() as etcd:
             roles = {kind: role_name(service, kind, opts.root) for kind in KINDS}
             held = {user: etcd.user_get(user) or () for user in etcd.user_list()}

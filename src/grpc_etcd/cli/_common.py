@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..errors import GrpcEtcdError
-from ..naming import validate_dotted
 from ..registry._options import DEFAULT_ENDPOINT
 from ..registry._options import ENDPOINTS_ENV as ENV_ENDPOINTS
 from ..registry.etcd import split_endpoints
@@ -28,15 +27,9 @@ __all__ = [
     "check_readable",
     "friendly_errors",
     "one_line",
-    "validate_cli_service",
 ]
 
 ENV_PASSWORD = "GRPC_ETCD_PASSWORD"
-
-
-def validate_cli_service(service: str) -> str:
-    """A dotted service name as the CLI takes it (raw ``a/b/c`` targets are refused)."""
-    return validate_dotted(service)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,11 +24,11 @@ from .._strict_json import loads_strict
 from ..checks import Finding, Share, check_config, shares
 from ..config import ServiceConfig, config_json_schema, config_key, parse_config
 from ..errors import CompactedError, ConfigError, EtcdError, EtcdUnavailableError
-from ..naming import service_prefix
+from ..naming import service_prefix, validate_dotted
 from ..node import Node
 from ..registry.etcd import EtcdClient, KeyValue
 from ..snapshot import Snapshot, snapshot_from_kvs
-from ._common import Options, friendly_errors, one_line, validate_cli_service
+from ._common import Options, friendly_errors, one_line
 from ._nodes import format_table
 
 __all__ = ["config", "parse_fallback", "parse_split", "route", "share_lines", "summary"]
@@ -44,7 +44,7 @@ def config() -> None:
 
 
 def _key(opts: Options, service: str) -> str:
-    return config_key(validate_cli_service(service), opts.root)
+    return config_key(validate_dotted(service), opts.root)
 
 
 def _document(kv: KeyValue | None, key: str) -> dict[str, Any] | None:
@@ -203,7 +203,7 @@ def check(opts: Options, file: IO[bytes], service: str) -> None:
     read (one line).
     """
     with friendly_errors():
-        validate_cli_service(service)
+        validate_dotted(service)
         source, document = _read_file(file)
         try:
             with opts.client() as client:

@@ -11,11 +11,11 @@ from typing import Any
 import click
 
 from ..errors import RecordError
-from ..naming import RESERVED_PREFIX, service_prefix
+from ..naming import RESERVED_PREFIX, service_prefix, validate_dotted
 from ..node import Node
 from ..record import decode_record
 from ..snapshot import Snapshot
-from ._common import Options, check_readable, friendly_errors, validate_cli_service
+from ._common import Options, check_readable, friendly_errors
 from ._liveness import Liveness
 
 __all__ = ["format_change", "format_table", "list_nodes", "nodes_table", "read_nodes", "watch"]
@@ -76,7 +76,7 @@ def list_nodes(opts: Options, service: str | None, as_json: bool) -> None:
     """List registered nodes: of SERVICE, or of every service."""
     with friendly_errors():
         if service is not None:
-            validate_cli_service(service)
+            validate_dotted(service)
         rows = read_nodes(opts, service)
     if as_json:
         for node, ttl in rows:
@@ -162,7 +162,7 @@ def watch(opts: Options, service: str, as_json: bool) -> None:
             say("! etcd answers again: changes follow")
 
     with contextlib.suppress(KeyboardInterrupt), friendly_errors():  # Ctrl-C: a clean stop
-        validate_cli_service(service)
+        validate_dotted(service)
         with (
             opts.registry() as reg,
             opts.client() as probe_client,

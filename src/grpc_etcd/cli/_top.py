@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING, Any
 import click
 import grpc
 
+from ..naming import validate_dotted
 from ..node import Node
 from ..snapshot import Snapshot
-from ._common import Options, check_readable, friendly_errors, validate_cli_service
+from ._common import Options, check_readable, friendly_errors
 
 if TYPE_CHECKING:
     from ..registry.etcd import EtcdClient
@@ -212,7 +213,7 @@ def top(opts: Options, service: str, health_service: str, interval: float) -> No
             raise click.ClickException(
                 "grpc-etcd top needs rich: pip install 'grpc-etcd[cli]'"
             ) from None
-        validate_cli_service(service)
+        validate_dotted(service)
         if interval <= 0:
             raise ValueError(f"--interval must be > 0, got {interval}")
         stop = threading.Event()

@@ -18,7 +18,8 @@ import sys
 import click
 
 from ..allowlist import allow_list
-from ..cli._common import Options, friendly_errors, validate_cli_service
+from ..cli._common import Options, friendly_errors
+from ..naming import validate_dotted
 from ..registry.etcd import TLSConfig
 from .bootstrap import DEFAULT_NODE_ID, bootstrap_json, parse_labels
 
@@ -28,7 +29,7 @@ __all__ = ["xds"]
 def _services(text: str | None) -> list[str] | None:
     if not text:
         return None
-    return [validate_cli_service(part.strip()) for part in text.split(",") if part.strip()]
+    return [validate_dotted(part.strip()) for part in text.split(",") if part.strip()]
 
 
 async def _serve(
