@@ -75,7 +75,7 @@ def test_no_config_no_ejection_no_health_and_no_retry_policy() -> None:
         done(DoneInfo("UNAVAILABLE", 0.01))
     assert state.tick() is None and not state.is_ejected(A)
     plan = state.plan("/proto.Api/Get")
-    assert plan.simple and plan.retry is None and plan.throttle is None  # transparent only
+    assert plan.retry is plan.hedging is plan.timeout is plan.throttle is None  # transparent only
 
 
 def test_retry_policy_for_named_methods_and_dropping_outlier_config_returns_all() -> None:
@@ -135,12 +135,13 @@ def test_each_method_gets_the_plan_of_its_method_config() -> None:
     retried, fast, other = (
         state.plan(m) for m in ("/proto.Api/Get", "/proto.Api/Fast", "/other.Svc/Get")
     )
-    assert retried.retry is not None and retried.hedging is None and not retried.simple
+    assert retried.retry is not None and retried.hedging is None
     assert fast.hedging is not None and fast.timeout == 2.0 and fast.retry is None
-    assert other.simple and other.throttle is not None  # every call feeds the throttle
+    assert other.retry is other.hedging is other.timeout is None
+    assert other.throttle is not None  # every call feeds the throttle
     assert state.plans["/proto.Api/Get"] is retried
     state.configure(parse_config({}))
-    assert state.plans == {} and state.plan("/proto.Api/Get").simple
+    assert state.plans == {} and state.plan("/proto.Api/Get").retry is None
     assert state.plan("/proto.Api/Get").throttle is None
 
 

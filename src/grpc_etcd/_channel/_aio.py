@@ -45,7 +45,7 @@ import grpc.aio
 
 from .._closing import AsyncClosing
 from ..config import ServiceConfig
-from ..policies.base import DoneInfo, Pick, Picker, PickError, Policy
+from ..policies.base import DoneInfo, Pick, PickError, Policy
 from ..routing import CallInfo
 from ..snapshot import Snapshot
 from ._base import DEFAULT_DRAIN_TIMEOUT, ChannelBase, MultiCallableBase
@@ -194,8 +194,6 @@ class BalancedChannel(ChannelBase[grpc.aio.Channel], AsyncClosing, grpc.aio.Chan
         # The calls waiting for the next picker (each is told once, on the loop's next turn);
         # a call leaves as soon as it no longer waits.
         self._waiting: dict[_Call, None] = {}
-        #: What a call's flow reads the channel's current picker with.
-        self._pickers: Callable[[], Picker[_Sub]] = lambda: self._picker
         # hedgingDelay -> the calls whose hedge may be due after it (see _Alarm).
         self._alarms: dict[float, _Alarm] = {}
         super().__init__(
@@ -323,6 +321,9 @@ class BalancedChannel(ChannelBase[grpc.aio.Channel], AsyncClosing, grpc.aio.Chan
 
     def _republish_soon(self) -> None:
         self._publish_soon()  # done callbacks and the ticker run on the loop
+
+    def _call_later(self, delay: float, callback: Callable[[], None]) -> None:
+        asyncio.get_running_loop().call_later(delay, callback)
 
     # ------------------------------------------------------------ connectivity and draining
 

@@ -9,9 +9,7 @@ API, their call objects, and draining.
 
 from __future__ import annotations
 
-import asyncio
 import os
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from contextlib import AbstractContextManager
@@ -251,6 +249,8 @@ class ChannelBase(Generic[C]):
         self._endpoints: dict[str, Endpoint[Subchannel[C]]] = {}
         # The per-call path reads only this attribute: no lock, no scan.
         self._picker: Picker[Subchannel[C]] = cast("Picker[Subchannel[C]]", QueuePicker())
+        #: What a call's flow reads the picker in force with, whenever it picks.
+        self._pickers: Callable[[], Picker[Subchannel[C]]] = lambda: self._picker
         self._connectivity = grpc.ChannelConnectivity.CONNECTING
         self._unresolved: str | None = None  # why there is no snapshot (etcd unreachable)
         self._resolving: str | None = None  # where the first snapshot is to come from
@@ -393,10 +393,6 @@ class ChannelBase(Generic[C]):
             self, kind, method, request_serializer, response_deserializer, registered
         )
 
-    def _current_picker(self) -> Picker[Subchannel[C]]:
-        """The picker in force now (a call's flow reads it whenever it picks)."""
-        return self._picker
-
     def _method_key(self, key: MethodKey) -> object:
         token = self._method_keys.get(key)
         if token is None:
@@ -455,19 +451,13 @@ class ChannelBase(Generic[C]):
 
     def _recheck_later(self) -> None:
         """Publish again when the balancer says a subset may shrink back with no other change
-        (on the loop the channel is driven from, else on a timer thread)."""
+        (on the twin's own clock: :meth:`_call_later`)."""
         due = self._balancer.recheck_at
         if due is None or (self._recheck_due is not None and self._recheck_due <= due):
             return
         self._recheck_due = due
         delay = max(0.0, due - time.monotonic()) + 0.001  # a timer may fire a hair early
-        try:
-            asyncio.get_running_loop().call_later(delay, self._recheck)
-        except RuntimeError:  # no loop in this thread: the sync twin's monitor or a caller
-            timer = threading.Timer(delay, self._recheck)
-            timer.name = f"grpc-etcd subsets of {self._service}"
-            timer.daemon = True
-            timer.start()
+        self._call_later(delay, self._recheck)
 
     def _recheck(self) -> None:
         self._recheck_due = None
@@ -556,6 +546,11 @@ class ChannelBase(Generic[C]):
     def _republish_soon(self) -> None:
         """A node was ejected or came back: publish a new picker soon, on the monitor (thread
         or loop), not on the thread whose call ended (any thread, no lock held)."""
+        raise NotImplementedError
+
+    def _call_later(self, delay: float, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` (it takes the lock) in ``delay`` seconds on the twin's monitor:
+        the sync monitor thread's timers, the loop's ``call_later`` (under the lock)."""
         raise NotImplementedError
 
     def _watch_health(self, sub: Subchannel[C], service_name: str) -> Any:

@@ -214,7 +214,6 @@ class ReplayBudget:
 class CallPlan:
     """What the service config says of one method's calls, resolved once per config.
 
-    ``simple`` when there is nothing to apply (no retry or hedging policy, no default timeout);
     ``inline`` when nothing applies before the first attempt ends or has lasted ``hedge_delay``
     (no default timeout, no hedging all at once): a twin may then run a call's first attempt on
     its inlined hot path (see the module docstring).
@@ -230,7 +229,6 @@ class CallPlan:
         "retry",
         "rng",
         "service",
-        "simple",
         "throttle",
         "timeout",
     )
@@ -267,7 +265,6 @@ class CallPlan:
         #: The channel's bytes of request messages kept for replays (None: the call's own limit
         #: only).
         self.budget = budget
-        self.simple = retry is None and hedging is None and timeout is None
         delay = hedging.hedging_delay if hedging is not None else None
         #: When a hedge may be due after an inlined first attempt started (None: never).
         self.hedge_delay = delay

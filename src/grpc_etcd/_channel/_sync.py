@@ -397,6 +397,10 @@ class BalancedChannel(ChannelBase[grpc.Channel], Closing, grpc.Channel):
         self._dirty = True
         self._kick.set()
 
+    def _call_later(self, delay: float, callback: Callable[[], None]) -> None:
+        if not self._closed:  # (a closed channel's _call_at would call it here, under the lock)
+            self._call_at(time.monotonic() + delay, callback)
+
     def _wake(self) -> None:
         changed, self._changed = self._changed, threading.Event()
         changed.set()
@@ -829,9 +833,7 @@ class _MultiCallable(MultiCallableBase[grpc.Channel]):
         started = time.monotonic()
         info, metadata = self._resolve(metadata, wait_for_ready)
         plan = self._plan()
-        flow: _Flow = CallFlow(
-            self._channel._current_picker, info, plan, now=started, timeout=timeout
-        )
+        flow: _Flow = CallFlow(self._channel._pickers, info, plan, now=started, timeout=timeout)
         requests = _Requests(request, self._serializer) if self._raw_requests else None
 
         def start(attempt: _Attempt) -> Any:
@@ -979,16 +981,14 @@ class _UnaryUnary(_MultiCallable, _UnaryUnaryBase):
                     plan.succeeded()  # the flow's rule: every call that succeeds
                     return result
                 # The attempt failed: a flow takes it over (a transparent retry, perhaps).
-                flow: _Flow = CallFlow(
-                    channel._current_picker, info, plan, now=started, timeout=timeout
-                )
+                flow: _Flow = CallFlow(channel._pickers, info, plan, now=started, timeout=timeout)
                 attempt = flow.adopt(pick, started)
                 attempt.call = error  # (grpc's failed call: its outcome, should it end the call)
                 actions = flow.on_status(attempt, status_of(error), time.monotonic())
                 return self._by_futures(
                     flow, None, name, request, metadata, credentials, compression, actions
                 )
-        flow = CallFlow(channel._current_picker, info, plan, now=started, timeout=timeout)
+        flow = CallFlow(channel._pickers, info, plan, now=started, timeout=timeout)
         return self._by_futures(flow, pick, name, request, metadata, credentials, compression)
 
     __call__ = _method(_unary, None, streaming=False)
@@ -1185,7 +1185,7 @@ class _InlineHedge:
                 plan.succeeded()
                 return result
             flow: _Flow = CallFlow(
-                channel._current_picker, self._info, plan, now=self._started, timeout=self._timeout
+                channel._pickers, self._info, plan, now=self._started, timeout=self._timeout
             )
             attempt = flow.adopt(self._pick, self._started)
             attempt.call = error  # (grpc's failed call: its outcome, should it end the call)
@@ -1219,7 +1219,7 @@ class _InlineHedge:
         mc = self._mc
         channel = mc._channel
         flow: _Flow = CallFlow(
-            channel._current_picker, self._info, self._plan, now=self._started,
+            channel._pickers, self._info, self._plan, now=self._started,
             timeout=self._timeout,
         )  # fmt: skip
         attempt = flow.adopt(self._pick, self._started)
