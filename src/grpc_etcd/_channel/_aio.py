@@ -80,6 +80,10 @@ else:
     _StreamUnaryBase = grpc.aio.StreamUnaryMultiCallable
     _StreamStreamBase = grpc.aio.StreamStreamMultiCallable
 
+#: How often a removed node's calls in flight are counted while it drains (the sync monitor
+#: counts them every 0.2 s at most).
+_DRAIN_POLL = 0.1
+
 _EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from grpc-stubs
 # grpc.aio's own texts for misuse of a streaming call.
 _API_STYLE_ERROR = "The iterator and read/write APIs may not be mixed on a single RPC."
@@ -141,15 +145,6 @@ class _Ended:
 def _succeeded(call: Any) -> bool:
     """Whether a finished grpc.aio call ended OK."""
     return _now(call.code()) is grpc.StatusCode.OK
-
-
-def _locally_cancelled(call: Any) -> bool:
-    """Whether a finished grpc.aio call was cancelled on this side (by grpc.aio, when the task
-    awaiting it was cancelled, or by a closing channel), not by its server."""
-    core = getattr(call, "_cython_call", None)
-    if core is not None:
-        return bool(core.is_locally_cancelled())
-    return bool(call.cancelled())
 
 
 def _size_of(message: Any, serializer: Callable[[Any], bytes] | None) -> int:
@@ -297,9 +292,14 @@ class BalancedChannel(ChannelBase[grpc.aio.Channel], AsyncClosing, grpc.aio.Chan
         return sub
 
     def _retire(self, subs: list[_Sub]) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._drain_timeout
         for sub in subs:
             sub.task.cancel()
-            self._drain(sub)
+            sub.drain_deadline = deadline
+            task = loop.create_task(self._drain(sub))
+            self._draining[task] = sub
+            task.add_done_callback(lambda done: self._draining.pop(done, None))
 
     def _after_update(self, opened: list[_Sub]) -> None:
         loop = asyncio.get_running_loop()
@@ -344,26 +344,27 @@ class BalancedChannel(ChannelBase[grpc.aio.Channel], AsyncClosing, grpc.aio.Chan
             if not (self._closed or sub.retired):
                 log.exception("watching %s for %s failed", sub.address, self._service)
 
-    def _drain(self, sub: _Sub) -> None:
-        # grpc.aio's close(grace) waits for the channel's calls in flight, then cancels them.
-        task = asyncio.get_running_loop().create_task(sub.channel.close(self._drain_timeout))
-        self._draining[task] = sub
-        task.add_done_callback(lambda done: self._draining.pop(done, None))
+    async def _drain(self, sub: _Sub) -> None:
+        """Close a removed node's channel once the calls on it have ended (they count
+        themselves in ``inflight``, as in the sync twin) or its drain_timeout has passed."""
+        loop = asyncio.get_running_loop()
+        # Counted, not awaited: a call's end pops the list and tells no one (the hot path's
+        # cost); grpc.aio's own close(grace) cannot be cut short without its private calls.
+        while sub.inflight and loop.time() < sub.drain_deadline:  # noqa: ASYNC110
+            await asyncio.sleep(min(_DRAIN_POLL, sub.drain_deadline - loop.time()))
+        await sub.channel.close(None)  # (cancels what is left)
 
     async def _cut_draining(self, grace: float | None) -> None:
         """Give removed nodes' calls ``grace`` seconds, not the rest of their drain_timeout."""
-        tasks = list(self._draining)
-        if not tasks:
+        draining = dict(self._draining)
+        if not draining:
             return
         if grace:
-            await asyncio.wait(tasks, timeout=grace)
-        # A second close() is a no-op while the first waits out its grace, so cancel the calls
-        # ourselves, through grpc.aio's private _active_calls (grpcio 1.85 has it; without it
-        # they run out their drain_timeout).
-        for sub in list(self._draining.values()):
-            for call in list(getattr(sub.channel, "_active_calls", ())):
-                call.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.wait(draining, timeout=grace)
+        for task in draining:
+            task.cancel()
+        await asyncio.gather(*draining, return_exceptions=True)
+        await asyncio.gather(*(sub.channel.close(None) for sub in draining.values()))
 
     def _watch_health(self, sub: _Sub, service_name: str) -> AsyncHealthWatch:
         return AsyncHealthWatch(sub.channel, service_name, self._republish, name=sub.address)
@@ -487,8 +488,8 @@ class _Call:
     #: Where the hot path's attempt of a hedged call waits for hedgingDelay, and its number.
     _alarm: _Alarm | None = None
     _alarm_number = 0
-    #: Attempts the flow cancelled (any other cancelled attempt was cancelled locally).
-    _cancels: set[Attempt[_Sub]] | None = None
+    #: The grpc.aio calls of the attempts the flow cancelled (they lost to another).
+    _cancels: set[Any] | None = None
 
     def __init__(
         self,
@@ -579,22 +580,11 @@ class _Call:
         self._ended(self._adopt(), call)
 
     def _ended(self, attempt: Attempt[_Sub], _call: Any = None) -> None:
-        """An attempt's grpc.aio call ended (its done callback): tell the flow how."""
-        if attempt.ended:
-            return
-        status = status_of(_Ended(attempt.call))
-        flow = self._flow
-        assert flow is not None
-        if (
-            status.code == "CANCELLED"
-            and not flow.finished
-            and not (self._cancels and attempt in self._cancels)
-            and _locally_cancelled(attempt.call)
-        ):
-            # Cancelled here, not by the flow: grpc.aio does so when the task awaiting the
-            # call is cancelled, and a closing channel does it. The application's cancel.
-            self._run(flow.cancel(self._loop.time()))
-        self._report(attempt, status)
+        """An attempt's grpc.aio call ended (its done callback): tell the flow how. One that
+        grpc.aio cancelled itself (a closing channel, a cancelled task awaiting it) ended
+        CANCELLED, as in the sync twin."""
+        if not attempt.ended:
+            self._report(attempt, status_of(_Ended(attempt.call)))
 
     def _report(self, attempt: Attempt[_Sub], status: Status) -> None:
         flow = self._flow
@@ -676,7 +666,7 @@ class _Call:
         if call is not None:
             if self._cancels is None:
                 self._cancels = set()
-            self._cancels.add(attempt)
+            self._cancels.add(call)
             call.cancel()
 
     def _commit(self, attempt: Attempt[_Sub]) -> None:
@@ -770,7 +760,7 @@ class _Call:
 
     def _lost(self, call: Any) -> bool:
         """Whether the flow cancelled the attempt of ``call`` (another one won)."""
-        return any(attempt.call is call for attempt in self._cancels or ())
+        return call in (self._cancels or ())
 
     def _failure(self) -> BaseException:
         """What a call that ended without a grpc.aio call raises."""
