@@ -110,41 +110,63 @@ def _keep(future: asyncio.Future[Any]) -> None:
     future.add_done_callback(_background.discard)
 
 
+class _Later(Exception):
+    """grpc.aio made us wait for what a finished call knows (not so up to grpcio 1.85)."""
+
+
 def _now(coroutine: Coroutine[Any, Any, Any]) -> Any:
     """The value of a coroutine that returns without waiting: a finished grpc.aio call's
-    ``code()``, ``details()``, metadata (grpc keeps them once the call has ended)."""
+    ``code()``, ``details()``, metadata (grpc keeps them once the call has ended); raises
+    :class:`_Later` should it wait."""
     try:
         coroutine.send(None)
     except StopIteration as stop:
         return stop.value
     coroutine.close()
-    raise RuntimeError("the grpc.aio call has not ended")
+    raise _Later
 
 
 class _Ended:
-    """A finished grpc.aio call with the synchronous methods :func:`status_of` reads."""
+    """A finished grpc.aio call with the synchronous methods :func:`status_of` reads, each
+    read at once (:func:`_now`) unless ``told`` them already (:func:`_awaited`)."""
 
-    __slots__ = ("_call",)
+    __slots__ = ("_call", "_told")
 
-    def __init__(self, call: Any) -> None:
+    def __init__(self, call: Any, told: tuple[Any, Any, Any, Any] | None = None) -> None:
         self._call = call
+        self._told = told
 
     def code(self) -> Any:
-        return _now(self._call.code())
+        return self._told[0] if self._told else _now(self._call.code())
 
     def details(self) -> Any:
-        return _now(self._call.details())
+        return self._told[1] if self._told else _now(self._call.details())
 
     def initial_metadata(self) -> Any:
-        return _now(self._call.initial_metadata())
+        return self._told[2] if self._told else _now(self._call.initial_metadata())
 
     def trailing_metadata(self) -> Any:
-        return _now(self._call.trailing_metadata())
+        return self._told[3] if self._told else _now(self._call.trailing_metadata())
+
+
+async def _awaited(call: Any) -> Status:
+    """:func:`status_of` a finished grpc.aio call, awaiting what it reads."""
+    told = (
+        await call.code(),
+        await call.details(),
+        await call.initial_metadata(),
+        await call.trailing_metadata(),
+    )
+    return status_of(_Ended(call, told))
 
 
 def _succeeded(call: Any) -> bool:
-    """Whether a finished grpc.aio call ended OK."""
-    return _now(call.code()) is grpc.StatusCode.OK
+    """Whether a finished grpc.aio call ended OK (False when it cannot tell at once: then the
+    call's flow hears how it ended, :meth:`_Call._ended`)."""
+    try:
+        return _now(call.code()) is grpc.StatusCode.OK
+    except _Later:
+        return False
 
 
 def _size_of(message: Any, serializer: Callable[[Any], bytes] | None) -> int:
@@ -583,8 +605,19 @@ class _Call:
         """An attempt's grpc.aio call ended (its done callback): tell the flow how. One that
         grpc.aio cancelled itself (a closing channel, a cancelled task awaiting it) ended
         CANCELLED, as in the sync twin."""
+        if attempt.ended:
+            return
+        try:
+            status = status_of(_Ended(attempt.call))
+        except _Later:
+            _keep(self._loop.create_task(self._ended_later(attempt)))
+            return
+        self._report(attempt, status)
+
+    async def _ended_later(self, attempt: Attempt[_Sub]) -> None:
+        status = await _awaited(attempt.call)
         if not attempt.ended:
-            self._report(attempt, status_of(_Ended(attempt.call)))
+            self._report(attempt, status)
 
     def _report(self, attempt: Attempt[_Sub], status: Status) -> None:
         flow = self._flow

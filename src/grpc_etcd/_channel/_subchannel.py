@@ -18,14 +18,6 @@ __all__ = [
 
 C = TypeVar("C")
 
-# cygrpc's connectivity codes are the indexes of grpc.ChannelConnectivity's members.
-STATE_BY_CODE: tuple[ConnState, ...] = (
-    ConnState.IDLE,
-    ConnState.CONNECTING,
-    ConnState.READY,
-    ConnState.TRANSIENT_FAILURE,
-    ConnState.SHUTDOWN,
-)
 STATE_BY_CONNECTIVITY: dict[grpc.ChannelConnectivity, ConnState] = {
     grpc.ChannelConnectivity.IDLE: ConnState.IDLE,
     grpc.ChannelConnectivity.CONNECTING: ConnState.CONNECTING,
@@ -35,6 +27,10 @@ STATE_BY_CONNECTIVITY: dict[grpc.ChannelConnectivity, ConnState] = {
 }
 CONNECTIVITY_BY_STATE: dict[ConnState, grpc.ChannelConnectivity] = {
     state: connectivity for connectivity, state in STATE_BY_CONNECTIVITY.items()
+}
+#: By the code cygrpc's check_connectivity_state() answers: grpc's own enum carries it first.
+STATE_BY_CODE: dict[int, ConnState] = {
+    connectivity.value[0]: state for connectivity, state in STATE_BY_CONNECTIVITY.items()
 }
 
 
@@ -62,7 +58,8 @@ class Subchannel(Generic[C]):
         self.channel = channel
         self.state = ConnState.IDLE
         self.code = -1  # last raw connectivity code seen (sync monitor)
-        self.core: Any = None  # sync twin: the cygrpc channel, polled for its state
+        #: Sync twin: the cygrpc channel, polled for its state (None: grpc's subscribe()).
+        self.core: Any = None
         # The real multicallables on this channel, created once per method (see MethodKey).
         self.callables: dict[object, Any] = {}
         # One item per call in flight: list.append/pop are atomic, so the sync hot path can

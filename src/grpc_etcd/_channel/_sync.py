@@ -36,7 +36,6 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import grpc
-from grpc._cython import cygrpc  # type: ignore[attr-defined]  # (untyped) the cancel code
 
 from .._closing import Closing
 from ..config import ServiceConfig
@@ -61,7 +60,7 @@ from ._flow import (
 from ._health import HealthWatch
 from ._resilience import status_name as _code_name
 from ._resilience import status_of
-from ._subchannel import STATE_BY_CODE, Subchannel
+from ._subchannel import STATE_BY_CODE, STATE_BY_CONNECTIVITY, Subchannel
 
 __all__ = ["BalancedChannel", "FailedCall"]
 
@@ -187,14 +186,21 @@ def _code(exc: BaseException) -> str:
     return _code_name(exc) if isinstance(exc, grpc.RpcError) else "UNKNOWN"
 
 
+def _nothing(connectivity: grpc.ChannelConnectivity) -> None:
+    """A subscriber whose subscription only asks a channel to connect."""
+
+
 def _core(channel: grpc.Channel) -> Any:
-    """The cygrpc channel under ``channel``: grpc.Channel has no public non-blocking state
-    query, its cygrpc channel has one. Interceptors wrap the channel (grpc's own
-    ``intercept_channel``, OpenTelemetry's instrumentor around ``grpc.insecure_channel``),
-    each keeping the one it wraps as ``_channel``: unwrap them."""
+    """The cygrpc channel under ``channel`` (grpcio's internals): grpc.Channel has no public
+    non-blocking state query, its cygrpc channel has one. Interceptors wrap the channel
+    (grpc's own ``intercept_channel``, OpenTelemetry's instrumentor around
+    ``grpc.insecure_channel``), each keeping the one it wraps as ``_channel``: unwrap them.
+    None when there is none to be found: the channel then follows grpc's ``subscribe()``."""
     core: Any = channel
     while not hasattr(core, "check_connectivity_state"):
-        core = core._channel
+        core = getattr(core, "_channel", None)
+        if core is None:
+            return None
     return core
 
 
@@ -379,10 +385,21 @@ class BalancedChannel(ChannelBase[grpc.Channel], Closing, grpc.Channel):
         else:
             channel = grpc.secure_channel(address, self._credentials, options=self._options)
         sub = Subchannel(address, channel)
-        sub.core = _core(channel)
-        sub.code = sub.core.check_connectivity_state(True)
-        sub.state = STATE_BY_CODE[sub.code]
+        core = sub.core = _core(channel)
+        if core is None:  # grpc's own thread per channel tells each change (see the top)
+            channel.subscribe(functools.partial(self._moved, sub), try_to_connect=True)
+        else:
+            sub.code = core.check_connectivity_state(True)
+            sub.state = STATE_BY_CODE[sub.code]
         return sub
+
+    def _moved(self, sub: _Sub, connectivity: grpc.ChannelConnectivity) -> None:
+        """A sub-channel without a cygrpc channel to poll changed state (grpc's thread)."""
+        sub.state = STATE_BY_CONNECTIVITY[connectivity]
+        if connectivity is grpc.ChannelConnectivity.IDLE:  # connect again, as _sweep's poll does
+            sub.channel.subscribe(_nothing, try_to_connect=True)
+            sub.channel.unsubscribe(_nothing)
+        self._republish_soon()
 
     def _retire(self, subs: list[_Sub]) -> None:
         deadline = time.monotonic() + self._drain_timeout
@@ -422,6 +439,8 @@ class BalancedChannel(ChannelBase[grpc.Channel], Closing, grpc.Channel):
             subs = tuple(self._subs.values())
         moved = False
         for sub in subs:
+            if sub.core is None:
+                continue  # it tells its changes itself (_moved)
             try:
                 # try_to_connect: a channel whose server went away sits IDLE until asked.
                 code = sub.core.check_connectivity_state(True)
@@ -1089,9 +1108,10 @@ class _Capture:
         return getattr(self._core, name)
 
 
-#: How the flow's Cancel reaches an inline attempt's segregated call (grpc's own words).
-_CANCELLED_CODE = cygrpc.StatusCode.cancelled
-_CANCELLED_DETAILS = "Locally cancelled by application!"
+#: How the flow's Cancel reaches an inline attempt's segregated call (grpc's own code and
+#: words: the first item of grpc.StatusCode's value is core's status code).
+_CANCELLED_CODE = grpc.StatusCode.CANCELLED.value[0]
+_CANCELLED_DETAILS = CANCELLED.details
 
 
 class _InlineHedge:
