@@ -216,8 +216,9 @@ class Client:
 
 def npm_prefix(config: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Where grpc-js is installed: pytest's cache (once for every run), else a temp dir."""
-    if config.cache is not None:
-        return config.cache.mkdir("grpc-js-xds")
+    cache = getattr(config, "cache", None)  # none with -p no:cacheprovider
+    if cache is not None:
+        return Path(cache.mkdir("grpc-js-xds"))
     return tmp_path_factory.mktemp("grpc-js-xds")
 
 
