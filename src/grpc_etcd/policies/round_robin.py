@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random as _random
 from collections.abc import Sequence
-from itertools import count
+from itertools import cycle
 from typing import Generic, TypeVar
 
 from ..config import SlowStartSettings
@@ -22,22 +22,21 @@ T = TypeVar("T")
 
 
 class RoundRobinPicker(Generic[T]):
-    """The endpoints in turn; ``next()`` on an ``itertools.count`` is atomic: no lock."""
+    """The endpoints in turn; ``next()`` on an ``itertools.cycle`` is atomic: no lock."""
 
-    __slots__ = ("_n", "_next", "_picks")
+    __slots__ = ("_turns",)
 
     def __init__(self, ready: Sequence[Endpoint[T]]) -> None:
         self._cycle([Pick(e.subchannel) for e in sorted(ready, key=lambda e: e.node.address)])
 
     def _cycle(self, picks: Sequence[Pick[T]]) -> None:
         """Hand out ``picks`` in turn, from a random place in the cycle."""
-        self._picks = tuple(picks)
-        self._n = len(self._picks)
-        self._next = count(_random.randrange(self._n)).__next__
+        start = _random.randrange(len(picks))
+        self._turns = cycle([*picks[start:], *picks[:start]])
 
     def pick(self, call: CallInfo) -> Pick[T]:
         """The next endpoint."""
-        return self._picks[self._next() % self._n]
+        return next(self._turns)
 
 
 class RoundRobinPolicy(StatelessPolicy):
