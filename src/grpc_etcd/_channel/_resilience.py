@@ -299,11 +299,13 @@ class _Observed:
         if info is THROWN_AWAY:
             return  # no attempt: nothing to measure, nothing said of the node
         resilience = self._resilience
-        metrics, target, address = resilience._metrics, resilience._target, self._address
-        if not self._started:
-            metrics.attempt_started(target, self._method)
-        version = resilience._versions.get(address, "")
-        metrics.attempt_ended(target, self._method, info.code, info.latency, address, version)
+        metrics, address = resilience._metrics, self._address
+        if metrics.enabled:
+            target = resilience._target
+            if not self._started:
+                metrics.attempt_started(target, self._method)
+            version = resilience._versions.get(address, "")
+            metrics.attempt_ended(target, self._method, info.code, info.latency, address, version)
         if resilience._detector is not None:
             resilience.record(address, info.code)
 
@@ -330,13 +332,14 @@ class _ObservedPicker:
                 done(THROWN_AWAY)
             raise NotReadyError()
         metrics = resilience._metrics
+        # observe(), inlined (it runs on every pick).
         if (
             resilience._detector is None
             and not metrics.enabled
             and not (metrics.pending and metrics.poll())
         ):
-            # Nothing observes (observe()'s first test, inlined): the pick itself, no new Pick
-            # and no wrapped callback a call.
-            return picked
-        observed = resilience.observe(address, done, call.method)
+            return picked  # nothing observes: the pick itself, no new Pick, no wrapped callback
+        if metrics.enabled:
+            metrics.picked(resilience._target, "ok")
+        observed = _Observed(resilience, address, done, call.method)
         return cast("Pick[Any]", _tuple_new(Pick, (sub, observed)))
