@@ -159,3 +159,44 @@ def test_a_sync_channel_measures_once_a_provider_is_set_and_costs_nothing_before
         "print('ok')\n"
     )
     _prints_ok(code)
+
+
+def test_an_aio_channel_measures_once_a_provider_is_set_and_costs_nothing_before() -> None:
+    # The asyncio twin of the test above: its loop looks for a provider now and then.
+    code = (
+        "import asyncio, time\n"
+        "import grpc.aio\n"
+        "from opentelemetry import metrics as otel\n"
+        "from opentelemetry.sdk.metrics import MeterProvider\n"
+        "from opentelemetry.sdk.metrics.export import InMemoryMetricReader\n"
+        "from grpc_etcd import Node, Snapshot, aio\n"
+        "from grpc_etcd.demo import api_pb2, api_pb2_grpc\n"
+        "class Api(api_pb2_grpc.ApiServicer):\n"
+        "    async def ApiTest(self, request, context):\n"
+        "        return api_pb2.Response(output='a')\n"
+        "async def main():\n"
+        "    server = grpc.aio.server()\n"
+        "    api_pb2_grpc.add_ApiServicer_to_server(Api(), server)\n"
+        "    address = f\"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}\"\n"
+        "    await server.start()\n"
+        "    node = Node('s.v', 'a', address, 'v1', key='/s/v/a')\n"
+        "    channel = aio.BalancedChannel('s.v')\n"
+        "    channel.update(Snapshot('s.v', {'/s/v/a': node}, 1))\n"
+        "    stub = api_pb2_grpc.ApiStub(channel)\n"
+        "    await stub.ApiTest(api_pb2.Request(input='x'), timeout=5, wait_for_ready=True)\n"
+        "    assert type(channel._picker).__name__ != '_ObservedPicker'\n"
+        "    reader = InMemoryMetricReader()\n"
+        "    otel.set_meter_provider(MeterProvider(metric_readers=[reader]))\n"
+        "    deadline = time.monotonic() + 10\n"
+        "    while type(channel._picker).__name__ != '_ObservedPicker':\n"
+        "        assert time.monotonic() < deadline, 'never observed'\n"
+        "        await asyncio.sleep(0.01)\n"
+        "    await stub.ApiTest(api_pb2.Request(input='x'), timeout=5)\n"
+        "    names = {m.name for rm in reader.get_metrics_data().resource_metrics\n"
+        "             for sm in rm.scope_metrics for m in sm.metrics}\n"
+        "    assert 'grpc.client.attempt.duration' in names, names\n"
+        "    await channel.close(); await server.stop(None)\n"
+        "    print('ok')\n"
+        "asyncio.run(main())\n"
+    )
+    _prints_ok(code)

@@ -101,6 +101,10 @@ def _rpc_error(refused: Refusal) -> grpc.aio.AioRpcError:
     )
 
 
+#: Seconds between two looks for a MeterProvider set after the channel published its picker
+#: (without one its picks go unobserved: no cost per call).
+_METRICS_POLL = 1.0
+
 # Tasks nobody awaits, kept referenced until they finish (asyncio holds only weak references).
 _background: set[asyncio.Future[Any]] = set()
 
@@ -227,6 +231,7 @@ class BalancedChannel(ChannelBase[grpc.aio.Channel], AsyncClosing, grpc.aio.Chan
         self._publish_pending = False
         self._draining: dict[asyncio.Task[None], _Sub] = {}  # removed nodes' closes
         self._ticker: asyncio.Task[None] | None = None  # the outlier detector's interval
+        self._metrics_timer: asyncio.TimerHandle | None = None  # see _look_for_metrics
 
     def update(self, snapshot: Snapshot) -> None:
         """Follow a new node set (call from the event loop's thread).
@@ -259,6 +264,8 @@ class BalancedChannel(ChannelBase[grpc.aio.Channel], AsyncClosing, grpc.aio.Chan
         watchers = [sub.task for sub in subs if sub.task is not None]
         if self._ticker is not None:
             watchers.append(self._ticker)
+        if self._metrics_timer is not None:
+            self._metrics_timer.cancel()
         for task in watchers:
             task.cancel()
         await asyncio.gather(
@@ -329,6 +336,21 @@ class BalancedChannel(ChannelBase[grpc.aio.Channel], AsyncClosing, grpc.aio.Chan
             sub.task = loop.create_task(self._watch(sub))
         if self._resilience.outlier_detection:
             self._after_configure()  # a config given to the constructor
+        if self._metrics_timer is None and self._resilience.metrics_pending:
+            self._metrics_timer = loop.call_later(_METRICS_POLL, self._look_for_metrics)
+
+    def _look_for_metrics(self) -> None:
+        """While no MeterProvider is set, look for one every :data:`_METRICS_POLL` seconds;
+        once one is, publish an observed picker (the sync twin's monitor looks on its wakes)."""
+        self._metrics_timer = None
+        if self._closed:
+            return
+        if self._resilience.metrics_came():
+            self._publish_soon()
+        elif self._resilience.metrics_pending:
+            self._metrics_timer = asyncio.get_running_loop().call_later(
+                _METRICS_POLL, self._look_for_metrics
+            )
 
     def _wake(self) -> None:
         changed, self._changed = self._changed, asyncio.Event()

@@ -217,8 +217,6 @@ class ChannelBase(Generic[C]):
     #: The multicallable class of each kind ("unary_unary", ...), set by each twin.
     _MULTICALLABLES: ClassVar[Mapping[str, Callable[..., Any]]]
     _LABEL: ClassVar[str] = "BalancedChannel"
-    #: The twin's monitor asks ChannelResilience.metrics_came() now and then (no per-pick ask).
-    _POLLS_METRICS: ClassVar[bool] = False
     _lock: AbstractContextManager[Any]
 
     def __init__(
@@ -476,9 +474,7 @@ class ChannelBase(Generic[C]):
             endpoints = build_endpoints(
                 self._snapshot, self._subs, self._resilience.is_ejected, self._endpoints
             )
-            picker = self._resilience.wrap(
-                self._balancer.build(endpoints), polled=self._POLLS_METRICS
-            )
+            picker = self._resilience.wrap(self._balancer.build(endpoints))
             if self._resilience.counts_nodes:
                 self._resilience.count_nodes(_node_states(endpoints))
         self._picker = picker

@@ -155,17 +155,13 @@ class ChannelResilience:
         """Whether outlier detection ejected ``address``."""
         return address in self._ejected
 
-    def wrap(self, picker: Picker[Any], *, polled: bool = False) -> Picker[Any]:
+    def wrap(self, picker: Picker[Any]) -> Picker[Any]:
         """``picker`` as the channel publishes it: observed (outlier detection, metrics) when
-        either is on, else as it is. While no MeterProvider is set, one may come later:
-        ``polled`` says the channel's monitor asks :meth:`metrics_came` now and then (and
-        publishes again when it says yes); else the picks themselves ask, every
-        :data:`~grpc_etcd.metrics.CHECK_EVERY`."""
-        metrics = self._metrics
-        if self._detector is not None or metrics.enabled:
+        either is on, else as it is. While no MeterProvider is set, one may come later: the
+        channel's monitor asks :meth:`metrics_came` now and then (and publishes again when it
+        says yes)."""
+        if self._detector is not None or self._metrics.enabled:
             return _ObservedPicker(picker, self)
-        if metrics.pending and not polled:
-            return _ObservedPicker(picker, self)  # observe() polls
         return picker
 
     def metrics_came(self) -> bool:
@@ -173,6 +169,12 @@ class ChannelResilience:
         channel then publishes again, observed)."""
         metrics = self._metrics
         return metrics.pending and metrics.refresh()
+
+    @property
+    def metrics_pending(self) -> bool:
+        """Whether a MeterProvider may still be set (then ask :meth:`metrics_came` now and
+        then)."""
+        return self._metrics.pending
 
     def observe(
         self, address: str, done: DoneCallback | None, method: str = ""

@@ -222,8 +222,6 @@ class BalancedChannel(ChannelBase[grpc.Channel], Closing, grpc.Channel):
     flight finish (for at most ``drain_timeout`` seconds) before its connection is closed.
     """
 
-    _POLLS_METRICS = True  # the monitor thread asks, every wake (<= 0.2 s)
-
     def __init__(
         self,
         service: str,
