@@ -596,15 +596,18 @@ class _Call:
             self._run(flow.on_response(attempt, self._loop.time()))
         return attempt
 
-    def _hot_ended(self, call: Any) -> None:
-        """The hot path's attempt ended (grpc.aio's done callback): an OK takes the flow's
-        decision itself; anything else goes to a flow."""
+    def _hot_ended(self, call: Any = None) -> None:
+        """The hot path's attempt ended (grpc.aio's done callback; grpc.aio's core call calls
+        it with no argument): an OK takes the flow's decision itself; anything else goes to a
+        flow."""
         pick = self._hot
         if pick is None:  # adopted meanwhile (the application cancelled)
             flow = self._flow
             assert flow is not None
-            self._ended(flow.attempts[0], call)
+            self._ended(flow.attempts[0])
             return
+        if call is None:
+            call = self._call  # (the hot attempt's, while no flow has it)
         core = getattr(call, "_cython_call", None)  # grpc.aio's core call (not if intercepted)
         if core.is_ok() if core is not None else _succeeded(call):
             self._hot = None
@@ -614,7 +617,9 @@ class _Call:
             sub.inflight.pop()
             if done is not None:
                 done(DoneInfo("OK", self._loop.time() - self._started))
-            self._plan.succeeded()
+            throttle = self._plan.throttle
+            if throttle is not None:  # CallPlan.succeeded(), inlined
+                throttle.on_success()
             self._state = _FINISHED
             if self._waiters is not None:
                 self._notify()
@@ -1286,7 +1291,10 @@ class _UnaryRequest(_MultiCallable):
         if call._reads_first:
             call._read_first(None, started)
         else:
-            started.add_done_callback(call._hot_ended)
+            # On grpc.aio's core call when there is one: its done callbacks take no argument,
+            # so no functools.partial a call as through grpc.aio's add_done_callback.
+            core = getattr(started, "_cython_call", None)
+            (core or started).add_done_callback(call._hot_ended)
         return call
 
 

@@ -995,7 +995,9 @@ class _UnaryUnary(_MultiCallable, _UnaryUnaryBase):
                     sub.inflight.pop()
                     if done is not None:
                         done(DoneInfo("OK", time.monotonic() - started))
-                    plan.succeeded()  # the flow's rule: every call that succeeds
+                    throttle = plan.throttle
+                    if throttle is not None:  # CallPlan.succeeded(), inlined: the flow's rule
+                        throttle.on_success()
                     return result
                 # The attempt failed: a flow takes it over (a transparent retry, perhaps).
                 flow: _Flow = CallFlow(channel._pickers, info, plan, now=started, timeout=timeout)
