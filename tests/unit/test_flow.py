@@ -315,6 +315,46 @@ def test_a_drained_throttle_stops_retries() -> None:
     assert call.on_status(attempt, Status("UNAVAILABLE"), 0.1)[-1] == Finish(attempt)
 
 
+def test_after_a_failed_connection_a_retry_waits_for_a_picker_offering_another_node() -> None:
+    # prefer_local with one node in the caller's zone: its picker offers that node only. It
+    # died: the transparent retry waits for the picker that knows it (the channel sees its
+    # connection fail), instead of failing on it again.
+    local, remote = Picker([Sub("a")]), Picker([Sub("b")])
+    current = [local]
+    call = flow(lambda: current[0], timeout=5.0)
+    [first] = started(call.start(0.0))
+    assert call.on_status(first, Status("UNAVAILABLE", REFUSED), 0.01) == [Wait(0.26, True)]
+    assert local.done[1] == [THROWN_AWAY]  # the pick of the tried node, given back
+    current[0] = remote
+    [second] = started(call.on_picker(0.02))
+    assert second.subchannel.address == "b" and call.transparent == 1
+    assert call.on_status(second, Status("OK"), 0.03)[-1] == Finish(second)
+
+
+def test_with_no_new_picker_the_retry_goes_to_the_tried_node_after_a_while() -> None:
+    picker = Picker([Sub("a")])
+    call = flow(picker, retry=retry_policy(3), timeout=5.0)
+    [first] = started(call.start(0.0))
+    assert call.on_status(first, Status("UNAVAILABLE", REFUSED), 0.01) == [Wait(0.26, True)]
+    assert call.on_time(0.1) == []  # (too early)
+    [second] = started(call.on_time(0.26))
+    assert second.subchannel.address == "a"
+    # A node that answered UNAVAILABLE itself was reached: its retry does not wait a picker.
+    wait = only(call.on_status(second, Status("UNAVAILABLE", "busy"), 0.3), Wait)
+    assert not wait.picker
+    [third] = started(call.on_time(wait.until or 0))
+    assert third.subchannel.address == "a"
+
+
+def test_the_wait_for_another_node_ends_at_the_deadline_with_the_attempts_outcome() -> None:
+    picker = Picker([Sub("a")])
+    call = flow(picker, timeout=0.1)
+    [first] = started(call.start(0.0))
+    assert call.on_status(first, Status("UNAVAILABLE", REFUSED), 0.01) == [Wait(0.1, True)]
+    assert call.on_time(0.1)[-1] == Finish(first)
+    assert all(len(heard) == 1 for heard in picker.done)  # the attempt's, and picks given back
+
+
 def test_an_adopted_hot_path_attempt_is_retried_like_any() -> None:
     picker = Picker([Sub("a"), Sub("b")])
     sub = picker.subs[0]

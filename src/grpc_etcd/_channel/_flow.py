@@ -314,6 +314,10 @@ class CallFlow(Generic[S]):
         self._next_at: float | None = None  # when the next attempt is due (backoff, hedge)
         self._want_node = False  # the next attempt waits for a picker with a node for it
         self._want_hedge = False  # ... and it is a hedge (an untried node or none)
+        # The last attempt failed at its connection: the next goes to an untried node, or
+        # waits (until _repick_at at the latest) for a picker that knows of that connection.
+        self._avoid_tried = False
+        self._repick_at: float | None = None
         self._waited = False  # the call has waited for a picker at least once
         self._cause: str | None = None  # why no node was ready, for the deadline's details
         self._no_more = False  # no attempt may start any more (pushback, committed)
@@ -422,6 +426,11 @@ class CallFlow(Generic[S]):
         """The time asked for by the last Wait came (or some time passed)."""
         if self.finished:
             return []
+        repick = self._repick_at
+        if repick is not None and now >= repick:  # no new picker: a tried node will do
+            self._repick_at = None
+            self._want_node = False
+            return self._next_attempt(now)
         due = self._next_at
         if due is not None and now >= due:
             self._next_at = None
@@ -443,6 +452,7 @@ class CallFlow(Generic[S]):
         if self.finished or not self._want_node:
             return []
         self._want_node = False
+        self._repick_at = None
         self._waited = True
         return self._next_attempt(now, hedge=self._want_hedge)
 
@@ -460,6 +470,7 @@ class CallFlow(Generic[S]):
         attempt = Attempt(sub, done, len(self.attempts), now, self.left(now))
         self.attempts.append(attempt)
         self._live += 1
+        self._avoid_tried = False
         self._retry.started(sub.address)
         if not counted:
             sub.inflight.append(None)
@@ -480,7 +491,7 @@ class CallFlow(Generic[S]):
             return self._wait() if self._live else self._end([Finish(self._last_ended(), None)])
         actions: list[Action] = []
         while True:
-            picked = self._pick(given, untried_only=hedge)
+            picked = self._pick(given, untried_only=hedge or self._avoid_tried)
             given = None
             if picked is None:
                 return actions + self._unpicked(now, hedge)
@@ -550,8 +561,17 @@ class CallFlow(Generic[S]):
     def _unpicked(self, now: float, hedge: bool) -> list[Action]:
         """No node for the next attempt: wait for a picker, or do without that attempt."""
         refused = self._refusal
-        if refused is None:  # a hedge found only tried nodes: try again after hedgingDelay
+        if refused is None and hedge:  # a hedge found only tried nodes: again after the delay
             return self._hedge_later(now, again=True)
+        if refused is None:
+            # A retry after a failed connection found only the nodes tried: the picker may not
+            # know yet (a zone's one node under prefer_local). Wait for the next one, a while.
+            self._avoid_tried = False
+            self._want_node, self._want_hedge = True, False
+            self._repick_at = now + _REPICK_WAIT
+            if self.deadline is not None and self._repick_at > self.deadline:
+                self._repick_at = self.deadline
+            return self._wait()
         # A call that made attempts already was under way: a channel closed under it cancels it.
         answer = refusal(refused, self._info, waited=self._waited or bool(self.attempts))
         if answer is None:  # wait for a picker with a node for this call
@@ -598,6 +618,7 @@ class CallFlow(Generic[S]):
         )
         if delay is None:
             return self._finish(attempt, status)
+        self._avoid_tried = not reached
         if delay <= 0:
             return self._next_attempt(now)
         self._next_at = now + delay
@@ -611,6 +632,7 @@ class CallFlow(Generic[S]):
             never_reached_server(code, status.details, got_response=False)
             and self._retry.next_delay(code, reached_server=False) is not None
         ):
+            self._avoid_tried = True
             return self._next_attempt(now)  # transparent: in its place, not counted
         deadline = self.deadline
         if code == "DEADLINE_EXCEEDED" and deadline is not None and now >= deadline - _SLACK:
@@ -647,7 +669,7 @@ class CallFlow(Generic[S]):
         self._release()
         self.committed = attempt
         self._no_more = True
-        self._next_at = None
+        self._next_at = self._repick_at = None
         self._want_node = False
         actions: list[Action] = [Commit(attempt)]
         actions.extend(Cancel(a) for a in self.attempts if not a.ended and a is not attempt)
@@ -675,7 +697,7 @@ class CallFlow(Generic[S]):
     def _end(self, finish: list[Action]) -> list[Action]:
         self._release()
         self.finished = True
-        self._next_at = None
+        self._next_at = self._repick_at = None
         self._want_node = False
         actions: list[Action] = [Cancel(a) for a in self.attempts if not a.ended]
         wait = self._wait()
@@ -699,6 +721,9 @@ class CallFlow(Generic[S]):
     def _wait(self) -> list[Action]:
         """The Wait in force now, if it changed since the last one returned."""
         until = self._next_at
+        repick = self._repick_at
+        if repick is not None:
+            until = repick if until is None else min(until, repick)
         deadline = self.deadline
         if self._want_node and not self._live and deadline is not None:
             until = deadline if until is None else min(until, deadline)
@@ -712,6 +737,12 @@ class CallFlow(Generic[S]):
 #: How far apart the flow's clock and grpc's may see one deadline pass (grpc.aio sends it as a
 #: wall-clock time that core converts to its own clock).
 _SLACK = 0.01
+
+#: How long a retry after a failed connection that finds only the nodes tried waits for a new
+#: picker before it goes to a tried one: a failed connection moves its sub-channel's state,
+#: which the twins publish within a sweep of the sync monitor (kicked by the waiting call) or
+#: at once (asyncio); past this, nothing changed (the node is back, or the only one).
+_REPICK_WAIT = 0.25
 
 #: Picks made again when a pick returns a sub-channel just retired (a new picker is out by
 #: then, so one more is enough; a few more cover updates racing with the call).

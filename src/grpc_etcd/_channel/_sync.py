@@ -351,6 +351,8 @@ class BalancedChannel(ChannelBase[grpc.Channel], Closing, grpc.Channel):
                     self._awaiting.discard(callback)
         if closed and awaiting:
             callback()
+        elif awaiting:
+            self._kick.set()  # a call is waiting: have the monitor look closely
 
     def _serve_waiting(self, everything: bool = False) -> None:
         """Call the timers that are due (``everything``: all of them) and, after a new picker,
