@@ -17,7 +17,7 @@ from waiting import wait_for
 
 import grpc_etcd
 import grpc_etcd.aio
-from grpc_etcd._channel import _aio, _sync
+from grpc_etcd._channel import _aio, _sync, _tracing
 
 HEDGE = {
     "methodConfig": [
@@ -190,3 +190,67 @@ async def test_aio_hot_path_without_the_core_call_reads_the_public_code(lab: Lab
         assert (await call(Request(input="y"), timeout=5)).output.startswith("c|")
         assert await asyncio.to_thread(policy.wait_done) == ["UNAVAILABLE", "OK", "OK"]
         assert throttle_tokens(channel) == 10
+
+
+# ---------------------------------------------------------------- OpenTelemetry's interceptors
+
+
+class _Tracer:
+    def __init__(self) -> None:
+        self.started: list[tuple[Any, Any]] = []
+
+    def start_as_current_span(self, *args: Any, **kwargs: Any) -> str:
+        self.started.append((args, kwargs))
+        return "span"
+
+
+class _OtelLike:
+    """Where OpenTelemetry's client interceptor keeps its tracer (0.41b0 .. 0.66b2)."""
+
+    __module__ = "opentelemetry.instrumentation.grpc._client"
+
+    def __init__(self) -> None:
+        self._tracer = _Tracer()
+
+
+PEER = {"server.address": "10.0.0.7", "server.port": 50051}
+
+
+def test_each_opentelemetry_interceptor_on_a_sub_channel_names_its_node() -> None:
+    ours, theirs = _OtelLike(), _OtelLike()
+    sync_like = SimpleNamespace(_interceptor=ours, _channel=SimpleNamespace(_channel=None))
+    assert _tracing.name_peer(sync_like, "10.0.0.7:50051") == 1
+    ours._tracer.start_as_current_span(name="/m", attributes={"rpc.method": "m"})
+    assert _tracing.name_peer(sync_like, "10.0.0.7:50051") == 1  # again: not wrapped twice
+    ours._tracer.start_as_current_span("/m", None, None, {"rpc.method": "m"})
+    aio_like = SimpleNamespace(_unary_unary_interceptors=[theirs, object()])
+    assert _tracing.name_peer(aio_like, "[::1]:7") == 1
+    theirs._tracer.start_as_current_span(name="/m")
+    inner = ours._tracer.inner
+    assert inner.started == [
+        ((), {"name": "/m", "attributes": {"rpc.method": "m", **PEER}}),
+        (("/m", None, None, {"rpc.method": "m", **PEER}), {}),
+    ]
+    assert theirs._tracer.inner.started[0][1]["attributes"] == {
+        "server.address": "::1",
+        "server.port": 7,
+    }
+
+
+def test_an_interceptor_that_takes_a_host_and_port_is_given_them() -> None:
+    newer = _OtelLike()
+    newer._host = newer._port = None  # type: ignore[attr-defined]  # (later releases)
+    assert _tracing.name_peer(SimpleNamespace(_interceptor=newer), "10.0.0.7:50051") == 1
+    assert (newer._host, newer._port) == ("10.0.0.7", 50051)  # type: ignore[attr-defined]
+    assert isinstance(newer._tracer, _Tracer)  # it names them itself
+
+
+def test_without_opentelemetrys_internals_spans_go_without_the_node() -> None:
+    foreign = SimpleNamespace(_tracer=_Tracer())  # someone else's interceptor: left alone
+    bare = _OtelLike()
+    del bare._tracer  # an OpenTelemetry release that keeps its tracer elsewhere
+    channel = SimpleNamespace(_interceptor=foreign, _channel=SimpleNamespace(_interceptor=bare))
+    assert _tracing.name_peer(channel, "10.0.0.7:50051") == 0
+    assert isinstance(foreign._tracer, _Tracer)
+    assert _tracing.name_peer(object(), "10.0.0.7:50051") == 0
+    assert _tracing.peer_attributes("dns-name") == {"server.address": "dns-name"}

@@ -1,6 +1,7 @@
 """OpenTelemetry's own gRPC instrumentation through a BalancedChannel (sync and asyncio): one
-client span per call, made on the sub-channel of the node that answered, and the trace goes on
-through a ``propagate_route()`` server's own calls."""
+client span per call, made on the sub-channel of the node that answered and naming it as its
+peer (``server.address``, ``server.port``), and the trace goes on through a
+``propagate_route()`` server's own calls."""
 
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ from grpc_etcd.testing import EtcdServer
 BACK, FRONT = "trace.srv.back", "trace.srv.front"
 METHOD = "/proto.Api/ApiTest"
 CALLS = 8
+#: Each back node's port, by its name.
+PORTS: dict[str, int] = {}
 
 
 class _Back(api_pb2_grpc.ApiServicer):
@@ -85,6 +88,8 @@ def _serve(registry: grpc_etcd.Registry, service: str, servicer: Any, version: s
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     registry.register(service, address=f"127.0.0.1:{port}", version=version)
+    if isinstance(servicer, _Back):
+        PORTS[servicer.name] = port
     return server
 
 
@@ -93,7 +98,8 @@ def _api(exporter: InMemorySpanExporter) -> list[ReadableSpan]:
 
 
 def _check(exporter: InMemorySpanExporter, answered: list[str]) -> None:
-    """Each call: one client span, whose one server child is on the node that answered."""
+    """Each call: one client span, whose one server child is on the node that answered, and
+    which names that node as its peer."""
     found = _api(exporter)
     clients = [s for s in found if s.kind is trace.SpanKind.CLIENT]
     servers = {s.parent.span_id: s for s in found if s.kind is trace.SpanKind.SERVER and s.parent}
@@ -101,6 +107,10 @@ def _check(exporter: InMemorySpanExporter, answered: list[str]) -> None:
     nodes = sorted(str(servers[c.context.span_id].attributes["test.node"]) for c in clients)
     assert nodes == sorted(answered)
     assert len(set(answered)) == 2, "the calls were balanced over both nodes"
+    for client in clients:
+        node = str(servers[client.context.span_id].attributes["test.node"])
+        peer = (client.attributes["server.address"], client.attributes["server.port"])
+        assert peer == ("127.0.0.1", PORTS[node]), (node, peer)
 
 
 def test_sync_calls_through_a_balanced_channel_are_traced(

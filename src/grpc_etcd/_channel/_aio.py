@@ -54,6 +54,7 @@ from ._flow import CANCELLED, Attempt, CallFlow, CallPlan, Cancel, Commit, Start
 from ._health import AsyncHealthWatch
 from ._resilience import status_of
 from ._subchannel import CONNECTIVITY_BY_STATE, STATE_BY_CONNECTIVITY, Subchannel
+from ._tracing import name_peer
 
 __all__ = ["BalancedChannel"]
 
@@ -316,6 +317,7 @@ class BalancedChannel(ChannelBase[grpc.aio.Channel], AsyncClosing, grpc.aio.Chan
                 options=self._options,
                 interceptors=self._interceptors,
             )
+        name_peer(channel, address)
         sub = Subchannel(address, channel)
         sub.state = STATE_BY_CONNECTIVITY[channel.get_state(try_to_connect=True)]
         return sub

@@ -61,6 +61,7 @@ from ._health import HealthWatch
 from ._resilience import status_name as _code_name
 from ._resilience import status_of
 from ._subchannel import STATE_BY_CODE, STATE_BY_CONNECTIVITY, Subchannel
+from ._tracing import name_peer
 
 __all__ = ["BalancedChannel", "FailedCall"]
 
@@ -384,6 +385,7 @@ class BalancedChannel(ChannelBase[grpc.Channel], Closing, grpc.Channel):
             channel = grpc.insecure_channel(address, options=self._options)
         else:
             channel = grpc.secure_channel(address, self._credentials, options=self._options)
+        name_peer(channel, address)
         sub = Subchannel(address, channel)
         core = sub.core = _core(channel)
         if core is None:  # grpc's own thread per channel tells each change (see the top)
