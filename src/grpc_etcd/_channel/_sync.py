@@ -33,7 +33,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, NoReturn, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, cast
 
 import grpc
 
@@ -787,8 +787,19 @@ def _method(run: Callable[..., Any], name: str | None, *, streaming: bool) -> Ca
     return method
 
 
+class _Sent(NamedTuple):
+    """What every attempt of one call sends: its request (or the caller's request iterator),
+    metadata, call credentials and compression."""
+
+    request: Any
+    metadata: Any
+    credentials: grpc.CallCredentials | None
+    compression: grpc.Compression | None
+
+
 class _MultiCallable(MultiCallableBase[grpc.Channel]):
-    """The sync twin's calls: each one's flow, driven on the caller's thread or by a _Drive."""
+    """The sync twin's calls: each one's flow, driven by a _Drive (begun on the caller's
+    thread), but for a blocking unary call's hot path."""
 
     def __init__(self, channel: BalancedChannel, *args: Any) -> None:
         super().__init__(channel, *args)
@@ -798,26 +809,28 @@ class _MultiCallable(MultiCallableBase[grpc.Channel]):
         resilience = self._channel._resilience
         return resilience.plans.get(self._method) or resilience.plan(self._method)
 
-    def _on(
-        self,
-        sub: _Sub,
-        name: str | None,
-        request: Any,
-        timeout: float | None,
-        metadata: Any,
-        credentials: grpc.CallCredentials | None,
-        compression: grpc.Compression | None,
-    ) -> Any:
-        """Start an attempt on ``sub``'s own multicallable (its ``name`` method if given).
+    def _starter(
+        self, name: str | None, sent: _Sent, requests: _Requests | None = None
+    ) -> Callable[[_Attempt], Any]:
+        """How each attempt of a call starts: on its node's own multicallable (its ``name``
+        method if given), with the call's request (``requests``: the ones kept for a replay).
 
         ``wait_for_ready`` is the flow's business (the call waits for a usable node); on the
         node's own connection it would make a call picked onto a connection that just died wait
         for it until the deadline instead of failing over, so it is not passed on.
         """
-        callable_ = sub.callables.get(self._key) or self._bind(sub)
-        if name is not None:
-            callable_ = getattr(callable_, name)
-        return callable_(request, timeout, metadata, credentials, False, compression)
+        request, metadata, credentials, compression = sent
+        key = self._key
+
+        def start(attempt: _Attempt) -> Any:
+            sub = attempt.subchannel
+            callable_ = sub.callables.get(key) or self._bind(sub)
+            if name is not None:
+                callable_ = getattr(callable_, name)
+            sending = request if requests is None else requests.attempt(attempt)
+            return callable_(sending, attempt.timeout, metadata, credentials, False, compression)
+
+        return start
 
     def _begin(self, flow: _Flow, pick: Pick[_Sub] | PickError | None = None) -> list[Action]:
         """Start ``flow`` on the caller's thread: until its first attempt starts or it ends,
@@ -842,36 +855,35 @@ class _MultiCallable(MultiCallableBase[grpc.Channel]):
 
     def _drive(
         self,
-        request: Any,
-        name: str | None,
-        timeout: float | None,
-        metadata: Metadata | None,
-        credentials: grpc.CallCredentials | None,
-        wait_for_ready: bool | None,
-        compression: grpc.Compression | None,
-    ) -> tuple[_Drive, list[Action]]:
-        """A non-blocking call's flow, begun on the caller's thread, and its drive."""
-        started = time.monotonic()
-        info, metadata = self._resolve(metadata, wait_for_ready)
-        plan = self._plan()
-        flow: _Flow = CallFlow(self._channel._pickers, info, plan, now=started, timeout=timeout)
-        requests = _Requests(request, self._serializer) if self._raw_requests else None
-
-        def start(attempt: _Attempt) -> Any:
-            sent = request if requests is None else requests.attempt(attempt)
-            return self._on(
-                attempt.subchannel, name, sent, attempt.timeout, metadata, credentials,
-                compression,
-            )  # fmt: skip
-
+        flow: _Flow,
+        start: Callable[[_Attempt], Any],
+        wrap: Callable[[_Drive], Any],
+        *,
+        pick: Pick[_Sub] | PickError | None = None,
+        actions: list[Action] | None = None,
+        requests: _Requests | None = None,
+    ) -> Any:
+        """Drive ``flow``, its attempts started by ``start``: the call object ``wrap`` makes of
+        its drive, or the FailedCall of a call that ended at its first pick. ``actions``: the
+        flow's answer so far, when it began elsewhere (else it begins here, with ``pick``)."""
         drive = _Drive(self._channel, flow, start, requests)
         if requests is not None:
             requests.kept = lambda size: drive.post(lambda: flow.kept(size, time.monotonic()))
-        return drive, self._begin(flow)
+        if actions is None:
+            actions = self._begin(flow, pick)
+            refused = _refused(actions)
+            if refused is not None:
+                return refused
+        call = wrap(drive)
+        drive.run(actions)
+        if drive.error is not None:
+            raise drive.error
+        return call
 
-    def _future(
+    def _call(
         self,
-        name: str | None,
+        attempts: str | None,
+        wrap: Callable[[_Drive], Any],
         request: Any,
         timeout: float | None,
         metadata: Metadata | None,
@@ -879,47 +891,31 @@ class _MultiCallable(MultiCallableBase[grpc.Channel]):
         wait_for_ready: bool | None,
         compression: grpc.Compression | None,
     ) -> Any:
+        """A call through its own flow, each attempt its node's ``attempts`` method."""
+        started = time.monotonic()
+        info, metadata = self._resolve(metadata, wait_for_ready)
+        flow: _Flow = CallFlow(
+            self._channel._pickers, info, self._plan(), now=started, timeout=timeout
+        )
+        requests = _Requests(request, self._serializer) if self._raw_requests else None
+        sent = _Sent(request, metadata, credentials, compression)
+        return self._drive(flow, self._starter(attempts, sent, requests), wrap, requests=requests)
+
+    def _future(self, name: str | None, *args: Any) -> Any:
         """A call whose one response comes as a future: ``future()``, or (the request-stream
         calls) ``__call__`` and ``with_call``, which wait for it."""
-        drive, actions = self._drive(
-            request, "future", timeout, metadata, credentials, wait_for_ready, compression
-        )
-        refused = _refused(actions)
-        if refused is not None:
-            if name == "future":
-                return refused
-            raise refused
-        future = _FlowFuture(drive)
-        drive.run(actions)
-        if drive.error is not None:
-            raise drive.error
-        if name == "future":
-            return future
-        result = future.result()
-        return result if name is None else (result, future._outcome(None))
+        future = self._call("future", _FlowFuture, *args)
+        return future if name == "future" else _blocking(future, name)
 
-    def _stream(
-        self,
-        name: str | None,
-        request: Any,
-        timeout: float | None,
-        metadata: Metadata | None,
-        credentials: grpc.CallCredentials | None,
-        wait_for_ready: bool | None,
-        compression: grpc.Compression | None,
-    ) -> Any:
+    def _stream(self, name: str | None, *args: Any) -> Any:
         """A call whose responses come as a stream."""
-        drive, actions = self._drive(
-            request, None, timeout, metadata, credentials, wait_for_ready, compression
-        )
-        refused = _refused(actions)
-        if refused is not None:
-            return refused
-        stream = _FlowStream(drive, hedged=drive.flow.hedged)
-        drive.run(actions)
-        if drive.error is not None:
-            raise drive.error
-        return stream
+        return self._call(None, _FlowStream, *args)
+
+
+def _blocking(future: Any, name: str | None) -> Any:
+    """What a blocking call (``__call__``, or ``with_call``: ``name``) returns of its future."""
+    result = future.result()
+    return result if name is None else (result, future._outcome(None))
 
 
 def _got_headers(call: Any) -> bool:
@@ -979,7 +975,8 @@ class _UnaryUnary(_MultiCallable, _UnaryUnaryBase):
                 captured = self._capturing(sub, name)
                 if captured is not None:
                     hedge = _InlineHedge(self, info, plan, pick, started, timeout)
-                    return hedge.run(captured, request, metadata, credentials, compression)
+                    sent = _Sent(request, metadata, credentials, compression)
+                    return hedge.run(captured, name, sent)
             elif plan.inline and not sub.retired:
                 sub.inflight.append(None)
                 try:
@@ -1003,66 +1000,51 @@ class _UnaryUnary(_MultiCallable, _UnaryUnaryBase):
                     if throttle is not None:  # CallPlan.succeeded(), inlined: the flow's rule
                         throttle.on_success()
                     return result
-                # The attempt failed: a flow takes it over (a transparent retry, perhaps).
-                flow: _Flow = CallFlow(channel._pickers, info, plan, now=started, timeout=timeout)
-                attempt = flow.adopt(pick, started)
-                attempt.call = error  # (grpc's failed call: its outcome, should it end the call)
-                actions = flow.on_status(attempt, status_of(error), time.monotonic())
-                return self._by_futures(
-                    flow, None, name, request, metadata, credentials, compression, actions
-                )
-        flow = CallFlow(channel._pickers, info, plan, now=started, timeout=timeout)
-        return self._by_futures(flow, pick, name, request, metadata, credentials, compression)
+                flow = self._flow(info, plan, started, timeout)
+                sent = _Sent(request, metadata, credentials, compression)
+                return self._take_over(flow, pick, started, error, name, sent)
+        flow = self._flow(info, plan, started, timeout)
+        sent = _Sent(request, metadata, credentials, compression)
+        return self._by_futures(flow, name, sent, pick=pick)
 
     __call__ = _method(_unary, None, streaming=False)
     with_call = _method(_unary, "with_call", streaming=False)
     future = _method(_MultiCallable._future, "future", streaming=False)
 
+    def _flow(self, info: CallInfo, plan: CallPlan, started: float, timeout: float | None) -> _Flow:
+        return CallFlow(self._channel._pickers, info, plan, now=started, timeout=timeout)
+
     def _by_futures(
         self,
         flow: _Flow,
-        pick: Pick[_Sub] | PickError | None,
         name: str | None,
-        request: Any,
-        metadata: Any,
-        credentials: grpc.CallCredentials | None,
-        compression: grpc.Compression | None,
+        sent: _Sent,
+        *,
+        pick: Pick[_Sub] | PickError | None = None,
         actions: list[Action] | None = None,
     ) -> Any:
         """A blocking unary call past its hot path (waiting for a node, retried, hedged): the
-        flow's attempts run as grpc futures and the caller waits for the call's outcome
-        (``actions``: the flow began already, they are its answer so far)."""
-        drive = _Drive(
-            self._channel, flow, self._future_start(request, metadata, credentials, compression)
+        flow's attempts run as grpc futures, and the caller waits for the call's outcome."""
+        future = self._drive(
+            flow, self._starter("future", sent), _FlowFuture, pick=pick, actions=actions
         )
-        future = _FlowFuture(drive)
-        if actions is None:
-            actions = self._begin(flow, pick)
-            refused = _refused(actions)
-            if refused is not None:
-                raise refused
-        drive.run(actions)
-        if drive.error is not None:
-            raise drive.error
-        result = future.result()
-        return result if name is None else (result, future._outcome(None))
+        return _blocking(future, name)
 
-    def _future_start(
+    def _take_over(
         self,
-        request: Any,
-        metadata: Any,
-        credentials: grpc.CallCredentials | None,
-        compression: grpc.Compression | None,
-    ) -> Callable[[_Attempt], Any]:
-        """How a flow's attempt of this unary call starts: as a grpc future."""
-
-        def start(attempt: _Attempt) -> Any:
-            return self._on(
-                attempt.subchannel, "future", request, attempt.timeout, metadata, credentials,
-                compression,
-            )  # fmt: skip
-
-        return start
+        flow: _Flow,
+        pick: Pick[_Sub],
+        started: float,
+        error: grpc.RpcError,
+        name: str | None,
+        sent: _Sent,
+    ) -> Any:
+        """The hot path's attempt (``pick``, from ``started``) failed with ``error``: the call's
+        flow takes it over, and decides (a transparent retry, perhaps)."""
+        attempt = flow.adopt(pick, started)
+        attempt.call = error  # (grpc's failed call: its outcome, should it end the call)
+        actions = flow.on_status(attempt, status_of(error), time.monotonic())
+        return self._by_futures(flow, name, sent, actions=actions)
 
     def _capturing(self, sub: _Sub, name: str | None) -> tuple[Any, _Capture] | None:
         """This method's multicallable on ``sub`` (its ``name`` method if given) whose blocking
@@ -1134,6 +1116,7 @@ class _InlineHedge:
         "_drive",
         "_info",
         "_mc",
+        "_name",
         "_pick",
         "_plan",
         "_sent",
@@ -1142,7 +1125,8 @@ class _InlineHedge:
         "_turn",
     )
 
-    _sent: tuple[Any, Any, grpc.CallCredentials | None, grpc.Compression | None]
+    _name: str | None
+    _sent: _Sent
 
     def __init__(
         self,
@@ -1172,23 +1156,17 @@ class _InlineHedge:
             return False
         return True
 
-    def run(
-        self,
-        captured: tuple[Any, _Capture],
-        request: Any,
-        metadata: Any,
-        credentials: grpc.CallCredentials | None,
-        compression: grpc.Compression | None,
-    ) -> Any:
-        """The call: its first attempt here; the rest, if any, the flow's."""
+    def run(self, captured: tuple[Any, _Capture], name: str | None, sent: _Sent) -> Any:
+        """The call (``name``: ``with_call``, else ``__call__``): its first attempt here, the
+        rest, if any, the flow's."""
         mc, plan = self._mc, self._plan
-        channel = mc._channel
         sub, done = self._pick
         callable_, capture = captured
-        self._sent = (request, metadata, credentials, compression)  # for the hedges, if any
+        self._name, self._sent = name, sent  # for the hedges, if any
+        request, metadata, credentials, compression = sent
         sub.inflight.append(None)
         assert plan.hedge_delay is not None
-        timer = channel._call_at(self._started + plan.hedge_delay, self._due)
+        timer = mc._channel._call_at(self._started + plan.hedge_delay, self._due)
         capture.sink(self._captured)
         error: grpc.RpcError | None = None
         try:
@@ -1208,15 +1186,7 @@ class _InlineHedge:
                     done(DoneInfo("OK", time.monotonic() - self._started))
                 plan.succeeded()
                 return result
-            flow: _Flow = CallFlow(
-                channel._pickers, self._info, plan, now=self._started, timeout=self._timeout
-            )
-            attempt = flow.adopt(self._pick, self._started)
-            attempt.call = error  # (grpc's failed call: its outcome, should it end the call)
-            actions = flow.on_status(attempt, status_of(error), time.monotonic())
-            return mc._by_futures(
-                flow, None, _name(callable_), request, metadata, credentials, compression, actions
-            )
+            return mc._take_over(self._flow(), self._pick, self._started, error, name, sent)
         drive, first = self._drive, self._attempt
         assert drive is not None and first is not None
         status = OK if error is None else status_of(error)
@@ -1233,22 +1203,21 @@ class _InlineHedge:
             assert finished.refusal is not None
             raise _failed(finished.refusal)
         winner = finished.attempt.call
-        return winner.result() if _name(callable_) is None else (winner.result(), winner)
+        return winner.result() if name is None else (winner.result(), winner)
+
+    def _flow(self) -> _Flow:
+        return self._mc._flow(self._info, self._plan, self._started, self._timeout)
 
     def _due(self) -> None:
         """hedgingDelay passed (on the monitor thread): unless the caller has its outcome, a
         flow takes the attempt over and decides the hedge."""
         if not self._turn:
             return
-        mc = self._mc
-        channel = mc._channel
-        flow: _Flow = CallFlow(
-            channel._pickers, self._info, self._plan, now=self._started,
-            timeout=self._timeout,
-        )  # fmt: skip
+        flow = self._flow()
         attempt = flow.adopt(self._pick, self._started)
         attempt.call = self  # the flow's Cancel reaches cancel()
-        drive = _Drive(channel, flow, mc._future_start(*self._sent))
+        mc = self._mc
+        drive = _Drive(mc._channel, flow, mc._starter("future", self._sent))
         self._drive, self._attempt = drive, attempt  # (set before the turn: the caller reads)
         if self._take_turn():
             drive.post(lambda: flow.on_time(time.monotonic()))
@@ -1282,11 +1251,6 @@ class _InlineHedge:
             return flow.cancel(now) + flow.on_status(attempt, Status(_code(exc)), now)
 
         drive.post(failed)
-
-
-def _name(callable_: Any) -> str | None:
-    """``"with_call"`` for a bound ``with_call``, else None (``__call__``)."""
-    return "with_call" if getattr(callable_, "__name__", None) == "with_call" else None
 
 
 class _FlowFuture(_FutureBase, grpc.Call):
@@ -1403,10 +1367,10 @@ class _FlowStream:
     response the flow may retry it, transparently or per the policy, or hedge it; from then on
     it is the committed attempt's grpc call."""
 
-    def __init__(self, drive: _Drive, *, hedged: bool) -> None:
+    def __init__(self, drive: _Drive) -> None:
         self._drive = drive
         self._call: Any = None  # the committed attempt's call
-        self._hedged = hedged
+        self._hedged = hedged = drive.flow.hedged
         self._firsts: dict[_Attempt, Any] = {}
         if hedged:
             drive.on_start = self._read_first
