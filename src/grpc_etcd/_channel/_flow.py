@@ -276,6 +276,17 @@ class CallPlan:
         if throttle is not None:
             throttle.on_success()
 
+    def inline_ended(self, pick: Pick[Any], code: str, latency: float) -> None:
+        """A hot path's attempt (``pick``, counted in flight) ended with no flow - OK, or it
+        could not start: what a flow would do of it (its done callback, the throttle's credit).
+        """
+        sub, done = pick
+        sub.inflight.pop()
+        if done is not None:
+            done(DoneInfo(code, latency))
+        if code == "OK":
+            self.succeeded()
+
 
 class CallFlow(Generic[S]):
     """The decisions of one call, from its first pick to its end (see the module docstring).

@@ -1160,7 +1160,7 @@ class _InlineHedge:
         """The call (``name``: ``with_call``, else ``__call__``): its first attempt here, the
         rest, if any, the flow's."""
         mc, plan = self._mc, self._plan
-        sub, done = self._pick
+        sub = self._pick.subchannel
         callable_, capture = captured
         self._name, self._sent = name, sent  # for the hedges, if any
         request, metadata, credentials, compression = sent
@@ -1181,10 +1181,7 @@ class _InlineHedge:
         if self._take_turn():  # the flow never took it over
             timer[2] = None  # (the monitor need not wake for it)
             if error is None:
-                sub.inflight.pop()
-                if done is not None:
-                    done(DoneInfo("OK", time.monotonic() - self._started))
-                plan.succeeded()
+                plan.inline_ended(self._pick, "OK", time.monotonic() - self._started)
                 return result
             return mc._take_over(self._flow(), self._pick, self._started, error, name, sent)
         drive, first = self._drive, self._attempt
@@ -1236,11 +1233,8 @@ class _InlineHedge:
         return True
 
     def _failed_start(self, exc: BaseException) -> None:
-        sub, done = self._pick
         if self._take_turn():
-            sub.inflight.pop()
-            if done is not None:
-                done(DoneInfo(_code(exc), time.monotonic() - self._started))
+            self._plan.inline_ended(self._pick, _code(exc), time.monotonic() - self._started)
             return
         drive, attempt = self._drive, self._attempt
         assert drive is not None and attempt is not None
