@@ -559,12 +559,18 @@ class _Call:
         Raise what grpc.aio raises at once: a usage error on a closed channel, an attempt
         that could not start."""
         now = self._loop.time()
-        channel = self._owner._channel
-        flow = CallFlow(channel._pickers, self._info, self._plan, now=now, timeout=self._args[1])
-        self._flow = flow
+        flow = self._new_flow(now)
         self._run(flow.start(now, given))
         self._raise_at_once()
         return self
+
+    def _new_flow(self, now: float) -> CallFlow[_Sub]:
+        """The call's flow, from ``now`` (when the call started)."""
+        channel = self._owner._channel
+        flow = self._flow = CallFlow(
+            channel._pickers, self._info, self._plan, now=now, timeout=self._args[1]
+        )
+        return flow
 
     def _hot_failed(self, error: Exception) -> Any:
         """The hot path's attempt could not start."""
@@ -584,14 +590,9 @@ class _Call:
         by the application)."""
         pick, self._hot = self._hot, None
         assert pick is not None
-        if self._alarm is not None:  # the flow decides the hedge now
-            self._alarm.drop(self._alarm_number)
+        self._drop_alarm()  # the flow decides the hedge now
         started = self._started
-        channel = self._owner._channel
-        flow = CallFlow(
-            channel._pickers, self._info, self._plan, now=started, timeout=self._args[1]
-        )
-        self._flow = flow
+        flow = self._new_flow(started)
         attempt = flow.adopt(pick, started)
         attempt.call = self._call
         if self._state == _COMMITTED:  # a response stream whose first message came
@@ -615,7 +616,7 @@ class _Call:
             self._hot = None
             if self._alarm is not None:  # no hedge after it
                 self._alarm.drop(self._alarm_number)
-            sub, done = pick
+            sub, done = pick  # (CallPlan.inline_ended, inlined: the hot path)
             sub.inflight.pop()
             if done is not None:
                 done(DoneInfo("OK", self._loop.time() - self._started))
@@ -779,6 +780,11 @@ class _Call:
         # The loop may run a timer a clock tick early: it is the time asked for.
         now = max(self._loop.time(), self._until or 0.0)
         self._run(flow.on_time(now))
+
+    def _drop_alarm(self) -> None:
+        """The hot path's attempt needs no word of hedgingDelay any more (if it waited)."""
+        if self._alarm is not None:
+            self._alarm.drop(self._alarm_number)
 
     def _hedge_due(self) -> None:
         """Called by an :class:`_Alarm` once hedgingDelay has passed since the hot path's
@@ -1025,8 +1031,7 @@ class _StreamResponse(_Call):
             return
         if attempt is None:
             if self._hot is not None:  # the hot path's attempt: committed, no flow needed
-                if self._alarm is not None:  # no hedge after it
-                    self._alarm.drop(self._alarm_number)
+                self._drop_alarm()  # no hedge after it
                 self._state = _COMMITTED
                 self._first = message
                 self._notify()
