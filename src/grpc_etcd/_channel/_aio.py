@@ -1,7 +1,9 @@
 """The asyncio BalancedChannel: the twin of :class:`grpc_etcd.BalancedChannel`.
 
 One ``grpc.aio`` channel per node, each watched by a task blocked in ``wait_for_state_change``
-(grpc's asyncio completion queue wakes it only on a change: no polling at all).
+(grpc's asyncio completion queue wakes it only on a change: no polling). A removed node's
+channel closes once its calls have ended (counted, as in the sync twin) or its drain_timeout
+has passed.
 
 A call returns one of this module's call objects: grpc.aio's call interface over the attempts
 that the call's :class:`~grpc_etcd._channel._flow.CallFlow` decides. The flow decides everything
@@ -9,9 +11,10 @@ that the call's :class:`~grpc_etcd._channel._flow.CallFlow` decides. The flow de
 the call object only does what it answers - starts a grpc.aio call on a sub-channel, cancels
 one, arms a timer, waits for the next picker - and tells it what happened, from grpc.aio's done
 callbacks (a unary call has no task of its own). When the plan is ``inline`` (no method timeout,
-no hedging all at once) and the first pick succeeds, that attempt starts at once and a flow is
-made only if it fails, is cancelled or, for a hedged call, outlasts hedgingDelay (an
-:class:`_Alarm` per delay tells, not a timer per call); the flow then decides what follows.
+no hedging all at once) and a unary-request call's first pick succeeds, that attempt starts at
+once and a flow is made only if it fails, is cancelled or, for a hedged call, outlasts
+hedgingDelay (an :class:`_Alarm` per delay tells, not a timer per call); the flow then decides
+what follows.
 
 A response stream reads its first message itself: it commits the call (a hedge's first message
 wins it). A request stream sends its messages itself, each attempt from the first message,

@@ -1,16 +1,17 @@
 """One call's flow (pure, sans-io like h11): every decision about a call after its first pick.
 
 A :class:`CallFlow` decides, for one call: wait for a node or fail (the first refused pick
-decides), which node next (avoiding the ones tried), retry or hedge or commit, the retry
-throttle's tokens, pushback, transparent retry, the deadline (from one starting point) and the
-pick's done callback, exactly once per attempt. It never touches grpc, a thread or an event loop:
+decides), which node next (avoiding the ones tried; after a failed connection, waiting a while
+for a picker that offers another), retry or hedge or commit, the retry throttle's tokens,
+pushback, transparent retry, the deadline (from one starting point) and the pick's done
+callback, exactly once per attempt. It never touches grpc, a thread or an event loop:
 a twin tells it what happened and does what it answers.
 
 How a twin drives it
 --------------------
 ::
 
-    flow = CallFlow(lambda: channel._picker, info, plan, now=clock(), timeout=timeout)
+    flow = CallFlow(channel._pickers, info, plan, now=clock(), timeout=timeout)
     actions = flow.start(clock())          # or flow.start(now, pick) with a pick already made
     while not flow.finished:               # (a callback-driven twin loops in its callbacks)
         for action in actions:
@@ -43,8 +44,9 @@ plan is ``inline``, the sub-channel not retired): the twin starts that attempt i
 it fail, makes a flow and hands it over with :meth:`CallFlow.adopt`. A plan with a retry policy
 is ``inline`` too (nothing applies before the first attempt ends), and so is hedging with a
 ``hedgingDelay``: then, should the attempt last ``hedge_delay``, the twin adopts it and tells the
-flow :meth:`CallFlow.on_time`, which decides the hedge. A success there takes the flow's
-decision: the done callback hears OK and :meth:`CallPlan.succeeded` credits the throttle.
+flow :meth:`CallFlow.on_time`, which decides the hedge. An attempt there that ends with no
+flow (a success, or it could not start) takes the flow's decision: :meth:`CallPlan.inline_ended`
+(its done callback, the throttle's credit).
 """
 
 from __future__ import annotations

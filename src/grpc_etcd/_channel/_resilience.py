@@ -5,10 +5,12 @@ The channel asks three things of it: which addresses are ejected (to fill
 every pick's done callback also feeds the outlier detector and the metrics, as grpc-go's outlier
 detection wraps its child's picker - and the :class:`~grpc_etcd._channel._flow.CallPlan` of each
 method (its retry or hedging policy, its timeout, the channel's retry throttle and replay
-budget). ``on_change()``
-is called (outside the lock) when the ejected set changes, so that the channel publishes a new
-picker; the twins do that on their monitor (thread or loop), never on the thread whose call
-ended. The detector's interval runs from :meth:`tick`, called from that monitor too.
+budget). ``on_change()`` is called (outside the lock) when the ejected set changes, so that
+the channel publishes a new picker; the twins do that on their monitor (thread or loop), never
+on the thread whose call ended. The detector's interval runs from :meth:`tick`, called from
+that monitor too.
+
+:func:`status_of` reads a finished grpc call (sync or grpc.aio) as the flow's ``Status``.
 """
 
 from __future__ import annotations

@@ -7,16 +7,20 @@ that wakes every 0.2 s (about half a core); a thread per channel blocked in cygr
 ``close()`` waits for the pending watch). So one monitor thread per BalancedChannel reads every
 sub-channel's state instead - a C call of about 1 us - every 0.2 s when nothing moves (about
 1% of a core), and every few milliseconds right after a change, a new snapshot or a call that
-has to wait for a node. The same thread serves the calls' timers (a backoff, a hedge) and tells
-the calls waiting for a node about each new picker: no call has a thread of its own to wait.
+has to wait for a node. (That C call is grpcio's internals: without them, each sub-channel
+follows ``subscribe()``.) The same thread serves the calls' timers (a backoff, a hedge, a
+subset's recheck) and tells the calls waiting for a node about each new picker: no call has a
+thread of its own to wait.
 
 Each call is its :class:`~grpc_etcd._channel._flow.CallFlow`'s: the code here only starts,
-cancels and waits, and tells the flow what happened. A blocking unary call runs its attempts on
-the caller's thread, one after the other; its hot path - the first pick succeeds and the plan is
-``inline`` - needs no flow unless the attempt fails (or, hedged, outlasts hedgingDelay). Futures,
-streams and hedged attempts are driven by a :class:`_Drive`: grpc's callback threads, the monitor
-and the caller feed the flow one event at a time. A response stream's first message commits the
-call; a request stream's messages are serialized once and kept for a replay until it commits.
+cancels and waits, and tells the flow what happened. A blocking unary call's hot path - the
+first pick succeeds and the plan is ``inline`` - is a plain blocking call on the caller's
+thread, with no flow unless it fails; a hedged one's (:class:`_InlineHedge`) is handed to a
+flow if it outlasts hedgingDelay. Every other call - futures, streams, a blocking call past its
+hot path - is a :class:`_Drive` of its flow, each attempt a grpc future or stream: grpc's
+callback threads, the monitor and the caller feed the flow one event at a time, and the caller
+waits for what it needs. A response stream's first message commits the call; a request
+stream's messages are serialized once and kept for a replay until it commits.
 """
 
 from __future__ import annotations
