@@ -534,7 +534,6 @@ class _Drive:
         "_picker",
         "_start",
         "_timer",
-        "committed",
         "current",
         "error",
         "finished",
@@ -560,8 +559,6 @@ class _Drive:
         self._busy = False
         self._timer: float | None = None
         self._picker = False
-        #: The attempt the call is committed to (its first response came).
-        self.committed: _Attempt | None = None
         #: The attempt started last.
         self.current: _Attempt | None = None
         #: How the call ended (None while it goes on).
@@ -611,10 +608,8 @@ class _Drive:
                 if call is not None:
                     call.cancel()
             elif kind is Commit:
-                attempt = cast(Commit, action).attempt
                 if self.requests is not None:
-                    self.requests.commit(attempt)
-                self.committed = attempt
+                    self.requests.commit(cast(Commit, action).attempt)
             elif kind is Wait:
                 self._arm(cast(Wait, action))
             else:
@@ -1387,8 +1382,9 @@ class _FlowStream:
         by a thread per attempt; the attempt that gets it wins the call."""
         drive = self._drive
         if self._hedged:
-            drive.wait(lambda: drive.committed is not None or drive.finished is not None)
-            winner = drive.committed
+            flow = drive.flow
+            drive.wait(lambda: flow.committed is not None or drive.finished is not None)
+            winner = flow.committed
             if winner is None:
                 return self._failure()
             # (Committed by its first message, or by its requests passing the limits: then
@@ -1495,7 +1491,8 @@ class _FlowStream:
 
     def initial_metadata(self) -> Any:
         drive = self._drive
-        drive.wait(lambda: drive.committed is not None or drive.finished is not None)
+        flow = drive.flow
+        drive.wait(lambda: flow.committed is not None or drive.finished is not None)
         return (self._latest() or self._ended()).initial_metadata()
 
     def __getattr__(self, name: str) -> Any:
