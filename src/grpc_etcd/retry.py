@@ -90,8 +90,9 @@ class RetryThrottle:
 
     def on_success(self) -> None:
         """An attempt succeeded: give back ``tokenRatio``."""
-        with self._lock:
-            self._tokens = min(self._max, self._tokens + self._ratio)
+        if self._tokens < self._max:  # full (nothing failed lately): no lock on a call's path
+            with self._lock:
+                self._tokens = min(self._max, self._tokens + self._ratio)
 
     def on_failure(self) -> bool:
         """An attempt failed with a retryable code: take one token; whether retries are still
