@@ -199,3 +199,29 @@ def test_the_published_picker_observes_every_pick_and_refuses_a_node_ejected_sin
     with pytest.raises(NotReadyError):  # a picker built before the ejection: wait for the next
         picker.pick(CallInfo("/proto.Api/Get"))
     assert heard[-1] is THROWN_AWAY  # the inner pick, given back
+
+
+def test_outlier_detection_alone_hands_out_one_pick_per_node_and_still_ejects() -> None:
+    # No metrics recording and no done callback of the policy's: nothing is made per pick.
+    state = ChannelResilience("t", lambda: None, clock=Clock())
+    state.configure(parse_config(CONFIG))
+    state.track([A, B, C])
+
+    class Fixed:
+        address = A
+
+        def pick(self, call: CallInfo) -> Pick[Any]:
+            return Pick(self)
+
+    picker = state.wrap(Fixed())
+    if state._metrics.enabled:
+        pytest.skip("a MeterProvider is set in this process: every pick is observed")
+    picks = [picker.pick(CallInfo("/proto.Api/Get")) for _ in range(3)]
+    assert picks[0] is picks[1] is picks[2] and picks[0].done is not None
+    picks[0].done(THROWN_AWAY)  # a pick given back says nothing of the node
+    for _, done in picks:
+        assert done is not None
+        done(DoneInfo("UNAVAILABLE", 0.01))
+    assert state.is_ejected(A)
+    with pytest.raises(NotReadyError):
+        picker.pick(CallInfo("/proto.Api/Get"))

@@ -314,15 +314,32 @@ class _Observed:
             resilience.record(address, info.code)
 
 
+class _Recorder:
+    """The done callback of every pick of one node while outlier detection alone observes
+    them (no metrics recording, no done callback of the policy's): made once per node."""
+
+    __slots__ = ("_address", "_resilience")
+
+    def __init__(self, resilience: ChannelResilience, address: str) -> None:
+        self._resilience = resilience
+        self._address = address
+
+    def __call__(self, info: DoneInfo) -> None:
+        if info is not THROWN_AWAY:  # (no attempt: nothing said of the node)
+            self._resilience.record(self._address, info.code)
+
+
 class _ObservedPicker:
     """A picker whose picks' done callbacks also feed the channel's outlier detector and
     metrics (grpc-go's outlier detection wraps its child picker the same way)."""
 
-    __slots__ = ("_inner", "_resilience")
+    __slots__ = ("_inner", "_recorded", "_resilience")
 
     def __init__(self, inner: Picker[Any], resilience: ChannelResilience) -> None:
         self._inner = inner
         self._resilience = resilience
+        #: Per sub-channel, the Pick that outlier detection alone hands out (see _Recorder).
+        self._recorded: dict[Any, Pick[Any]] = {}
 
     def pick(self, call: CallInfo) -> Pick[Any]:
         picked = self._inner.pick(call)
@@ -336,6 +353,11 @@ class _ObservedPicker:
                 done(THROWN_AWAY)
             raise NotReadyError()
         metrics = resilience._metrics
+        if done is None and resilience._detector is not None and not metrics.enabled:
+            recorded = self._recorded.get(sub)
+            if recorded is None:
+                recorded = self._recorded[sub] = Pick(sub, _Recorder(resilience, address))
+            return recorded
         # observe(), inlined (it runs on every pick).
         if (
             resilience._detector is None
