@@ -5,8 +5,13 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import pytest
 from hypothesis import HealthCheck, settings
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 # Test helpers (waiting) are imported as top-level modules.
 sys.path.insert(0, str(Path(__file__).parent))
@@ -19,3 +24,18 @@ settings.register_profile(
 )
 if os.environ.get("GRPC_ETCD_FUZZ"):
     settings.load_profile("fuzz")
+
+
+@pytest.fixture
+def metric_reader(monkeypatch: pytest.MonkeyPatch) -> InMemoryMetricReader:
+    """An in-memory reader of what grpc_etcd records, as its default metrics for one test."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    import grpc_etcd.metrics
+
+    reader = InMemoryMetricReader()
+    monkeypatch.setattr(
+        grpc_etcd.metrics, "_default", grpc_etcd.metrics.Metrics(MeterProvider([reader]))
+    )
+    return reader

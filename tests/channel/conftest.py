@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from echo_servers import EchoServer
+from scripted import Lab
 
 
 @pytest.fixture
@@ -22,3 +23,11 @@ def start_server() -> Iterator[Callable[..., EchoServer]]:
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    """Three scripted servers (``scripted.Lab``), one set a test module."""
+    made = Lab()
+    yield made
+    made.close()

@@ -43,6 +43,22 @@ from grpc_etcd.routing import CallInfo
 from grpc_etcd.testing import TcpProxy
 
 SERVICE = "test.srv.script"
+
+#: A retryPolicy for every method: UNAVAILABLE is retried, three attempts, short backoffs.
+RETRY = {
+    "methodConfig": [
+        {
+            "name": [{}],
+            "retryPolicy": {
+                "maxAttempts": 3,
+                "initialBackoff": "0.01s",
+                "maxBackoff": "0.05s",
+                "backoffMultiplier": 2,
+                "retryableStatusCodes": ["UNAVAILABLE"],
+            },
+        }
+    ]
+}
 NAMES = ("a", "b", "c")
 Request = api_pb2.Request
 Response = api_pb2.Response

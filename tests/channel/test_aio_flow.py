@@ -6,46 +6,23 @@ retried call, and an ejection's new picker published on the loop's next turn."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 import grpc.aio
 import pytest
-from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from scripted import SERVICE, Lab, Ordered, Request, method
+from recorded import attempts_and_hedges
+from scripted import RETRY, SERVICE, Lab, Ordered, Request, method
 
 import grpc_etcd.aio
-import grpc_etcd.metrics
 from grpc_etcd.aio import BalancedChannel
-
-RETRY = {
-    "methodConfig": [
-        {
-            "name": [{}],
-            "retryPolicy": {
-                "maxAttempts": 3,
-                "initialBackoff": "0.01s",
-                "maxBackoff": "0.05s",
-                "backoffMultiplier": 2,
-                "retryableStatusCodes": ["UNAVAILABLE"],
-            },
-        }
-    ]
-}
 
 
 def hedging(delay: str) -> dict[str, Any]:
     policy = {"maxAttempts": 3, "hedgingDelay": delay, "nonFatalStatusCodes": ["UNAVAILABLE"]}
     return {"methodConfig": [{"name": [{}], "hedgingPolicy": policy}]}
-
-
-@pytest.fixture(scope="module")
-def lab() -> Iterator[Lab]:
-    made = Lab()
-    yield made
-    made.close()
 
 
 async def _channel(
@@ -244,32 +221,14 @@ async def test_the_headers_of_a_retried_call_are_its_attempts_and_commit_it(lab:
 
 
 async def test_hedges_are_measured_per_attempt_and_counted(
-    lab: Lab, monkeypatch: pytest.MonkeyPatch
+    lab: Lab, metric_reader: InMemoryMetricReader
 ) -> None:
-    reader = InMemoryMetricReader()
-    monkeypatch.setattr(
-        grpc_etcd.metrics, "_default", grpc_etcd.metrics.Metrics(MeterProvider([reader]))
-    )
     lab.reset({"a": ("hang",)})
     policy = Ordered()
     async with await _channel(lab, policy, hedging("0.05s")) as channel:
         call = method(channel, "unary_unary")(Request(input="x"), timeout=5)
         assert (await call).output == "b|ok|x"
         assert await asyncio.to_thread(policy.wait_done) == ["CANCELLED", "OK"]
-    data = reader.get_metrics_data()
-    assert data is not None
-    points = {
-        metric.name: list(metric.data.data_points)
-        for resource in data.resource_metrics
-        for scope in resource.scope_metrics
-        for metric in scope.metrics
-    }
-    started = sum(p.value for p in points["grpc.client.attempt.started"])  # type: ignore[attr-defined]
-    statuses = sorted(
-        p.attributes["grpc.status"]  # type: ignore[index]
-        for p in points["grpc.client.attempt.duration"]
-        for _ in range(p.count)  # type: ignore[attr-defined]
-    )
-    [hedges] = points["grpc.client.call.hedges"]
+    started, statuses, hedges = attempts_and_hedges(metric_reader)
     assert started == 2 and statuses == ["CANCELLED", "OK"]
     assert (hedges.count, hedges.sum) == (1, 1)  # type: ignore[attr-defined]

@@ -8,7 +8,6 @@ call flow now, and meet it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import grpc
 import grpc.aio
@@ -38,13 +37,6 @@ THROTTLED = {
 }
 #: Failing calls that leave no token: 10 -> 7 (3 attempts), -> 5 (2), then 1 each.
 DRAIN = 10
-
-
-@pytest.fixture(scope="module")
-def lab() -> Iterator[Lab]:
-    made = Lab()
-    yield made
-    made.close()
 
 
 # ---------------------------------------------------------------- 1: the throttle's credit

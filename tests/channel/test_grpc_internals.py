@@ -5,14 +5,13 @@ would, and the channel still does its job through grpcio's public API."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
 import grpc
 import grpc.aio
 import pytest
-from scripted import SERVICE, Lab, Ordered, Request, method, throttle_tokens
+from scripted import RETRY, SERVICE, Lab, Ordered, Request, method, throttle_tokens
 from waiting import wait_for
 
 import grpc_etcd
@@ -28,28 +27,7 @@ HEDGE = {
     ],
     "retryThrottling": {"maxTokens": 10, "tokenRatio": 0.5},
 }
-RETRY = {
-    "methodConfig": [
-        {
-            "name": [{}],
-            "retryPolicy": {
-                "maxAttempts": 3,
-                "initialBackoff": "0.01s",
-                "maxBackoff": "0.05s",
-                "backoffMultiplier": 2,
-                "retryableStatusCodes": ["UNAVAILABLE"],
-            },
-        }
-    ],
-    "retryThrottling": {"maxTokens": 10, "tokenRatio": 0.5},
-}
-
-
-@pytest.fixture(scope="module")
-def lab() -> Iterator[Lab]:
-    made = Lab()
-    yield made
-    made.close()
+THROTTLED_RETRY = {**RETRY, "retryThrottling": {"maxTokens": 10, "tokenRatio": 0.5}}
 
 
 class _Passing(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
@@ -158,7 +136,9 @@ async def test_aio_hears_how_attempts_ended_when_grpc_aio_makes_it_wait(
     monkeypatch.setattr(_aio, "_now", later)
     lab.reset({"a": ("unavailable",)})
     policy = Ordered()
-    async with grpc_etcd.aio.BalancedChannel(SERVICE, policy=policy, config=RETRY) as channel:
+    async with grpc_etcd.aio.BalancedChannel(
+        SERVICE, policy=policy, config=THROTTLED_RETRY
+    ) as channel:
         channel.update(lab.snapshot())
         assert await asyncio.to_thread(policy.built.wait, 10)
         policy.reset()
@@ -179,7 +159,7 @@ async def test_aio_hot_path_without_the_core_call_reads_the_public_code(lab: Lab
     lab.reset({"a": ("unavailable",)})
     policy = Ordered()
     async with grpc_etcd.aio.BalancedChannel(
-        SERVICE, policy=policy, config=RETRY, interceptors=[_AioPassing()]
+        SERVICE, policy=policy, config=THROTTLED_RETRY, interceptors=[_AioPassing()]
     ) as channel:
         channel.update(lab.snapshot())
         assert await asyncio.to_thread(policy.built.wait, 10)

@@ -6,10 +6,8 @@ instead of failing on it a second time. Both twins, against real servers."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import grpc
-import pytest
 from scripted import SERVICE, Lab, Ordered, Request, method
 from waiting import async_wait_for, wait_for
 
@@ -21,13 +19,6 @@ from grpc_etcd import Node, Snapshot
 ZONES = {"a": "z1", "b": "z2", "c": "z2"}
 CONFIG = {"locality": {"key": "zone", "mode": "prefer_local", "minClusterSize": 2}}
 SOURCE = {"zone": "z1"}
-
-
-@pytest.fixture(scope="module")
-def lab() -> Iterator[Lab]:
-    made = Lab()
-    yield made
-    made.close()
 
 
 def _zoned(lab: Lab) -> Snapshot:

@@ -403,13 +403,6 @@ def _cases(twin: str, shapes: dict[str, Any]) -> Iterator[Any]:
             yield pytest.param(row, shape, id=f"{row.id} | {shape}")
 
 
-@pytest.fixture(scope="module")
-def lab() -> Iterator[Lab]:
-    made = Lab()
-    yield made
-    made.close()
-
-
 def _seen(lab: Lab, policy: Ordered, outcome: Outcome, channel: Any, done: list[str]) -> Seen:
     attempts = list(lab.journal.attempts)
     return Seen(

@@ -12,12 +12,11 @@ from typing import Any, cast
 
 import grpc
 import pytest
-from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from recorded import attempts_and_hedges
 from waiting import wait_for
 
 import grpc_etcd
-import grpc_etcd.metrics
 from grpc_etcd import Node, Snapshot
 from grpc_etcd._channel._flow import CALL_REPLAY_LIMIT
 from grpc_etcd.demo.api_pb2 import Request, Response
@@ -256,12 +255,8 @@ def test_a_fatal_status_ends_a_hedged_call(servers: list[Scripted]) -> None:
 
 
 def test_hedges_are_measured_per_attempt_and_counted(
-    servers: list[Scripted], monkeypatch: pytest.MonkeyPatch
+    servers: list[Scripted], metric_reader: InMemoryMetricReader
 ) -> None:
-    reader = InMemoryMetricReader()
-    monkeypatch.setattr(
-        grpc_etcd.metrics, "_default", grpc_etcd.metrics.Metrics(MeterProvider([reader]))
-    )
     a, b, _ = servers
     for server in (a, b):
         server.mode = "hold"
@@ -274,21 +269,7 @@ def test_hedges_are_measured_per_attempt_and_counted(
         answered.result(10)
         wait_for(lambda: a.cancelled == 1, 10, "the loser's cancel")
         a.release()
-    data = reader.get_metrics_data()
-    assert data is not None
-    points = {
-        metric.name: list(metric.data.data_points)
-        for resource in data.resource_metrics
-        for scope in resource.scope_metrics
-        for metric in scope.metrics
-    }
-    started = sum(p.value for p in points["grpc.client.attempt.started"])  # type: ignore[attr-defined]
-    statuses = sorted(
-        p.attributes["grpc.status"]  # type: ignore[index]
-        for p in points["grpc.client.attempt.duration"]
-        for _ in range(p.count)  # type: ignore[attr-defined]
-    )
-    [hedges] = points["grpc.client.call.hedges"]
+    started, statuses, hedges = attempts_and_hedges(metric_reader)
     assert started == 2 and statuses == ["CANCELLED", "OK"]
     assert (hedges.count, hedges.sum) == (1, 1)  # type: ignore[attr-defined]
 

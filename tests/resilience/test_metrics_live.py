@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from waiting import wait_for
 
@@ -28,11 +26,8 @@ def totals(reader: InMemoryMetricReader) -> dict[tuple[str, tuple[tuple[str, str
 
 
 def test_a_wiped_etcd_shows_as_a_recovery(
-    etcd: EtcdServer, monkeypatch: pytest.MonkeyPatch
+    etcd: EtcdServer, metric_reader: InMemoryMetricReader
 ) -> None:
-    reader = InMemoryMetricReader()
-    metrics = grpc_etcd.metrics.Metrics(MeterProvider(metric_readers=[reader]))
-    monkeypatch.setattr(grpc_etcd.metrics, "_default", metrics)
     with grpc_etcd.Registry(etcd.endpoint) as registry:
         registration = registry.register(SERVICE, address="127.0.0.1:1", ttl=2)
         channel = registry.channel(SERVICE)
@@ -40,7 +35,7 @@ def test_a_wiped_etcd_shows_as_a_recovery(
         key = (("grpc_etcd.key", registration.key), ("grpc_etcd.service", SERVICE))
 
         def state(name: str) -> float:
-            return totals(reader).get(
+            return totals(metric_reader).get(
                 ("grpc_etcd.registration.state", (*key, ("grpc_etcd.state", name))), -1
             )
 
@@ -49,17 +44,14 @@ def test_a_wiped_etcd_shows_as_a_recovery(
         etcd.restart(wipe=True)
         wait_for(lambda: registration.lease_id != lease, 15, "the registration to recover")
         service = (("grpc_etcd.service", SERVICE),)
-        assert totals(reader)[("grpc_etcd.registration.recoveries", service)] == 1
+        assert totals(metric_reader)[("grpc_etcd.registration.recoveries", service)] == 1
         assert state("registered") == 1
     assert state("closed") == 1 and state("registered") == 0
 
 
 def test_a_watch_behind_a_compaction_counts_a_resync(
-    etcd: EtcdServer, monkeypatch: pytest.MonkeyPatch
+    etcd: EtcdServer, metric_reader: InMemoryMetricReader
 ) -> None:
-    reader = InMemoryMetricReader()
-    metrics = grpc_etcd.metrics.Metrics(MeterProvider(metric_readers=[reader]))
-    monkeypatch.setattr(grpc_etcd.metrics, "_default", metrics)
     service = (("grpc_etcd.service", SERVICE),)
     with (
         TcpProxy(etcd.endpoint) as proxy,
@@ -72,10 +64,10 @@ def test_a_watch_behind_a_compaction_counts_a_resync(
         writing.register(SERVICE, address="127.0.0.1:1")
         with EtcdClient(etcd.endpoint) as client:
             client.compact(client.put("/unrelated", "x"))
-        assert totals(reader).get(("grpc_etcd.watch.resyncs", service), 0) == 0
+        assert totals(metric_reader).get(("grpc_etcd.watch.resyncs", service), 0) == 0
         proxy.restore()
         wait_for(
-            lambda: totals(reader).get(("grpc_etcd.watch.resyncs", service), 0) == 1,
+            lambda: totals(metric_reader).get(("grpc_etcd.watch.resyncs", service), 0) == 1,
             15,
             "the watch to read the prefix again",
         )

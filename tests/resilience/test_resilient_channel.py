@@ -14,8 +14,8 @@ from typing import Any
 import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from recorded import points
 from server_process import SERVICE, Load, ServerProcess, who
 
 import grpc_etcd
@@ -153,12 +153,8 @@ def test_a_failing_node_is_ejected_within_ten_calls(servers: list[Server]) -> No
 
 
 def test_retry_policy_turns_a_failing_node_into_successes(
-    servers: list[Server], monkeypatch: pytest.MonkeyPatch
+    servers: list[Server], metric_reader: InMemoryMetricReader
 ) -> None:
-    reader = InMemoryMetricReader()
-    monkeypatch.setattr(
-        grpc_etcd.metrics, "_default", grpc_etcd.metrics.Metrics(MeterProvider([reader]))
-    )
     with grpc_etcd.BalancedChannel(SERVICE, policy="version") as channel:
         channel.configure(parse_config(RETRY))
         channel.update(snapshot(*servers))
@@ -166,16 +162,7 @@ def test_retry_policy_turns_a_failing_node_into_successes(
     assert set(answered) == {"a", "b"} and sum(answered.values()) == 100
     failed_first = servers[2].api.calls
     assert failed_first > 10  # it was picked, failed, and the retry went elsewhere
-    data = reader.get_metrics_data()
-    assert data is not None
-    [retries] = [
-        point
-        for resource in data.resource_metrics
-        for scope in resource.scope_metrics
-        for metric in scope.metrics
-        if metric.name == "grpc.client.call.retries"
-        for point in metric.data.data_points
-    ]
+    [retries] = points(metric_reader)["grpc.client.call.retries"]
     # One retry per call that first met c: the retry avoids the node it tried.
     assert (retries.count, retries.sum) == (failed_first, failed_first)  # type: ignore[attr-defined]
 
@@ -274,12 +261,8 @@ def test_aio_retry_policy_turns_a_failing_node_into_successes(servers: list[Serv
 
 
 def test_calls_by_node_status_and_version_and_nodes_by_state(
-    servers: list[Server], monkeypatch: pytest.MonkeyPatch
+    servers: list[Server], metric_reader: InMemoryMetricReader
 ) -> None:
-    reader = InMemoryMetricReader()
-    monkeypatch.setattr(
-        grpc_etcd.metrics, "_default", grpc_etcd.metrics.Metrics(MeterProvider([reader]))
-    )
     a, _, c = servers
     with grpc_etcd.BalancedChannel(SERVICE, policy="version") as channel:
         channel.update(snapshot(a, c))
@@ -292,29 +275,22 @@ def test_calls_by_node_status_and_version_and_nodes_by_state(
         stub = api_pb2_grpc.ApiStub(channel)  # type: ignore[no-untyped-call]
         with pytest.raises(grpc.RpcError):  # no v9 node: refused at the pick
             stub.ApiTest(Request(input="x"), timeout=5, metadata=[("x-version", "v9")])
-    data = reader.get_metrics_data()
-    assert data is not None
-    points = {
-        metric.name: metric.data.data_points
-        for resource in data.resource_metrics
-        for scope in resource.scope_metrics
-        for metric in scope.metrics
-    }
+    recorded = points(metric_reader)
     by_node = {
         (
             p.attributes["grpc_etcd.node"],
             p.attributes["grpc.status"],
             p.attributes["grpc_etcd.version"],
         ): p.count  # type: ignore[index, attr-defined]
-        for p in points["grpc.client.attempt.duration"]
+        for p in recorded["grpc.client.attempt.duration"]
     }
     assert by_node == {
         (a.address, "OK", "v1"): outcomes["a"],
         (c.address, "UNAVAILABLE", "v1"): outcomes["failed"],
     }
-    nodes = {p.attributes["grpc_etcd.state"]: p.value for p in points["grpc_etcd.lb.nodes"]}  # type: ignore[index, attr-defined]
+    nodes = {p.attributes["grpc_etcd.state"]: p.value for p in recorded["grpc_etcd.lb.nodes"]}  # type: ignore[index, attr-defined]
     assert nodes["ready"] == 2 and nodes["ejected"] == 0
-    picks = {p.attributes["grpc_etcd.result"]: p.value for p in points["grpc_etcd.lb.picks"]}  # type: ignore[index, attr-defined]
+    picks = {p.attributes["grpc_etcd.result"]: p.value for p in recorded["grpc_etcd.lb.picks"]}  # type: ignore[index, attr-defined]
     assert picks == {"ok": 40, "unavailable": 1}
 
 
