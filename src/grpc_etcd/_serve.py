@@ -140,24 +140,26 @@ def drain(
     health: Health = None,
 ) -> None:
     """Stop losslessly now: NOT_SERVING, deregister, wait ``drain_delay``, ``stop(grace)``."""
+    with _draining(registration, grace, drain_delay) as registrations:
+        if health is not None and health is not True:
+            health.enter_graceful_shutdown()
+        if len(registrations) > 1:  # each close is a round trip or two to etcd: all at once
+            with ThreadPoolExecutor(len(registrations), thread_name_prefix="drain") as pool:
+                list(pool.map(lambda each: each.close(), registrations))
+        else:
+            for each in registrations:
+                each.close()
+        time.sleep(drain_delay)
+        server.stop(grace).wait()
+
+
+@contextlib.contextmanager
+def _draining(registration: Any, grace: float | None, drain_delay: float) -> Iterator[list[Any]]:
+    """What both twins' drains do around their own: check the times, say what the drain does,
+    give the registrations as a list, and once it is done, say how long it took."""
     _check_times(grace, drain_delay)
     started = time.monotonic()
     registrations = _as_list(registration)
-    _say_draining(registrations, grace, drain_delay)
-    if health is not None and health is not True:
-        health.enter_graceful_shutdown()
-    if len(registrations) > 1:  # each close is a round trip or two to etcd: all at once
-        with ThreadPoolExecutor(len(registrations), thread_name_prefix="drain") as pool:
-            list(pool.map(lambda each: each.close(), registrations))
-    else:
-        for each in registrations:
-            each.close()
-    time.sleep(drain_delay)
-    server.stop(grace).wait()
-    _say_stopped(started)
-
-
-def _say_draining(registrations: list[Any], grace: float | None, drain_delay: float) -> None:
     keys = ", ".join(str(getattr(each, "key", "?")) for each in registrations) or "nothing"
     log.info(
         "draining: NOT_SERVING, deregistering %s, stopping in %gs (calls in flight get %s)",
@@ -165,9 +167,7 @@ def _say_draining(registrations: list[Any], grace: float | None, drain_delay: fl
         drain_delay,
         "as long as they take" if grace is None else f"{grace:g}s",
     )
-
-
-def _say_stopped(started: float) -> None:
+    yield registrations
     log.info("stopped: drained in %.2fs", time.monotonic() - started)
 
 
@@ -262,18 +262,14 @@ async def drain_aio(
     health: Health = None,
 ) -> None:
     """``grpc_etcd.aio.drain``: the ``await`` twin of :func:`drain`."""
-    _check_times(grace, drain_delay)
-    started = time.monotonic()
-    registrations = _as_list(registration)
-    _say_draining(registrations, grace, drain_delay)
-    if health is not None and health is not True:
-        result = health.enter_graceful_shutdown()
-        if asyncio.iscoroutine(result):
-            await result
-    await asyncio.gather(*(each.close() for each in registrations))
-    await asyncio.sleep(drain_delay)
-    await server.stop(grace)
-    _say_stopped(started)
+    with _draining(registration, grace, drain_delay) as registrations:
+        if health is not None and health is not True:
+            result = health.enter_graceful_shutdown()
+            if asyncio.iscoroutine(result):
+                await result
+        await asyncio.gather(*(each.close() for each in registrations))
+        await asyncio.sleep(drain_delay)
+        await server.stop(grace)
 
 
 @contextlib.contextmanager
