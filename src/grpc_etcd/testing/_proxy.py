@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .._closing import OpenClosing
-from ._binary import _etcd_env, find_etcd
+from ._binary import find_etcd
 from ._errors import _ADDRESS_IN_USE, EtcdServerError, EtcdStartError
-from ._server import _free_ports, _make_temp_dir
+from ._server import _free_ports, _make_temp_dir, _read_log, _spawn_logged
 
 __all__ = ["EtcdGrpcProxy"]
 
@@ -108,8 +108,7 @@ class EtcdGrpcProxy(OpenClosing):
             return
         for attempt in range(1, _START_ATTEMPTS + 1):
             self.port = self.port or _free_ports(1)[0]
-            offset = self.log_file.stat().st_size if self.log_file.exists() else 0
-            self._spawn()
+            offset = self._spawn()
             try:
                 self._wait_healthy(offset)
                 return
@@ -120,7 +119,8 @@ class EtcdGrpcProxy(OpenClosing):
                 self.port = 0  # taken meanwhile: another one
         raise AssertionError("unreachable")
 
-    def _spawn(self) -> None:
+    def _spawn(self) -> int:
+        """Start the proxy; the offset in its log where its output begins."""
         args = [
             str(self.binary),
             "grpc-proxy",
@@ -134,16 +134,9 @@ class EtcdGrpcProxy(OpenClosing):
             "--data-dir",
             str(self._temp_dir() / "data"),
         ]
-        with self.log_file.open("ab") as logf:
-            self._res.proc = subprocess.Popen(
-                args,
-                stdin=subprocess.DEVNULL,
-                stdout=logf,
-                stderr=subprocess.STDOUT,
-                env=_etcd_env(),
-                close_fds=True,
-            )
+        self._res.proc, offset = _spawn_logged(args, self.log_file)
         log.debug("grpc-proxy: started pid %d on %s", self._res.proc.pid, self.endpoint)
+        return offset
 
     def _wait_healthy(self, offset: int) -> None:
         deadline = time.monotonic() + self.start_timeout
@@ -155,7 +148,7 @@ class EtcdGrpcProxy(OpenClosing):
                     f"etcd grpc-proxy exited while starting on {self.endpoint}",
                     log_tail=self._tail(offset),
                 )
-            if _ADDRESS_IN_USE in self._log(offset):
+            if _ADDRESS_IN_USE in _read_log(self.log_file, offset):
                 raise EtcdStartError("grpc-proxy: the port is taken", log_tail=self._tail(offset))
             if self._healthy(opener):
                 return
@@ -175,16 +168,8 @@ class EtcdGrpcProxy(OpenClosing):
             return b'"health":"true"' in reply.read()
         return False
 
-    def _log(self, offset: int) -> str:
-        try:
-            with self.log_file.open("rb") as f:
-                f.seek(offset)
-                return f.read(1 << 16).decode("utf-8", "replace")
-        except OSError:
-            return ""
-
     def _tail(self, offset: int, lines: int = 20) -> str:
-        return "\n".join(self._log(offset).splitlines()[-lines:])
+        return "\n".join(_read_log(self.log_file, offset).splitlines()[-lines:])
 
     def stop(self) -> None:
         """Stop the proxy (SIGTERM, then SIGKILL after 5 s); ``start()`` starts it again."""

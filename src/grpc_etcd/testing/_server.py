@@ -66,6 +66,32 @@ def _make_temp_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix="grpc-etcd-"))
 
 
+def _spawn_logged(args: list[str], log_file: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """Start ``args`` (an etcd binary) with stdin closed and its output appended to
+    ``log_file``: the process, and the offset in ``log_file`` where its output begins."""
+    with log_file.open("ab") as logf:
+        offset = logf.tell()
+        proc = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            env=_etcd_env(),
+            close_fds=True,
+        )
+    return proc, offset
+
+
+def _read_log(log_file: Path, offset: int, size: int = 1 << 16) -> str:
+    """Up to ``size`` bytes of ``log_file`` from ``offset`` ("" when it cannot be read)."""
+    try:
+        with log_file.open("rb") as f:
+            f.seek(offset)
+            return f.read(size).decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
 def _empty_dir(path: Path) -> None:
     if not path.exists():
         return
@@ -234,12 +260,7 @@ class EtcdServer(OpenClosing):
 
     def _log_head(self, size: int = 1 << 16) -> str:
         """The start of what etcd wrote since it was last started (where bind errors are)."""
-        try:
-            with self.log_file.open("rb") as f:
-                f.seek(self._log_offset)
-                return f.read(size).decode("utf-8", "replace")
-        except OSError:
-            return ""
+        return _read_log(self.log_file, self._log_offset, size)
 
     # ---- life cycle
 
@@ -310,16 +331,7 @@ class EtcdServer(OpenClosing):
             if self.tls == "mutual":  # etcd asks for client certs whenever it has a trusted CA
                 args += ["--client-cert-auth", "--trusted-ca-file", str(tls.ca)]
         log_path = self.log_file
-        with log_path.open("ab") as logf:
-            self._log_offset = logf.tell()
-            self._res.proc = subprocess.Popen(
-                args,
-                stdin=subprocess.DEVNULL,
-                stdout=logf,
-                stderr=subprocess.STDOUT,
-                env=_etcd_env(),
-                close_fds=True,
-            )
+        self._res.proc, self._log_offset = _spawn_logged(args, log_path)
         log.debug(
             "etcd %s: started pid %d on %s, log %s",
             self.name,
