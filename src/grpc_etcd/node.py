@@ -52,13 +52,19 @@ MAX_LEASE_TTL = 9_000_000_000
 #: below 2 s the keep-alive (every TTL/3) would have no time to confirm the lease
 MIN_TTL = 2
 
+#: The format of a node's record: the Go original's (``seed``) or etcd's naming package's.
 RecordFormat = Literal["seed", "naming"]
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
 class MethodInfo:
-    """One RPC method a node serves: the original's ``endpoints`` entry."""
+    """One RPC method a node serves: the original's ``endpoints`` entry.
+
+    ``online=False`` takes the method offline (its calls skip this node); ``limiting_switch``,
+    ``limiting`` (calls per second), ``fuse`` and ``defaults`` are the Go original's fields,
+    kept on the wire and not acted on.
+    """
 
     online: bool = True
     limiting_switch: bool = False
@@ -69,7 +75,14 @@ class MethodInfo:
 
 @dataclass(frozen=True, slots=True)
 class Node:
-    """One registered server instance, as read from or written to etcd."""
+    """One registered server instance, as read from or written to etcd.
+
+    ``service`` is its dotted name, ``id`` the last part of its ``key``, ``address`` the
+    ``host:port`` clients dial, ``version`` and ``metadata`` its labels for routing,
+    ``methods`` the record's ``endpoints`` (method name -> :class:`MethodInfo`), ``format``
+    the record format it was read in (``"seed"``: the Go original's; ``"naming"``: etcd's Go
+    naming package's).
+    """
 
     service: str
     id: str

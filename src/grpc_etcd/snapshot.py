@@ -32,7 +32,12 @@ class Change:
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """The nodes of one service at one etcd revision, and what changed since the last snapshot."""
+    """The nodes of one service at one etcd revision, and what changed since the last snapshot.
+
+    ``nodes`` maps each etcd key to its node (iterating a snapshot gives the nodes);
+    ``revision`` is the etcd revision it was read at; ``added``, ``removed`` and ``updated``
+    are the nodes that changed since the snapshot before it.
+    """
 
     service: str
     nodes: Mapping[str, Node] = field(default_factory=lambda: MappingProxyType({}))

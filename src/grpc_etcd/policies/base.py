@@ -146,4 +146,5 @@ class QueuePicker:
         self._reason = reason
 
     def pick(self, call: CallInfo) -> Pick[object]:
+        """Never a node: the call waits (``NotReadyError``)."""
         raise NotReadyError(reason=self._reason)

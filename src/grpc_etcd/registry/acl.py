@@ -48,6 +48,7 @@ __all__ = [
     "role_name",
 ]
 
+#: The kinds of user of a service that ``grpc-etcd acl`` gives a role each.
 Kind = Literal["server", "client", "operator", "xds"]
 KINDS: tuple[Kind, ...] = ("server", "client", "operator", "xds")
 

@@ -39,6 +39,7 @@ _TMPFS_MIN_FREE = 1 << 30
 _LOG_TAIL_LINES = 20
 _START_ATTEMPTS = 5
 
+#: ``EtcdServer(tls=...)``: False (plain text), True (TLS) or ``"mutual"`` (clients need a cert).
 TLSMode = bool | Literal["mutual"]
 
 
