@@ -1,5 +1,7 @@
 """grpc_etcd's own small etcd v3 client, on grpcio: ``AsyncEtcdClient`` and its sync twin
-``EtcdClient``. Nothing outside ``grpc_etcd.registry`` should need to import it.
+``EtcdClient``. Users import ``TLSConfig`` from here (``Registry(tls=TLSConfig(...))``), and
+``registry.client`` is one of these clients, for reads and writes of their own; channels and
+the pure core never import it.
 
 It speaks etcd's gRPC API directly (a private, minimal copy of etcd's protos in ``_proto``), so
 it brings no other etcd library and cannot clash with one loaded in the same process.
