@@ -405,3 +405,21 @@ def test_panic_threshold_and_slow_start_have_no_xds_equivalent() -> None:
     )
     assert any("panicThreshold has no equivalent" in w for w in t.warnings)
     assert any("slowStartConfig has no equivalent" in w for w in t.warnings)
+
+
+def test_hedging_and_retry_throttling_have_no_xds_equivalent() -> None:
+    t = translation(
+        _zoned(1, 1),
+        {
+            "retryThrottling": {"maxTokens": 10, "tokenRatio": 0.1},
+            "methodConfig": [
+                {
+                    "name": [{}],
+                    "hedgingPolicy": {"maxAttempts": 2, "hedgingDelay": "0.2s"},
+                }
+            ],
+        },
+    )
+    assert any("retryThrottling has no equivalent" in w for w in t.warnings)
+    assert any("hedgingPolicy has no equivalent" in w for w in t.warnings)
+    assert not any("hedgingPolicy" in w for w in translation(_zoned(1, 1), {}).warnings)

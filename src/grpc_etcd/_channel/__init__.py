@@ -1,4 +1,4 @@
-"""Client-side balancing: a grpc channel over every node of one service (gRPC I/O, and the
+"""Client-side balancing: a grpc channel over the nodes of one service (gRPC I/O, and the
 pure decisions of one call: ``_flow.py``, ``_call.py``).
 
 ``_sync.BalancedChannel`` is a ``grpc.Channel``, ``_aio.BalancedChannel`` a ``grpc.aio.Channel``;

@@ -188,8 +188,9 @@ def _size_of(message: Any, serializer: Callable[[Any], bytes] | None) -> int:
 
 
 class BalancedChannel(ChannelBase[grpc.aio.Channel], AsyncClosing, grpc.aio.Channel):
-    """A ``grpc.aio.Channel`` over every node of one service; each call goes to the node its
-    policy picks (``"version"``: a random READY node of the version the call asks for).
+    """A ``grpc.aio.Channel`` over the nodes of one service (a subset of them under a
+    subsetting policy); each call goes to the node its policy picks (by default ``random``,
+    alias ``version``: a random READY node of the version the call asks for).
 
     The asyncio twin of :class:`grpc_etcd.BalancedChannel`, with the same constructor plus
     ``interceptors`` (grpc.aio client interceptors, installed on every sub-channel: they run

@@ -120,6 +120,7 @@ class FailedCall(grpc.RpcError, grpc.Call, _FutureBase):
         return self._details
 
     def debug_error_string(self) -> str:
+        """The details: no grpc core error stands behind a call that never started."""
         return self._details
 
     def initial_metadata(self) -> tuple[()]:
@@ -210,9 +211,9 @@ def _core(channel: grpc.Channel) -> Any:
 
 
 class BalancedChannel(ChannelBase[grpc.Channel], Closing, grpc.Channel):
-    """A ``grpc.Channel`` over every node of one service; each call goes to the node its policy
-    picks (by default ``random``, alias ``version``: a random READY node of the version the call
-    asks for).
+    """A ``grpc.Channel`` over the nodes of one service (a subset of them under a subsetting
+    policy); each call goes to the node its policy picks (by default ``random``, alias
+    ``version``: a random READY node of the version the call asks for).
 
     The owner feeds it the service's node sets with :meth:`update` (the registry's watcher does
     this). Calls made before the first snapshot wait for it; within their deadline, calls wait

@@ -206,6 +206,16 @@ class Translation:
                     f"{self.service}: a route matching route() values {dict(route.match.route)} "
                     "never holds for an xDS client; left out"
                 )
+        if config.retry_throttling is not None:
+            self.warnings.append(
+                f"{self.service}: retryThrottling has no equivalent in gRPC's xDS clients (they "
+                "do not throttle xDS retries); ignored"
+            )
+        if any(entry.hedging_policy is not None for entry in config.method_config):
+            self.warnings.append(
+                f"{self.service}: hedgingPolicy has no equivalent in gRPC's xDS clients (they "
+                "ignore a route's hedge_policy); left out"
+            )
         for entry in config.method_config:
             if entry.retry_policy:
                 dropped = set(entry.retry_policy.retryable_status_codes) - _XDS_RETRY_CODES
