@@ -5,7 +5,12 @@ from __future__ import annotations
 import grpc
 
 from grpc_etcd import Node, Snapshot, route
-from grpc_etcd._channel._base import aggregate_state, build_endpoints, plan_update
+from grpc_etcd._channel._base import (
+    aggregate_state,
+    build_endpoints,
+    plan_update,
+    sub_wait_for_ready,
+)
 from grpc_etcd._channel._subchannel import Subchannel
 from grpc_etcd.policies.base import ConnState
 from grpc_etcd.routing import CallRouter
@@ -128,3 +133,13 @@ def test_each_endpoint_says_since_when_its_node_is_ready_and_serving() -> None:
     clock[0] = 20.0
     back = build_endpoints(snap, {"h:1": one, "h:2": two}, clock=lambda: clock[0])
     assert back[0].ready_since == 20.0, "READY again after a failure: warming again"
+
+
+def test_attempts_tell_a_node_not_to_wait_for_ready_only_where_a_service_config_could() -> None:
+    # grpc's default (None) never waits unless a grpc service config says waitForReady; only
+    # the options can bring one to a sub-channel: then the attempts say False outright.
+    assert sub_wait_for_ready(()) is None
+    assert sub_wait_for_ready([("grpc.max_receive_message_length", 1)]) is None
+    assert sub_wait_for_ready([("grpc.service_config_disable_resolution", 1)]) is None
+    assert sub_wait_for_ready([("grpc.service_config", "{}")]) is False
+    assert sub_wait_for_ready([("grpc.service_config_disable_resolution", 0)]) is False

@@ -701,7 +701,7 @@ class _Call:
             timeout=timeout,
             metadata=metadata,
             credentials=credentials,
-            wait_for_ready=False,  # it stays with the pick, see the sync twin
+            wait_for_ready=owner._channel._sub_wait_for_ready,  # it stays with the pick
             compression=compression,
         )
 
@@ -1293,7 +1293,7 @@ class _UnaryRequest(_MultiCallable):
                 timeout=timeout,
                 metadata=metadata,
                 credentials=credentials,
-                wait_for_ready=False,  # it stays with the pick, see the sync twin
+                wait_for_ready=channel._sub_wait_for_ready,  # it stays with the pick
                 compression=compression,
             )
         except Exception as exc:

@@ -817,10 +817,12 @@ class _MultiCallable(MultiCallableBase[grpc.Channel]):
 
         ``wait_for_ready`` is the flow's business (the call waits for a usable node); on the
         node's own connection it would make a call picked onto a connection that just died wait
-        for it until the deadline instead of failing over, so it is not passed on.
+        for it until the deadline instead of failing over, so it is not passed on
+        (:func:`~grpc_etcd._channel._base.sub_wait_for_ready`).
         """
         request, metadata, credentials, compression = sent
         key = self._key
+        no_wait = self._channel._sub_wait_for_ready
 
         def start(attempt: _Attempt) -> Any:
             sub = attempt.subchannel
@@ -828,7 +830,7 @@ class _MultiCallable(MultiCallableBase[grpc.Channel]):
             if name is not None:
                 callable_ = getattr(callable_, name)
             sending = request if requests is None else requests.attempt(attempt)
-            return callable_(sending, attempt.timeout, metadata, credentials, False, compression)
+            return callable_(sending, attempt.timeout, metadata, credentials, no_wait, compression)
 
         return start
 
@@ -983,8 +985,10 @@ class _UnaryUnary(_MultiCallable, _UnaryUnaryBase):
                     callable_ = sub.callables.get(self._key) or self._bind(sub)
                     if name is not None:
                         callable_ = getattr(callable_, name)
-                    # wait_for_ready stays with the pick: see _on
-                    result = callable_(request, timeout, metadata, credentials, False, compression)
+                    no_wait = channel._sub_wait_for_ready  # wait_for_ready stays with the pick
+                    result = callable_(
+                        request, timeout, metadata, credentials, no_wait, compression
+                    )
                 except grpc.RpcError as exc:
                     error = exc
                 except BaseException as exc:  # it could not start: the call ends with it
@@ -1170,7 +1174,10 @@ class _InlineHedge:
         capture.sink(self._captured)
         error: grpc.RpcError | None = None
         try:
-            result = callable_(request, self._timeout, metadata, credentials, False, compression)
+            result = callable_(
+                request, self._timeout, metadata, credentials, mc._channel._sub_wait_for_ready,
+                compression,
+            )  # fmt: skip
         except grpc.RpcError as exc:
             error = exc
         except BaseException as exc:  # it could not start: the call ends with it
