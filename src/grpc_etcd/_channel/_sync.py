@@ -120,7 +120,6 @@ class FailedCall(grpc.RpcError, grpc.Call, _FutureBase):
         return self._details
 
     def debug_error_string(self) -> str:
-        """The details: no grpc core error stands behind a call that never started."""
         return self._details
 
     def initial_metadata(self) -> tuple[()]:
@@ -211,9 +210,9 @@ def _core(channel: grpc.Channel) -> Any:
 
 
 class BalancedChannel(ChannelBase[grpc.Channel], Closing, grpc.Channel):
-    """A ``grpc.Channel`` over the nodes of one service (a subset of them under a subsetting
-    policy); each call goes to the node its policy picks (by default ``random``, alias
-    ``version``: a random READY node of the version the call asks for).
+    """A ``grpc.Channel`` over every node of one service; each call goes to the node its policy
+    picks (by default ``random``, alias ``version``: a random READY node of the version the call
+    asks for).
 
     The owner feeds it the service's node sets with :meth:`update` (the registry's watcher does
     this). Calls made before the first snapshot wait for it; within their deadline, calls wait
@@ -977,8 +976,7 @@ class _UnaryUnary(_MultiCallable, _UnaryUnaryBase):
                 captured = self._capturing(sub, name)
                 if captured is not None:
                     hedge = _InlineHedge(self, info, plan, pick, started, timeout)
-                    sent = _Sent(request, metadata, credentials, compression)
-                    return hedge.run(captured, name, sent)
+                    return hedge.run(captured, name, request, metadata, credentials, compression)
             elif plan.inline and not sub.retired:
                 sub.inflight.append(None)
                 try:
@@ -1071,27 +1069,31 @@ class _UnaryUnary(_MultiCallable, _UnaryUnaryBase):
         return (callable_ if name is None else getattr(callable_, name)), capture
 
 
+class _Waiting(threading.local):
+    """Per thread: the inline hedge whose blocking call the thread makes next, if any."""
+
+    hedge: _InlineHedge | None = None
+
+
 class _Capture:
     """A sub-channel's cygrpc channel, as a multicallable of its sees it: a blocking call's own
-    grpc call (cygrpc's segregated call) is handed to the thread's ``sink``, so that another
-    thread can cancel it. grpcio's private API: without it, hedges run as futures."""
+    grpc call (cygrpc's segregated call) is handed to the hedge its thread set in ``waiting``,
+    so that another thread can cancel it. grpcio's private API: without it, hedges run as
+    futures."""
 
-    __slots__ = ("_core", "_local")
+    __slots__ = ("_core", "waiting")
 
     def __init__(self, core: Any) -> None:
         self._core = core
-        self._local = threading.local()
-
-    def sink(self, sink: Callable[[Any], None] | None) -> None:
-        """Hand the next segregated call made on this thread to ``sink``."""
-        self._local.sink = sink
+        self.waiting = _Waiting()
 
     def segregated_call(self, *args: Any) -> Any:
         call = self._core.segregated_call(*args)
-        sink = getattr(self._local, "sink", None)
-        if sink is not None:
-            self._local.sink = None
-            sink(call)
+        waiting = self.waiting
+        hedge = waiting.hedge
+        if hedge is not None:
+            waiting.hedge = None
+            hedge.captured(call)
         return call
 
     def __getattr__(self, name: str) -> Any:
@@ -1111,26 +1113,16 @@ class _InlineHedge:
     sends the hedge; the first answer wins and the other attempt is cancelled.
 
     No lock on the way: the caller and the timer each try to take ``_turn`` (``list.pop`` is
-    atomic); the one that gets it decides whether a flow is in the call."""
-
-    __slots__ = (
-        "_attempt",
-        "_call",
-        "_cancel",
-        "_drive",
-        "_info",
-        "_mc",
-        "_name",
-        "_pick",
-        "_plan",
-        "_sent",
-        "_started",
-        "_timeout",
-        "_turn",
-    )
+    atomic); the one that gets it decides whether a flow is in the call. What only a hedge
+    needs is a class default, set on the instance when used."""
 
     _name: str | None
-    _sent: _Sent
+    #: What the hedges send: request, metadata, call credentials, compression.
+    _sending: tuple[Any, Any, grpc.CallCredentials | None, grpc.Compression | None]
+    _call: Any = None  # the attempt's segregated call, once made
+    _cancel = False  # cancel it as soon as it is made
+    _drive: _Drive | None = None
+    _attempt: _Attempt | None = None
 
     def __init__(
         self,
@@ -1148,10 +1140,6 @@ class _InlineHedge:
         self._started = started
         self._timeout = timeout
         self._turn = [None]
-        self._call: Any = None  # the attempt's segregated call, once made
-        self._cancel = False  # cancel it as soon as it is made
-        self._drive: _Drive | None = None
-        self._attempt: _Attempt | None = None
 
     def _take_turn(self) -> bool:
         try:
@@ -1160,36 +1148,46 @@ class _InlineHedge:
             return False
         return True
 
-    def run(self, captured: tuple[Any, _Capture], name: str | None, sent: _Sent) -> Any:
+    def run(
+        self,
+        captured: tuple[Any, _Capture],
+        name: str | None,
+        request: Any,
+        metadata: Any,
+        credentials: grpc.CallCredentials | None,
+        compression: grpc.Compression | None,
+    ) -> Any:
         """The call (``name``: ``with_call``, else ``__call__``): its first attempt here, the
         rest, if any, the flow's."""
         mc, plan = self._mc, self._plan
+        channel = mc._channel
         sub = self._pick.subchannel
         callable_, capture = captured
-        self._name, self._sent = name, sent  # for the hedges, if any
-        request, metadata, credentials, compression = sent
+        self._name = name  # for the hedges, if any
+        self._sending = (request, metadata, credentials, compression)
         sub.inflight.append(None)
         assert plan.hedge_delay is not None
-        timer = mc._channel._call_at(self._started + plan.hedge_delay, self._due)
-        capture.sink(self._captured)
+        timer = channel._call_at(self._started + plan.hedge_delay, self._due)
+        capture.waiting.hedge = self  # (its segregated call takes it off)
         error: grpc.RpcError | None = None
         try:
             result = callable_(
-                request, self._timeout, metadata, credentials, mc._channel._sub_wait_for_ready,
+                request, self._timeout, metadata, credentials, channel._sub_wait_for_ready,
                 compression,
             )  # fmt: skip
         except grpc.RpcError as exc:
+            capture.waiting.hedge = None  # (it failed before its segregated call, perhaps)
             error = exc
         except BaseException as exc:  # it could not start: the call ends with it
+            capture.waiting.hedge = None
             self._failed_start(exc)
             raise
-        finally:
-            capture.sink(None)
         if self._take_turn():  # the flow never took it over
             timer[2] = None  # (the monitor need not wake for it)
             if error is None:
                 plan.inline_ended(self._pick, "OK", time.monotonic() - self._started)
                 return result
+            sent = _Sent(*self._sending)
             return mc._take_over(self._flow(), self._pick, self._started, error, name, sent)
         drive, first = self._drive, self._attempt
         assert drive is not None and first is not None
@@ -1221,12 +1219,13 @@ class _InlineHedge:
         attempt = flow.adopt(self._pick, self._started)
         attempt.call = self  # the flow's Cancel reaches cancel()
         mc = self._mc
-        drive = _Drive(mc._channel, flow, mc._starter("future", self._sent))
+        drive = _Drive(mc._channel, flow, mc._starter("future", _Sent(*self._sending)))
         self._drive, self._attempt = drive, attempt  # (set before the turn: the caller reads)
         if self._take_turn():
             drive.post(lambda: flow.on_time(time.monotonic()))
 
-    def _captured(self, call: Any) -> None:
+    def captured(self, call: Any) -> None:
+        """The inline attempt's segregated call was made (the capture hands it here)."""
         self._call = call
         if self._cancel:  # (cancel() may also see the call: a second cancel does nothing)
             call.cancel(_CANCELLED_CODE, _CANCELLED_DETAILS)
