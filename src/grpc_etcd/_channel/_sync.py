@@ -339,10 +339,13 @@ class BalancedChannel(ChannelBase[grpc.Channel], Closing, grpc.Channel):
         return timer
 
     def _take_incoming(self) -> None:
-        """Move the timers set since into the heap (under the lock)."""
+        """Move the timers set since into the heap (under the lock); one cancelled meanwhile
+        (a hedged call that answered within hedgingDelay) never enters it."""
         incoming, timers = self._incoming, self._timers
         while incoming:
-            heapq.heappush(timers, incoming.pop())
+            timer = incoming.pop()
+            if timer[2] is not None:
+                heapq.heappush(timers, timer)
 
     def _await_picker(self, callback: Callable[[], None], awaiting: bool) -> None:
         """Call ``callback()`` on the monitor thread after each new picker while ``awaiting``;
