@@ -976,8 +976,9 @@ class _UnaryUnary(_MultiCallable, _UnaryUnaryBase):
         else:
             sub, done = pick
             if plan.inline and plan.hedging is not None and not sub.retired:
-                captured = self._capturing(sub, name)
-                if captured is not None:
+                # (the capture kept on the node: False where grpcio's internals do not allow it)
+                captured = sub.callables.get(self._capture_key) or self._capturing(sub, None)
+                if captured:
                     hedge = _InlineHedge(self, info, plan, pick, started, timeout)
                     return hedge.run(captured, name, request, metadata, credentials, compression)
             elif plan.inline and not sub.retired:
@@ -1166,13 +1167,15 @@ class _InlineHedge:
         channel = mc._channel
         sub = self._pick.subchannel
         callable_, capture = captured
+        if name is not None:
+            callable_ = getattr(callable_, name)
         self._name = name  # for the hedges, if any
         self._sending = (request, metadata, credentials, compression)
         sub.inflight.append(None)
         assert plan.hedge_delay is not None
         timer = channel._call_at(self._started + plan.hedge_delay, self._due)
         capture.waiting.hedge = self  # (its segregated call takes it off)
-        error: grpc.RpcError | None = None
+        result, error = None, None
         try:
             result = callable_(
                 request, self._timeout, metadata, credentials, channel._sub_wait_for_ready,
@@ -1185,13 +1188,20 @@ class _InlineHedge:
             capture.waiting.hedge = None
             self._failed_start(exc)
             raise
-        if self._take_turn():  # the flow never took it over
-            timer[2] = None  # (the monitor need not wake for it)
-            if error is None:
-                plan.inline_ended(self._pick, "OK", time.monotonic() - self._started)
-                return result
-            sent = _Sent(*self._sending)
-            return mc._take_over(self._flow(), self._pick, self._started, error, name, sent)
+        try:
+            self._turn.pop()  # (_take_turn, inlined: the hot path)
+        except IndexError:  # the timer took it first: the call is a flow's
+            return self._outcome(result, error)
+        timer[2] = None  # (the monitor need not wake for it)
+        if error is None:
+            plan.inline_ended(self._pick, "OK", time.monotonic() - self._started)
+            return result
+        sent = _Sent(*self._sending)
+        return mc._take_over(self._flow(), self._pick, self._started, error, name, sent)
+
+    def _outcome(self, result: Any, error: grpc.RpcError | None) -> Any:
+        """The call's outcome, its first attempt having ended (``result``, or ``error``) after
+        hedgingDelay: its flow's."""
         drive, first = self._drive, self._attempt
         assert drive is not None and first is not None
         status = OK if error is None else status_of(error)
@@ -1208,7 +1218,7 @@ class _InlineHedge:
             assert finished.refusal is not None
             raise _failed(finished.refusal)
         winner = finished.attempt.call
-        return winner.result() if name is None else (winner.result(), winner)
+        return winner.result() if self._name is None else (winner.result(), winner)
 
     def _flow(self) -> _Flow:
         return self._mc._flow(self._info, self._plan, self._started, self._timeout)
