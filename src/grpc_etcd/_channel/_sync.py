@@ -260,6 +260,9 @@ class BalancedChannel(ChannelBase[grpc.Channel], Closing, grpc.Channel):
         self._timers: list[list[Any]] = []  # [when, number, callback or None], a heap
         self._incoming: list[list[Any]] = []  # timers set since the monitor last looked
         self._timer_ids = itertools.count()
+        # Hedged calls whose first attempt runs inline, each due at its ``due`` (a set: a call
+        # joins and leaves it with no lock, and the monitor hands those due to a flow).
+        self._hedges: set[_InlineHedge] = set()
         self._awaiting: set[Callable[[], None]] = set()
         self._woken = False  # a picker came since the monitor last served _awaiting
         self._next_wake = 0.0  # when the monitor wakes at the latest (time.monotonic)
@@ -363,8 +366,8 @@ class BalancedChannel(ChannelBase[grpc.Channel], Closing, grpc.Channel):
             self._kick.set()  # a call is waiting: have the monitor look closely
 
     def _serve_waiting(self, everything: bool = False) -> None:
-        """Call the timers that are due (``everything``: all of them) and, after a new picker,
-        the calls awaiting one (on the monitor thread, or in close())."""
+        """Call the timers and inline hedges that are due (``everything``: all of them) and,
+        after a new picker, the calls awaiting one (on the monitor thread, or in close())."""
         now = time.monotonic()
         due: list[Callable[[], None]] = []
         with self._lock:
@@ -374,6 +377,10 @@ class BalancedChannel(ChannelBase[grpc.Channel], Closing, grpc.Channel):
                 callback = heapq.heappop(timers)[2]
                 if callback is not None:
                     due.append(callback)
+            for hedge in self._hedges.copy():
+                if everything or hedge.due <= now:
+                    self._hedges.discard(hedge)
+                    due.append(hedge.due_now)
             if self._woken or everything:
                 self._woken = False
                 due.extend(self._awaiting)
@@ -498,8 +505,11 @@ class BalancedChannel(ChannelBase[grpc.Channel], Closing, grpc.Channel):
                 self._take_incoming()
                 while timers and timers[0][2] is None:  # cancelled: no need to wake for it
                     heapq.heappop(timers)
-                if timers:
-                    due = max(0.0, timers[0][0] - time.monotonic())
+                soonest = timers[0][0] if timers else math.inf
+                if self._hedges:  # (a copy: calls join and leave it meanwhile)
+                    soonest = min(soonest, min(hedge.due for hedge in self._hedges.copy()))
+                if soonest < math.inf:
+                    due = max(0.0, soonest - time.monotonic())
                     timeout = due if timeout is None else min(timeout, due)
                 self._next_wake = math.inf if timeout is None else time.monotonic() + timeout
             kicked = self._kick.wait(timeout)
@@ -1113,12 +1123,17 @@ _CANCELLED_DETAILS = CANCELLED.details
 class _InlineHedge:
     """A hedged blocking unary call whose first attempt runs on the caller's thread as a plain
     blocking call: about as cheap as an unhedged call when it answers within hedgingDelay. If
-    it lasts that long, the monitor's timer hands it to a flow (``CallFlow.adopt``), which
-    sends the hedge; the first answer wins and the other attempt is cancelled.
+    it lasts that long, the monitor hands it to a flow (``CallFlow.adopt``), which sends the
+    hedge; the first answer wins and the other attempt is cancelled. While it runs it is in
+    its channel's ``_hedges``, which the monitor watches as it does its timers (no timer a
+    call: a set's add and discard cost a quarter of one).
 
-    No lock on the way: the caller and the timer each try to take ``_turn`` (``list.pop`` is
-    atomic); the one that gets it decides whether a flow is in the call. What only a hedge
+    No lock on the way: the caller and the monitor each try to take ``_turn`` (``list.pop``
+    is atomic); the one that gets it decides whether a flow is in the call. What only a hedge
     needs is a class default, set on the instance when used."""
+
+    #: When hedgingDelay has passed since the call started (time.monotonic).
+    due: float
 
     _name: str | None
     #: What the hedges send: request, metadata, call credentials, compression.
@@ -1173,7 +1188,14 @@ class _InlineHedge:
         self._sending = (request, metadata, credentials, compression)
         sub.inflight.append(None)
         assert plan.hedge_delay is not None
-        timer = channel._call_at(self._started + plan.hedge_delay, self._due)
+        self.due = due = self._started + plan.hedge_delay
+        hedges = channel._hedges
+        if channel._closed:  # (as _call_at: nobody watches it then)
+            self.due_now()
+        else:
+            hedges.add(self)
+            if due < channel._next_wake:
+                channel._kick.set()
         capture.waiting.hedge = self  # (its segregated call takes it off)
         result, error = None, None
         try:
@@ -1190,9 +1212,9 @@ class _InlineHedge:
             raise
         try:
             self._turn.pop()  # (_take_turn, inlined: the hot path)
-        except IndexError:  # the timer took it first: the call is a flow's
+        except IndexError:  # the monitor took it first: the call is a flow's
             return self._outcome(result, error)
-        timer[2] = None  # (the monitor need not wake for it)
+        hedges.discard(self)  # (the monitor need not wake for it)
         if error is None:
             plan.inline_ended(self._pick, "OK", time.monotonic() - self._started)
             return result
@@ -1223,7 +1245,7 @@ class _InlineHedge:
     def _flow(self) -> _Flow:
         return self._mc._flow(self._info, self._plan, self._started, self._timeout)
 
-    def _due(self) -> None:
+    def due_now(self) -> None:
         """hedgingDelay passed (on the monitor thread): unless the caller has its outcome, a
         flow takes the attempt over and decides the hedge."""
         if not self._turn:
@@ -1253,6 +1275,7 @@ class _InlineHedge:
 
     def _failed_start(self, exc: BaseException) -> None:
         if self._take_turn():
+            self._mc._channel._hedges.discard(self)
             self._plan.inline_ended(self._pick, _code(exc), time.monotonic() - self._started)
             return
         drive, attempt = self._drive, self._attempt
