@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from policy_helpers import node
 
 from grpc_etcd.policies.base import (
     NO_MATCH_DETAILS,
     ConnState,
+    DoneInfo,
     Endpoint,
     NoMatchError,
     NotReadyError,
     Pick,
     PickError,
     QueuePicker,
+    done_info,
 )
 from grpc_etcd.routing import CallInfo
 
@@ -60,3 +64,11 @@ def test_the_queue_picker_makes_every_call_wait_naming_what_for() -> None:
     with pytest.raises(NotReadyError) as info:
         QueuePicker().pick(CallInfo("/m/x"))
     assert info.value.failure is None and info.value.reason is None
+
+
+def test_done_info_made_for_the_hot_paths_is_a_frozen_done_info() -> None:
+    info = done_info("OK", 0.25)
+    assert type(info) is DoneInfo and info == DoneInfo("OK", 0.25)
+    assert (info.code, info.latency) == ("OK", 0.25)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        info.code = "UNAVAILABLE"  # type: ignore[misc]

@@ -48,7 +48,7 @@ import grpc.aio
 
 from .._closing import AsyncClosing
 from ..config import ServiceConfig
-from ..policies.base import DoneInfo, Pick, PickError, Policy
+from ..policies.base import Pick, PickError, Policy, done_info
 from ..routing import CallInfo
 from ..snapshot import Snapshot
 from ._base import DEFAULT_DRAIN_TIMEOUT, ChannelBase, MultiCallableBase
@@ -623,7 +623,7 @@ class _Call:
             sub, done = pick  # (CallPlan.inline_ended, inlined: the hot path)
             sub.inflight.pop()
             if done is not None:
-                done(DoneInfo("OK", self._loop.time() - self._started))
+                done(done_info("OK", self._loop.time() - self._started))
             throttle = self._plan.throttle
             if throttle is not None:  # CallPlan.succeeded(), inlined
                 throttle.on_success()

@@ -58,7 +58,7 @@ from contextlib import AbstractContextManager
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from ..config import HedgingPolicy, RetryPolicy
-from ..policies.base import DoneCallback, DoneInfo, NotReadyError, Pick, Picker, PickError
+from ..policies.base import DoneCallback, NotReadyError, Pick, Picker, PickError, done_info
 from ..retry import CallRetry, RetryThrottle, never_reached_server, pick_avoiding, pushback_delay
 from ..routing import CallInfo
 from ._call import THROWN_AWAY, Refusal, deadline_refusal, refusal
@@ -285,7 +285,7 @@ class CallPlan:
         sub, done = pick
         sub.inflight.pop()
         if done is not None:
-            done(DoneInfo(code, latency))
+            done(done_info(code, latency))
         throttle = self.throttle
         if throttle is not None and code == "OK":  # succeeded(), inlined: a hot path's
             throttle.on_success()
@@ -424,7 +424,7 @@ class CallFlow(Generic[S]):
         self._live -= 1
         attempt.subchannel.inflight.pop()
         if attempt.done is not None:
-            attempt.done(DoneInfo(status.code, now - attempt.started))
+            attempt.done(done_info(status.code, now - attempt.started))
         if self.finished:
             return []
         committed = self.committed

@@ -43,7 +43,7 @@ import grpc
 
 from .._closing import Closing
 from ..config import ServiceConfig
-from ..policies.base import DoneInfo, Pick, PickError, Policy
+from ..policies.base import Pick, PickError, Policy, done_info
 from ..routing import CallInfo
 from ._base import DEFAULT_DRAIN_TIMEOUT, ChannelBase, MultiCallableBase
 from ._call import CLOSED, Refusal
@@ -1006,12 +1006,12 @@ class _UnaryUnary(_MultiCallable, _UnaryUnaryBase):
                 except BaseException as exc:  # it could not start: the call ends with it
                     sub.inflight.pop()
                     if done is not None:
-                        done(DoneInfo(_code(exc), time.monotonic() - started))
+                        done(done_info(_code(exc), time.monotonic() - started))
                     raise
                 else:
                     sub.inflight.pop()
                     if done is not None:
-                        done(DoneInfo("OK", time.monotonic() - started))
+                        done(done_info("OK", time.monotonic() - started))
                     throttle = plan.throttle
                     if throttle is not None:  # CallPlan.succeeded(), inlined: the flow's rule
                         throttle.on_success()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, NamedTuple, Protocol, TypeVar
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar, cast
 
 from ..node import Node
 from ..routing import CallInfo
@@ -29,6 +29,7 @@ __all__ = [
     "Picker",
     "Policy",
     "QueuePicker",
+    "done_info",
 ]
 
 T = TypeVar("T")
@@ -55,6 +56,22 @@ class DoneInfo:
     code: str
     #: Seconds from the pick to the end of the call.
     latency: float
+
+
+_new_object = object.__new__
+# (slots=True: the fields are member descriptors, set here without the frozen __setattr__)
+_set_code = cast(Any, DoneInfo).code.__set__
+_set_latency = cast(Any, DoneInfo).latency.__set__
+
+
+def done_info(code: str, latency: float) -> DoneInfo:
+    """``DoneInfo(code, latency)``, as the channels make one for every call with a done
+    callback: without the frozen dataclass's ``__init__``, whose ``object.__setattr__`` per
+    field makes it cost ~4,300 instructions where this costs ~2,600 (callgrind)."""
+    info: DoneInfo = _new_object(DoneInfo)
+    _set_code(info, code)
+    _set_latency(info, latency)
+    return info
 
 
 #: Called exactly once per successful pick when the call ends (also when it never started).
