@@ -8,6 +8,8 @@ call flow now, and meet it.
 from __future__ import annotations
 
 import asyncio
+import threading
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -16,6 +18,7 @@ from scripted import FAIL_METHOD, OK_METHOD, SERVICE, Lab, Ordered, Request, met
 
 import grpc_etcd
 import grpc_etcd.aio
+from grpc_etcd._channel import _sync
 
 RETRY = {"maxAttempts": 3, "initialBackoff": "0.01s", "maxBackoff": "0.05s"}
 #: Retries for Unary and Fail only: the Ok method has no retry policy.
@@ -149,3 +152,65 @@ async def test_aio_an_attempt_that_fails_to_start_reports_its_status(lab: Lab) -
             done = await asyncio.to_thread(policy.wait_done)
     assert (codes, done) == (["UNAUTHENTICATED"] * 2, ["UNAUTHENTICATED"] * 2)
     assert lab.journal.attempts == []
+
+
+REQUESTS = (Request(input="x"), Request(input="y"))
+
+
+# ---------------------------------------------------------------- a first response and the end
+
+
+#: Retries of every method of the scripted service.
+RETRY_ALL = {
+    "methodConfig": [
+        {
+            "name": [{}],
+            "retryPolicy": {
+                **RETRY,
+                "backoffMultiplier": 2,
+                "retryableStatusCodes": ["UNAVAILABLE"],
+            },
+        }
+    ]
+}
+
+
+@pytest.mark.timeout(30)  # before the fix: the call retried elsewhere, and code() never came
+@pytest.mark.parametrize("shape", ["unary_stream", "stream_stream"])
+def test_a_stream_whose_status_comes_while_its_first_response_is_read_is_committed(
+    lab: Lab, shape: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sync twin's reader got the first response; grpc reported the call's end (on its
+    own thread) before the reader told the flow: the response still commits the call (A6), no
+    retry goes to another node. Forced here by holding the reader's word until grpc has
+    reported the end; the outcome table's ``stream_stream`` row "fail after headers" saw
+    ``('a', 'b')`` now and then under load. (The asyncio twin reads a stream's first message
+    before it listens for the end: no such race.)"""
+    told = _sync._Drive.respond
+
+    def respond_late(drive: Any, attempt: Any) -> None:
+        ended = threading.Event()
+        attempt.call.add_done_callback(lambda _call: ended.set())
+        assert ended.wait(10)
+        told(drive, attempt)
+
+    lab.reset({"a": ("after_headers",)})
+    policy = Ordered()
+    with grpc_etcd.BalancedChannel("test.srv.script", policy=policy, config=RETRY_ALL) as channel:
+        channel.update(lab.snapshot())
+        assert policy.built.wait(10), "the channel never connected to all three nodes"
+        policy.reset()
+        lab.reset({"a": ("after_headers",)})
+        monkeypatch.setattr(_sync._Drive, "respond", respond_late)
+        call = method(channel, shape)
+        stream = call(Request(input="x")) if shape == "unary_stream" else call(iter(REQUESTS))
+        got = []
+        with pytest.raises(grpc.RpcError) as failed:
+            for response in stream:
+                got.append(response.output)
+        code = stream.code()  # the call's own end, once its flow has finished
+        policy.wait_done()
+    assert failed.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert code is grpc.StatusCode.UNAVAILABLE
+    assert tuple(policy.picks) == ("a",)
+    assert [output.split("|")[0] for output in got] == ["a"]

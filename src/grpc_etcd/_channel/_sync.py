@@ -545,6 +545,7 @@ class _Drive:
         "_cond",
         "_events",
         "_picker",
+        "_reading",
         "_start",
         "_timer",
         "current",
@@ -580,6 +581,9 @@ class _Drive:
         self.error: BaseException | None = None
         self.on_finish: Callable[[], None] | None = None
         self.on_start: Callable[[_Attempt], None] | None = None
+        # The attempts whose first message a thread is reading, each with the end grpc
+        # reported meanwhile: it reaches the flow after what the reader read (see reading()).
+        self._reading: dict[_Attempt, Status | None] | None = None
 
     def run(self, actions: list[Action]) -> None:
         """Do the call's first actions (the caller's, from _begin)."""
@@ -651,9 +655,36 @@ class _Drive:
 
     def _ended(self, attempt: _Attempt, call: Any) -> None:
         """An attempt's grpc call ended (on grpc's callback thread)."""
-        flow = self.flow
         status = status_of(call, got_response=_got_headers(call))
+        with self._cond:
+            reading = self._reading
+            if reading is not None and attempt in reading:
+                reading[attempt] = status
+                return
+        self._report(attempt, status)
+
+    def _report(self, attempt: _Attempt, status: Status) -> None:
+        flow = self.flow
         self.post(lambda: flow.on_status(attempt, status, time.monotonic()))
+
+    @contextlib.contextmanager
+    def reading(self, attempt: _Attempt) -> Iterator[None]:
+        """While a thread reads ``attempt``'s first message and tells the flow (respond): an
+        end grpc reports meanwhile reaches the flow after it. grpc reports a stream's end on
+        its own thread, and may do so between the message reaching the reader and the reader
+        telling the flow: the flow would take the call for one that got nothing and retry it
+        elsewhere, while the caller holds its response (A6: a response commits the call)."""
+        with self._cond:
+            if self._reading is None:
+                self._reading = {}
+            self._reading[attempt] = None
+        try:
+            yield
+        finally:
+            with self._cond:
+                status = self._reading.pop(attempt)
+            if status is not None:
+                self._report(attempt, status)
 
     def respond(self, attempt: _Attempt) -> None:
         """``attempt`` received its first message."""
@@ -1396,6 +1427,8 @@ class _FlowFuture(_FutureBase, grpc.Call):
 
 #: What a hedged stream's attempt read when it ended before its first message.
 _NO_MESSAGE: Any = object()
+#: What a read of a stream's first message got when grpc raised its error.
+_FAILED: Any = object()
 
 
 class _FlowStream:
@@ -1452,16 +1485,20 @@ class _FlowStream:
             if attempt is None or attempt is failed:
                 return self._failure()
             call = attempt.call
-            try:
-                message = next(call)
-            except StopIteration:
-                message = _NO_MESSAGE
-            except grpc.RpcError:
+            with drive.reading(attempt):
+                try:
+                    message = next(call)
+                except StopIteration:
+                    message = _NO_MESSAGE
+                except grpc.RpcError:
+                    message = _FAILED
+                else:
+                    drive.respond(attempt)
+            if message is _FAILED:
                 # Its status comes through its done callback: wait for the flow's word on it.
                 failed = attempt
                 drive.wait(lambda: attempt.ended)  # noqa: B023 (waited for at once)
                 continue
-            drive.respond(attempt)
             self._call = call
             if message is _NO_MESSAGE:
                 raise StopIteration
@@ -1471,14 +1508,15 @@ class _FlowStream:
         """A hedged attempt started: read its first message on a thread of its own."""
 
         def read() -> None:
-            try:
-                message = next(attempt.call)
-            except StopIteration:
-                message = _NO_MESSAGE
-            except Exception:  # an RpcError: its status comes through its done callback
-                return
-            self._firsts[attempt] = message
-            self._drive.respond(attempt)
+            with self._drive.reading(attempt):
+                try:
+                    message = next(attempt.call)
+                except StopIteration:
+                    message = _NO_MESSAGE
+                except Exception:  # an RpcError: its status comes through its done callback
+                    return
+                self._firsts[attempt] = message
+                self._drive.respond(attempt)
 
         threading.Thread(target=read, name="grpc-etcd hedge", daemon=True).start()
 
