@@ -986,24 +986,21 @@ def _refused(actions: list[Action]) -> FailedCall | None:
     raise failed
 
 
-class _UnaryUnary(_MultiCallable, _UnaryUnaryBase):
-    def __init__(self, channel: BalancedChannel, *args: Any) -> None:
-        super().__init__(channel, *args)
-        # Where each sub-channel keeps this method's cancellable blocking multicallable.
-        self._capture_key = (self._key, _Capture)
+def _blocking_unary(name: str | None) -> Callable[..., Any]:
+    """A unary-unary multicallable's ``__call__`` (``name`` None) or ``with_call``: a blocking
+    unary call, with grpc's signature (one frame: no wrapper as :func:`_method` makes). The hot
+    path - the first pick succeeds, nothing to apply before the attempt ends - is inlined; a
+    hedged one is an :class:`_InlineHedge`; every other case, and a failure, is the flow's."""
 
-    def _unary(
-        self,
-        name: str | None,
+    def call(
+        self: _UnaryUnary,
         request: Any,
-        timeout: float | None,
-        metadata: Metadata | None,
-        credentials: grpc.CallCredentials | None,
-        wait_for_ready: bool | None,
-        compression: grpc.Compression | None,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+        credentials: grpc.CallCredentials | None = None,
+        wait_for_ready: bool | None = None,
+        compression: grpc.Compression | None = None,
     ) -> Any:
-        """A blocking unary call. The hot path - the first pick succeeds, the call is not
-        hedged - is inlined; every other case, and a failure of it, is the flow's."""
         started = time.monotonic()
         info, metadata = self._resolve(metadata, wait_for_ready)
         channel = self._channel
@@ -1054,8 +1051,18 @@ class _UnaryUnary(_MultiCallable, _UnaryUnaryBase):
         sent = _Sent(request, metadata, credentials, compression)
         return self._by_futures(flow, name, sent, pick=pick)
 
-    __call__ = _method(_unary, None, streaming=False)
-    with_call = _method(_unary, "with_call", streaming=False)
+    call.__name__ = call.__qualname__ = name or "__call__"
+    return call
+
+
+class _UnaryUnary(_MultiCallable, _UnaryUnaryBase):
+    def __init__(self, channel: BalancedChannel, *args: Any) -> None:
+        super().__init__(channel, *args)
+        # Where each sub-channel keeps this method's cancellable blocking multicallable.
+        self._capture_key = (self._key, _Capture)
+
+    __call__ = _blocking_unary(None)
+    with_call = _blocking_unary("with_call")
     future = _method(_MultiCallable._future, "future", streaming=False)
 
     def _flow(self, info: CallInfo, plan: CallPlan, started: float, timeout: float | None) -> _Flow:
