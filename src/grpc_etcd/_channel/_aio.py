@@ -27,7 +27,6 @@ and a unary call has no task of its own to do so.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import functools
 import inspect
@@ -458,43 +457,38 @@ class _Alarm:
     """The calls of one hedgingDelay whose first attempt started on the hot path, to wake when
     it has passed (their hedge may be due), in the order they started: one loop timer for them
     all (a timer a call would cost each call about 2 us, and most calls end before it). A call
-    that ends first takes itself off (:meth:`drop`), so that none is kept alive for it."""
+    that ends first takes itself off (:meth:`drop`), so that none is kept alive for it. The
+    calls are a dict's keys, in the order they started: the first is the next due."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, delay: float) -> None:
         self._loop = loop
         self._delay = delay
-        self._due: collections.deque[tuple[float, int]] = collections.deque()
-        self._calls: dict[int, _Call] = {}
-        self._next = 0
+        self._calls: dict[_Call, None] = {}
         self._timer: asyncio.TimerHandle | None = None
 
-    def add(self, call: _Call) -> int:
-        """Wake ``call`` hedgingDelay after its start; the number to :meth:`drop` it with."""
-        number = self._next
-        self._next = number + 1
-        due = call._started + self._delay
-        self._due.append((due, number))
-        self._calls[number] = call
+    def add(self, call: _Call) -> None:
+        """Wake ``call`` hedgingDelay after its start, unless it is dropped first."""
+        self._calls[call] = None
         if self._timer is None:
-            self._timer = self._loop.call_at(due, self._ring)
-        return number
+            self._timer = self._loop.call_at(call._started + self._delay, self._ring)
 
-    def drop(self, number: int) -> None:
-        self._calls.pop(number, None)
+    def drop(self, call: _Call) -> None:
+        self._calls.pop(call, None)
 
     def _ring(self) -> None:
         self._timer = None
-        dues, calls = self._due, self._calls
+        calls, delay = self._calls, self._delay
         now = self._loop.time()
-        while dues:
-            due, number = dues[0]
-            if due > now and number in calls:
-                self._timer = self._loop.call_at(due, self._ring)
-                return
-            dues.popleft()
-            call = calls.pop(number, None)
-            if call is not None:
-                call._hedge_due()
+        due: list[_Call] = []
+        for call in calls:  # (oldest first)
+            when = call._started + delay
+            if when > now:
+                self._timer = self._loop.call_at(when, self._ring)
+                break
+            due.append(call)
+        for call in due:
+            del calls[call]
+            call._hedge_due()
 
 
 # What a call is doing, as the application sees it.
@@ -535,9 +529,8 @@ class _Call:
     _timer: asyncio.TimerHandle | None = None
     _until: float | None = None
     _wants_picker = False
-    #: Where the hot path's attempt of a hedged call waits for hedgingDelay, and its number.
+    #: Where the hot path's attempt of a hedged call waits for hedgingDelay.
     _alarm: _Alarm | None = None
-    _alarm_number = 0
     #: The grpc.aio calls of the attempts the flow cancelled (they lost to another).
     _cancels: set[Any] | None = None
 
@@ -619,7 +612,7 @@ class _Call:
         if core.is_ok() if core is not None else _succeeded(call):
             self._hot = None
             if self._alarm is not None:  # no hedge after it
-                self._alarm.drop(self._alarm_number)
+                self._alarm.drop(self)
             sub, done = pick  # (CallPlan.inline_ended, inlined: the hot path)
             sub.inflight.pop()
             if done is not None:
@@ -788,7 +781,7 @@ class _Call:
     def _drop_alarm(self) -> None:
         """The hot path's attempt needs no word of hedgingDelay any more (if it waited)."""
         if self._alarm is not None:
-            self._alarm.drop(self._alarm_number)
+            self._alarm.drop(self)
 
     def _hedge_due(self) -> None:
         """Called by an :class:`_Alarm` once hedgingDelay has passed since the hot path's
@@ -1286,7 +1279,7 @@ class _UnaryRequest(_MultiCallable):
         if delay is not None:
             call._until = now + delay
             alarm = call._alarm = channel._alarms.get(delay) or channel._alarm(delay)
-            call._alarm_number = alarm.add(call)
+            alarm.add(call)
         try:
             started = (sub.callables.get(self._key) or self._bind(sub))(
                 request,
