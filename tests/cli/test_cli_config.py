@@ -381,7 +381,8 @@ def test_dry_run_compares_the_calls_no_route_matches_before_and_after(
 ) -> None:
     """With a route that matches a header, the calls no route matches are 'other calls'; they
     were listed apart from the same calls before ('calls that name no version'), as if none of
-    them had gone anywhere before."""
+    them had gone anywhere before. The calls with the header went, before the route, where
+    every call went (they were shown at 0% before, as if they had gone nowhere)."""
     beta = {"routes": [{"match": {"headers": {"x-tier": "beta"}}, "to": [{"subset": {}}]}]}
     result = _cli(etcd, "config", "set", SERVICE, "-", "--dry-run", stdin=json.dumps(beta))
     assert result.exit_code == 0, result.output
@@ -393,9 +394,54 @@ def test_dry_run_compares_the_calls_no_route_matches_before_and_after(
         else:
             table[list(table)[-1]].append(row.groups()[:3])
     assert table == {
-        "calls with header x-tier=beta:": [("any", "0%", "100%")],
+        "calls with header x-tier=beta:": [("any", "100%", "100%")],
         "other calls:": [("any", "100%", "100%")],
     }, result.stdout
+
+
+def _share_table(stdout: str) -> dict[str, set[tuple[str, ...]]]:
+    """The dry run's table: per kind of call, its rows (where to, before, after)."""
+    table: dict[str, set[tuple[str, ...]]] = {}
+    for line in stdout.splitlines()[2:]:
+        row = _SHARE_ROW.match(line)
+        if row is None:
+            table[line] = set()
+        else:
+            table[list(table)[-1]].add(row.groups()[:3])
+    return table
+
+
+def test_dry_run_of_a_route_with_a_match_says_where_its_calls_went_before_and_go_after(
+    etcd: EtcdServer, fleet: grpc_etcd.Registry
+) -> None:
+    """Calls of a kind one side does not list went (or go) where all of that side's calls do,
+    when that side has no route with a match: not 0% everywhere, as if they went nowhere."""
+    assert _cli(etcd, "route", "set", SERVICE, "--split", "v1=100").exit_code == 0
+    beta = {
+        "routes": [
+            {"match": {"headers": {"x-tier": "beta"}}, "to": [{"subset": {"version": "v2"}}]},
+            {"to": [{"subset": {"version": "v1"}}]},
+        ]
+    }
+    added = _cli(etcd, "config", "set", SERVICE, "-", "--dry-run", stdin=json.dumps(beta))
+    assert added.exit_code == 0, added.output
+    assert _share_table(added.stdout) == {
+        "calls with header x-tier=beta:": {
+            ("version=v2", "0%", "100%"),
+            ("version=v1", "100%", "0%"),
+        },
+        "other calls:": {("version=v1", "100%", "100%")},
+    }, added.stdout
+    assert _cli(etcd, "config", "set", SERVICE, "-", stdin=json.dumps(beta)).exit_code == 0
+    removed = _cli(etcd, "route", "set", SERVICE, "--split", "v1=100", "--dry-run")
+    assert removed.exit_code == 0, removed.output
+    assert _share_table(removed.stdout) == {
+        "calls that name no version:": {("version=v1", "100%", "100%")},
+        "calls with header x-tier=beta:": {
+            ("version=v2", "100%", "0%"),
+            ("version=v1", "0%", "100%"),
+        },
+    }, removed.stdout
 
 
 def test_config_check_for_a_pipeline(

@@ -411,7 +411,8 @@ def share_lines(before: Sequence[Share], after: Sequence[Share]) -> list[list[st
     """The dry run's table: per kind of call, each subset's share before and after, and the
     nodes in it now (first row: the header). The calls no route matches, last in both lists,
     are one kind (``other calls`` beside a route with a match, else ``calls that name no
-    version``): the name ``after`` gives them."""
+    version``): the name ``after`` gives them. A kind one side does not list went, on a side
+    with no route that matches (one kind only), where all of that side's calls went."""
     rows = [["", "BEFORE", "AFTER", "NODES"]]
     if before and after:  # the last kind is the calls no route matches: one name for both
         rest = before[-1].calls
@@ -419,8 +420,8 @@ def share_lines(before: Sequence[Share], after: Sequence[Share]) -> list[list[st
     kinds = list(dict.fromkeys([s.calls for s in after] + [s.calls for s in before]))
     for kind in kinds:
         rows.append([f"{kind}:", "", "", ""])
-        was = {(s.asked, s.subset): s for s in before if s.calls == kind}
-        now = {(s.asked, s.subset): s for s in after if s.calls == kind}
+        was = {(s.asked, s.subset): s for s in _of_kind(before, kind)}
+        now = {(s.asked, s.subset): s for s in _of_kind(after, kind)}
         for place in dict.fromkeys([*now, *was]):
             share = now.get(place) or was[place]
             rows.append(
@@ -432,6 +433,15 @@ def share_lines(before: Sequence[Share], after: Sequence[Share]) -> list[list[st
                 ]
             )
     return rows
+
+
+def _of_kind(side: Sequence[Share], kind: str) -> list[Share]:
+    """The shares of ``kind``'s calls on ``side``; when ``side`` lists no such kind and has
+    no route with a match (one kind), its calls of that kind went where all its calls went."""
+    listed = [s for s in side if s.calls == kind]
+    if not listed and len({s.calls for s in side}) == 1:
+        return list(side)
+    return listed
 
 
 def _where_to(share: Share) -> str:
