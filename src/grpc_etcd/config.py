@@ -389,6 +389,11 @@ class RouteMatch(_Model):
     method: Annotated[StrictStr, Field(pattern=r"^/[^/]+/[^/]*$")] | None = None
 
 
+#: The most a route's weights may sum to: xDS sends them as uint32, and gRPC's xDS clients
+#: refuse a weighted cluster whose total is above it.
+_MAX_TOTAL_WEIGHT = 2**32 - 1
+
+
 class WeightedSubset(_Model):
     """One destination of a route: a subset selector and its integer share of the calls."""
 
@@ -405,8 +410,16 @@ class Route(_Model):
     @field_validator("to")
     @classmethod
     def _some_weight(cls, to: tuple[WeightedSubset, ...]) -> tuple[WeightedSubset, ...]:
-        if not any(part.weight for part in to):
+        total = sum(part.weight for part in to)
+        if not total:
             raise PydanticCustomError("weights", "the weights sum to 0: no call could go anywhere")
+        if total > _MAX_TOTAL_WEIGHT:
+            raise PydanticCustomError(
+                "weights",
+                "the weights sum to {total}, above {most} (xDS weights are 32-bit: "
+                "gRPC clients refuse more)",
+                {"total": total, "most": _MAX_TOTAL_WEIGHT},
+            )
         return to
 
 

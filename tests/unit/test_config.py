@@ -122,6 +122,10 @@ def test_empty_document_is_the_seed() -> None:
         ),
         ({"routes": [{"to": [{"weight": -1}]}]}, "routes[0].to[0].weight: must be >= 0, got -1"),
         (
+            {"routes": [{"to": [{"weight": 2**32 - 1}, {"subset": {"version": "v2"}}]}]},
+            "routes[0].to: the weights sum to 4294967296, above 4294967295 (xDS weights are 32-bit",
+        ),
+        (
             {"routes": [{"to": [{"weight": "9"}]}]},
             'routes[0].to[0].weight: must be an integer, got "9"',
         ),

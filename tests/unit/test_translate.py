@@ -423,3 +423,14 @@ def test_hedging_and_retry_throttling_have_no_xds_equivalent() -> None:
     assert any("retryThrottling has no equivalent" in w for w in t.warnings)
     assert any("hedgingPolicy has no equivalent" in w for w in t.warnings)
     assert not any("hedgingPolicy" in w for w in translation(_zoned(1, 1), {}).warnings)
+
+
+def test_the_largest_weights_a_document_may_hold_translate() -> None:
+    """A route's weights sum to at most 2**32 - 1 (the config refuses more): xDS sends them as
+    uint32, and a weight above it made the translation raise (protobuf's range check)."""
+    most = 2**32 - 1
+    split = {
+        "to": [{"subset": {"version": "v1"}, "weight": most - 1}, {"subset": {"version": "v2"}}]
+    }
+    t = translation([node(1, "v1"), node(2, "v2")], {"routes": [split]})
+    assert [1, most - 1] in [sorted(target(route).values()) for route in routes(t)]
