@@ -480,12 +480,16 @@ def parse_split(text: str) -> list[dict[str, Any]]:
         version, sep, weight = item.partition("=")
         if not sep or not version.strip() or not weight.strip():
             raise ValueError(f"--split: {item!r} is not VERSION=WEIGHT (e.g. v1=90,v2=10)")
-        if not weight.strip().isdigit():
+        if not (weight.strip().isascii() and weight.strip().isdigit()):  # not '²', '٣'
             raise ValueError(f"--split: {item!r}: a weight is an integer >= 0, got {weight!r}")
         to.append({"subset": {"version": version.strip()}, "weight": int(weight)})
     versions = [part["subset"]["version"] for part in to]
     if len(set(versions)) != len(versions):
         raise ValueError(f"--split names a version twice: {text!r}")
+    try:  # the weights as a whole (none above 0, too many): said of --split, not of the key
+        parse_config({"routes": [{"to": to}]})
+    except ConfigError as exc:
+        raise ValueError(f"--split {text!r}: {exc.reason.removeprefix('routes[0].to: ')}") from None
     return to
 
 
