@@ -534,6 +534,22 @@ def test_rollback_says_when_there_is_nothing_to_go_back_to(
     )
 
 
+def test_history_after_a_delete_says_which_command_reaches_the_documents_before_it(
+    etcd: EtcdServer, fleet: grpc_etcd.Registry
+) -> None:
+    """history has no --to: after a delete it named one, as if history took it."""
+    stored = _cli(etcd, "route", "set", SERVICE, "--split", "v1=100")
+    revision = re.findall(r"revision (\d+)", stored.stdout)[0]
+    assert _cli(etcd, "config", "delete", SERVICE).exit_code == 0
+    listed = _cli(etcd, "config", "history", SERVICE)
+    assert listed.exit_code == 0, listed.output
+    (line,) = listed.stdout.splitlines()
+    assert "'grpc-etcd config rollback SERVICE --to REVISION'" in line, line
+    assert "--to" not in _cli(etcd, "config", "history", "--help").stdout.split("Options:")[1]
+    back = _cli(etcd, "config", "rollback", SERVICE, "--to", revision)
+    assert back.exit_code == 0 and _stored(etcd) is not None, back.output
+
+
 def test_a_write_made_meanwhile_is_not_lost(
     etcd: EtcdServer, fleet: grpc_etcd.Registry, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -251,8 +251,11 @@ def _versions(client: EtcdClient, key: str, limit: int) -> Iterator[KeyValue | s
     compaction, whichever comes first.
     """
     kv = client.get(key)
-    if kv is None:
-        yield "no config is stored now (history before a delete is reached with --to REVISION)"
+    if kv is None:  # etcd lists no versions of a deleted key: rollback reads one by revision
+        yield (
+            "no config is stored now; one from before a delete is stored again by "
+            "'grpc-etcd config rollback SERVICE --to REVISION', a revision when it was in force"
+        )
         return
     for _ in range(limit):
         yield kv
