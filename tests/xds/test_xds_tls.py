@@ -194,6 +194,26 @@ def test_the_bootstrap_carries_a65_tls_credentials(tmp_path: Path) -> None:
     assert plain == [{"type": "insecure"}]
 
 
+def test_the_bootstrap_warns_of_a_tls_file_missing_here(certs: TLSFiles, tmp_path: Path) -> None:
+    """A typo'd --cacert made a bootstrap whose client reached no control plane, with no word
+    (the files may be another machine's: a warning, and the bootstrap is still written)."""
+    missing = tmp_path / "ca.crl"
+    args = ["xds", "bootstrap", "--server", "h:1", "--cacert", str(missing)]
+    result = CliRunner().invoke(cli, [*args, "--cert", str(certs.client_cert), "--key", "c.key"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["xds_servers"][0]["channel_creds"][0]["type"] == "tls"
+    assert result.stderr.splitlines() == [
+        f"warning: --cacert {missing}: no such file here; the client reads {missing} where it "
+        "runs, and without it reaches no control plane",
+        f"warning: --key c.key: no such file here; the client reads {Path.cwd() / 'c.key'} "
+        "where it runs, and without it reaches no control plane",
+    ]
+    found = CliRunner().invoke(
+        cli, ["xds", "bootstrap", "--server", "h:1", "--cacert", str(certs.ca)]
+    )
+    assert found.exit_code == 0 and found.stderr == "", found.output
+
+
 # ---------------------------------------------------------------- unmodified clients
 
 

@@ -12,6 +12,7 @@ global options before it (``grpc-etcd --cacert etcd-ca.crt xds ...``).
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 
@@ -128,4 +129,12 @@ def bootstrap(
             cert=cert,
             key=key,
         )
+        for flag, path in (("--cacert", cacert), ("--cert", cert), ("--key", key)):
+            if path is not None and not os.path.isfile(path):  # a typo, or another machine's
+                click.echo(
+                    f"warning: {flag} {path}: no such file here; the client reads "
+                    f"{os.path.abspath(path)} where it runs, and without it reaches no "
+                    "control plane",
+                    err=True,
+                )
         click.echo(text)
