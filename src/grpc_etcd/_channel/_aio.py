@@ -534,20 +534,31 @@ class _Call:
     #: The grpc.aio calls of the attempts the flow cancelled (they lost to another).
     _cancels: set[Any] | None = None
 
-    def __init__(
-        self,
+    _owner: _MultiCallable
+    _loop: asyncio.AbstractEventLoop
+    _info: CallInfo
+    _plan: CallPlan
+    #: What every attempt is started with: request (None for a request stream), timeout
+    #: (the caller's), metadata, call credentials, compression.
+    _args: tuple[Any, float | None, Any, grpc.CallCredentials | None, Any]
+
+    @classmethod
+    def _new(
+        cls,
         owner: _MultiCallable,
         info: CallInfo,
         plan: CallPlan,
         args: tuple[Any, float | None, Any, grpc.CallCredentials | None, Any],
-    ) -> None:
-        self._owner = owner
-        self._loop = asyncio.get_running_loop()
-        self._info = info
-        self._plan = plan
-        #: What every attempt is started with: request (None for a request stream), timeout
-        #: (the caller's), metadata, call credentials, compression.
-        self._args = args
+    ) -> _Call:
+        """A call of ``owner``'s method. (No ``__init__``: the unary hot path sets these
+        itself, without the frame of one.)"""
+        call = cls()
+        call._owner = owner
+        call._loop = asyncio.get_running_loop()
+        call._info = info
+        call._plan = plan
+        call._args = args
+        return call
 
     # ------------------------------------------------------------ the drive
 
@@ -1257,8 +1268,13 @@ class _UnaryRequest(_MultiCallable):
         channel = self._channel
         resilience = channel._resilience
         plan = resilience.plans.get(self._method) or resilience.plan(self._method)
-        args = (request, timeout, metadata, credentials, compression)
-        call = self._call_type(self, info, plan, args)
+        # The call object, as _Call._new makes it (inlined: no __init__ frame on the hot path).
+        call = self._call_type()
+        call._owner = self
+        call._loop = asyncio.get_running_loop()
+        call._info = info
+        call._plan = plan
+        call._args = (request, timeout, metadata, credentials, compression)
         try:
             pick = channel._picker.pick(info)
         except PickError as exc:
@@ -1316,7 +1332,7 @@ class _StreamRequestCallable(_MultiCallable):
         resilience = self._channel._resilience
         plan = resilience.plans.get(self._method) or resilience.plan(self._method)
         args = (None, timeout, metadata, credentials, compression)
-        call = cast(_StreamRequest, self._call_type(self, info, plan, args))
+        call = cast(_StreamRequest, self._call_type._new(self, info, plan, args))
         call._setup(request_iterator)
         try:
             pick: Pick[_Sub] | PickError = self._channel._picker.pick(info)
