@@ -172,6 +172,48 @@ async def test_aio_hot_path_without_the_core_call_reads_the_public_code(lab: Lab
         assert throttle_tokens(channel) == 10
 
 
+async def test_aio_hot_path_without_the_response_task_awaits_the_call_itself(
+    lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without grpc.aio's task for the response, the hot path awaits the grpc.aio call: an
+    # answer (c's), a failed attempt (a's, which the flow retries on b) and a cancelled await
+    # (a's second attempt hangs: the call ends CANCELLED) come out as through the task.
+    monkeypatch.setattr(_aio, "_RESPONSE_TASK", "_no_such_task")
+    lab.reset({"a": ("unavailable", "hang", "ok")})
+    policy = Ordered()
+    async with grpc_etcd.aio.BalancedChannel(
+        SERVICE, policy=policy, config=THROTTLED_RETRY
+    ) as channel:
+        channel.update(lab.snapshot())
+        assert await asyncio.to_thread(policy.built.wait, 10)
+        policy.reset()
+        unary = method(channel, "unary_unary")
+        assert (await unary(Request(input="x"), timeout=5)).output.startswith("b|")
+        assert (await unary(Request(input="y"), timeout=5)).output.startswith("c|")
+        call = unary(Request(input="z"), timeout=5)
+        waiting = asyncio.ensure_future(call)
+        await asyncio.to_thread(lab.journal.wait, lambda seen: len(seen) == 4, 10, "a hang")
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert call.cancelled() and await call.code() is grpc.StatusCode.CANCELLED
+        assert await asyncio.to_thread(policy.wait_done) == ["UNAVAILABLE", "OK", "OK", "CANCELLED"]
+
+
+async def test_grpcio_still_has_the_internals_the_aio_channel_reads(lab: Lab) -> None:
+    # Not a fallback: here to say when a grpcio release moves them (docs/architecture.md).
+    lab.reset()
+    async with grpc.aio.insecure_channel(lab.servers["a"].address) as plain:
+        call = plain.unary_unary(
+            "/test.Script/Unary",
+            request_serializer=Request.SerializeToString,
+        )(Request(input="x"), timeout=5)
+        assert isinstance(getattr(call, _aio._RESPONSE_TASK), asyncio.Future)
+        assert call._cython_call.is_ok() is False  # (not ended yet)
+        await call
+        assert call._cython_call.is_ok() is True
+
+
 # ---------------------------------------------------------------- OpenTelemetry's interceptors
 
 

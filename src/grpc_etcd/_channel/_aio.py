@@ -88,6 +88,8 @@ else:
 _DRAIN_POLL = 0.1
 
 _EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from grpc-stubs
+#: A unary-response grpc.aio call's task for its response (or EOF), which its __await__ awaits.
+_RESPONSE_TASK = "_call_response"
 # grpc.aio's own texts for misuse of a streaming call.
 _API_STYLE_ERROR = "The iterator and read/write APIs may not be mixed on a single RPC."
 _RPC_HALF_CLOSED = 'RPC is half closed after calling "done_writing".'
@@ -996,12 +998,21 @@ class _UnaryResponse(_Call):
         call = self._call
         if call is not None and self._state != _FINISHED:
             # The hot path: straight to the attempt. Its done callback, which runs before
-            # grpc.aio wakes this, has told the flow (if any) how it ended.
+            # grpc.aio wakes this, has told the flow (if any) how it ended. Through grpc.aio's
+            # task for the response when there is one (not if intercepted): its __await__ is
+            # a generator more a call; an EOF (no response) goes to it, for the error it raises.
             try:
-                return (yield from call.__await__())
+                response = getattr(call, _RESPONSE_TASK, None)
+                if response is not None:
+                    response = yield from response
+                if response is None or response is _EOF:
+                    response = yield from call.__await__()
+                return response
             except grpc.aio.AioRpcError:
                 pass  # the call's outcome is what the flow makes of it
             except asyncio.CancelledError:
+                if not call.cancelled():  # as grpc.aio's __await__ does
+                    call.cancel()
                 if self._state != _FINISHED and not self._lost(call):
                     self.cancel()  # the awaiting task was cancelled: so is the call
                     raise
