@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
@@ -66,3 +67,17 @@ def test_mutual_tls_with_cacert_cert_and_key(etcd_factory: Factory) -> None:
     assert result.exit_code == 0, result.output
     assert "no nodes registered" in result.stderr
     assert "go together" in _one_line_error(_cli("--etcd", etcd.url, *tls, "ls"))
+
+
+@pytest.mark.parametrize("flag", ["--cacert", "--cert", "--key"])
+def test_a_tls_file_that_cannot_be_read_is_named_by_its_flag(flag: str, tmp_path: Path) -> None:
+    """It was '[Errno 2] No such file or directory: ...', which named no option."""
+    there = tmp_path / "there.pem"
+    there.write_text("")
+    files = {"--cacert": str(there), "--cert": str(there), "--key": str(there)}
+    files[flag] = str(tmp_path / "typo.pem")
+    args = [arg for pair in files.items() for arg in pair]
+    line = _one_line_error(_cli("--etcd", "127.0.0.1:1", *args, "ls"))
+    assert (
+        line == f"Error: {flag} {tmp_path / 'typo.pem'}: cannot read it (No such file or directory)"
+    )

@@ -55,6 +55,13 @@ class Options:
             raise ValueError(f"--user and --password (or ${ENV_PASSWORD}) go together")
         if (self.cert is None) != (self.key is None):
             raise ValueError("--cert and --key go together")
+        for flag, path in (("--cacert", self.cacert), ("--cert", self.cert), ("--key", self.key)):
+            if path is not None:  # else: "[Errno 2] No such file or directory: 'x'", no flag
+                try:
+                    with open(path, "rb"):
+                        pass
+                except OSError as exc:
+                    raise ValueError(f"{flag} {path}: cannot read it ({exc.strerror})") from None
 
     def tls(self) -> TLSConfig | None:
         """The TLS settings, or ``None`` for plain text."""
