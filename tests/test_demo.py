@@ -13,6 +13,27 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def test_demo_help_says_what_it_does_and_runs_nothing() -> None:
+    """--help ran the whole demo (an etcd, two servers) and printed no help."""
+    for args, code in ((["--help"], 0), (["--bogus"], 2)):
+        result = subprocess.run(
+            [sys.executable, "-m", "grpc_etcd.demo", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == code, result.stderr
+        assert "started on" not in result.stdout
+    help_text = subprocess.run(
+        [sys.executable, "-m", "grpc_etcd.demo", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    assert help_text.startswith("usage: python -m grpc_etcd.demo")
+    assert "starts a throwaway etcd" in help_text
+
+
 def test_demo_shows_the_seeds_behaviour() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "grpc_etcd.demo"], capture_output=True, text=True, timeout=120

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import signal
@@ -166,4 +167,10 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    # No options: --help says what the demo does (it ran the whole demo, etcd and servers).
+    argparse.ArgumentParser(
+        prog="python -m grpc_etcd.demo",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    ).parse_args()
     main()
