@@ -17,7 +17,7 @@ from server_process import SERVICE, ServerProcess
 from waiting import wait_for
 
 import grpc_etcd
-from grpc_etcd.cli._top import NodeView, top_rows
+from grpc_etcd.cli._top import HEADER, NodeView, top_rows
 from grpc_etcd.node import Node
 from grpc_etcd.testing import EtcdServer
 
@@ -108,3 +108,25 @@ def test_top_follows_nodes_and_q_quits(etcd: EtcdServer, tmux_factory: type[Tmux
     finally:
         healthy.kill()
         plain.stop(None)
+
+
+def test_top_with_no_terminal_prints_the_table_once_and_exits(etcd: EtcdServer) -> None:
+    """Piped (a script, `| grep`), top printed nothing until Ctrl-C, then rich's last frame cut
+    to 80 columns; killed, nothing at all. Now: the nodes probed once, as plain text, exit 0."""
+    healthy = ServerProcess(etcd.endpoint, "with-health")
+    try:
+        result = subprocess.run(
+            [str(CLI), "--etcd", etcd.endpoint, "top", SERVICE],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        title, header, row, *rest = result.stdout.splitlines()
+        assert title.startswith(f"{SERVICE}: 1 nodes (rev ") and rest == [], result.stdout
+        assert header.split() == list(HEADER)
+        assert row.split()[0] == healthy.key.rsplit("/", 1)[1], row
+        assert "SERVING" in row.split() and "READY" in row.split(), row
+    finally:
+        healthy.kill()

@@ -3,7 +3,8 @@
 For each node: id, version, address, the lease TTL left, the answer to a health check, the
 connection state and the health check's round trip. The node set follows the etcd watch;
 the other columns are probed once per ``--interval`` (one ``grpc.health.v1.Health/Check`` per
-node, one lease lookup per node). Drawn with rich's ``Live`` (the ``cli`` extra).
+node, one lease lookup per node). Drawn with rich's ``Live`` (the ``cli`` extra); on no terminal
+(a pipe, a script) the table is printed once, as plain text, and ``top`` exits.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ..naming import validate_dotted
 from ..node import Node
 from ..snapshot import Snapshot
 from ._common import Options, check_readable, friendly_errors
+from ._nodes import format_table
 
 if TYPE_CHECKING:
     from ..registry.etcd import EtcdClient
@@ -75,6 +77,8 @@ class _Probes:
         self._views: dict[str, NodeView] = {}
         self._channels: dict[str, grpc.Channel] = {}
         self.revision = 0
+        #: set once the watch has given the nodes
+        self.followed = threading.Event()
 
     def views(self) -> list[NodeView]:
         with self._lock:
@@ -96,6 +100,7 @@ class _Probes:
                 view = self._views[key] = NodeView(node)
                 channel = self._channels[key] = grpc.insecure_channel(node.address)
                 channel.subscribe(self._on_state(view), try_to_connect=True)
+        self.followed.set()
 
     @staticmethod
     def _on_state(view: NodeView) -> Any:
@@ -119,10 +124,12 @@ class _Probes:
                 )
                 view.health = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
                 view.rtt = time.monotonic() - started
+                view.conn = "READY"  # it answered (its state callback may come a moment later)
             except grpc.RpcError as exc:
                 code = exc.code()
                 view.health = "no health service" if code is grpc.StatusCode.UNIMPLEMENTED else "-"
                 view.rtt = time.monotonic() - started if view.health != "-" else None
+                view.conn = "READY" if view.rtt is not None else view.conn
             except ValueError:  # closed while we probed: the node just left
                 continue
             view.ttl = self._ttl(view.node)
@@ -186,6 +193,17 @@ def _keys() -> Iterator[Any]:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
+def _print_once(service: str, probes: _Probes, timeout: float) -> None:
+    """The table once, as plain text (no terminal to redraw it on): the nodes of the watch,
+    each probed once."""
+    if not probes.followed.wait(timeout):
+        raise click.ClickException(f"etcd sent no nodes of {service} within {timeout:g} s")
+    probes.probe()
+    views = probes.views()
+    click.echo(f"{service}: {len(views)} nodes (rev {probes.revision})")
+    click.echo(format_table([HEADER, *top_rows(views)]))
+
+
 def _follow(reg: Any, service: str, probes: _Probes, stop: threading.Event) -> None:
     snapshots = reg.watch(service)
     try:
@@ -205,7 +223,10 @@ def _follow(reg: Any, service: str, probes: _Probes, stop: threading.Event) -> N
 @click.option("--interval", default=1.0, show_default=True, help="Seconds between probes.")
 @click.pass_obj
 def top(opts: Options, service: str, health_service: str, interval: float) -> None:
-    """A live table of SERVICE's nodes: TTL, health, connection, round trip. q quits."""
+    """A live table of SERVICE's nodes: TTL, health, connection, round trip. q quits.
+
+    On no terminal (a pipe, a script) it prints the table once and exits.
+    """
     with friendly_errors():
         try:
             from rich.live import Live
@@ -226,6 +247,9 @@ def top(opts: Options, service: str, health_service: str, interval: float) -> No
             follower.start()
             next_probe = 0.0
             try:
+                if not sys.stdout.isatty():
+                    _print_once(service, probes, opts.timeout)
+                    return
                 with (
                     _keys() as key,
                     Live(_render(service, probes), auto_refresh=False, screen=False) as live,
