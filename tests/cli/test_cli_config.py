@@ -170,6 +170,7 @@ def test_route_set_on_a_service_with_no_config_creates_one(
         (["--split", "v1="], "'v1=' is not VERSION=WEIGHT"),
         (["--split", "v1=0,v2=0"], "Error: --split 'v1=0,v2=0': the weights sum to 0"),
         (["--split", "v1=²"], "'v1=²': a weight is an integer >= 0, got '²'"),
+        (["--split", "v1 x=1"], "'v1 x=1': version must be a non-empty string without spaces"),
         (["--split", "v1=4294967295,v2=1"], "the weights sum to 4294967296, above 4294967295"),
         (["--split", "v1=1,v1=2"], "names a version twice"),
         (["--fallback", "stable"], "'stable' is not LABEL=VALUE or 'any'"),

@@ -25,7 +25,7 @@ from ..checks import Finding, Share, check_config, shares
 from ..config import ServiceConfig, config_json_schema, config_key, parse_config
 from ..errors import CompactedError, ConfigError, EtcdError, EtcdUnavailableError
 from ..naming import service_prefix, validate_dotted
-from ..node import Node
+from ..node import Node, check_version
 from ..registry.etcd import EtcdClient, KeyValue
 from ..snapshot import Snapshot, snapshot_from_kvs
 from ._common import Options, friendly_errors, one_line
@@ -485,6 +485,10 @@ def parse_split(text: str) -> list[dict[str, Any]]:
             raise ValueError(f"--split: {item!r} is not VERSION=WEIGHT (e.g. v1=90,v2=10)")
         if not (weight.strip().isascii() and weight.strip().isdigit()):  # not '²', '٣'
             raise ValueError(f"--split: {item!r}: a weight is an integer >= 0, got {weight!r}")
+        try:  # a version no server can register with ('v1 x') would be a share that fails
+            check_version(version.strip())
+        except ValueError as exc:
+            raise ValueError(f"--split: {item!r}: {exc}") from None
         to.append({"subset": {"version": version.strip()}, "weight": int(weight)})
     versions = [part["subset"]["version"] for part in to]
     if len(set(versions)) != len(versions):
