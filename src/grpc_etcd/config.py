@@ -251,10 +251,16 @@ def _child_policy(entries: tuple[Any, ...]) -> tuple[dict[str, Any], ...]:
         checked.append(_lb_entry(entry))
     known = [name for entry in checked for name in entry if name in POLICY_SETTINGS]
     if not known:
+        children = [n for n in POLICY_SETTINGS if n not in SUBSETTING_POLICIES]
         raise PydanticCustomError(
             "lb_unknown",
-            "names no policy we know; known: {known}",
-            {"known": ", ".join(n for n in POLICY_SETTINGS if n not in SUBSETTING_POLICIES)},
+            "names no policy we know ({names}); known: {known}",
+            {
+                "names": ", ".join(
+                    f"{n!r}{did_you_mean(n, children)}" for entry in checked for n in entry
+                ),
+                "known": ", ".join(children),
+            },
         )
     if known[0] in SUBSETTING_POLICIES:
         raise PydanticCustomError(

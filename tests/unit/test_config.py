@@ -344,6 +344,11 @@ def test_a_typod_policy_name_is_named_with_what_was_meant() -> None:
     )
     with pytest.raises(ConfigError, match="'least_requests' - did you mean 'least_request'"):
         validate_policy_settings("least_requests", {})
+    child = {"deterministic_subsetting": {"childPolicy": [{"round_robbin": {}}]}}
+    assert (  # a subsetting policy's child said 'names no policy we know', naming neither
+        "childPolicy: names no policy we know ('round_robbin' - did you mean 'round_robin'?); "
+        "known: random, "
+    ) in refusal({"loadBalancingConfig": [child]})
 
 
 def test_a_typo_in_a_policys_settings_lists_that_policys_settings() -> None:
