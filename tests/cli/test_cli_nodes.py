@@ -159,3 +159,29 @@ def test_ls_and_register_agree_on_grpc_etcd_in_a_name(etcd: EtcdServer) -> None:
     assert refused.exit_code == 1
     (line,) = refused.stderr.splitlines()
     assert "'grpc-etcd' is no part of a service name" in line
+
+
+def test_ls_of_every_service_says_once_for_the_keys_of_other_applications(
+    etcd: EtcdServer,
+) -> None:
+    """On an etcd shared with other applications, ls called each of their keys 'a bad
+    registry record', one warning a key. A bad record beside good ones (a service's) is still
+    named one by one."""
+    for i in range(5):
+        etcd.etcdctl("put", f"/myapp/settings/k{i}", "postgres://x")
+    etcd.etcdctl("put", "/hwholiday/srv/app/bad", "not json")
+    with grpc_etcd.Registry(etcd.endpoint) as registry:
+        registry.register("hwholiday.srv.app", address="127.0.0.1:5001", version="v1")
+        every = CliRunner().invoke(main, ["--etcd", etcd.endpoint, "ls"])
+        assert every.exit_code == 0, every.output
+        bad, foreign = every.stderr.splitlines()
+        assert bad.startswith("warning: skipping bad registry record at /hwholiday/srv/app/bad")
+        assert foreign == (
+            "warning: skipping 5 keys under / beside no registry record (another application's? "
+            "--root narrows ls; 'ls SERVICE' says what is wrong with each): /myapp/settings/k0, "
+            "/myapp/settings/k1, /myapp/settings/k2 (+2 more)"
+        )
+        one = CliRunner().invoke(main, ["--etcd", etcd.endpoint, "ls", "myapp.settings"])
+        warnings = [line for line in one.stderr.splitlines() if line.startswith("warning: ")]
+        assert one.exit_code == 0 and len(warnings) == 5, one.output
+        assert "bad registry record at /myapp/settings/k4" in one.stderr

@@ -36,6 +36,7 @@ def read_nodes(opts: Options, service: str | None) -> list[tuple[Node, int]]:
     of the root, and of any root below it (``<root>/prod/grpc-etcd/...``)."""
     root = opts.root.rstrip("/")
     prefix = service_prefix(service, opts.root) if service else root + "/"
+    skipped: dict[str, list[RecordError]] = {}  # by service: the keys that did not decode
     with opts.client() as client:
         kvs, _ = client.get_prefix(prefix)
         rows: list[tuple[Node, int]] = []
@@ -43,16 +44,41 @@ def read_nodes(opts: Options, service: str | None) -> list[tuple[Node, int]]:
             key = kv.key.decode("utf-8", "replace")
             if service is None and RESERVED_PREFIX in key[len(root) :]:
                 continue  # service configs and client keys, not services
+            name = service or _service_of_key(key, opts.root)
             try:
-                node = decode_record(
-                    kv.value, key=key, service=service or _service_of_key(key, opts.root)
-                )
+                node = decode_record(kv.value, key=key, service=name)
             except RecordError as exc:
-                click.echo(f"warning: skipping {exc}", err=True)
+                skipped.setdefault(name, []).append(exc)
                 continue
             ttl = client.lease_time_to_live(kv.lease) if kv.lease else -1
             rows.append((node, ttl))
+    _warn_skipped(skipped, {node.service for node, _ in rows}, service is None, prefix)
     return sorted(rows, key=lambda row: (row[0].service, row[0].version, row[0].id))
+
+
+def _warn_skipped(
+    skipped: dict[str, list[RecordError]], services: set[str], every: bool, prefix: str
+) -> None:
+    """One warning per bad record of a service (named, or holding a good record); listing
+    every service, the keys beside no record at all are another application's, most likely:
+    one line for them all, not one "bad registry record" each."""
+    foreign: list[str] = []
+    for name, errors in skipped.items():
+        if every and name not in services:
+            foreign += [error.key for error in errors]
+            continue
+        for error in errors:
+            click.echo(f"warning: skipping {error}", err=True)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (
+            f" (+{len(foreign) - 3} more)" if len(foreign) > 3 else ""
+        )
+        click.echo(
+            f"warning: skipping {len(foreign)} key{'s' if len(foreign) > 1 else ''} under "
+            f"{prefix} beside no registry record (another application's? --root narrows "
+            f"ls; 'ls SERVICE' says what is wrong with each): {shown}",
+            err=True,
+        )
 
 
 def format_table(rows: Sequence[Sequence[str]]) -> str:
