@@ -506,6 +506,10 @@ def test_history_lists_the_stored_versions_and_rollback_stores_one_again(
     assert "not reached revision" in _one_line_error(
         _cli(etcd, "config", "rollback", SERVICE, "--to", "999999")
     )
+    beyond_int64 = "99999999999999999999999"  # was protobuf's "Value out of range: ..."
+    assert f"etcd has not reached revision {beyond_int64} yet" in _one_line_error(
+        _cli(etcd, "config", "rollback", SERVICE, "--to", beyond_int64)
+    )
 
 
 def test_rollback_is_checked_like_a_new_document(

@@ -35,6 +35,7 @@ __all__ = ["config", "parse_fallback", "parse_split", "route", "share_lines", "s
 
 _REPLACE = "'grpc-etcd config set' (a whole document) or 'config delete' replaces it"
 _FORCE = "--force stores it anyway"
+_MAX_REVISION = 2**63 - 1
 
 
 @click.group()
@@ -391,6 +392,8 @@ def _at(client: EtcdClient, key: str, service: str, revision: int) -> KeyValue:
     """The stored document in force at ``revision``, or one line saying why there is none."""
     if revision < 1:
         raise ValueError(f"--to must be a revision >= 1, got {revision}")
+    if revision > _MAX_REVISION:  # etcd's are int64: protobuf said "Value out of range"
+        raise click.ClickException(f"etcd has not reached revision {revision} yet")
     try:
         kv = client.get(key, revision=revision)
     except CompactedError:
