@@ -33,3 +33,12 @@ def test_a_group_alone_prints_its_help() -> None:
     result = _run("config")
     assert result.returncode == 0
     assert result.stdout.startswith("Usage: ") and "show" in result.stdout
+
+
+@pytest.mark.parametrize("interval", ["0", "-1", "nan", "inf"])
+def test_top_refuses_an_interval_that_is_no_positive_number(interval: str) -> None:
+    """nan passed 'interval <= 0' and then no probe was ever due again."""
+    result = _run("--etcd", "127.0.0.1:1", "top", "a.b", "--interval", interval)
+    assert result.returncode == 1, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("Error: --interval must be a number of seconds > 0, got "), line

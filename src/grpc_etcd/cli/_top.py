@@ -235,8 +235,8 @@ def top(opts: Options, service: str, health_service: str, interval: float) -> No
                 "grpc-etcd top needs rich: pip install 'grpc-etcd[cli]'"
             ) from None
         validate_dotted(service)
-        if interval <= 0:
-            raise ValueError(f"--interval must be > 0, got {interval}")
+        if not 0 < interval < float("inf"):  # nan: never probed again
+            raise ValueError(f"--interval must be a number of seconds > 0, got {interval}")
         stop = threading.Event()
         with opts.registry() as reg, opts.client() as client:
             check_readable(reg, service)
