@@ -555,6 +555,26 @@ def test_history_after_a_delete_says_which_command_reaches_the_documents_before_
     assert back.exit_code == 0 and _stored(etcd) is not None, back.output
 
 
+def test_a_key_given_twice_in_a_file_is_refused(
+    etcd: EtcdServer, fleet: grpc_etcd.Registry
+) -> None:
+    """{"routes": [a split], "routes": []} validated as no route at all (the last one wins)."""
+    twice = '{"routes": [{"to": [{"subset": {"version": "v1"}}]}], "fallback": [], "routes": []}'
+    for command in (
+        ["config", "set", SERVICE, "-"],
+        ["config", "check", "-", "--service", SERVICE],
+    ):
+        line = _one_line_error(_cli(etcd, *command, stdin=twice))
+        assert (
+            line == "Error: bad service config at stdin: key 'routes' is given twice in one object"
+        )
+    nested = '{"routes": [{"to": [{"subset": {"version": "v1", "version": "v2"}}]}]}'
+    assert "key 'version' is given twice" in _one_line_error(
+        _cli(etcd, "config", "set", SERVICE, "-", stdin=nested)
+    )
+    assert _stored(etcd) is None
+
+
 def test_a_write_made_meanwhile_is_not_lost(
     etcd: EtcdServer, fleet: grpc_etcd.Registry, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -168,9 +168,24 @@ def _read_file(file: IO[bytes]) -> tuple[str, dict[str, Any]]:
     source = "stdin" if name in ("-", "<stdin>") else str(name)
     data = file.read()
     parse_config(data, key=source)  # refused here: nothing is written
-    document = json.loads(data)
+    document = json.loads(data, object_pairs_hook=_once_each(source))
     assert isinstance(document, dict)  # parse_config refuses anything else
     return source, document
+
+
+def _once_each(source: str) -> Any:
+    """A ``json`` object hook refusing a key given twice in one object: JSON readers keep
+    the last ({"routes": [...], "routes": []} has no route), which the writer rarely meant."""
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: set[str] = set()
+        for name, _ in items:
+            if name in seen:
+                raise ConfigError(source, f"key {name!r} is given twice in one object")
+            seen.add(name)
+        return dict(items)
+
+    return pairs
 
 
 @config.command(name="set")
