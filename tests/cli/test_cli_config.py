@@ -61,6 +61,8 @@ def test_set_show_delete(etcd: EtcdServer, tmp_path: Path) -> None:
     stored = _cli(etcd, "config", "set", SERVICE, str(path))
     assert stored.exit_code == 0, stored.output
     assert stored.stdout.startswith(f"stored {SERVICE}'s config at {KEY} (revision ")
+    # what it does, as route set, rollback and history say it (config set said nothing)
+    assert stored.stdout.splitlines()[1] == "  policy: round_robin; fallback: any"
     raw = _stored(etcd)
     assert raw is not None and json.loads(raw) == document
     shown = _cli(etcd, "config", "show", SERVICE)

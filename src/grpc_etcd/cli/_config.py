@@ -204,6 +204,7 @@ def set_config(opts: Options, service: str, file: IO[bytes], force: bool, dry_ru
             revision = _store(opts, client, write, client.get(key))
         if revision:
             click.echo(f"stored {service}'s config at {key} (revision {revision})")
+            click.echo(f"  {summary(document)}")
 
 
 @config.command(name="check")
