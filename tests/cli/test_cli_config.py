@@ -69,7 +69,7 @@ def test_set_show_delete(etcd: EtcdServer, tmp_path: Path) -> None:
     assert shown.exit_code == 0 and json.loads(shown.stdout) == document
 
     deleted = _cli(etcd, "config", "delete", SERVICE)
-    assert deleted.exit_code == 0 and deleted.stdout.strip() == f"deleted {KEY}"
+    assert deleted.exit_code == 0 and deleted.stdout.splitlines()[0] == f"deleted {KEY}"
     assert _stored(etcd) is None
     again = _cli(etcd, "config", "delete", SERVICE)
     assert again.exit_code == 0 and "no config stored" in again.stdout
@@ -544,10 +544,15 @@ def test_rollback_says_when_there_is_nothing_to_go_back_to(
 def test_history_after_a_delete_says_which_command_reaches_the_documents_before_it(
     etcd: EtcdServer, fleet: grpc_etcd.Registry
 ) -> None:
-    """history has no --to: after a delete it named one, as if history took it."""
+    """history has no --to: after a delete it named one, as if history took it. The delete
+    says the revision to give it (etcd lists no versions of a deleted key)."""
     stored = _cli(etcd, "route", "set", SERVICE, "--split", "v1=100")
     revision = re.findall(r"revision (\d+)", stored.stdout)[0]
-    assert _cli(etcd, "config", "delete", SERVICE).exit_code == 0
+    deleted = _cli(etcd, "config", "delete", SERVICE)
+    assert deleted.exit_code == 0, deleted.output
+    assert deleted.stdout.splitlines()[1] == (
+        f"  'grpc-etcd config rollback {SERVICE} --to {revision}' stores it again"
+    )
     listed = _cli(etcd, "config", "history", SERVICE)
     assert listed.exit_code == 0, listed.output
     (line,) = listed.stdout.splitlines()

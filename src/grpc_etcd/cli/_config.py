@@ -247,8 +247,15 @@ def delete(opts: Options, service: str) -> None:
     with friendly_errors():
         key = _key(opts, service)
         with opts.client() as client:
+            stored = client.get(key)  # etcd lists no versions of a deleted key: say its revision
             deleted = client.delete(key)
-        click.echo(f"deleted {key}" if deleted else f"no config stored for {service} (at {key})")
+        if not deleted:
+            click.echo(f"no config stored for {service} (at {key})")
+            return
+        click.echo(f"deleted {key}")
+        if stored is not None:
+            command = f"grpc-etcd config rollback {service} --to {stored.mod_revision}"
+            click.echo(f"  '{command}' stores it again")
 
 
 @config.command(name="schema")
