@@ -99,6 +99,14 @@ def test_other_host_names(tmp_path: Path) -> None:
         make_certs(tmp_path / "none", hosts=[])
 
 
+@pytest.mark.parametrize("host", ["bad host", "", "-lead.test", "a..b", "x_y.test", "h\n"])
+def test_a_host_that_is_no_name_is_refused(tmp_path: Path, host: str) -> None:
+    """The openssl fallback wrote any string into the certificate's names, unchecked."""
+    with pytest.raises(ValueError, match="is neither an IP address nor a DNS name"):
+        make_certs(tmp_path / "bad", hosts=["localhost", host])
+    assert not (tmp_path / "bad").exists()
+
+
 def test_a_relative_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``make_certs("tls")`` from the current directory, as a user's own test would call it
     (the openssl fallback ran openssl inside the directory with paths relative to outside)."""

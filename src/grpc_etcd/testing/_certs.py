@@ -6,6 +6,7 @@ import datetime
 import importlib
 import ipaddress
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -20,6 +21,12 @@ __all__ = ["DEFAULT_HOSTS", "TLSFiles", "make_certs"]
 
 #: The names the server certificate is valid for, unless told others: loopback.
 DEFAULT_HOSTS: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
+
+# A DNS name a certificate can carry: dotted labels of letters, digits and inner hyphens,
+# the first one possibly "*" (a wildcard).
+_DNS_NAME = re.compile(
+    r"(\*|[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,12 @@ def make_certs(
     """
     if not hosts:
         raise ValueError("make_certs needs at least one host name or IP address")
+    for host in hosts:
+        if not (_is_ip(host) or _DNS_NAME.fullmatch(host)):
+            raise ValueError(
+                f"make_certs: {host!r} is neither an IP address nor a DNS name (dotted labels "
+                "of letters, digits and hyphens)"
+            )
     path = Path(directory)
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     files = TLSFiles(
