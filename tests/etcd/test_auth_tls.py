@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 
 import pytest
@@ -15,6 +16,7 @@ from grpc_etcd.registry.etcd import (
     EtcdUnavailableError,
     TLSConfig,
 )
+from grpc_etcd.registry.watcher import Resync, follow
 from grpc_etcd.testing import EtcdServer, TLSUnavailableError
 
 Factory = Callable[..., EtcdServer]
@@ -209,3 +211,37 @@ def test_sync_refusal_names_the_key(etcd_factory: Factory) -> None:
         pytest.raises(AuthError, match=r"^cannot delete /sec/x: permission denied for user srv"),
     ):
         c.delete("/sec/x")
+
+
+async def test_a_refused_watch_warns_once_and_follows_once_granted(
+    etcd_factory: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A refusal lasts until someone changes the permissions: ``follow`` retries it (with
+    backoff) but warns once, not at every retry, and says when the key can be read again."""
+    etcd = etcd_factory(auth=("root", "s3cret"))
+    _limited_user(etcd, "srv", "/sec/srv/app/")
+    caplog.set_level(logging.INFO, logger="grpc_etcd.watcher")
+    async with AsyncEtcdClient(etcd.endpoint, username="srv", password="pw") as c:
+        failures: asyncio.Queue[Exception] = asyncio.Queue()
+        updates = follow(
+            c,
+            "/sec/srv/other/",
+            prefix=True,
+            keeping="the last nodes",
+            on_error=failures.put_nowait,
+        )
+        first = asyncio.create_task(anext(updates))
+        for _ in range(4):  # four refused reads, backing off from 0.1 s
+            assert isinstance(await asyncio.wait_for(failures.get(), 10), AuthError)
+        warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(warned) == 1, warned
+        assert warned[0].startswith(
+            "cannot watch the keys under /sec/srv/other/: permission denied for user srv"
+        )
+        assert warned[0].endswith("; keeping the last nodes, retrying until it is granted")
+        etcd.etcdctl(
+            "role", "grant-permission", "srv-role", "--prefix=true", "read", "/sec/srv/other/"
+        )
+        assert isinstance(await asyncio.wait_for(first, 20), Resync)
+        await updates.aclose()
+    assert "/sec/srv/other/ can be read again" in caplog.text

@@ -6,7 +6,8 @@ and none waits: a watch created from a past revision (read, then watch from R + 
 ``client/v3/naming`` idiom) is "unsynced" in etcd and gets a change made in between only from
 etcd's 100 ms sync loop. The etcd client resumes a broken watch from the last revision it
 delivered; what reaches us here is a compaction (watch and read again, publish the difference)
-or a hard failure (the same, with backoff). Meanwhile the last snapshot stands: an unreachable
+or a hard failure (the same, with backoff; a refusal, which only a change of permissions ends,
+is warned about once, not at every retry). Meanwhile the last snapshot stands: an unreachable
 etcd never empties the node set.
 """
 
@@ -27,6 +28,7 @@ from ..node import Node
 from ..snapshot import Change, Snapshot, apply_changes, snapshot_from_kvs
 from .etcd import (
     AsyncEtcdClient,
+    AuthError,
     CompactedError,
     EtcdError,
     EtcdUnavailableError,
@@ -128,6 +130,7 @@ async def follow(
     backoff). ``keeping`` says what stands meanwhile, in the warnings. Ends when the consumer
     closes it or the etcd client is closed."""
     backoff = Backoff(_RETRY_BASE, _RETRY_CAP)
+    refusal = ""  # the refusal warned about, until a read succeeds or etcd says another
     while not client.closed:
         try:
             watch, resync = await _watch_then_read(client, key, prefix)
@@ -137,9 +140,18 @@ async def follow(
             if on_error is not None:  # a read failed: a channel without nodes fails fast
                 on_error(exc)
             delay = backoff.next_delay()
-            log.warning("cannot read %s (%s); keeping %s, retry in %.1fs", key, exc, keeping, delay)
+            if not isinstance(exc, AuthError):
+                log.warning(
+                    "cannot read %s (%s); keeping %s, retry in %.1fs", key, exc, keeping, delay
+                )
+            elif str(exc) != refusal:  # a permission changes rarely: once, not every retry
+                refusal = str(exc)
+                log.warning("%s; keeping %s, retrying until it is granted", exc, keeping)
             await asyncio.sleep(delay)
             continue
+        if refusal:
+            log.info("%s can be read again", key)
+            refusal = ""
         async with contextlib.aclosing(watch):
             yield resync
             try:
