@@ -2,71 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 
-import grpc
 import pytest
 from click.testing import CliRunner
+from xds_harness import Ads
 
 import grpc_etcd.aio
 from grpc_etcd.cli import main as cli
 from grpc_etcd.config import config_key
 from grpc_etcd.testing import EtcdServer
 from grpc_etcd.xds import ControlPlane
-from grpc_etcd.xds._protos import AdsStub, DiscoveryRequest
 from grpc_etcd.xds.translate import CDS, EDS, LDS, RDS
 
 SERVICE = "cp.srv.app"
-QUIET = 0.5  # how long "nothing is sent" is watched for
-
-
-class Ads:
-    """One raw ADS stream, as a client would hold it."""
-
-    def __init__(self, address: str) -> None:
-        self.channel = grpc.aio.insecure_channel(address)
-        self.call: Any = AdsStub(self.channel).StreamAggregatedResources()
-        self.nonces: dict[str, str] = {}
-        self.responses: asyncio.Queue[Any] = asyncio.Queue()
-        self.reader = asyncio.create_task(self._read_all())
-
-    async def _read_all(self) -> None:
-        async for response in self.call:
-            await self.responses.put(response)
-
-    async def ask(self, type_url: str, *names: str) -> None:
-        request = DiscoveryRequest(
-            type_url=type_url, resource_names=names, response_nonce=self.nonces.get(type_url, "")
-        )
-        request.node.id = "test"
-        await self.call.write(request)
-
-    async def read(self, timeout: float = 10.0) -> Any:
-        response = await asyncio.wait_for(self.responses.get(), timeout)
-        self.nonces[response.type_url] = response.nonce
-        return response
-
-    async def ack(self, response: Any, *names: str) -> None:
-        request = DiscoveryRequest(
-            type_url=response.type_url,
-            resource_names=names,
-            response_nonce=response.nonce,
-            version_info=response.version_info,
-        )
-        await self.call.write(request)
-
-    async def nothing(self) -> None:
-        with pytest.raises(asyncio.TimeoutError):
-            await self.read(QUIET)
-
-    async def close(self) -> None:
-        self.call.cancel()
-        self.reader.cancel()
-        await asyncio.gather(self.reader, return_exceptions=True)
-        await self.channel.close()
 
 
 @pytest.fixture

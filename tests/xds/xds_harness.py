@@ -7,6 +7,7 @@ the answering servers live in the test process (which never dials xDS itself).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import selectors
@@ -25,6 +26,7 @@ import grpc
 import pytest
 
 from grpc_etcd.xds import bootstrap_json
+from grpc_etcd.xds._protos import AdsStub, DiscoveryRequest
 
 HERE = Path(__file__).parent
 GRPC_JS = "@grpc/grpc-js@1"
@@ -92,6 +94,54 @@ class Servers:
 
 
 # ---------------------------------------------------------------- the control plane
+
+QUIET = 0.5  # how long "nothing is sent" is watched for
+
+
+class Ads:
+    """One raw ADS stream, as a client would hold it."""
+
+    def __init__(self, address: str) -> None:
+        self.channel = grpc.aio.insecure_channel(address)
+        self.call: Any = AdsStub(self.channel).StreamAggregatedResources()
+        self.nonces: dict[str, str] = {}
+        self.responses: asyncio.Queue[Any] = asyncio.Queue()
+        self.reader = asyncio.create_task(self._read_all())
+
+    async def _read_all(self) -> None:
+        async for response in self.call:
+            await self.responses.put(response)
+
+    async def ask(self, type_url: str, *names: str) -> None:
+        request = DiscoveryRequest(
+            type_url=type_url, resource_names=names, response_nonce=self.nonces.get(type_url, "")
+        )
+        request.node.id = "test"
+        await self.call.write(request)
+
+    async def read(self, timeout: float = 10.0) -> Any:
+        response = await asyncio.wait_for(self.responses.get(), timeout)
+        self.nonces[response.type_url] = response.nonce
+        return response
+
+    async def ack(self, response: Any, *names: str) -> None:
+        request = DiscoveryRequest(
+            type_url=response.type_url,
+            resource_names=names,
+            response_nonce=response.nonce,
+            version_info=response.version_info,
+        )
+        await self.call.write(request)
+
+    async def nothing(self) -> None:
+        with pytest.raises(asyncio.TimeoutError):
+            await self.read(QUIET)
+
+    async def close(self) -> None:
+        self.call.cancel()
+        self.reader.cancel()
+        await asyncio.gather(self.reader, return_exceptions=True)
+        await self.channel.close()
 
 
 class PlaneProcess:
