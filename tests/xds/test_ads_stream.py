@@ -10,7 +10,7 @@ from google.protobuf.struct_pb2 import Struct
 from grpc_etcd.node import Node
 from grpc_etcd.snapshot import Snapshot
 from grpc_etcd.xds import ServiceState, Translation
-from grpc_etcd.xds._ads import PENDING, AdsStream
+from grpc_etcd.xds._ads import PENDING, AdsStream, NotServed
 from grpc_etcd.xds._protos import DiscoveryRequest
 from grpc_etcd.xds.bootstrap import SOURCE_KEY
 from grpc_etcd.xds.translate import CDS, EDS, LDS, RDS
@@ -134,3 +134,28 @@ def test_a_listener_we_do_not_serve_gets_an_empty_answer() -> None:
     stream.on_request(request(LDS, "not.ours"))
     (response,) = stream.responses(plane.lookup)
     assert list(response.resources) == []
+
+
+def test_a_resource_not_served_is_absent_and_named_with_its_reason_once() -> None:
+    plane, stream = Plane("v1"), AdsStream()
+    refused = NotServed("etcd refuses it")
+
+    def lookup(type_url: str, name: str, source: Mapping[str, str]) -> Any:
+        return refused if plane.translation is None else plane.lookup(type_url, name, source)
+
+    plane.translation = None
+    stream.on_request(request(LDS, SERVICE))
+    stream.on_request(request(EDS, V1))
+    lds, eds = stream.responses(lookup)
+    for response in (lds, eds):
+        assert list(response.resources) == []
+        ((error),) = response.resource_errors
+        assert error.resource_name.name in (SERVICE, V1)
+        assert (error.error_detail.code, error.error_detail.message) == (5, "etcd refuses it")
+        name = SERVICE if response.type_url == LDS else V1
+        stream.on_request(request(response.type_url, name, nonce=response.nonce, version="1"))
+    assert stream.responses(lookup) == []  # the same reason is not sent again
+    plane.set("v1")
+    lds, eds = stream.responses(lookup)
+    assert [len(lds.resources), len(eds.resources)] == [1, 1]
+    assert not lds.resource_errors and not eds.resource_errors

@@ -7,6 +7,10 @@ listeners and clusters (whose responses must carry every subscribed resource, an
 means deleted) are sent whole when any of them changed; route configurations and endpoints only
 the changed ones. Nothing is sent for a type while one of its resources is still pending (its
 service not yet read from etcd): a partial listener or cluster list would delete the others.
+A resource the control plane cannot serve (:class:`NotServed`) is left out, as one that does
+not exist, and named with its reason in the response's ``resource_errors`` (xRFC TP3, gRFC
+A88): a client that reads them fails its calls at once with that reason instead of waiting
+out its does-not-exist timer (15 s).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from . import _protos as pb
 from .bootstrap import source_of
 from .translate import CDS, LDS, TYPE_URLS
 
-__all__ = ["PENDING", "AdsStream", "Lookup", "Nack"]
+__all__ = ["PENDING", "AdsStream", "Lookup", "Nack", "NotServed"]
 
 log = logging.getLogger("grpc_etcd.xds")
 
@@ -35,9 +39,20 @@ class _Pending:
 #: What a lookup returns for a resource whose service is not read from etcd yet.
 PENDING: Any = _Pending()
 
-#: ``lookup(type_url, name, source)`` -> the serialized resource, ``PENDING``, or None (not ours).
+
+@dataclass(frozen=True, slots=True)
+class NotServed:
+    """What a lookup returns for a resource that cannot be served now: ``reason`` is what its
+    client is told (status NOT_FOUND); the resource is absent, as one that does not exist."""
+
+    reason: str
+
+
+#: ``lookup(type_url, name, source)`` -> the serialized resource, ``PENDING``, ``NotServed``
+#: or None (not ours).
 Lookup = Callable[[str, str, Mapping[str, str]], Any]
 _FULL_STATE = frozenset({LDS, CDS})
+_NOT_FOUND = 5  # google.rpc.Code
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +68,7 @@ class Nack:
 class _TypeState:
     names: frozenset[str] = frozenset()
     sent: dict[str, bytes] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)  # the reasons sent (NotServed)
     nonce: str = ""
     version: int = 0
     acked: str = ""
@@ -109,6 +125,7 @@ class AdsStream:
             state.reply_due = True
         for gone in state.names - names:
             state.sent.pop(gone, None)
+            state.errors.pop(gone, None)
         state.names = names
 
     def responses(self, lookup: Lookup) -> list[Any]:
@@ -125,23 +142,33 @@ class AdsStream:
 
     def _response(self, type_url: str, state: _TypeState, lookup: Lookup) -> Any | None:
         current: dict[str, bytes] = {}
+        errors: dict[str, str] = {}
         pending = False
         for name in sorted(state.names):
             resource = lookup(type_url, name, self.source)
             if resource is PENDING:
                 pending = True
+            elif isinstance(resource, NotServed):
+                errors[name] = resource.reason
             elif resource is not None:
                 current[name] = resource
         if type_url in _FULL_STATE:
-            if pending or (current == state.sent and not state.reply_due):
+            unchanged = current == state.sent and errors == state.errors
+            if pending or (unchanged and not state.reply_due):
                 return None
-            send = current
-            state.sent = dict(current)
+            send, tell = current, errors
+            state.sent, state.errors = dict(current), dict(errors)
         else:
             send = {name: data for name, data in current.items() if state.sent.get(name) != data}
-            if not send:
+            tell = {name: why for name, why in errors.items() if state.errors.get(name) != why}
+            if not send and not tell:
                 return None
             state.sent.update(send)
+            state.errors.update(tell)
+            for name in send:
+                state.errors.pop(name, None)
+            for name in tell:
+                state.sent.pop(name, None)
         state.reply_due = False
         state.version += 1
         self._nonces += 1
@@ -151,4 +178,11 @@ class AdsStream:
             type_url=type_url,
             nonce=state.nonce,
             resources=[pb.Any(type_url=type_url, value=data) for _, data in sorted(send.items())],
+            resource_errors=[
+                pb.ResourceError(
+                    resource_name=pb.ResourceName(name=name),
+                    error_detail=pb.Status(code=_NOT_FOUND, message=why),
+                )
+                for name, why in sorted(tell.items())
+            ],
         )
