@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from ..config import ServiceConfig, config_key, parse_config
 from ..errors import ConfigError
@@ -63,13 +63,18 @@ class ConfigTracker:
 
 
 async def watch_config(
-    client: AsyncEtcdClient, service: str, root: str = ""
+    client: AsyncEtcdClient,
+    service: str,
+    root: str = "",
+    *,
+    on_error: Callable[[Exception], None] | None = None,
 ) -> AsyncIterator[ServiceConfig | None]:
     """The config of ``service`` from etcd: the one in force first, then one per change
-    (``None``: no valid document, use the code's config). See the module docstring."""
+    (``None``: no valid document, use the code's config). See the module docstring.
+    ``on_error`` hears every failed read of the key."""
     key = config_key(service, root)
     tracker = ConfigTracker(key)
-    updates = follow(client, key, prefix=False, keeping="the last config")
+    updates = follow(client, key, prefix=False, keeping="the last config", on_error=on_error)
     async with contextlib.aclosing(updates):
         async for update in updates:
             if isinstance(update, Resync):

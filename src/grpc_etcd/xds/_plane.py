@@ -3,7 +3,11 @@
 A service is watched from the moment it is named (``services=``) or a client first asks for
 one of its resources: its nodes with the gap-free snapshot watcher, its config key alongside.
 Until both have been read once, its resources are pending and no client is told anything
-about it (an early, empty answer would make clients delete the service). Every change
+about it (an early, empty answer would make clients delete the service), unless etcd refuses
+them to the control plane's user: then clients are told they do not exist, and why (they fail
+fast instead of waiting out their resource timeout), while the watch retries, until the user
+may read them. A service read once stays served as it was through any later failure, a refusal
+too (its clients keep it anyway: their bootstrap sets ``ignore_resource_deletion``). Every change
 rebuilds the service's :class:`~grpc_etcd.xds.translate.Translation` and wakes every stream,
 which sends only what changed for it.
 """
@@ -27,11 +31,11 @@ from ..config import ServiceConfig
 from ..naming import validate_service
 from ..node import parse_address
 from ..registry.config_watch import watch_config
-from ..registry.etcd import AsyncEtcdClient, TLSConfig
+from ..registry.etcd import AsyncEtcdClient, AuthError, TLSConfig
 from ..registry.watcher import watch_snapshots
 from ..snapshot import Snapshot
 from . import _protos as pb
-from ._ads import PENDING, AdsStream
+from ._ads import PENDING, AdsStream, NotServed
 from .names import service_of
 from .translate import LDS, ServiceState, Translation
 
@@ -168,6 +172,10 @@ class _Service:
         self.synced = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
         self.warned: set[str] = set()
+        #: etcd's refusal to read the nodes or the config ("nodes", "config"), until a read
+        #: of them succeeds: while it was never translated, the service does not exist.
+        self.refusals: dict[str, str] = {}
+        self.hidden = False  # told clients it does not exist (and logged so)
         #: The labels of the connected clients that ask for this service, and how many of
         #: each (their zone is one: ``node.locality.zone``).
         self.clients: Counter[tuple[tuple[str, str], ...]] = Counter()
@@ -323,7 +331,8 @@ class ControlPlane(AsyncClosing):
         return watched.translation if watched else None
 
     def lookup(self, type_url: str, name: str, source: Mapping[str, str]) -> Any:
-        """A resource for a stream: serialized, ``PENDING`` (not synced yet) or None."""
+        """A resource for a stream: serialized, ``PENDING`` (not synced yet), ``NotServed``
+        (etcd refuses the service to the control plane's user) or None (not ours)."""
         service = service_of(name)
         if self.services is not None and service not in self.services:
             return None
@@ -332,6 +341,8 @@ class ControlPlane(AsyncClosing):
         except ValueError:
             return None
         if watched.translation is None:
+            if watched.refusals:  # the client is told at once, not left to time out
+                return NotServed(f"etcd refuses {service} to the control plane (see its log)")
             return PENDING
         return watched.translation.serialized(type_url, name, source)
 
@@ -368,21 +379,57 @@ class ControlPlane(AsyncClosing):
 
     async def _follow_nodes(self, watched: _Service) -> None:
         async for snapshot in watch_snapshots(
-            self._client, watched.name, self.root, allow=self._allow
+            self._client,
+            watched.name,
+            self.root,
+            allow=self._allow,
+            on_error=lambda exc: self._failed(watched, "nodes", exc),
         ):
             watched.snapshot = snapshot
+            watched.refusals.pop("nodes", None)
             self._changed(watched)
 
     async def _follow_config(self, watched: _Service) -> None:
-        async for config in watch_config(self._client, watched.name, self.root):
+        async for config in watch_config(
+            self._client,
+            watched.name,
+            self.root,
+            on_error=lambda exc: self._failed(watched, "config", exc),
+        ):
             watched.config = config
             watched.config_read = True
+            watched.refusals.pop("config", None)
             self._changed(watched)
+
+    def _failed(self, watched: _Service, what: str, exc: Exception) -> None:
+        """A read of a service's ``what`` failed: a refusal of one never translated makes
+        it not exist for clients (said once per service, until it is served); an outage
+        keeps it pending."""
+        if not isinstance(exc, AuthError):
+            return
+        watched.refusals[what] = str(exc)
+        if watched.hidden or watched.translation is not None:
+            return
+        watched.hidden = True
+        log.warning(
+            "not serving %s: %s; clients asking for it are told it does not exist until the "
+            "control plane's etcd user may read it (grpc-etcd acl grant %s --xds USER)",
+            watched.name,
+            exc,
+            watched.name,
+        )
+        self._wake()
 
     def _changed(self, watched: _Service) -> None:
         if watched.rebuild():
-            for waker in self._wakers:
-                waker.set()
+            if watched.hidden:
+                watched.hidden = False
+                log.info("serving %s: the control plane may read it now", watched.name)
+            self._wake()
+
+    def _wake(self) -> None:
+        for waker in self._wakers:
+            waker.set()
 
     def _joined(self, stream: AdsStream, gone: bool = False) -> None:
         """Count a stream's client among the callers of the services whose listener it asks
