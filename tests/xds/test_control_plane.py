@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -151,6 +154,28 @@ async def test_a_port_in_use_is_refused_in_one_line(etcd: EtcdServer) -> None:
         second = ControlPlane(registry, listen=first.address)
         with pytest.raises(OSError, match=r"cannot listen on 127\.0\.0\.1:\d+ \(address in use"):
             await second.start()
+
+
+def test_the_cli_refuses_a_port_in_use_in_one_line(etcd_session: EtcdServer) -> None:
+    """Only our line: grpc's own refusal to bind logs a line of its core to stderr first."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        command = [sys.executable, "-m", "grpc_etcd.cli", "--etcd", etcd_session.endpoint]
+        result = subprocess.run(
+            [*command, "xds", "--listen", address], capture_output=True, text=True, timeout=60
+        )
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [f"Error: cannot listen on {address} (address in use)"]
+
+
+async def test_an_address_not_on_this_host_is_refused_as_such(etcd: EtcdServer) -> None:
+    """Not "address in use?", as grpc's refusal to bind made us guess."""
+    async with grpc_etcd.aio.Registry(etcd.endpoint) as registry:
+        plane = ControlPlane(registry, listen="192.0.2.1:18000")  # TEST-NET-1: no host's
+        with pytest.raises(OSError, match=r"^cannot listen on 192\.0\.2\.1:18000 \(cannot assign"):
+            await plane.start()
 
 
 async def test_clients_cannot_make_it_watch_endless_services(

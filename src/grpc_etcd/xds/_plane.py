@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
+import socket
 import ssl
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -100,6 +102,34 @@ def _check_pems(key: str, cert: str, ca: str | None = None) -> None:
             context.load_verify_locations(ca)
         except ssl.SSLError:
             raise OSError(f"the control plane's client CA {ca} holds no PEM certificate") from None
+
+
+async def _check_free(listen: str) -> None:
+    """Refuse ``listen`` (``OSError``, one line) when none of its addresses can be bound, as
+    grpc would; checked first because grpc's own refusal also logs a line of its core to
+    stderr. (A port taken between this check and grpc's bind still fails, with that line.)"""
+    host, _, port = listen.rpartition(":")
+    if port == "0":
+        return
+    loop = asyncio.get_running_loop()
+    why = ""
+    try:
+        addresses = await loop.getaddrinfo(
+            host.strip("[]") or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        raise OSError(f"cannot listen on {listen} ({(exc.strerror or str(exc)).lower()})") from None
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as grpc does
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                in_use = exc.errno == errno.EADDRINUSE
+                why = why or ("address in use" if in_use else (exc.strerror or str(exc)).lower())
+                continue
+        return  # one address binds: grpc listens on it
+    raise OSError(f"cannot listen on {listen} ({why or 'no address'})")
 
 
 class _CertificateFiles:
@@ -275,6 +305,7 @@ class ControlPlane(AsyncClosing):
 
     async def start(self) -> None:
         """Watch the named services and start serving ADS."""
+        await _check_free(self._listen)
         # Without SO_REUSEPORT a second control plane on the port fails instead of sharing it.
         server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         pb.add_ads_servicer(_Servicer(self), server)
